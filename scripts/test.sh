@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The test command (README): set up, lint, build the reference guest, run every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+echo "== lint"
+npx eslint src
+echo "== reference guest"
+bash scripts/guest/build-reference.sh
+echo "== tests"
+mapfile -t files < <(find dist -name '*.test.js' | sort)
+if [ -n "${HOSTME_TEST_FILTER:-}" ]; then
+  mapfile -t files < <(printf '%s\n' "${files[@]}" | grep -E "$HOSTME_TEST_FILTER")
+fi
+# Tests that boot QEMU are heavy on a 2-core machine: run files one at a time.
+node --test --test-concurrency=1 --test-reporter=spec "${files[@]}"
