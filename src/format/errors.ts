@@ -1,0 +1,11 @@
+import { HostmeError } from '../errors.js';
+
+/**
+ * Problems with bytes that claim to be hostme format data (manifests, indexes,
+ * objects). Codes are stable: callers branch on them.
+ *  - format-unsupported: a version/kind this reader does not understand
+ *  - manifest-corrupt / index-corrupt: unparsable or inconsistent
+ *  - manifest-unsigned / signature-invalid / key-mismatch: trust failures
+ *  - object-invalid: bytes that do not hash to the id they were stored under
+ */
+export class FormatError extends HostmeError {}

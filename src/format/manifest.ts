@@ -1,0 +1,120 @@
+import { z } from 'zod';
+import { FormatError } from './errors.js';
+import { ID_PATTERN } from './digest.js';
+import { MAX_CHUNK_SIZE, MIN_CHUNK_SIZE } from './chunk-index.js';
+
+/**
+ * The image manifest (docs/format.md "Manifest"). It is the signed payload of
+ * an envelope; everything it references is content-addressed, so the signature
+ * over these bytes covers the whole image.
+ */
+export const MANIFEST_FORMAT_VERSION = 1;
+
+const objectId = z.string().regex(ID_PATTERN, 'must be 64 lowercase hex digits (a SHA-256)');
+const chunkSize = z
+  .number()
+  .int()
+  .min(MIN_CHUNK_SIZE)
+  .max(MAX_CHUNK_SIZE)
+  .refine((n) => (n & (n - 1)) === 0, 'must be a power of two');
+
+/** Any chunked content: a disk, a kernel, an initrd, a memory snapshot. */
+export const blobRefSchema = z.object({
+  size: z.number().int().nonnegative(),
+  chunkSize,
+  /** Object id of the chunk index. */
+  index: objectId,
+});
+
+export const diskSchema = blobRefSchema.extend({
+  name: z.string().regex(/^[a-z0-9][a-z0-9_-]{0,31}$/),
+  /** Bytes stored for this disk's objects when it was packed (informational). */
+  storedBytes: z.number().int().nonnegative().optional(),
+});
+
+export const imageNamePattern = /^[a-z0-9][a-z0-9._-]{0,63}$/;
+export const versionPattern = /^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$/;
+
+export const manifestSchema = z.object({
+  formatVersion: z.literal(MANIFEST_FORMAT_VERSION),
+  kind: z.literal('hostme-image'),
+  name: z.string().regex(imageNamePattern, 'lowercase letters, digits, ".", "_" or "-", at most 64'),
+  version: z.string().regex(versionPattern, 'letters, digits, ".", "_", "+" or "-", at most 64'),
+  created: z.string().datetime({ offset: true }),
+  description: z.string().max(4096).optional(),
+  hardware: z.object({
+    arch: z.enum(['x86_64', 'i686']),
+    memoryMiB: z.number().int().min(16).max(1 << 20),
+    cpus: z.number().int().min(1).max(256),
+  }),
+  boot: z.discriminatedUnion('mode', [
+    z.object({
+      mode: z.literal('direct'),
+      kernel: blobRefSchema,
+      initrd: blobRefSchema.optional(),
+      cmdline: z.string().max(4096),
+    }),
+    z.object({ mode: z.literal('firmware') }),
+  ]),
+  disks: z.array(diskSchema).min(1).max(16),
+  memorySnapshot: blobRefSchema.extend({ emulator: z.string() }).optional(),
+  /** Boot working set, in the order the guest read it: [diskIndex, chunkNumber]. */
+  prefetch: z.array(z.tuple([z.number().int().nonnegative(), z.number().int().nonnegative()])).max(1 << 20).optional(),
+  mirrors: z.array(z.string().url()).default([]),
+  /** The version this one was derived from (commit, profile, snapshot). */
+  parent: z.object({ version: z.string(), digest: objectId }).optional(),
+});
+
+export type Manifest = z.infer<typeof manifestSchema>;
+export type BlobRef = z.infer<typeof blobRefSchema>;
+export type DiskRef = z.infer<typeof diskSchema>;
+
+/** Parse manifest JSON bytes, refusing unknown versions before anything else. */
+export function parseManifest(bytes: Uint8Array, origin = 'manifest'): Manifest {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
+  } catch (err) {
+    throw new FormatError('manifest-corrupt', `${origin}: not valid JSON (${(err as Error).message})`, { origin });
+  }
+  const version = (raw as { formatVersion?: unknown } | null)?.formatVersion;
+  if (typeof version === 'number' && version !== MANIFEST_FORMAT_VERSION) {
+    throw new FormatError(
+      'format-unsupported',
+      `${origin}: manifest format version ${version} is not supported (this hostme reads version ${MANIFEST_FORMAT_VERSION}); upgrade hostme`,
+      { origin, version },
+    );
+  }
+  const parsed = manifestSchema.safeParse(raw);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    const path = issue.path.join('.') || '(root)';
+    throw new FormatError('manifest-corrupt', `${origin}: invalid manifest at ${path}: ${issue.message}`, { origin, path });
+  }
+  checkConsistency(parsed.data, origin);
+  return parsed.data;
+}
+
+function checkConsistency(manifest: Manifest, origin: string): void {
+  for (const [disk, chunk] of manifest.prefetch ?? []) {
+    const ref = manifest.disks[disk];
+    if (!ref || chunk * ref.chunkSize >= ref.size) {
+      throw new FormatError('manifest-corrupt', `${origin}: prefetch entry [${disk}, ${chunk}] points past the disks`, { origin });
+    }
+  }
+}
+
+export function serializeManifest(manifest: Manifest): Uint8Array {
+  return new TextEncoder().encode(JSON.stringify(manifestSchema.parse(manifest), null, 2) + '\n');
+}
+
+/** All blobs (disks, kernel, initrd, snapshot) a manifest references, labelled. */
+export function manifestBlobs(manifest: Manifest): Array<{ label: string; ref: BlobRef }> {
+  const blobs: Array<{ label: string; ref: BlobRef }> = manifest.disks.map((d) => ({ label: `disk ${d.name}`, ref: d }));
+  if (manifest.boot.mode === 'direct') {
+    blobs.push({ label: 'kernel', ref: manifest.boot.kernel });
+    if (manifest.boot.initrd) blobs.push({ label: 'initrd', ref: manifest.boot.initrd });
+  }
+  if (manifest.memorySnapshot) blobs.push({ label: 'memory snapshot', ref: manifest.memorySnapshot });
+  return blobs;
+}

@@ -1,0 +1,57 @@
+import { compress, decompress } from 'zstd-napi';
+import { FormatError } from './errors.js';
+import { sha256Hex, type ObjectId } from './digest.js';
+
+/**
+ * Object encoding (docs/format.md "Objects"): an object is stored as one zstd
+ * frame when that is strictly smaller than the raw bytes, otherwise raw. The
+ * reader always knows the uncompressed length from context (the index), so the
+ * rule "stored length == uncompressed length means raw" is unambiguous and needs
+ * no header.
+ */
+export const ZSTD_LEVEL = 3;
+
+export interface EncodedObject {
+  id: ObjectId;
+  /** Uncompressed length. */
+  length: number;
+  /** Bytes as stored in a repository or cache. */
+  stored: Uint8Array;
+}
+
+export function encodeObject(data: Uint8Array, level = ZSTD_LEVEL): EncodedObject {
+  const id = sha256Hex(data);
+  const packed = compress(data, { compressionLevel: level });
+  const stored = packed.length < data.length ? new Uint8Array(packed.buffer, packed.byteOffset, packed.length) : data;
+  return { id, length: data.length, stored };
+}
+
+/** Decode stored bytes and check they hash to `id`. Throws FormatError 'object-invalid'. */
+export function decodeObject(id: ObjectId, length: number, stored: Uint8Array, origin = 'object'): Uint8Array {
+  const data = stored.length === length ? stored : inflate(id, length, stored, origin);
+  const actual = sha256Hex(data);
+  if (actual !== id) {
+    throw new FormatError('object-invalid', `${origin}: object ${id} has wrong content (its bytes hash to ${actual})`, {
+      id,
+      actual,
+      origin,
+    });
+  }
+  return data;
+}
+
+function inflate(id: ObjectId, length: number, stored: Uint8Array, origin: string): Uint8Array {
+  if (stored.length > length) {
+    throw new FormatError('object-invalid', `${origin}: object ${id} is ${stored.length} bytes, larger than its ${length}-byte content`, { id, origin });
+  }
+  let out: Buffer;
+  try {
+    out = decompress(stored);
+  } catch (err) {
+    throw new FormatError('object-invalid', `${origin}: object ${id} is not a valid zstd frame (${(err as Error).message})`, { id, origin }, { cause: err });
+  }
+  if (out.length !== length) {
+    throw new FormatError('object-invalid', `${origin}: object ${id} decodes to ${out.length} bytes, expected ${length}`, { id, origin });
+  }
+  return new Uint8Array(out.buffer, out.byteOffset, out.length);
+}

@@ -1,0 +1,175 @@
+import { readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { FormatError } from '../format/errors.js';
+import { decodeIndex, indexByteLength, type ChunkIndex } from '../format/chunk-index.js';
+import { parseManifest, serializeManifest, type BlobRef, type Manifest } from '../format/manifest.js';
+import { formatPublicKeyLine, openEnvelope, signEnvelope, type PublisherKey } from '../format/signature.js';
+import { DirTransport } from '../store/dir-transport.js';
+import { HttpTransport, type HttpTransportOptions } from '../store/http-transport.js';
+import type { RepoTransport } from '../store/transport.js';
+import type { ObjectSource } from '../store/object-store.js';
+import { TransportStore } from '../store/transport-store.js';
+import { StoreError } from '../store/errors.js';
+import { HostmeError } from '../errors.js';
+import { LISTING, REPO_FORMAT_VERSION, REPO_MARKER, emptyListing, keyPath, manifestPath, type RepoListing } from './layout.js';
+
+const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
+
+export interface LoadedImage {
+  manifest: Manifest;
+  signer: PublisherKey;
+  /** SHA-256 of the signed envelope file. */
+  digest: string;
+  /** The envelope bytes as read, for re-publishing unchanged. */
+  envelope: Uint8Array;
+  origin: string;
+}
+
+export interface TrustOptions {
+  /** When given, manifests must be signed by one of these keys. */
+  trusted?: PublisherKey[];
+}
+
+/** A repository reached through a transport: listings, signed manifests, indexes, objects. */
+export class Repository {
+  readonly objects: TransportStore;
+
+  constructor(readonly transport: RepoTransport) {
+    this.objects = new TransportStore(transport);
+  }
+
+  get location(): string {
+    return this.transport.location;
+  }
+
+  get isLocal(): boolean {
+    return this.transport instanceof DirTransport;
+  }
+
+  async listing(): Promise<RepoListing> {
+    if (this.transport instanceof DirTransport) return scanDirListing(this);
+    const bytes = await this.transport.read(LISTING, { maxBytes: MAX_MANIFEST_BYTES });
+    if (!bytes) {
+      throw new StoreError('object-missing', `${this.location}: no ${LISTING} (is this a hostme repository? check the URL)`, { location: this.location });
+    }
+    return parseListing(bytes, `${this.location}/${LISTING}`);
+  }
+
+  async resolveVersion(name: string, version?: string): Promise<string> {
+    if (version) return version;
+    const listing = await this.listing();
+    const image = listing.images[name];
+    if (!image) {
+      const known = Object.keys(listing.images).join(', ') || 'none';
+      throw new HostmeError('image-not-found', `${this.location}: no image named "${name}" (images here: ${known})`, { name });
+    }
+    return image.latest;
+  }
+
+  async loadImage(name: string, version: string | undefined, trust: TrustOptions = {}): Promise<LoadedImage> {
+    const resolved = await this.resolveVersion(name, version);
+    const path = manifestPath(name, resolved);
+    const origin = `${this.location}/${path}`;
+    const envelope = await this.transport.read(path, { maxBytes: MAX_MANIFEST_BYTES });
+    if (!envelope) throw new HostmeError('image-not-found', `${this.location}: no version "${resolved}" of image "${name}"`, { name, version: resolved });
+    const opened = openEnvelope(envelope, { origin, trusted: trust.trusted });
+    const manifest = parseManifest(opened.payload, origin);
+    if (manifest.name !== name || manifest.version !== resolved) {
+      throw new FormatError('manifest-corrupt', `${origin}: manifest says ${manifest.name}@${manifest.version}, but is stored as ${name}@${resolved}`, { origin });
+    }
+    return { manifest, signer: opened.signer, digest: opened.digest, envelope, origin };
+  }
+
+  /** Fetch and check the chunk index of a blob against the manifest's claims. */
+  async readIndex(ref: BlobRef, source: ObjectSource = this.objects, label = 'blob'): Promise<ChunkIndex> {
+    const object = await source.get({ id: ref.index, length: indexByteLength(ref.size, ref.chunkSize) });
+    const index = decodeIndex(object.data, `${label} index ${ref.index.slice(0, 16)}`);
+    if (index.size !== ref.size || index.chunkSize !== ref.chunkSize) {
+      throw new FormatError('index-corrupt', `${label}: index describes ${index.size} bytes in ${index.chunkSize}-byte chunks, manifest says ${ref.size} in ${ref.chunkSize}`);
+    }
+    return index;
+  }
+
+  /** Write a signed manifest (after all its objects) and update the listing: the image becomes visible atomically. */
+  async publish(manifest: Manifest, key: PublisherKey): Promise<LoadedImage> {
+    const write = this.requireWritable();
+    const payload = serializeManifest(manifest);
+    const envelope = signEnvelope(payload, key);
+    await write(REPO_MARKER, new TextEncoder().encode(JSON.stringify({ format: 'hostme-repo', formatVersion: REPO_FORMAT_VERSION }) + '\n'));
+    await write(keyPath(key.keyId), new TextEncoder().encode(formatPublicKeyLine(key.publicKeyRaw)));
+    await write(manifestPath(manifest.name, manifest.version), envelope);
+    await this.updateListing();
+    return this.loadImage(manifest.name, manifest.version, { trusted: [key] });
+  }
+
+  /** Rebuild index.json from the manifests present (dir) or merge the newest (remote). */
+  async updateListing(added?: LoadedImage): Promise<RepoListing> {
+    const write = this.requireWritable();
+    let listing: RepoListing;
+    if (this.transport instanceof DirTransport) {
+      listing = await scanDirListing(this);
+    } else {
+      listing = await this.listing().catch(() => emptyListing());
+      if (added) addToListing(listing, added);
+    }
+    await write(LISTING, new TextEncoder().encode(JSON.stringify(listing, null, 2) + '\n'));
+    return listing;
+  }
+
+  private requireWritable(): (path: string, data: Uint8Array) => Promise<void> {
+    const write = this.transport.write?.bind(this.transport);
+    if (!write) throw new StoreError('store-readonly', `${this.location} is read-only`);
+    return write;
+  }
+}
+
+export function openRepository(location: string, http: HttpTransportOptions = {}): Repository {
+  if (/^https?:\/\//i.test(location)) return new Repository(new HttpTransport(location, http));
+  return new Repository(new DirTransport(location));
+}
+
+function parseListing(bytes: Uint8Array, origin: string): RepoListing {
+  let raw: RepoListing;
+  try {
+    raw = JSON.parse(new TextDecoder().decode(bytes)) as RepoListing;
+  } catch (err) {
+    throw new FormatError('manifest-corrupt', `${origin}: not valid JSON (${(err as Error).message})`);
+  }
+  if (raw?.format !== 'hostme-repo' || typeof raw.images !== 'object') throw new FormatError('manifest-corrupt', `${origin}: not a hostme repository listing`);
+  if (raw.formatVersion !== REPO_FORMAT_VERSION) {
+    throw new FormatError('format-unsupported', `${origin}: repository format version ${raw.formatVersion} is not supported (this hostme reads ${REPO_FORMAT_VERSION}); upgrade hostme`);
+  }
+  return raw;
+}
+
+function addToListing(listing: RepoListing, image: LoadedImage): void {
+  const { name, version, created, description } = image.manifest;
+  const entry = (listing.images[name] ??= { latest: version, versions: [] });
+  entry.versions = entry.versions.filter((v) => v.version !== version);
+  entry.versions.push({ version, created, digest: image.digest, ...(description ? { description } : {}) });
+  entry.versions.sort((a, b) => a.created.localeCompare(b.created) || a.version.localeCompare(b.version));
+  entry.latest = entry.versions[entry.versions.length - 1]!.version;
+}
+
+/**
+ * For a local directory the manifests themselves are the truth: scan them
+ * (signatures checked, unreadable ones skipped) so a crash between writing a
+ * manifest and the listing cannot leave them disagreeing.
+ */
+async function scanDirListing(repo: Repository): Promise<RepoListing> {
+  const root = (repo.transport as DirTransport).root;
+  const listing = emptyListing();
+  const names = await readdir(join(root, 'manifests')).catch(() => [] as string[]);
+  for (const name of names.sort()) {
+    const files = await readdir(join(root, 'manifests', name)).catch(() => [] as string[]);
+    for (const file of files.filter((f) => f.endsWith('.json') && !f.includes('.tmp-'))) {
+      try {
+        addToListing(listing, await repo.loadImage(name, file.slice(0, -'.json'.length)));
+      } catch {
+        // A corrupt manifest is reported by verify/inspect, not hidden from the listing silently:
+        // it is simply not offered as an image.
+      }
+    }
+  }
+  return listing;
+}

@@ -1,0 +1,76 @@
+import { channel } from 'node:diagnostics_channel';
+import type { ObjectId } from '../format/digest.js';
+import { isHostmeError, errorMessage } from '../errors.js';
+import type { GetOptions, ObjectRef, ObjectSource, ObjectStore, VerifiedObject } from './object-store.js';
+
+/** { id, bytes, source } for every object served from the local cache. */
+export const cacheHitChannel = channel('hostme:cache:hit');
+/** { id, bytes, source } for every object fetched from upstream. */
+export const cacheMissChannel = channel('hostme:cache:miss');
+/** { reason } once when the cache stops persisting (full, read-only). */
+export const cacheDegradedChannel = channel('hostme:cache:degraded');
+
+/**
+ * A local store in front of any source. Hits are verified like every read; a
+ * cached object that fails verification is deleted and fetched again. When the
+ * cache cannot be written (disk full, read-only) reads keep working uncached
+ * and the problem is reported once.
+ */
+export class CacheStore implements ObjectSource {
+  readonly name: string;
+  private persisting = true;
+  degradedReason?: string;
+
+  constructor(
+    readonly cache: ObjectStore,
+    readonly upstream: ObjectSource,
+  ) {
+    this.name = `cache(${cache.name}) → ${upstream.name}`;
+  }
+
+  async get(ref: ObjectRef, options: GetOptions = {}): Promise<VerifiedObject> {
+    const cached = await this.fromCache(ref, options);
+    if (cached) {
+      cacheHitChannel.publish({ id: ref.id, bytes: cached.stored.length, source: cached.source });
+      return cached;
+    }
+    const object = await this.upstream.get(ref, options);
+    cacheMissChannel.publish({ id: ref.id, bytes: object.stored.length, source: object.source });
+    await this.keep(object);
+    return object;
+  }
+
+  async has(id: ObjectId): Promise<boolean> {
+    return (await this.cache.has(id)) || this.upstream.has(id);
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([this.cache.close(), this.upstream.close()]);
+  }
+
+  private async fromCache(ref: ObjectRef, options: GetOptions): Promise<VerifiedObject | null> {
+    try {
+      return await this.cache.get(ref, options);
+    } catch (err) {
+      if (isHostmeError(err, 'object-invalid')) await this.cache.remove?.(ref.id).catch(() => {});
+      else if (!isHostmeError(err, 'object-missing')) this.degrade(`cache read failed: ${errorMessage(err)}`);
+      return null;
+    }
+  }
+
+  private async keep(object: VerifiedObject): Promise<void> {
+    if (!this.persisting) return;
+    try {
+      await this.cache.put(object.id, object.stored);
+    } catch (err) {
+      this.degrade(errorMessage(err));
+    }
+  }
+
+  private degrade(reason: string): void {
+    if (!this.persisting) return;
+    this.persisting = false;
+    this.degradedReason = reason;
+    cacheDegradedChannel.publish({ reason });
+  }
+}

@@ -1,0 +1,112 @@
+import { channel } from 'node:diagnostics_channel';
+import type { ObjectId } from '../format/digest.js';
+import { isHostmeError, errorMessage } from '../errors.js';
+import type { GetOptions, ObjectRef, ObjectSource, VerifiedObject } from './object-store.js';
+import { StoreError } from './errors.js';
+
+/** { mirror, reason, id } when a mirror serves wrong bytes and is demoted. */
+export const mirrorDemotedChannel = channel('hostme:mirror:demote');
+/** { from, to, id, reason } when a read moves on to the next mirror. */
+export const mirrorFailoverChannel = channel('hostme:mirror:failover');
+
+interface MirrorState {
+  source: ObjectSource;
+  /** Smoothed latency in ms (EWMA); lower ranks first. */
+  latencyMs: number;
+  failures: number;
+  /** Served bytes that did not match their id: ranked after every honest mirror. */
+  lying: boolean;
+  served: number;
+}
+
+/**
+ * A failover group of mirrors of one repository. Reads go to the best-ranked
+ * mirror (measured latency); on a network failure or a missing object the next
+ * one is tried; a mirror that returns wrong bytes is demoted and reported, and
+ * the object is fetched elsewhere.
+ */
+export class MirrorGroup implements ObjectSource {
+  readonly name: string;
+  private readonly mirrors: MirrorState[];
+
+  constructor(sources: ObjectSource[]) {
+    if (sources.length === 0) throw new StoreError('store-unavailable', 'a mirror group needs at least one mirror');
+    this.mirrors = sources.map((source, i) => ({ source, latencyMs: 50 + i, failures: 0, lying: false, served: 0 }));
+    this.name = sources.length === 1 ? sources[0]!.name : `mirrors(${sources.map((s) => s.name).join(' | ')})`;
+  }
+
+  /** Mirrors in the order reads will try them. */
+  ranking(): Array<{ name: string; latencyMs: number; failures: number; lying: boolean; served: number }> {
+    return this.ordered().map((m) => ({ name: m.source.name, latencyMs: Math.round(m.latencyMs), failures: m.failures, lying: m.lying, served: m.served }));
+  }
+
+  /** Time one request per mirror so the first real reads go to the fastest. */
+  async measure(probe: (source: ObjectSource) => Promise<unknown>): Promise<void> {
+    await Promise.all(
+      this.mirrors.map(async (m) => {
+        const started = performance.now();
+        try {
+          await probe(m.source);
+          m.latencyMs = performance.now() - started;
+        } catch {
+          m.failures++;
+          m.latencyMs = Number.MAX_SAFE_INTEGER / 4;
+        }
+      }),
+    );
+  }
+
+  async get(ref: ObjectRef, options: GetOptions = {}): Promise<VerifiedObject> {
+    const problems: string[] = [];
+    let allMissing = true;
+    const order = this.ordered();
+    for (const [i, mirror] of order.entries()) {
+      const started = performance.now();
+      try {
+        const object = await mirror.source.get(ref, options);
+        mirror.latencyMs = mirror.latencyMs * 0.8 + (performance.now() - started) * 0.2;
+        mirror.served++;
+        return object;
+      } catch (err) {
+        if (options.signal?.aborted) throw err;
+        const next = order[i + 1]?.source.name;
+        if (isHostmeError(err, 'object-missing')) {
+          problems.push(`${mirror.source.name}: missing`);
+        } else if (isHostmeError(err, 'object-invalid')) {
+          allMissing = false;
+          mirror.lying = true;
+          mirror.failures++;
+          problems.push(`${mirror.source.name}: wrong bytes`);
+          mirrorDemotedChannel.publish({ mirror: mirror.source.name, id: ref.id, reason: errorMessage(err) });
+        } else {
+          allMissing = false;
+          mirror.failures++;
+          mirror.latencyMs = mirror.latencyMs * 2 + 100;
+          problems.push(`${mirror.source.name}: ${errorMessage(err)}`);
+        }
+        if (next) mirrorFailoverChannel.publish({ from: mirror.source.name, to: next, id: ref.id, reason: errorMessage(err) });
+      }
+    }
+    const code = allMissing ? 'object-missing' : 'store-unavailable';
+    throw new StoreError(code, `object ${ref.id} could not be read from any mirror: ${problems.join('; ')}`, { id: ref.id, problems });
+  }
+
+  async has(id: ObjectId): Promise<boolean> {
+    for (const mirror of this.ordered()) {
+      try {
+        if (await mirror.source.has(id)) return true;
+      } catch {
+        // Unreachable mirrors do not decide presence.
+      }
+    }
+    return false;
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.mirrors.map((m) => m.source.close()));
+  }
+
+  private ordered(): MirrorState[] {
+    return [...this.mirrors].sort((a, b) => Number(a.lying) - Number(b.lying) || a.latencyMs - b.latencyMs);
+  }
+}

@@ -1,0 +1,28 @@
+/**
+ * Byte-level access to a repository's files (manifests, index.json, keys,
+ * objects). A repository is plain files, so a directory and a static HTTP
+ * server are interchangeable behind this interface.
+ */
+export interface RepoTransport {
+  /** "dir:/path" or the base URL. */
+  readonly location: string;
+  /** File bytes, or null when the file does not exist. */
+  read(path: string, options?: ReadOptions): Promise<Uint8Array | null>;
+  /** Atomic replace: readers see the old or the new file, never a partial one. */
+  write?(path: string, data: Uint8Array): Promise<void>;
+  exists?(path: string): Promise<boolean>;
+  close?(): Promise<void>;
+}
+
+export interface ReadOptions {
+  signal?: AbortSignal;
+  /** Refuse bodies larger than this (a lying server must not exhaust memory). */
+  maxBytes?: number;
+}
+
+/** Repository-relative paths only: no absolute paths, no "..", no empty segments. */
+export function assertRepoPath(path: string): void {
+  if (path.startsWith('/') || path.split('/').some((seg) => seg === '' || seg === '.' || seg === '..') || path.includes('\\') || path.includes('\0')) {
+    throw new Error(`invalid repository path ${JSON.stringify(path)}`);
+  }
+}
