@@ -4,6 +4,9 @@ import { registerPack } from './pack.js';
 import { registerVerify } from './verify.js';
 import { registerInspect } from './inspect.js';
 import { registerLs } from './ls.js';
+import { registerRun } from './run.js';
+import { registerProfile } from './profile.js';
+import { registerInstanceCommands } from './instances.js';
 import { reportError } from './output.js';
 
 export function buildProgram(): Command {
@@ -17,6 +20,9 @@ export function buildProgram(): Command {
   registerVerify(program);
   registerInspect(program);
   registerLs(program);
+  registerRun(program);
+  registerProfile(program);
+  registerInstanceCommands(program);
   return program;
 }
 

@@ -98,8 +98,9 @@ export class Repository {
     await write(REPO_MARKER, new TextEncoder().encode(JSON.stringify({ format: 'hostme-repo', formatVersion: REPO_FORMAT_VERSION }) + '\n'));
     await write(keyPath(key.keyId), new TextEncoder().encode(formatPublicKeyLine(key.publicKeyRaw)));
     await write(manifestPath(manifest.name, manifest.version), envelope);
-    await this.updateListing();
-    return this.loadImage(manifest.name, manifest.version, { trusted: [key] });
+    const published = await this.loadImage(manifest.name, manifest.version, { trusted: [key] });
+    await this.updateListing(published);
+    return published;
   }
 
   /** Rebuild index.json from the manifests present (dir) or merge the newest (remote). */

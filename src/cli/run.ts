@@ -1,0 +1,95 @@
+import { writeFile } from 'node:fs/promises';
+import type { Command } from 'commander';
+import { parseImageLink } from '../runner/link.js';
+import { startImage } from '../runner/run-image.js';
+import type { RunStats } from '../runner/run-stats.js';
+import { HostmeError, errorMessage } from '../errors.js';
+import { formatBytes, parsePositiveInt } from './output.js';
+import { ProgressBar } from './progress.js';
+import { loadPublicKey } from '../pack/publisher-key.js';
+
+interface RunCliOptions {
+  cache?: string;
+  mirror?: string[];
+  fresh?: boolean;
+  fill?: boolean;
+  until?: string;
+  timeout?: string;
+  console: string;
+  statsJson?: string;
+  append?: string;
+  instance?: string;
+  pubkey?: string;
+  json?: boolean;
+}
+
+export function registerRun(program: Command): void {
+  program
+    .command('run')
+    .description('boot a published image in QEMU, streaming its disk on demand')
+    .argument('<link>', 'landing page URL, repository URL, hostme+https:// link, or local repository directory')
+    .argument('[name]', 'image name (NAME or NAME@VERSION) when the link is a repository')
+    .option('--cache <dir>', 'cache directory (default $HOSTME_CACHE_DIR or ~/.cache/hostme)')
+    .option('--mirror <url...>', 'additional mirrors of the repository')
+    .option('--fresh', 'discard your earlier changes to this instance')
+    .option('--fill', 'keep fetching the whole image in the background so it can run offline')
+    .option('--until <regex>', 'stop the VM once the console prints a match (exit 0)')
+    .option('--timeout <seconds>', 'give up after this many seconds (exit non-zero)')
+    .option('--console <mode>', 'stdio (interactive) or none', process.stdin.isTTY ? 'stdio' : 'none')
+    .option('--stats-json <file>', 'write fetch statistics as JSON')
+    .option('--append <text>', 'extra kernel command line')
+    .option('--instance <name>', 'instance name for a separate copy with its own changes')
+    .option('--pubkey <file>', 'require this publisher key')
+    .option('--json', 'print the summary as JSON')
+    .action(async (link: string, name: string | undefined, options: RunCliOptions) => {
+      if (options.console !== 'stdio' && options.console !== 'none') throw new HostmeError('usage', '--console must be stdio or none');
+      let until: RegExp | undefined;
+      try {
+        until = options.until ? new RegExp(options.until) : undefined;
+      } catch (err) {
+        throw new HostmeError('usage', `--until is not a valid regular expression: ${errorMessage(err)}`);
+      }
+      const parsed = parseImageLink(link, name);
+      const bar = new ProgressBar('hostme', { enabled: process.stderr.isTTY === true && options.console !== 'stdio' });
+      const running = await startImage({
+        link: parsed,
+        cacheDir: options.cache,
+        mirrors: options.mirror,
+        fresh: options.fresh,
+        fill: options.fill,
+        until,
+        timeoutMs: options.timeout ? parsePositiveInt(options.timeout) * 1000 : undefined,
+        console: options.console,
+        append: options.append,
+        instance: options.instance,
+        trusted: options.pubkey ? [await loadPublicKey(options.pubkey)] : undefined,
+      });
+      const { manifest } = running;
+      for (const notice of running.notices) process.stderr.write(`hostme: ${notice}\n`);
+      if (!options.json) process.stderr.write(`hostme: booting ${manifest.name}@${manifest.version} (${manifest.hardware.arch}, ${manifest.hardware.memoryMiB} MiB, accel ${running.vm.accel})${options.console === 'stdio' ? ' — Ctrl-] stops the VM' : ''}\n`);
+      const ticker = setInterval(() => bar.status(statusLine(running.collector.stats, running.collector.hitRate(), running.collector.rate())), 250);
+      const result = await running.finished.finally(() => clearInterval(ticker));
+      bar.done();
+      if (options.statsJson) await writeFile(options.statsJson, JSON.stringify(result.stats, null, 2) + '\n');
+      if (options.json) process.stdout.write(JSON.stringify({ image: `${manifest.name}@${manifest.version}`, exit: result.exit, ...result.stats }, null, 2) + '\n');
+      else process.stderr.write(summary(result.stats, running.collector.hitRate()) + '\n');
+      if (result.readyError) throw result.readyError;
+      if (until && result.stats.msToReady === null) {
+        throw new HostmeError('vm-exited', `the VM stopped before the console matched /${options.until}/ (QEMU exit ${result.exit.code ?? result.exit.signal})`);
+      }
+    });
+}
+
+function statusLine(stats: RunStats, hitRate: number, rate: number): string {
+  return `fetched ${formatBytes(stats.bytesFetched)} in ${stats.requests} requests, ${stats.chunksFetched + stats.chunksFromCache} chunks, cache hit ${(hitRate * 100).toFixed(0)}%, ${formatBytes(rate)}/s`;
+}
+
+function summary(stats: RunStats, hitRate: number): string {
+  const ready = stats.msToReady === null ? 'not reached' : `${(stats.msToReady / 1000).toFixed(1)} s`;
+  const lines = [
+    `hostme: ready ${ready}; fetched ${formatBytes(stats.bytesFetched)} in ${stats.requests} requests (${stats.chunksFetched} chunks, ${stats.chunksPrefetched} prefetched), ${formatBytes(stats.bytesFromCache)} from cache (hit rate ${(hitRate * 100).toFixed(0)}%)`,
+  ];
+  if (stats.mirrorsUsed.length) lines.push(`hostme: mirrors used: ${stats.mirrorsUsed.join(', ')}`);
+  for (const error of stats.errors.slice(0, 5)) lines.push(`hostme: warning: ${error}`);
+  return lines.join('\n');
+}

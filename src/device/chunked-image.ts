@@ -1,0 +1,87 @@
+import { chunkLength, isHole, type ChunkIndex } from '../format/chunk-index.js';
+import { errorMessage } from '../errors.js';
+import type { FetchPriority, ObjectSource } from '../store/object-store.js';
+import type { BlockDevice } from './block-device.js';
+import { BlockDeviceError, checkRange } from './errors.js';
+import { ChunkLru } from './chunk-lru.js';
+
+export interface ChunkedImageOptions {
+  /** Decoded chunks kept in RAM (guests read 4–128 KiB at a time inside one chunk). */
+  memoryCacheBytes?: number;
+  /** Called once per chunk, the first time the guest reads it (boot profiling). */
+  onFirstAccess?: (chunk: number) => void;
+  label?: string;
+}
+
+/**
+ * The read-only disk of a published image: a chunk index plus a source of
+ * verified objects. Holes read as zeros without any fetch; a failed fetch is
+ * an EIO to the guest, never a hang (the source has timeouts and retries).
+ */
+export class ChunkedImageDevice implements BlockDevice {
+  readonly readOnly = true;
+  readonly blockSize = 4096;
+  private readonly memory: ChunkLru;
+  private readonly accessed: Uint8Array;
+  private readonly label: string;
+
+  constructor(
+    readonly index: ChunkIndex,
+    private readonly source: ObjectSource,
+    private readonly options: ChunkedImageOptions = {},
+  ) {
+    this.memory = new ChunkLru(options.memoryCacheBytes ?? 64 * 1024 * 1024);
+    this.accessed = new Uint8Array(index.ids.length);
+    this.label = options.label ?? 'disk';
+  }
+
+  get size(): number {
+    return this.index.size;
+  }
+
+  get chunkSize(): number {
+    return this.index.chunkSize;
+  }
+
+  async read(offset: number, length: number): Promise<Uint8Array> {
+    checkRange(this.size, offset, length);
+    const out = new Uint8Array(length);
+    if (length === 0) return out;
+    const first = Math.floor(offset / this.chunkSize);
+    const last = Math.floor((offset + length - 1) / this.chunkSize);
+    const parts: Promise<void>[] = [];
+    for (let chunk = first; chunk <= last; chunk++) {
+      parts.push(
+        this.chunk(chunk, 'demand').then((data) => {
+          const chunkStart = chunk * this.chunkSize;
+          const from = Math.max(offset, chunkStart);
+          const to = Math.min(offset + length, chunkStart + data.length);
+          if (data.length) out.set(data.subarray(from - chunkStart, to - chunkStart), from - offset);
+        }),
+      );
+    }
+    await Promise.all(parts);
+    return out;
+  }
+
+  /** Fetch (or find) one chunk; holes return an empty array meaning "zeros". */
+  async chunk(chunk: number, priority: FetchPriority): Promise<Uint8Array> {
+    const id = this.index.ids[chunk]!;
+    if (priority === 'demand' && !this.accessed[chunk]) {
+      this.accessed[chunk] = 1;
+      this.options.onFirstAccess?.(chunk);
+    }
+    if (isHole(id)) return new Uint8Array(0);
+    const cached = this.memory.get(id);
+    if (cached) return cached;
+    try {
+      const object = await this.source.get({ id, length: chunkLength(this.index, chunk) }, { priority });
+      if (priority === 'demand') this.memory.set(id, object.data);
+      return object.data;
+    } catch (err) {
+      throw new BlockDeviceError('EIO', `${this.label} chunk ${chunk} (${id.slice(0, 16)}) unavailable: ${errorMessage(err)}`, { chunk, id }, { cause: err });
+    }
+  }
+
+  async close(): Promise<void> {}
+}

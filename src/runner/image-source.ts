@@ -1,0 +1,74 @@
+import { openEnvelope, type PublisherKey } from '../format/signature.js';
+import { parseManifest } from '../format/manifest.js';
+import { errorMessage, HostmeError, isHostmeError } from '../errors.js';
+import { openRepository, type LoadedImage, type Repository } from '../repo/repository.js';
+import { HttpTransport, type HttpTransportOptions } from '../store/http-transport.js';
+import { TransportStore } from '../store/transport-store.js';
+import { MirrorGroup } from '../store/mirror-group.js';
+import { CacheStore } from '../store/cache-store.js';
+import { REPO_MARKER } from '../repo/layout.js';
+import type { ObjectSource } from '../store/object-store.js';
+import type { CacheDir } from './cache-dir.js';
+import { TrustPins } from './trust-pins.js';
+import type { ImageLink } from './link.js';
+
+export interface ResolvedImage {
+  image: LoadedImage;
+  repo: Repository;
+  /** Verified objects: cache → mirror group (remote) or the directory itself (local). */
+  source: ObjectSource;
+  mirrors?: MirrorGroup;
+  cache?: CacheStore;
+  /** Set when the repository could not be reached and the cached manifest was used. */
+  offline?: string;
+}
+
+export interface ResolveOptions {
+  cache: CacheDir;
+  extraMirrors?: string[];
+  trusted?: PublisherKey[];
+  http?: HttpTransportOptions;
+  /** Pin this version (the instance's base) unless the link names one. */
+  preferVersion?: string;
+}
+
+/**
+ * Find the signed manifest (from the repository, or from the cache when the
+ * repository is unreachable) and build the verified object source for it.
+ */
+export async function resolveImage(link: ImageLink, options: ResolveOptions): Promise<ResolvedImage> {
+  const http = { retries: 2, timeoutMs: 10_000, ...options.http };
+  const repo = openRepository(link.repo, http);
+  const version = link.version ?? options.preferVersion;
+  const pins = new TrustPins(options.cache.root);
+  let image: LoadedImage;
+  let offline: string | undefined;
+  try {
+    image = await repo.loadImage(link.name, version, { trusted: options.trusted });
+  } catch (err) {
+    if (!isHostmeError(err, 'store-unavailable') || repo.isLocal) throw err;
+    const cached = await options.cache.cachedManifest(link.repo, link.name, version);
+    if (!cached) {
+      throw new HostmeError('repo-unreachable', `cannot reach ${link.repo} (${errorMessage(err)}) and ${link.name} has never been run here, so nothing is cached; check the URL or your network`, { repo: link.repo });
+    }
+    const origin = options.cache.manifestFile(link.repo, link.name, cached.version);
+    const opened = openEnvelope(cached.envelope, { origin, trusted: options.trusted });
+    image = { manifest: parseManifest(opened.payload, origin), signer: opened.signer, digest: opened.digest, envelope: cached.envelope, origin };
+    offline = errorMessage(err);
+  }
+  if (!options.trusted) await pins.check(link.repo, link.name, image.signer);
+  if (repo.isLocal) return { image, repo, source: repo.objects, offline };
+
+  if (!offline) await options.cache.saveManifest(link.repo, link.name, image.manifest.version, image.envelope);
+  const urls = unique([link.repo, ...(options.extraMirrors ?? []), ...image.manifest.mirrors]);
+  const mirrors = new MirrorGroup(urls.map((url) => new TransportStore(new HttpTransport(url, http))));
+  if (urls.length > 1 && !offline) await mirrors.measure((s) => (s as TransportStore).transport.read(REPO_MARKER, { maxBytes: 4096 }));
+  await options.cache.ensure();
+  const cache = new CacheStore(options.cache.objects, mirrors);
+  return { image, repo, source: cache, mirrors, cache, offline };
+}
+
+function unique(urls: string[]): string[] {
+  const seen = new Set<string>();
+  return urls.map((u) => u.replace(/\/$/, '')).filter((u) => !seen.has(u) && seen.add(u));
+}

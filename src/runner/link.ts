@@ -1,0 +1,49 @@
+import { HostmeError } from '../errors.js';
+
+export interface ImageLink {
+  /** Repository location: an http(s) base URL or a local directory. */
+  repo: string;
+  name: string;
+  version?: string;
+}
+
+/**
+ * Accepted forms (docs/run.md):
+ *   http://host:8080 hello            repository URL + name
+ *   http://host:8080/i/hello          landing page (also /i/hello/run)
+ *   hostme+https://host/i/hello       the desktop handler scheme (also hostme+http, web+hostme:)
+ *   /srv/repo hello                   a local repository directory
+ * A name may carry a version: hello@2.
+ */
+export function parseImageLink(link: string, nameArg?: string): ImageLink {
+  let location = link.trim();
+  const webScheme = /^web\+hostme:(\/\/)?/i;
+  if (webScheme.test(location)) location = decodeURIComponent(location.replace(webScheme, ''));
+  location = location.replace(/^hostme\+(https?:)/i, '$1');
+  if (/^https?:\/\//i.test(location)) return parseUrl(location, nameArg);
+  if (!nameArg) throw new HostmeError('usage', `"${link}" is a local path: also give the image name (hostme run DIR NAME)`);
+  return { repo: location, ...splitVersion(nameArg) };
+}
+
+function parseUrl(text: string, nameArg?: string): ImageLink {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    throw new HostmeError('usage', `"${text}" is not a valid URL`);
+  }
+  const landing = /^(.*?)\/i\/([^/]+)(?:\/run)?\/?$/.exec(url.pathname);
+  url.search = '';
+  url.hash = '';
+  if (landing) {
+    url.pathname = landing[1] || '/';
+    return { repo: url.href.replace(/\/$/, ''), ...splitVersion(decodeURIComponent(landing[2]!)) };
+  }
+  if (!nameArg) throw new HostmeError('usage', `which image? give a name after the repository URL (hostme run ${text} NAME) or use the page URL ${text.replace(/\/$/, '')}/i/NAME`);
+  return { repo: url.href.replace(/\/$/, ''), ...splitVersion(nameArg) };
+}
+
+function splitVersion(spec: string): { name: string; version?: string } {
+  const [name, version] = spec.split('@', 2) as [string, string | undefined];
+  return version ? { name, version } : { name };
+}

@@ -1,0 +1,218 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chunkLength, isHole } from '../format/chunk-index.js';
+import type { Manifest } from '../format/manifest.js';
+import type { PublisherKey } from '../format/signature.js';
+import { HostmeError, errorMessage } from '../errors.js';
+import type { BlockDevice } from '../device/block-device.js';
+import { ChunkedImageDevice } from '../device/chunked-image.js';
+import { CowOverlay } from '../device/cow-overlay.js';
+import { NbdServer } from '../nbd/server.js';
+import { launchVm, type VmConsole, type VmHandle, type VmExit } from '../vm/qemu.js';
+import type { Accel } from '../vm/accel.js';
+import { FetchScheduler } from '../store/fetch-scheduler.js';
+import type { HttpTransportOptions } from '../store/http-transport.js';
+import { CacheDir, defaultCacheLimit } from './cache-dir.js';
+import { Instance } from './instance.js';
+import { resolveImage, type ResolvedImage } from './image-source.js';
+import { writeBlobToFile } from './blob-file.js';
+import { RunStatsCollector, type RunStats } from './run-stats.js';
+import type { ImageLink } from './link.js';
+
+export interface RunOptions {
+  link: ImageLink;
+  cacheDir?: string;
+  mirrors?: string[];
+  /** Discard the instance's earlier writes first. */
+  fresh?: boolean;
+  /** Keep fetching every remaining chunk in the background (offline later). */
+  fill?: boolean;
+  until?: RegExp;
+  keepRunning?: boolean;
+  timeoutMs?: number;
+  console: VmConsole;
+  /** Appended to the manifest's kernel command line. */
+  append?: string;
+  trusted?: PublisherKey[];
+  /** Instance name (default: the image name): separate overlays for parallel copies. */
+  instance?: string;
+  /** 'ephemeral' writes go to a temporary overlay that is deleted at the end (profile, tests). */
+  overlay?: 'persistent' | 'ephemeral';
+  /** Called with (disk, chunk) the first time the guest reads a chunk (boot profiling). */
+  onFirstAccess?: (disk: number, chunk: number) => void;
+  accel?: Accel;
+  http?: HttpTransportOptions;
+  extraQemuArgs?: string[];
+}
+
+export interface RunningImage {
+  manifest: Manifest;
+  digest: string;
+  vm: VmHandle;
+  collector: RunStatsCollector;
+  devices: ChunkedImageDevice[];
+  offline?: string;
+  notices: string[];
+  /** Resolves after QEMU exited and everything was closed, with the final stats. */
+  finished: Promise<{ exit: VmExit; stats: RunStats; readyError?: unknown }>;
+}
+
+/**
+ * Boot a published image: verified lazy disks (cache → mirrors), a
+ * copy-on-write overlay per instance, an NBD server QEMU connects to, the
+ * boot-working-set prefetch, and QEMU itself.
+ */
+export async function startImage(options: RunOptions): Promise<RunningImage> {
+  const cache = new CacheDir(options.cacheDir);
+  const collector = new RunStatsCollector();
+  const notices: string[] = [];
+  const cleanups: Array<() => Promise<unknown>> = [];
+  const cleanup = async () => {
+    for (const step of cleanups.reverse()) await step().catch(() => {});
+  };
+  try {
+    const instanceName = options.instance ?? options.link.name;
+    const ephemeral = options.overlay === 'ephemeral';
+    const runDir = await mkdtemp(join(tmpdir(), 'hostme-run-'));
+    cleanups.push(() => rm(runDir, { recursive: true, force: true }));
+    const instance = new Instance(ephemeral ? join(runDir, 'instance') : cache.instanceDir(instanceName));
+    await instance.lock();
+    cleanups.push(() => instance.unlock());
+    if (options.fresh) await instance.discardOverlay();
+    const previous = await instance.record();
+    const sameRepo = previous && previous.repo === options.link.repo && previous.name === options.link.name;
+
+    const resolved = await resolveImage(options.link, {
+      cache,
+      extraMirrors: options.mirrors,
+      trusted: options.trusted,
+      http: options.http,
+      preferVersion: sameRepo ? previous.version : undefined,
+    });
+    if (resolved.offline) notices.push(`repository unreachable (${resolved.offline}); starting from the local cache`);
+    const { manifest } = resolved.image;
+    if (previous && previous.manifestDigest !== resolved.image.digest) {
+      throw new HostmeError('instance-mismatch', `instance "${instanceName}" holds your changes to ${previous.name}@${previous.version}; run with --fresh to discard them and start ${manifest.name}@${manifest.version}, or use --instance NAME for a separate copy`, { instance: instanceName });
+    }
+    await instance.saveRecord({ repo: options.link.repo, name: manifest.name, version: manifest.version, manifestDigest: resolved.image.digest, created: previous?.created ?? new Date().toISOString() });
+
+    const scheduler = new FetchScheduler(resolved.source, 8);
+    cleanups.push(() => scheduler.close());
+    const devices = await openDisks(resolved, scheduler, options.onFirstAccess);
+    const exported = new Map<string, BlockDevice>();
+    for (const [i, device] of devices.entries()) {
+      const overlayDir = i === 0 ? instance.dir : join(instance.dir, `disk${i}`);
+      const overlay = await CowOverlay.open(device, overlayDir);
+      cleanups.push(() => overlay.close());
+      exported.set(`disk${i}`, overlay);
+    }
+    const nbd = new NbdServer({ exports: exported, onError: (err) => collector.error(`nbd: ${errorMessage(err)}`) });
+    const socket = join(runDir, 'nbd.sock');
+    await nbd.listen(socket);
+    cleanups.push(() => nbd.close());
+
+    // Start the boot working set now: it overlaps with the kernel download (demand priority).
+    const prefetching = prefetch(manifest, devices, resolved, collector, options.fill === true);
+    cleanups.push(async () => prefetching.cancel());
+    const boot = await prepareBoot(resolved, scheduler, runDir, options.append);
+
+    const vm = await launchVm({
+      ...boot,
+      disks: devices.map((_, i) => ({ nbdSocket: socket, nbdExport: `disk${i}` })),
+      memoryMiB: manifest.hardware.memoryMiB,
+      cpus: manifest.hardware.cpus,
+      arch: manifest.hardware.arch,
+      accel: options.accel,
+      console: options.console,
+      until: options.until,
+      keepRunning: options.keepRunning,
+      timeoutMs: options.timeoutMs,
+      extraArgs: options.extraQemuArgs,
+    });
+    await instance.recordQemuPid(vm.pid);
+    let readyError: unknown;
+    vm.ready.then(
+      (ready) => {
+        collector.stats.msToReady = Math.round(ready.ms);
+      },
+      (err) => {
+        readyError = err;
+      },
+    );
+    const finished = (async () => {
+      const exit = await vm.exited;
+      await vm.ready.catch(() => {});
+      prefetching.cancel();
+      await cleanup();
+      await cache.gc(defaultCacheLimit()).catch(() => {});
+      collector.close();
+      return { exit, stats: collector.stats, readyError };
+    })();
+    return { manifest, digest: resolved.image.digest, vm, collector, devices, offline: resolved.offline, notices, finished };
+  } catch (err) {
+    await cleanup();
+    collector.close();
+    throw err;
+  }
+}
+
+async function openDisks(resolved: ResolvedImage, scheduler: FetchScheduler, onFirstAccess?: (disk: number, chunk: number) => void): Promise<ChunkedImageDevice[]> {
+  return Promise.all(
+    resolved.image.manifest.disks.map(async (disk, i) => {
+      const index = await resolved.repo.readIndex(disk, scheduler, `disk ${disk.name}`);
+      return new ChunkedImageDevice(index, scheduler, { label: `disk ${disk.name}`, onFirstAccess: onFirstAccess ? (chunk) => onFirstAccess(i, chunk) : undefined });
+    }),
+  );
+}
+
+async function prepareBoot(resolved: ResolvedImage, scheduler: FetchScheduler, runDir: string, append?: string) {
+  const { boot } = resolved.image.manifest;
+  if (boot.mode === 'firmware') return { firmwareBoot: true };
+  const kernel = join(runDir, 'kernel');
+  const initrd = boot.initrd ? join(runDir, 'initrd') : undefined;
+  await Promise.all([
+    writeBlobToFile(resolved.repo, scheduler, boot.kernel, kernel, 'kernel'),
+    boot.initrd && initrd ? writeBlobToFile(resolved.repo, scheduler, boot.initrd, initrd, 'initrd') : undefined,
+  ]);
+  return { kernel, initrd, cmdline: append ? `${boot.cmdline} ${append}` : boot.cmdline };
+}
+
+/**
+ * Fetch the recorded boot working set in order (the scheduler runs demand
+ * reads first), then with --fill everything else at background priority.
+ */
+function prefetch(manifest: Manifest, devices: ChunkedImageDevice[], resolved: ResolvedImage, collector: RunStatsCollector, fill: boolean): { cancel(): void } {
+  let cancelled = false;
+  const cached = async (device: ChunkedImageDevice, chunk: number) => {
+    const id = device.index.ids[chunk]!;
+    return isHole(id) || (resolved.cache ? await resolved.cache.cache.has(id) : true);
+  };
+  const fetchAhead = async (disk: number, chunk: number, priority: 'prefetch' | 'background') => {
+    const device = devices[disk];
+    if (!device || cancelled || (await cached(device, chunk))) return;
+    await device.chunk(chunk, priority).then(
+      () => {
+        if (!cancelled) collector.stats.chunksPrefetched++;
+      },
+      () => {},
+    );
+  };
+  void (async () => {
+    await Promise.all((manifest.prefetch ?? []).map(([disk, chunk]) => fetchAhead(disk, chunk, 'prefetch')));
+    if (!fill || cancelled) return;
+    for (const [disk, device] of devices.entries()) {
+      const pending: Promise<void>[] = [];
+      for (let chunk = 0; chunk < device.index.ids.length && !cancelled; chunk++) {
+        if (chunkLength(device.index, chunk) > 0) pending.push(fetchAhead(disk, chunk, 'background'));
+        if (pending.length >= 64) await Promise.all(pending.splice(0));
+      }
+      await Promise.all(pending);
+    }
+  })();
+  return {
+    cancel: () => {
+      cancelled = true;
+    },
+  };
+}

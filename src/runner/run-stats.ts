@@ -1,0 +1,95 @@
+import { subscribe, unsubscribe } from 'node:diagnostics_channel';
+
+export interface RunStats {
+  bytesFetched: number;
+  bytesFromCache: number;
+  requests: number;
+  chunksFetched: number;
+  chunksFromCache: number;
+  chunksPrefetched: number;
+  msToReady: number | null;
+  mirrorsUsed: string[];
+  errors: string[];
+}
+
+type Message = Record<string, unknown>;
+
+/**
+ * Collects what the user sees in the progress line, the summary and
+ * --stats-json from hostme's diagnostics channels (see docs/run.md).
+ */
+export class RunStatsCollector {
+  readonly stats: RunStats = {
+    bytesFetched: 0,
+    bytesFromCache: 0,
+    requests: 0,
+    chunksFetched: 0,
+    chunksFromCache: 0,
+    chunksPrefetched: 0,
+    msToReady: null,
+    mirrorsUsed: [],
+    errors: [],
+  };
+  private readonly started = performance.now();
+  private readonly handlers: Array<[string, (message: unknown) => void]> = [];
+  private windowBytes = 0;
+  private windowStart = performance.now();
+  private lastRate = 0;
+
+  constructor() {
+    this.on('hostme:http:request', (m) => {
+      this.stats.requests++;
+      this.stats.bytesFetched += Number(m.bytes ?? 0);
+      this.windowBytes += Number(m.bytes ?? 0);
+      if (m.error) this.error(`${m.url}: ${m.error}`);
+    });
+    this.on('hostme:cache:hit', (m) => {
+      this.stats.chunksFromCache++;
+      this.stats.bytesFromCache += Number(m.bytes ?? 0);
+    });
+    this.on('hostme:cache:miss', (m) => {
+      this.stats.chunksFetched++;
+      const source = String(m.source);
+      if (!this.stats.mirrorsUsed.includes(source)) this.stats.mirrorsUsed.push(source);
+    });
+    this.on('hostme:mirror:demote', (m) => this.error(`mirror ${m.mirror} served wrong bytes for ${String(m.id).slice(0, 16)} and was demoted`));
+    this.on('hostme:mirror:failover', (m) => this.error(`failover from ${m.from} to ${m.to}: ${m.reason}`));
+    this.on('hostme:cache:degraded', (m) => this.error(`cache not persisting: ${m.reason}`));
+  }
+
+  error(text: string): void {
+    if (this.stats.errors.length < 100 && !this.stats.errors.includes(text)) this.stats.errors.push(text);
+  }
+
+  /** Bytes per second over the last second or so. */
+  rate(): number {
+    const now = performance.now();
+    const elapsed = (now - this.windowStart) / 1000;
+    if (elapsed >= 1) {
+      this.lastRate = this.windowBytes / elapsed;
+      this.windowBytes = 0;
+      this.windowStart = now;
+    }
+    return this.lastRate;
+  }
+
+  hitRate(): number {
+    const total = this.stats.chunksFromCache + this.stats.chunksFetched;
+    return total ? this.stats.chunksFromCache / total : 0;
+  }
+
+  elapsedMs(): number {
+    return performance.now() - this.started;
+  }
+
+  close(): void {
+    for (const [name, handler] of this.handlers) unsubscribe(name, handler);
+    this.handlers.length = 0;
+  }
+
+  private on(name: string, handler: (message: Message) => void): void {
+    const wrapped = (message: unknown) => handler(message as Message);
+    subscribe(name, wrapped);
+    this.handlers.push([name, wrapped]);
+  }
+}
