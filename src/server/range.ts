@@ -30,7 +30,8 @@ export function parseRange(header: string | undefined, size: number): RangeResul
   const start = Number(first);
   const end = last === '' ? size - 1 : Number(last);
   if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end)) return { kind: 'full' };
-  if (end < start) return { kind: 'full' };
+  // "a-b" with b < a is syntactically invalid: ignore the header.
+  if (end < start && last !== '') return { kind: 'full' };
   if (start >= size) return { kind: 'unsatisfiable' };
   return { kind: 'partial', start, end: Math.min(end, size - 1) };
 }

@@ -30,7 +30,6 @@ export function parseRequestPath(rawUrl: string | undefined): RequestPath {
   } catch {
     throw new HttpError(400, 'bad-path', 'malformed percent-encoding in the request path');
   }
-  // eslint-disable-next-line no-control-regex
   if (/[\u0000-\u001f\u007f\\]/.test(path)) throw new HttpError(400, 'bad-path', 'request path contains a backslash or control character');
   const segments = path.slice(1).split('/');
   for (let i = 0; i < segments.length; i++) {
