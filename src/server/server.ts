@@ -111,6 +111,7 @@ export function createRepoServer(options: RepoServerOptions): Server {
 
   server.on('request', (req: IncomingMessage, res: ServerResponse) => {
     const started = performance.now();
+    const remote = req.socket.remoteAddress;
     let failure: string | undefined;
     res.on('close', () => {
       if (!options.logger) return;
@@ -121,7 +122,7 @@ export function createRepoServer(options: RepoServerOptions): Server {
           status: res.statusCode,
           bytes: res.writableFinished && req.method !== 'HEAD' ? Number(res.getHeader('content-length') ?? 0) : 0,
           ms: performance.now() - started,
-          remote: req.socket.remoteAddress,
+          remote,
           aborted: !res.writableFinished,
           ...(failure ? { error: failure } : {}),
         });
