@@ -1,0 +1,132 @@
+import { constants, type Stats } from 'node:fs';
+import { open, realpath, type FileHandle } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { join, sep } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { isObjectId } from '../format/digest.js';
+import { HttpError } from './http-util.js';
+import { etagMatchesAny, ifRangeAllows, parseRange } from './range.js';
+
+const IMMUTABLE = 'public, max-age=31536000, immutable';
+const ETAG_CACHE_ENTRIES = 4096;
+
+/** Is `segments` (a repository-relative path) a file the server may expose? */
+export function isServablePath(segments: string[]): boolean {
+  return segments.length > 0 && segments.every((s) => s !== '' && !s.startsWith('.') && !s.includes('.tmp-'));
+}
+
+/** objects/ab/<id>: content-addressed, immutable. */
+export function objectIdOfPath(segments: string[]): string | undefined {
+  if (segments.length !== 3 || segments[0] !== 'objects') return undefined;
+  const id = segments[2]!;
+  return isObjectId(id) && segments[1] === id.slice(0, 2) ? id : undefined;
+}
+
+export function contentTypeOf(name: string): string {
+  return name.endsWith('.json') ? 'application/json' : 'application/octet-stream';
+}
+
+/**
+ * Resolve a repository-relative path to a real file path inside the repository,
+ * following symlinks only as long as they stay inside it. Returns undefined
+ * for anything missing or outside (the caller answers 404 either way, so the
+ * response does not reveal what exists outside the repository).
+ */
+export async function resolveInside(rootReal: string, segments: string[]): Promise<string | undefined> {
+  let real: string;
+  try {
+    real = await realpath(join(rootReal, ...segments));
+  } catch {
+    return undefined;
+  }
+  if (!real.startsWith(rootReal + sep)) return undefined;
+  const relative = real.slice(rootReal.length + 1).split(sep);
+  return isServablePath(relative) ? real : undefined;
+}
+
+/** Strong ETags of mutable files, by path + inode + size + mtime, so each version is hashed once. */
+export class EtagCache {
+  private readonly entries = new Map<string, { key: string; etag: string }>();
+
+  async etagOf(path: string, handle: FileHandle, info: Stats): Promise<string> {
+    const key = `${info.ino}:${info.size}:${info.mtimeMs}:${info.ctimeMs}`;
+    const hit = this.entries.get(path);
+    if (hit?.key === key) return hit.etag;
+    const hash = createHash('sha256');
+    const buffer = Buffer.allocUnsafe(64 * 1024);
+    for (let position = 0; ; ) {
+      const { bytesRead } = await handle.read(buffer, 0, buffer.length, position);
+      if (bytesRead === 0) break;
+      hash.update(buffer.subarray(0, bytesRead));
+      position += bytesRead;
+    }
+    const etag = `"${hash.digest('hex')}"`;
+    this.entries.delete(path);
+    this.entries.set(path, { key, etag });
+    if (this.entries.size > ETAG_CACHE_ENTRIES) this.entries.delete(this.entries.keys().next().value!);
+    return etag;
+  }
+}
+
+/** GET/HEAD of a repository file: validators, conditional requests, single ranges, streamed bodies. */
+export async function serveFile(req: IncomingMessage, res: ServerResponse, rootReal: string, segments: string[], etags: EtagCache): Promise<void> {
+  if (!isServablePath(segments)) throw new HttpError(404, 'not-found', 'no such file');
+  const real = await resolveInside(rootReal, segments);
+  if (!real) throw new HttpError(404, 'not-found', 'no such file');
+  let handle: FileHandle;
+  try {
+    // O_NOFOLLOW: the resolved path must not have become a symlink since realpath().
+    handle = await open(real, constants.O_RDONLY | constants.O_NOFOLLOW);
+  } catch {
+    throw new HttpError(404, 'not-found', 'no such file');
+  }
+  let handedOver = false;
+  try {
+    const info = await handle.stat();
+    if (!info.isFile()) throw new HttpError(404, 'not-found', 'no such file');
+    const objectId = objectIdOfPath(segments);
+    const etag = objectId ? `"${objectId}"` : await etags.etagOf(real, handle, info);
+    res.setHeader('ETag', etag);
+    res.setHeader('Cache-Control', objectId ? IMMUTABLE : 'no-cache');
+    res.setHeader('Accept-Ranges', 'bytes');
+    res.setHeader('Last-Modified', info.mtime.toUTCString());
+    if (etagMatchesAny(req.headers['if-none-match'], etag)) {
+      res.statusCode = 304;
+      res.end();
+      return;
+    }
+    res.setHeader('Content-Type', contentTypeOf(segments[segments.length - 1]!));
+    const size = info.size;
+    const rangeHeader = ifRangeAllows(headerValue(req.headers['if-range']), etag) ? headerValue(req.headers.range) : undefined;
+    const range = parseRange(rangeHeader, size);
+    if (range.kind === 'unsatisfiable') {
+      throw new HttpError(416, 'range-not-satisfiable', `the file is ${size} bytes`, { 'Content-Range': `bytes */${size}` });
+    }
+    let start = 0;
+    let end = size - 1;
+    if (range.kind === 'partial') {
+      ({ start, end } = range);
+      res.statusCode = 206;
+      res.setHeader('Content-Range', `bytes ${start}-${end}/${size}`);
+    } else {
+      res.statusCode = 200;
+    }
+    const length = size === 0 ? 0 : end - start + 1;
+    res.setHeader('Content-Length', length);
+    if (req.method === 'HEAD' || length === 0) {
+      res.end();
+      return;
+    }
+    const stream = handle.createReadStream({ start, end, autoClose: true });
+    handedOver = true;
+    // pipeline destroys the file stream (closing the handle) when the client goes away.
+    await pipeline(stream, res).catch(() => {});
+  } finally {
+    if (!handedOver) await handle.close().catch(() => {});
+  }
+}
+
+function headerValue(value: string | string[] | undefined): string | undefined {
+  return Array.isArray(value) ? value.join(',') : value;
+}
