@@ -7,6 +7,8 @@ import { registerLs } from './ls.js';
 import { registerRun } from './run.js';
 import { registerProfile } from './profile.js';
 import { registerInstanceCommands } from './instances.js';
+import { registerServe } from './serve.js';
+import { registerPush } from './push.js';
 import { reportError } from './output.js';
 
 export function buildProgram(): Command {
@@ -20,6 +22,8 @@ export function buildProgram(): Command {
   registerVerify(program);
   registerInspect(program);
   registerLs(program);
+  registerServe(program);
+  registerPush(program);
   registerRun(program);
   registerProfile(program);
   registerInstanceCommands(program);
