@@ -10,8 +10,8 @@
 #       when an image is rebuilt with one file changed.
 #
 # Outputs (in hello/): vmlinux (ELF, boots via PVH with -kernel), disk.raw
-# (64 MiB ext4 root), disk-1g.raw (same files + ~900 MiB of deterministic
-# incompressible data that the guest never reads), guest.json.
+# (64 MiB ext4 root), disk-1g.raw (same files + /0filler/random.bin, 900 MiB of
+# deterministic incompressible data that the guest never reads), guest.json.
 #
 # Inputs that decide the output: this script, the kernel and busybox-static
 # package versions, and the e2fsprogs version (mke2fs). They are hashed into a
@@ -189,7 +189,7 @@ make_ext4() {
   local root="$1" img="$2" size="$3" uuid="$4" cmds
   rm -f "$img"
   find "$root" -exec touch -h -d "@$EPOCH" {} +
-  E2FSPROGS_FAKE_TIME=$EPOCH mke2fs -q -F -t ext4 -b 4096 -m 0 -L hostme \
+  LC_ALL=C E2FSPROGS_FAKE_TIME=$EPOCH mke2fs -q -F -t ext4 -b 4096 -m 0 -L hostme \
     -U "$uuid" -E "hash_seed=$FS_HASH_SEED,root_owner=0:0" -d "$root" "$img" "$size" >/dev/null
   cmds="$(mktemp)"
   (cd "$root" && find . | LC_ALL=C sort | sed 's|^\.||; s|^$|/|') | while read -r p; do
@@ -227,10 +227,12 @@ build_disks() {
   if ((${#extra_files[@]})); then add_extra_files "$work/root" "${extra_files[@]}"; fi
   make_ext4 "$work/root" "$dst/disk.raw.tmp" "${DISK_MIB}M" "$FS_UUID"
   # The 1 GiB variant: same tree plus incompressible filler the guest never reads.
-  mkdir -p "$work/root/var/filler"
+  # mke2fs -d (1.47) populates in sorted name order, so /0filler is allocated
+  # right after lost+found: a changed file elsewhere does not shift its blocks.
+  mkdir -p "$work/root/0filler"
   { openssl enc -aes-128-ctr -nosalt -K "$FILLER_KEY" -iv "$FILLER_IV" </dev/zero 2>/dev/null || true; } |
-    head -c "$FILLER_BYTES" >"$work/root/var/filler/random.bin"
-  [ "$(stat -c %s "$work/root/var/filler/random.bin")" = "$FILLER_BYTES" ] || { say "filler generation failed"; exit 1; }
+    head -c "$FILLER_BYTES" >"$work/root/0filler/random.bin"
+  [ "$(stat -c %s "$work/root/0filler/random.bin")" = "$FILLER_BYTES" ] || { say "filler generation failed"; exit 1; }
   make_ext4 "$work/root" "$dst/disk-1g.raw.tmp" "$((DISK1G_BYTES / 1024))k" "$FS_UUID_1G"
   mv -f "$dst/disk.raw.tmp" "$dst/disk.raw"
   mv -f "$dst/disk-1g.raw.tmp" "$dst/disk-1g.raw"
