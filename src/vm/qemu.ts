@@ -250,6 +250,9 @@ export async function launchVm(spec: VmSpec): Promise<VmHandle> {
   child.stdin.on('error', () => {
     /* QEMU gone: writes are dropped */
   });
+  // Never leave an orphaned QEMU behind if this process exits first.
+  const killOnExit = () => child.kill('SIGKILL');
+  process.on('exit', killOnExit);
 
   // ---- exit
   let exitInfo: VmExit | undefined;
@@ -278,6 +281,7 @@ export async function launchVm(spec: VmSpec): Promise<VmHandle> {
   let stdinCleanup: (() => void) | undefined;
   let qmp: QmpClient | undefined;
   const exited = exitedRaw.then(async (e) => {
+    process.off('exit', killOnExit);
     stdinCleanup?.();
     if (timer) clearTimeout(timer);
     if (qmp) await qmp.close().catch(() => undefined);
