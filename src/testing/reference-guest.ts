@@ -1,0 +1,47 @@
+/**
+ * Locates the reference guest built by scripts/guest/build-reference.sh
+ * (${HOSTME_GUEST_DIR:-<repo>/.cache/guest}/hello/guest.json).
+ */
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { HostmeError } from '../errors.js';
+
+export interface ReferenceGuest {
+  name: string;
+  /** ELF vmlinux (boots via PVH with -kernel). */
+  kernel: string;
+  /** 64 MiB ext4 root filesystem. */
+  disk: string;
+  /** 1 GiB variant: same files plus ~900 MiB the guest never reads. */
+  disk1g: string;
+  cmdline: string;
+  memoryMiB: number;
+  cpus: number;
+  arch: 'x86_64';
+  kernelPackage?: string;
+  busyboxPackage?: string;
+}
+
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+export function referenceGuestDir(): string {
+  return path.join(process.env.HOSTME_GUEST_DIR || path.join(repoRoot, '.cache', 'guest'), 'hello');
+}
+
+/** Reads guest.json; throws HostmeError 'guest-missing' telling how to build it. */
+export function loadReferenceGuest(): ReferenceGuest {
+  const file = path.join(referenceGuestDir(), 'guest.json');
+  let parsed: ReferenceGuest;
+  try {
+    parsed = JSON.parse(readFileSync(file, 'utf8')) as ReferenceGuest;
+  } catch (err) {
+    throw new HostmeError(
+      'guest-missing',
+      `Reference guest not found (${file}): run scripts/guest/build-reference.sh first`,
+      { file },
+      { cause: err },
+    );
+  }
+  return parsed;
+}

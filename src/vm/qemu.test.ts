@@ -1,0 +1,133 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { isHostmeError } from '../errors.js';
+import { loadReferenceGuest, type ReferenceGuest } from '../testing/reference-guest.js';
+import { probeAccel } from './accel.js';
+import { buildQemuArgs, launchVm, type VmHandle, type VmSpec } from './qemu.js';
+
+function guestSpec(guest: ReferenceGuest, extra: Partial<VmSpec> = {}): VmSpec {
+  return {
+    kernel: guest.kernel,
+    cmdline: guest.cmdline,
+    disks: [{ file: guest.disk, readOnly: true }],
+    memoryMiB: guest.memoryMiB,
+    cpus: guest.cpus,
+    arch: 'x86_64',
+    // This suite checks the launcher, not the machine: TCG works everywhere.
+    accel: 'tcg',
+    console: 'none',
+    ...extra,
+  };
+}
+
+describe('buildQemuArgs', () => {
+  test('NBD disks become blockdevs on NVMe, with user networking', () => {
+    const args = buildQemuArgs(
+      {
+        kernel: '/k',
+        cmdline: 'console=ttyS0',
+        disks: [{ nbdSocket: '/tmp/x,y.sock', readOnly: true }, { file: '/img.qcow2', format: 'qcow2' }],
+        memoryMiB: 128,
+        cpus: 1,
+        arch: 'x86_64',
+        console: 'none',
+        netdev: { hostfwd: [{ hostPort: 8080, guestPort: 80 }] },
+      },
+      'tcg',
+      '/tmp/q.sock',
+    );
+    const blockdevs = args.flatMap((a, i) => (args[i - 1] === '-blockdev' ? [JSON.parse(a) as Record<string, unknown>] : []));
+    assert.deepEqual(blockdevs[0], {
+      driver: 'raw',
+      'node-name': 'd0',
+      'read-only': true,
+      file: { driver: 'nbd', server: { type: 'unix', path: '/tmp/x,y.sock' }, 'read-only': true },
+    });
+    assert.equal((blockdevs[1] as { driver: string }).driver, 'qcow2');
+    assert.ok(args.includes('nvme,drive=d0,serial=d0'));
+    assert.ok(args.includes('nvme,drive=d1,serial=d1'));
+    assert.ok(args.includes('user,id=n0,hostfwd=tcp:127.0.0.1:8080-:80'));
+    assert.ok(args.includes('unix:/tmp/q.sock,server=on,wait=off'));
+  });
+});
+
+describe('launchVm', () => {
+  test('a missing QEMU binary gives qemu-missing naming the Debian package', async () => {
+    await assert.rejects(
+      launchVm({ kernel: '/nonexistent', disks: [], memoryMiB: 64, cpus: 1, arch: 'x86_64', console: 'none', accel: 'tcg', qemuBinary: '/nonexistent/qemu-system-x86_64' }),
+      (err: unknown) => isHostmeError(err, 'qemu-missing') && err.message.includes('qemu-system-x86'),
+    );
+  });
+
+  test('QEMU failing at start reports its stderr', async () => {
+    await assert.rejects(
+      launchVm({ kernel: '/nonexistent/vmlinux', disks: [], memoryMiB: 64, cpus: 1, arch: 'x86_64', console: 'none', accel: 'tcg' }),
+      (err: unknown) => isHostmeError(err, 'qemu-failed') && /nonexistent\/vmlinux/.test(err.message),
+    );
+  });
+
+  test('probeAccel answers kvm or tcg', async () => {
+    assert.ok(['kvm', 'tcg'].includes(await probeAccel()));
+  });
+});
+
+describe('reference guest under TCG', () => {
+  let guest: ReferenceGuest;
+  before(() => {
+    guest = loadReferenceGuest();
+  });
+
+  test('boots to HOSTME-READY, shuts itself down after --until', async () => {
+    const vm = await launchVm(guestSpec(guest, { until: /HOSTME-READY/, timeoutMs: 120_000 }));
+    const ready = await vm.ready;
+    assert.equal(ready.match, 'HOSTME-READY');
+    assert.ok(ready.ms > 0);
+    const exit = await vm.exited;
+    assert.equal(exit.timedOut, false);
+  });
+
+  describe('interactive', () => {
+    let vm: VmHandle;
+    before(async () => {
+      vm = await launchVm(guestSpec(guest, { until: /HOSTME-READY/, keepRunning: true, timeoutMs: 120_000 }));
+      await vm.ready;
+    });
+    after(async () => {
+      await vm?.shutdown();
+    });
+
+    test('QMP query-status says running', async () => {
+      const status = await vm.qmp.execute<{ status: string; running: boolean }>('query-status');
+      assert.equal(status.running, true);
+      assert.equal(status.status, 'running');
+    });
+
+    test('typing into the console runs a shell command', async () => {
+      await vm.waitForConsole(/hostme# /, { since: 0, timeoutMs: 60_000 });
+      const since = vm.consoleLength;
+      vm.sendConsole('echo $((6*7))\n');
+      await vm.waitForConsole(/^42\r?$/m, { since, timeoutMs: 60_000 });
+    });
+
+    test('exiting the shell powers the guest off', async () => {
+      vm.sendConsole('exit\n');
+      const exit = await vm.exited;
+      assert.equal(exit.code, 0);
+      assert.equal(exit.timedOut, false);
+    });
+  });
+
+  test('timeout kills QEMU and rejects with vm-timeout', async () => {
+    const vm = await launchVm(guestSpec(guest, { until: /THIS-NEVER-APPEARS/, timeoutMs: 1500 }));
+    await assert.rejects(vm.ready, (err: unknown) => isHostmeError(err, 'vm-timeout'));
+    const exit = await vm.exited;
+    assert.equal(exit.timedOut, true);
+  });
+
+  test('shutdown() of a running VM is prompt and idempotent', async () => {
+    const vm = await launchVm(guestSpec(guest));
+    const [a, b] = await Promise.all([vm.shutdown(), vm.shutdown()]);
+    assert.equal(a, b);
+    assert.equal(vm.qmp.closed, true);
+  });
+});

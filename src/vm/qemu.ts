@@ -1,0 +1,488 @@
+/**
+ * Launches QEMU for a hostme guest: direct kernel boot (PVH for an ELF
+ * vmlinux) or firmware boot, NVMe disks backed by local files or NBD unix
+ * sockets, the serial console on QEMU's stdio (which we both show and scan),
+ * and a QMP socket for control.
+ */
+import { spawn, type ChildProcessByStdio } from 'node:child_process';
+import { constants as fsConstants, createWriteStream, type WriteStream } from 'node:fs';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import type { Readable, Writable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { HostmeError } from '../errors.js';
+import { probeAccel, type Accel } from './accel.js';
+import { QmpClient } from './qmp.js';
+
+export type VmArch = 'x86_64' | 'i686';
+
+export interface VmDisk {
+  /** NBD server listening on this unix socket (export name: nbdExport or the default). */
+  nbdSocket?: string;
+  nbdExport?: string;
+  /** Local image file. Exactly one of nbdSocket / file. */
+  file?: string;
+  /** Image format on top of the file or NBD export (default raw). */
+  format?: 'raw' | 'qcow2';
+  readOnly?: boolean;
+}
+
+export interface HostForward {
+  proto?: 'tcp' | 'udp';
+  hostAddr?: string;
+  hostPort: number;
+  guestPort: number;
+}
+
+export interface VmNetdev {
+  /** User-mode networking with these host→guest forwards. */
+  hostfwd?: HostForward[];
+  /** NIC model (default virtio-net-pci). */
+  model?: string;
+}
+
+export type VmConsole = 'stdio' | 'none' | { logFile: string };
+
+export interface VmSpec {
+  /** Kernel for direct boot (an ELF vmlinux boots via PVH, a bzImage via the Linux boot protocol). */
+  kernel?: string;
+  initrd?: string;
+  cmdline?: string;
+  /** Boot through the firmware (SeaBIOS) from disk 0 instead of -kernel. */
+  firmwareBoot?: boolean;
+  disks: VmDisk[];
+  memoryMiB: number;
+  cpus: number;
+  arch: VmArch;
+  /** Default: probeAccel(). */
+  accel?: Accel;
+  /** Machine type (default q35: boots faster than pc under TCG, see docs/guest.md). */
+  machine?: 'q35' | 'pc';
+  console: VmConsole;
+  /**
+   * Console pattern that means "ready". When it matches, `ready` resolves and
+   * the VM is shut down, unless keepRunning is set. Without `until`, `ready`
+   * resolves as soon as QEMU is up (QMP connected).
+   */
+  until?: RegExp;
+  keepRunning?: boolean;
+  /**
+   * Deadline from launch: for reaching `until` if given (then cleared), else
+   * for the whole run. On expiry QEMU is killed and `ready` (if still
+   * pending) rejects with HostmeError 'vm-timeout'.
+   */
+  timeoutMs?: number;
+  extraArgs?: string[];
+  netdev?: VmNetdev;
+  /** QEMU binary (default: $HOSTME_QEMU, else qemu-system-x86_64 / qemu-system-i386 by arch). */
+  qemuBinary?: string;
+}
+
+export interface VmReady {
+  /** Milliseconds from spawning QEMU to the match (or to QMP being up without `until`). */
+  ms: number;
+  /** The matched text ('' without `until`). */
+  match: string;
+}
+
+export interface VmExit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  /** Milliseconds from spawning QEMU to its exit. */
+  ms: number;
+  timedOut: boolean;
+}
+
+export interface VmHandle {
+  readonly pid: number;
+  readonly accel: Accel;
+  /** The QEMU command line (binary first). */
+  readonly argv: readonly string[];
+  readonly ready: Promise<VmReady>;
+  /** Always resolves (never rejects) once QEMU has exited and been cleaned up. */
+  readonly exited: Promise<VmExit>;
+  readonly qmp: QmpClient;
+  /** Console output so far (the last 1 MiB). */
+  readonly console: string;
+  /** Total console characters seen so far (positions for waitForConsole's `since`). */
+  readonly consoleLength: number;
+  /** Types into the serial console. */
+  sendConsole(text: string | Uint8Array): void;
+  /** Resolves when console output after `since` (default: now) matches. */
+  waitForConsole(pattern: RegExp, options?: { timeoutMs?: number; since?: number }): Promise<RegExpMatchArray>;
+  /** Subscribes to console output; returns the unsubscribe function. */
+  onConsole(listener: (text: string) => void): () => void;
+  /**
+   * Stops the VM and resolves when QEMU is gone. Default: QMP quit (instant).
+   * graceful: ACPI power button first, waiting up to timeoutMs (default 5 s).
+   * Falls back to SIGKILL; never hangs.
+   */
+  shutdown(options?: { graceful?: boolean; timeoutMs?: number }): Promise<VmExit>;
+}
+
+const CONSOLE_KEEP = 1 << 20;
+const STDERR_KEEP = 8192;
+/** Ctrl-] on an interactive stdio console stops the VM (like telnet). */
+const ESCAPE_BYTE = 0x1d;
+
+export function defaultQemuBinary(arch: VmArch): string {
+  return arch === 'i686' ? 'qemu-system-i386' : 'qemu-system-x86_64';
+}
+
+/** Resolves a binary name through PATH; throws 'qemu-missing' if it is not there. */
+export async function resolveQemuBinary(binary: string): Promise<string> {
+  const candidates = binary.includes('/')
+    ? [path.resolve(binary)]
+    : (process.env.PATH ?? '').split(path.delimiter).filter(Boolean).map((dir) => path.join(dir, binary));
+  for (const candidate of candidates) {
+    try {
+      await fs.access(candidate, fsConstants.X_OK);
+      return candidate;
+    } catch {
+      /* next */
+    }
+  }
+  throw new HostmeError(
+    'qemu-missing',
+    `QEMU (${binary}) is not installed or not executable: install the Debian package qemu-system-x86 (apt-get install qemu-system-x86)`,
+    { binary, package: 'qemu-system-x86' },
+  );
+}
+
+function validateSpec(spec: VmSpec): void {
+  const bad = (message: string) => new HostmeError('bad-vm-spec', message, {});
+  if (!spec.firmwareBoot && !spec.kernel) throw bad('VM spec needs a kernel (or firmwareBoot: true)');
+  if (spec.firmwareBoot && spec.kernel) throw bad('VM spec cannot have both a kernel and firmwareBoot');
+  if (spec.firmwareBoot && spec.disks.length === 0) throw bad('firmwareBoot needs at least one disk');
+  if (!Number.isInteger(spec.memoryMiB) || spec.memoryMiB < 16) throw bad(`memoryMiB must be an integer >= 16, got ${spec.memoryMiB}`);
+  if (!Number.isInteger(spec.cpus) || spec.cpus < 1) throw bad(`cpus must be a positive integer, got ${spec.cpus}`);
+  spec.disks.forEach((d, i) => {
+    if ((d.file === undefined) === (d.nbdSocket === undefined)) throw bad(`disk ${i} needs exactly one of file / nbdSocket`);
+  });
+}
+
+/** The QEMU arguments for a spec (no binary). Exported for tests and --dry-run style output. */
+export function buildQemuArgs(spec: VmSpec, accel: Accel, qmpSocket: string): string[] {
+  const args = [
+    '-machine', spec.machine ?? 'q35',
+    '-accel', accel,
+    ...(accel === 'kvm' ? ['-cpu', 'host'] : []),
+    '-m', String(spec.memoryMiB),
+    '-smp', String(spec.cpus),
+    '-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot',
+    '-chardev', 'stdio,id=ser0,signal=off',
+    '-serial', 'chardev:ser0',
+    '-qmp', `unix:${qmpSocket},server=on,wait=off`,
+  ];
+  if (spec.kernel) {
+    args.push('-kernel', spec.kernel);
+    if (spec.initrd) args.push('-initrd', spec.initrd);
+    if (spec.cmdline) args.push('-append', spec.cmdline);
+  }
+  spec.disks.forEach((disk, i) => {
+    const readOnly = disk.readOnly ?? false;
+    const protocol: Record<string, unknown> = disk.nbdSocket
+      ? { driver: 'nbd', server: { type: 'unix', path: disk.nbdSocket }, ...(disk.nbdExport ? { export: disk.nbdExport } : {}) }
+      : { driver: 'file', filename: disk.file };
+    protocol['read-only'] = readOnly;
+    const node = { driver: disk.format ?? 'raw', 'node-name': `d${i}`, 'read-only': readOnly, file: protocol };
+    args.push('-blockdev', JSON.stringify(node));
+    args.push('-device', `nvme,drive=d${i},serial=d${i}${spec.firmwareBoot ? `,bootindex=${i}` : ''}`);
+  });
+  if (spec.netdev) {
+    const fwds = (spec.netdev.hostfwd ?? []).map(
+      (f) => `,hostfwd=${f.proto ?? 'tcp'}:${f.hostAddr ?? '127.0.0.1'}:${f.hostPort}-:${f.guestPort}`,
+    );
+    args.push('-netdev', `user,id=n0${fwds.join('')}`);
+    args.push('-device', `${spec.netdev.model ?? 'virtio-net-pci'},netdev=n0`);
+  }
+  args.push(...(spec.extraArgs ?? []));
+  return args;
+}
+
+function tail(text: string, lines = 12): string {
+  return text.trimEnd().split('\n').slice(-lines).join('\n');
+}
+
+export async function launchVm(spec: VmSpec): Promise<VmHandle> {
+  validateSpec(spec);
+  const binary = await resolveQemuBinary(spec.qemuBinary ?? process.env.HOSTME_QEMU ?? defaultQemuBinary(spec.arch));
+  const accel = spec.accel ?? (await probeAccel());
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'hostme-vm-'));
+  const qmpSocket = path.join(dir, 'qmp.sock');
+  const args = buildQemuArgs(spec, accel, qmpSocket);
+
+  let logStream: WriteStream | undefined;
+  if (typeof spec.console === 'object') {
+    logStream = createWriteStream(spec.console.logFile, { flags: 'a' });
+    logStream.on('error', () => {
+      /* a broken log must not take the VM down */
+    });
+  }
+
+  const t0 = performance.now();
+  const child: ChildProcessByStdio<Writable, Readable, Readable> = spawn(binary, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+
+  // ---- console and stderr
+  let consoleText = '';
+  let consoleBase = 0; // characters dropped from the front of consoleText
+  let stderrText = '';
+  const listeners = new Set<(text: string) => void>();
+  const decoder = new TextDecoder('utf-8');
+  child.stdout.on('data', (chunk: Buffer) => {
+    if (spec.console === 'stdio') process.stdout.write(chunk);
+    logStream?.write(chunk);
+    const text = decoder.decode(chunk, { stream: true });
+    if (!text) return;
+    consoleText += text;
+    if (consoleText.length > CONSOLE_KEEP * 2) {
+      const drop = consoleText.length - CONSOLE_KEEP;
+      consoleText = consoleText.slice(drop);
+      consoleBase += drop;
+    }
+    for (const l of [...listeners]) l(text);
+  });
+  child.stderr.on('data', (chunk: Buffer) => {
+    stderrText = (stderrText + chunk.toString('utf8')).slice(-STDERR_KEEP);
+  });
+  child.stdin.on('error', () => {
+    /* QEMU gone: writes are dropped */
+  });
+  // Never leave an orphaned QEMU behind if this process exits first.
+  const killOnExit = () => child.kill('SIGKILL');
+  process.on('exit', killOnExit);
+
+  // ---- exit
+  let exitInfo: VmExit | undefined;
+  let timedOut = false;
+  let spawnError: Error | undefined;
+  const exitListeners: Array<(e: VmExit) => void> = [];
+  const exitedRaw = new Promise<VmExit>((resolve) => {
+    child.on('error', (err) => {
+      spawnError = err;
+      // 'close' still follows for spawn errors in current Node; be safe anyway.
+      setTimeout(() => {
+        if (!exitInfo) {
+          exitInfo = { code: null, signal: null, ms: performance.now() - t0, timedOut };
+          resolve(exitInfo);
+        }
+      }, 100);
+    });
+    child.on('close', (code, signal) => {
+      if (exitInfo) return;
+      exitInfo = { code, signal, ms: performance.now() - t0, timedOut };
+      resolve(exitInfo);
+    });
+  });
+  exitedRaw.then((e) => exitListeners.forEach((l) => l(e)));
+
+  let stdinCleanup: (() => void) | undefined;
+  let qmp: QmpClient | undefined;
+  const exited = exitedRaw.then(async (e) => {
+    process.off('exit', killOnExit);
+    stdinCleanup?.();
+    if (timer) clearTimeout(timer);
+    if (qmp) await qmp.close().catch(() => undefined);
+    await new Promise<void>((r) => (logStream ? logStream.end(() => r()) : r()));
+    await fs.rm(dir, { recursive: true, force: true }).catch(() => undefined);
+    return e;
+  });
+
+  // ---- timeout
+  let timer: NodeJS.Timeout | undefined;
+  let rejectReady: ((err: Error) => void) | undefined;
+  if (spec.timeoutMs !== undefined) {
+    const timeoutMs = spec.timeoutMs;
+    timer = setTimeout(() => {
+      if (exitInfo) return;
+      timedOut = true;
+      child.kill('SIGKILL');
+      rejectReady?.(
+        new HostmeError(
+          'vm-timeout',
+          spec.until
+            ? `VM console did not match ${spec.until} within ${timeoutMs} ms; QEMU was killed`
+            : `VM still running after ${timeoutMs} ms; QEMU was killed`,
+          { timeoutMs, until: spec.until?.source, consoleTail: tail(consoleText) },
+        ),
+      );
+    }, timeoutMs);
+  }
+
+  // ---- QMP: wait for the socket, or for QEMU to die trying
+  const earlyExitError = (e: VmExit) =>
+    spawnError
+      ? new HostmeError('qemu-failed', `Cannot run ${binary}: ${spawnError.message}`, { binary }, { cause: spawnError })
+      : new HostmeError(
+          e.timedOut ? 'vm-timeout' : 'qemu-failed',
+          `QEMU exited at start (${e.signal ?? `code ${e.code}`}): ${tail(stderrText, 4) || 'no error output'}`,
+          { binary, args, code: e.code, signal: e.signal, stderrTail: tail(stderrText) },
+        );
+  try {
+    const deadline = performance.now() + 15000;
+    while (!qmp) {
+      if (exitInfo) throw earlyExitError(exitInfo);
+      try {
+        await fs.access(qmpSocket);
+        qmp = await QmpClient.connect(qmpSocket, { timeoutMs: 5000 });
+      } catch (err) {
+        if (exitInfo) throw earlyExitError(exitInfo);
+        if (performance.now() > deadline) throw err;
+        await sleep(15);
+      }
+    }
+  } catch (err) {
+    child.kill('SIGKILL');
+    await exited;
+    throw err;
+  }
+  const qmpClient = qmp;
+
+  // ---- shutdown
+  let shutdownPromise: Promise<VmExit> | undefined;
+  const shutdown = (options: { graceful?: boolean; timeoutMs?: number } = {}): Promise<VmExit> => {
+    if (exitInfo) return exited;
+    shutdownPromise ??= (async () => {
+      const gone = (ms: number) => Promise.race([exited.then(() => true), sleep(ms).then(() => false)]);
+      if (options.graceful) {
+        await qmpClient.execute('system_powerdown', undefined, { timeoutMs: 1000 }).catch(() => undefined);
+        if (await gone(options.timeoutMs ?? 5000)) return exited;
+      }
+      await qmpClient.execute('quit', undefined, { timeoutMs: 1000 }).catch(() => undefined);
+      if (await gone(2000)) return exited;
+      child.kill('SIGKILL');
+      return exited;
+    })();
+    return shutdownPromise;
+  };
+
+  // ---- interactive console
+  if (spec.console === 'stdio' && process.stdin.readable) {
+    const stdin = process.stdin;
+    const wasRaw = stdin.isTTY ? stdin.isRaw : false;
+    if (stdin.isTTY) stdin.setRawMode(true);
+    const onData = (data: Buffer) => {
+      if (stdin.isTTY && data.includes(ESCAPE_BYTE)) {
+        void shutdown();
+        return;
+      }
+      child.stdin.write(data);
+    };
+    stdin.on('data', onData);
+    stdin.resume();
+    stdinCleanup = () => {
+      stdin.off('data', onData);
+      if (stdin.isTTY) stdin.setRawMode(wasRaw);
+      stdin.pause();
+    };
+  }
+
+  // ---- readiness
+  const ready = new Promise<VmReady>((resolve, reject) => {
+    rejectReady = reject;
+    if (!spec.until) {
+      resolve({ ms: performance.now() - t0, match: '' });
+      return;
+    }
+    const until = spec.until;
+    let scanFrom = 0;
+    let done = false;
+    const check = () => {
+      if (done) return;
+      const start = Math.max(0, scanFrom - consoleBase - 256);
+      const m = until.exec(consoleText.slice(start));
+      scanFrom = consoleBase + consoleText.length;
+      if (!m) return;
+      done = true;
+      listeners.delete(check);
+      if (timer) clearTimeout(timer);
+      resolve({ ms: performance.now() - t0, match: m[0] });
+      if (!spec.keepRunning) void shutdown();
+    };
+    listeners.add(check);
+    check();
+    exitListeners.push((e) => {
+      if (done) return;
+      done = true;
+      listeners.delete(check);
+      if (e.timedOut) return; // already rejected by the timer
+      reject(
+        new HostmeError(
+          'vm-exited',
+          `QEMU exited (${e.signal ?? `code ${e.code}`}) before the console matched ${until}` +
+            (stderrText.trim() ? `: ${tail(stderrText, 4)}` : ''),
+          { code: e.code, signal: e.signal, stderrTail: tail(stderrText), consoleTail: tail(consoleText) },
+        ),
+      );
+    });
+  });
+  ready.catch(() => undefined); // callers that only await `exited` must not crash on it
+
+  const handle: VmHandle = {
+    pid: child.pid ?? -1,
+    accel,
+    argv: [binary, ...args],
+    ready,
+    exited,
+    qmp: qmpClient,
+    get console() {
+      return consoleText;
+    },
+    get consoleLength() {
+      return consoleBase + consoleText.length;
+    },
+    sendConsole(text: string | Uint8Array) {
+      if (!exitInfo) child.stdin.write(text);
+    },
+    waitForConsole(pattern: RegExp, options: { timeoutMs?: number; since?: number } = {}) {
+      const since = options.since ?? consoleBase + consoleText.length;
+      return new Promise<RegExpMatchArray>((resolve, reject) => {
+        let t: NodeJS.Timeout | undefined;
+        const finish = (fn: () => void) => {
+          listeners.delete(check);
+          if (t) clearTimeout(t);
+          fn();
+        };
+        const check = () => {
+          const m = pattern.exec(consoleText.slice(Math.max(0, since - consoleBase)));
+          if (m) finish(() => resolve(m));
+        };
+        if (options.timeoutMs !== undefined) {
+          const ms = options.timeoutMs;
+          t = setTimeout(
+            () =>
+              finish(() =>
+                reject(
+                  new HostmeError('console-timeout', `Console did not show ${pattern} within ${ms} ms`, {
+                    pattern: pattern.source,
+                    consoleTail: tail(consoleText),
+                  }),
+                ),
+              ),
+            ms,
+          );
+        }
+        if (exitInfo) {
+          check();
+          finish(() => reject(new HostmeError('vm-exited', `VM exited before the console showed ${pattern}`, { consoleTail: tail(consoleText) })));
+          return;
+        }
+        listeners.add(check);
+        exitListeners.push(() =>
+          finish(() =>
+            reject(new HostmeError('vm-exited', `VM exited before the console showed ${pattern}`, { consoleTail: tail(consoleText) })),
+          ),
+        );
+        check();
+      });
+    },
+    onConsole(listener: (text: string) => void) {
+      listeners.add(listener);
+      return () => listeners.delete(listener);
+    },
+    shutdown,
+  };
+  return handle;
+}
