@@ -28,6 +28,12 @@ function hostmeErr(code: string, ...parts: string[]) {
   };
 }
 
+function compressibleObjectOf(size: number) {
+  const data = new Uint8Array(size);
+  for (let i = 0; i < size; i++) data[i] = (i * 7) % 251 < 20 ? 1 : 0;
+  return encodeObject(data);
+}
+
 function fakeId(seed: number): string {
   return createHash('sha256').update(`chunk ${seed}`).digest('hex');
 }
@@ -73,6 +79,16 @@ describe('object codec', () => {
     const data = new Uint8Array(randomBytes(1000));
     const { id } = encodeObject(data);
     assert.throws(() => decodeObject(id, 1000, new Uint8Array(randomBytes(1200))), hostmeErr('object-invalid', id));
+  });
+
+  test('genuine bytes referenced with the wrong length are object-length-mismatch, not object-invalid', () => {
+    const raw = encodeObject(new Uint8Array(randomBytes(3000)));
+    assert.throws(() => decodeObject(raw.id, 2000, raw.stored), hostmeErr('object-length-mismatch', raw.id, '3000', '2000'));
+    const packed = compressibleObjectOf(40_000);
+    assert.ok(packed.stored.length < packed.length);
+    assert.throws(() => decodeObject(packed.id, 50_000, packed.stored), hostmeErr('object-length-mismatch', packed.id, '40000'));
+    // Wrong bytes with a wrong length are still plain object-invalid.
+    assert.throws(() => decodeObject(raw.id, 2000, new Uint8Array(randomBytes(3000))), hostmeErr('object-invalid'));
   });
 
   test('bytes of another object are object-invalid', () => {
