@@ -21,13 +21,15 @@ export function registerVerify(program: Command): void {
       const bar = new ProgressBar('verifying');
       const report = await verifyImage(repo, name, version, { ...(await trustFrom(options)), onProgress: (d, t) => bar.status(`${d}/${t} objects`) });
       bar.done();
-      emit(options, report, () => {
+      // With --json a failed verify prints a single {error} document that carries the report.
+      const failure = report.ok
+        ? undefined
+        : new HostmeError('verify-failed', `${report.bad.length} bad object(s) in ${name}@${report.version}; re-pack or re-push the image`, { bad: report.bad.length, report });
+      if (!failure || !options.json) emit(options, report, () => {
         const head = `${report.ok ? 'OK' : 'FAILED'} ${name}@${report.version}: signature by ${report.signer.slice(0, 16)} valid, ${report.objectsChecked} objects (${formatBytes(report.bytesChecked)}) checked`;
         const lines = report.bad.map((b) => `  ${b.problem} object ${b.id} (${b.blob}, chunk ${b.chunks.slice(0, 5).join(',')}${b.chunks.length > 5 ? ',…' : ''}) at ${b.where}: ${b.detail}`);
         return [head, ...lines].join('\n');
       });
-      if (!report.ok) {
-        throw new HostmeError('verify-failed', `${report.bad.length} bad object(s) in ${name}@${report.version}; re-pack or re-push the image`, { bad: report.bad.length });
-      }
+      if (failure) throw failure;
     });
 }

@@ -7,5 +7,7 @@ import { HostmeError } from '../errors.js';
  *  - manifest-corrupt / index-corrupt: unparsable or inconsistent
  *  - manifest-unsigned / signature-invalid / key-mismatch: trust failures
  *  - object-invalid: bytes that do not hash to the id they were stored under
+ *  - object-length-mismatch: genuine bytes of an object, but a different length
+ *    than its referrer (index/manifest) claims: the referrer is inconsistent
  */
 export class FormatError extends HostmeError {}

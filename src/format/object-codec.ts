@@ -42,6 +42,7 @@ export function decodeObject(id: ObjectId, length: number, stored: Uint8Array, o
 
 function inflate(id: ObjectId, length: number, stored: Uint8Array, origin: string): Uint8Array {
   if (stored.length > length) {
+    if (sha256Hex(stored) === id) throw lengthMismatch(id, length, stored.length, origin);
     throw new FormatError('object-invalid', `${origin}: object ${id} is ${stored.length} bytes, larger than its ${length}-byte content`, { id, origin });
   }
   let out: Buffer;
@@ -51,7 +52,22 @@ function inflate(id: ObjectId, length: number, stored: Uint8Array, origin: strin
     throw new FormatError('object-invalid', `${origin}: object ${id} is not a valid zstd frame (${(err as Error).message})`, { id, origin }, { cause: err });
   }
   if (out.length !== length) {
+    if (sha256Hex(out) === id) throw lengthMismatch(id, length, out.length, origin);
     throw new FormatError('object-invalid', `${origin}: object ${id} decodes to ${out.length} bytes, expected ${length}`, { id, origin });
   }
   return new Uint8Array(out.buffer, out.byteOffset, out.length);
+}
+
+/**
+ * The bytes are the genuine object (they hash to its id) but the length the
+ * referrer claimed is wrong: the index or manifest that referenced it is
+ * inconsistent, not the store that served it. A distinct code, so mirrors and
+ * caches are not blamed for a bad reference.
+ */
+function lengthMismatch(id: ObjectId, length: number, actualLength: number, origin: string): FormatError {
+  return new FormatError(
+    'object-length-mismatch',
+    `${origin}: object ${id} is ${actualLength} bytes, but was referenced as ${length} bytes (the index or manifest referring to it is inconsistent)`,
+    { id, origin, length, actualLength },
+  );
 }

@@ -53,6 +53,8 @@ export class CacheStore implements ObjectSource {
       return await this.cache.get(ref, options);
     } catch (err) {
       if (isHostmeError(err, 'object-invalid')) await this.cache.remove?.(ref.id).catch(() => {});
+      // Genuine object, inconsistent reference: not a cache problem, and upstream would say the same.
+      else if (isHostmeError(err, 'object-length-mismatch')) throw err;
       else if (!isHostmeError(err, 'object-missing')) this.degrade(`cache read failed: ${errorMessage(err)}`);
       return null;
     }

@@ -69,6 +69,8 @@ export class MirrorGroup implements ObjectSource {
         return object;
       } catch (err) {
         if (options.signal?.aborted) throw err;
+        // Genuine bytes, wrong reference: every mirror would answer the same, and none is at fault.
+        if (isHostmeError(err, 'object-length-mismatch')) throw err;
         const next = order[i + 1]?.source.name;
         if (isHostmeError(err, 'object-missing')) {
           problems.push(`${mirror.source.name}: missing`);
