@@ -38,6 +38,7 @@ export async function chunkFile(
   store: ObjectStore,
   pool: ChunkWorkerPool,
   onProgress: ProgressListener = () => {},
+  level?: number,
 ): Promise<ChunkedBlob> {
   const count = chunkCountFor(size, chunkSize);
   const ids: ObjectId[] = new Array(count);
@@ -53,7 +54,7 @@ export async function chunkFile(
       const data = new Uint8Array(length);
       const { bytesRead } = await file.read(data, 0, length, seq * chunkSize);
       if (bytesRead !== length) throw new Error(`${path}: short read at chunk ${seq} (file changed while packing?)`);
-      const task = pool.run({ seq, data }).then(async (result) => {
+      const task = pool.run({ seq, data, level }).then(async (result) => {
         if (result.hole) {
           ids[result.seq] = HOLE_ID;
           stats.holes++;

@@ -8,6 +8,8 @@ import { chunkFile, type ChunkingStats, type ProgressListener } from './chunker.
 import { openDiskInput } from './disk-input.js';
 import { ChunkWorkerPool } from './worker-pool.js';
 
+const BOOT_BLOB_ZSTD_LEVEL = 15;
+
 export interface PackRequest {
   repo: Repository;
   /** Scratch space for format conversion (same filesystem as the repo is best). */
@@ -106,7 +108,8 @@ async function chunkBlob(path: string, request: PackRequest, pool: ChunkWorkerPo
   });
   if (!info.isFile()) throw new HostmeError('file-unreadable', `${path}: not a regular file`, { path });
   const chunkSize = request.chunkSize ?? DEFAULT_CHUNK_SIZE;
-  const blob = await chunkFile(path, info.size, chunkSize, request.repo.objects, pool, onProgress);
+  // Kernels and initrds are fetched whole before boot: spend CPU once at pack time to send fewer bytes.
+  const blob = await chunkFile(path, info.size, chunkSize, request.repo.objects, pool, onProgress, BOOT_BLOB_ZSTD_LEVEL);
   return { ref: blob.ref, stats: blob.stats };
 }
 
