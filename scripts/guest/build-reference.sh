@@ -22,6 +22,7 @@ work=""
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 SCRIPT="$REPO/scripts/guest/build-reference.sh"
 GUEST_DIR="${HOSTME_GUEST_DIR:-$REPO/.cache/guest}"
+mkdir -p "$GUEST_DIR" && GUEST_DIR="$(cd "$GUEST_DIR" && pwd)"   # guest.json holds absolute paths
 OUT="$GUEST_DIR/hello"
 DEB_DIR="$GUEST_DIR/debs"
 
@@ -64,7 +65,11 @@ need lz4 lz4; need xz xz-utils; need zstd zstd; need openssl openssl; need sha25
 
 # ---------------------------------------------------------------- inputs
 kernel_pkg="$(apt-cache depends "$KERNEL_META" 2>/dev/null | sed -n 's/^ *Depends: \(linux-image-[^ ]*\)$/\1/p' | head -n1)"
-[ -n "$kernel_pkg" ] || { say "cannot resolve $KERNEL_META (run apt-get update?)"; exit 1; }
+if [ -z "$kernel_pkg" ]; then
+  # No apt metadata (e.g. a fresh container): keep using a complete earlier build.
+  if [ "$force" = 0 ] && [ -z "$variant_dir" ] && [ -f "$OUT/stamp" ] && [ -f "$OUT/guest.json" ]; then exit 0; fi
+  say "cannot resolve $KERNEL_META: run apt-get update"; exit 1
+fi
 pkg_version() { apt-cache policy "$1" | sed -n 's/^ *Candidate: //p' | head -n1; }
 kernel_ver="$(pkg_version "$kernel_pkg")"
 busybox_ver="$(pkg_version busybox-static)"
