@@ -9,6 +9,7 @@ import { registerProfile } from './profile.js';
 import { registerInstanceCommands } from './instances.js';
 import { registerServe } from './serve.js';
 import { registerPush } from './push.js';
+import { registerNbd } from './nbd.js';
 import { reportError } from './output.js';
 
 export function buildProgram(): Command {
@@ -25,6 +26,7 @@ export function buildProgram(): Command {
   registerServe(program);
   registerPush(program);
   registerRun(program);
+  registerNbd(program);
   registerProfile(program);
   registerInstanceCommands(program);
   return program;

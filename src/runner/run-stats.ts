@@ -7,6 +7,8 @@ export interface RunStats {
   chunksFetched: number;
   chunksFromCache: number;
   chunksPrefetched: number;
+  /** Fetches a guest read had to wait for from the start: the sequential round trips prefetch removes. */
+  demandFetches: number;
   msToReady: number | null;
   mirrorsUsed: string[];
   errors: string[];
@@ -26,6 +28,7 @@ export class RunStatsCollector {
     chunksFetched: 0,
     chunksFromCache: 0,
     chunksPrefetched: 0,
+    demandFetches: 0,
     msToReady: null,
     mirrorsUsed: [],
     errors: [],
@@ -49,6 +52,7 @@ export class RunStatsCollector {
     });
     this.on('hostme:cache:miss', (m) => {
       this.stats.chunksFetched++;
+      if (m.priority === 'demand') this.stats.demandFetches++;
       const source = String(m.source);
       if (!this.stats.mirrorsUsed.includes(source)) this.stats.mirrorsUsed.push(source);
     });

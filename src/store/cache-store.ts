@@ -5,7 +5,7 @@ import type { GetOptions, ObjectRef, ObjectSource, ObjectStore, VerifiedObject }
 
 /** { id, bytes, source } for every object served from the local cache. */
 export const cacheHitChannel = channel('hostme:cache:hit');
-/** { id, bytes, source } for every object fetched from upstream. */
+/** { id, bytes, source, priority } for every object fetched from upstream. */
 export const cacheMissChannel = channel('hostme:cache:miss');
 /** { reason } once when the cache stops persisting (full, read-only). */
 export const cacheDegradedChannel = channel('hostme:cache:degraded');
@@ -35,7 +35,7 @@ export class CacheStore implements ObjectSource {
       return cached;
     }
     const object = await this.upstream.get(ref, options);
-    cacheMissChannel.publish({ id: ref.id, bytes: object.stored.length, source: object.source });
+    cacheMissChannel.publish({ id: ref.id, bytes: object.stored.length, source: object.source, priority: options.priority ?? 'demand' });
     await this.keep(object);
     return object;
   }

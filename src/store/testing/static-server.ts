@@ -24,6 +24,8 @@ export interface StaticServerBehavior {
   lie?: boolean;
   /** For objects/…: answer 404 as if the object were not there. */
   lackObjects?: boolean;
+  /** Die after this many requests: every later connection is dropped (a server crash mid-boot). */
+  dropAfter?: number;
   /** Accept PUT (writes the file into the root). */
   writable?: boolean;
 }
@@ -84,7 +86,7 @@ export class StaticServer {
     this.requests.push(record);
     const b = this.behavior;
     if (b.delayMs) await new Promise((resolve) => setTimeout(resolve, b.delayMs));
-    if (b.drop) {
+    if (b.drop || (b.dropAfter !== undefined && this.requests.length > b.dropAfter)) {
       record.status = -1;
       req.socket.destroy();
       return;
