@@ -1,8 +1,16 @@
+import { read as fsRead } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import type { BlockDevice, BlockErrno } from '../device/block-device.js';
 import { BlockDeviceError, checkRange } from '../device/errors.js';
 
 const ZERO_CHUNK = 1024 * 1024;
+
+/** Callback-style pread on the raw fd: less per-call overhead than FileHandle.read (helped the nbd bench). */
+function preadInto(fd: number, buf: Buffer, at: number, length: number, position: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    fsRead(fd, buf, at, length, position, (err, n) => (err ? reject(err) : resolve(n)));
+  });
+}
 
 function mapFsError(err: unknown, op: string, context: Record<string, unknown>): BlockDeviceError {
   const code = (err as NodeJS.ErrnoException | undefined)?.code;
@@ -53,7 +61,7 @@ export class FileDevice implements BlockDevice {
     let done = 0;
     try {
       while (done < length) {
-        const { bytesRead } = await this.fh.read(buf, done, length - done, offset + done);
+        const bytesRead = await preadInto(this.fh.fd, buf, done, length - done, offset + done);
         if (bytesRead === 0) {
           buf.fill(0, done);
           break;

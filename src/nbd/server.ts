@@ -567,7 +567,7 @@ class Connection {
         return undefined;
       }
       case P.NBD_CMD_FLUSH:
-        checkFlags(req, 0);
+        checkFlags(req, P.NBD_CMD_FLAG_FUA);
         if (!dev.flush) throw new RequestError(P.NBD_EINVAL);
         await dev.flush();
         return undefined;

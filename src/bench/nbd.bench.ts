@@ -1,0 +1,144 @@
+/**
+ * Benchmark (not a test): sequential read throughput of a raw file served by
+ * hostme's NbdServer (FileDevice) versus qemu-nbd, both read with
+ * `nbdcopy URI null:`. Runs alternate (hostme, qemu-nbd, hostme, ...) so page
+ * cache and CPU frequency effects hit both sides alike; median of N runs.
+ *
+ *   node dist/bench/nbd.bench.js [--size-mib 512] [--runs 3]
+ *
+ * Writes bench/results/nbd.json.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomFillSync } from 'node:crypto';
+import { mkdir, mkdtemp, open, rm, stat, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { FileDevice } from '../nbd/file-device.js';
+import { NbdServer } from '../nbd/server.js';
+
+const MiB = 1024 * 1024;
+
+function arg(name: string, fallback: number): number {
+  const i = process.argv.indexOf(name);
+  return i >= 0 ? Number(process.argv[i + 1]) : fallback;
+}
+
+function runCommand(cmd: string, args: string[]): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`${cmd} ${args.join(' ')} exited ${code}: ${stderr.trim()}`))));
+  });
+}
+
+async function timedCopy(uri: string): Promise<number> {
+  const start = process.hrtime.bigint();
+  await runCommand('nbdcopy', [uri, 'null:']);
+  return Number(process.hrtime.bigint() - start) / 1e9;
+}
+
+async function socketExists(sock: string): Promise<boolean> {
+  try {
+    return (await stat(sock)).isSocket();
+  } catch {
+    return false;
+  }
+}
+
+async function waitForSocket(sock: string, child: ChildProcess): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    if (child.exitCode !== null) throw new Error(`qemu-nbd exited early with ${child.exitCode}`);
+    if (await socketExists(sock)) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error('qemu-nbd did not start listening');
+}
+
+async function makeFile(file: string, size: number): Promise<void> {
+  const fh = await open(file, 'w');
+  const chunk = Buffer.allocUnsafe(4 * MiB);
+  try {
+    for (let at = 0; at < size; at += chunk.length) {
+      randomFillSync(chunk);
+      await fh.write(chunk, 0, Math.min(chunk.length, size - at), at);
+    }
+  } finally {
+    await fh.close();
+  }
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)];
+}
+
+async function main(): Promise<void> {
+  const sizeBytes = arg('--size-mib', 512) * MiB;
+  const runs = arg('--runs', 3);
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'hostme-nbd-bench-'));
+  const file = path.join(dir, 'disk.raw');
+  const hostmeSock = path.join(dir, 'hostme.sock');
+  const qemuSock = path.join(dir, 'qemu.sock');
+  let qemu: ChildProcess | undefined;
+  const device = await (async () => {
+    await makeFile(file, sizeBytes);
+    return FileDevice.open(file, { readOnly: true });
+  })();
+  const server = new NbdServer({ exports: device, onError: (err) => console.error('hostme nbd error:', err) });
+  try {
+    await server.listen(hostmeSock);
+    // -t: persistent (several nbdcopy runs); -e 16: allow nbdcopy's parallel connections.
+    qemu = spawn('qemu-nbd', ['-r', '-f', 'raw', '-t', '-e', '16', '-k', qemuSock, file], { stdio: ['ignore', 'ignore', 'inherit'] });
+    await waitForSocket(qemuSock, qemu);
+
+    const hostmeUri = `nbd+unix:///?socket=${hostmeSock}`;
+    const qemuUri = `nbd+unix:///?socket=${qemuSock}`;
+    // Warm-up: pull the file into the page cache through each server once.
+    await timedCopy(hostmeUri);
+    await timedCopy(qemuUri);
+
+    const hostmeSecs: number[] = [];
+    const qemuSecs: number[] = [];
+    for (let i = 0; i < runs; i++) {
+      hostmeSecs.push(await timedCopy(hostmeUri));
+      qemuSecs.push(await timedCopy(qemuUri));
+    }
+    const mbps = (secs: number): number => sizeBytes / MiB / secs;
+    const hostmeMBps = mbps(median(hostmeSecs));
+    const qemuNbdMBps = mbps(median(qemuSecs));
+    const ratio = hostmeMBps / qemuNbdMBps;
+
+    const row = (name: string, secs: number[], m: number): string =>
+      `${name.padEnd(10)} ${secs.map((s) => mbps(s).toFixed(0).padStart(7)).join(' ')}   median ${m.toFixed(0).padStart(6)} MiB/s`;
+    console.log(`sequential read, ${sizeBytes / MiB} MiB raw file, nbdcopy -> null:, ${runs} runs, ${os.cpus().length} CPUs`);
+    console.log(row('hostme', hostmeSecs, hostmeMBps));
+    console.log(row('qemu-nbd', qemuSecs, qemuNbdMBps));
+    console.log(`ratio hostme/qemu-nbd = ${ratio.toFixed(2)} (goal >= 0.70)`);
+
+    const result = {
+      date: new Date().toISOString(),
+      machine: os.cpus().length,
+      sizeBytes,
+      hostmeMBps: Math.round(hostmeMBps * 10) / 10,
+      qemuNbdMBps: Math.round(qemuNbdMBps * 10) / 10,
+      ratio: Math.round(ratio * 1000) / 1000,
+      runs: { hostmeSecs, qemuSecs },
+      stats: server.stats,
+    };
+    await mkdir('bench/results', { recursive: true });
+    await writeFile('bench/results/nbd.json', JSON.stringify(result, null, 2) + '\n');
+    console.log('wrote bench/results/nbd.json');
+  } finally {
+    qemu?.kill('SIGTERM');
+    await server.close();
+    await device.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exitCode = 1;
+});
