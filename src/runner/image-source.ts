@@ -21,6 +21,8 @@ export interface ResolvedImage {
   cache?: CacheStore;
   /** Set when the repository could not be reached and the cached manifest was used. */
   offline?: string;
+  /** Things the user should know (cache not usable, …). */
+  notices: string[];
 }
 
 export interface ResolveOptions {
@@ -57,15 +59,26 @@ export async function resolveImage(link: ImageLink, options: ResolveOptions): Pr
     offline = errorMessage(err);
   }
   if (!options.trusted) await pins.check(link.repo, link.name, image.signer);
-  if (repo.isLocal) return { image, repo, source: repo.objects, offline };
+  if (repo.isLocal) return { image, repo, source: repo.objects, offline, notices: [] };
 
-  if (!offline) await options.cache.saveManifest(link.repo, link.name, image.manifest.version, image.envelope);
+  const notices: string[] = [];
+  if (!offline) {
+    await options.cache.saveManifest(link.repo, link.name, image.manifest.version, image.envelope).catch((err) => {
+      notices.push(`cannot save the manifest in the cache, so the next start needs the network: ${errorMessage(err)}`);
+    });
+  }
   const urls = unique([link.repo, ...(options.extraMirrors ?? []), ...image.manifest.mirrors]);
   const mirrors = new MirrorGroup(urls.map((url) => new TransportStore(new HttpTransport(url, http))));
   if (urls.length > 1 && !offline) await mirrors.measure((s) => (s as TransportStore).transport.read(REPO_MARKER, { maxBytes: 4096 }));
-  await options.cache.ensure();
+  try {
+    await options.cache.ensure();
+  } catch (err) {
+    // A read-only or full cache must not stop the VM: run uncached and say so.
+    notices.push(`cache ${options.cache.root} is not usable (${errorMessage(err)}); running without caching`);
+    return { image, repo, source: mirrors, mirrors, offline, notices };
+  }
   const cache = new CacheStore(options.cache.objects, mirrors);
-  return { image, repo, source: cache, mirrors, cache, offline };
+  return { image, repo, source: cache, mirrors, cache, offline, notices };
 }
 
 function unique(urls: string[]): string[] {

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { chunkLength, isHole } from '../format/chunk-index.js';
 import type { Manifest } from '../format/manifest.js';
 import type { PublisherKey } from '../format/signature.js';
-import { HostmeError, errorMessage } from '../errors.js';
+import { HostmeError, errorMessage, isHostmeError } from '../errors.js';
 import type { BlockDevice } from '../device/block-device.js';
 import { ChunkedImageDevice } from '../device/chunked-image.js';
 import { CowOverlay } from '../device/cow-overlay.js';
@@ -76,8 +76,19 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
     const ephemeral = options.overlay === 'ephemeral';
     const runDir = await mkdtemp(join(tmpdir(), 'hostme-run-'));
     cleanups.push(() => rm(runDir, { recursive: true, force: true }));
-    const instance = new Instance(ephemeral ? join(runDir, 'instance') : cache.instanceDir(instanceName));
-    await instance.lock();
+    let instance = new Instance(ephemeral ? join(runDir, 'instance') : cache.instanceDir(instanceName));
+    try {
+      await instance.lock();
+    } catch (err) {
+      if (!isHostmeError(err) && !ephemeral) {
+        // The cache directory is read-only or full: keep the guest's writes only for this run.
+        notices.push(`cannot keep changes in ${instance.dir} (${errorMessage(err)}); this run's changes will be discarded at exit`);
+        instance = new Instance(join(runDir, 'instance'));
+        await instance.lock();
+      } else {
+        throw err;
+      }
+    }
     cleanups.push(() => instance.unlock());
     if (options.fresh) await instance.discardOverlay();
     const previous = await instance.record();
@@ -91,11 +102,14 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
       preferVersion: sameRepo ? previous.version : undefined,
     });
     if (resolved.offline) notices.push(`repository unreachable (${resolved.offline}); starting from the local cache`);
+    notices.push(...resolved.notices);
     const { manifest } = resolved.image;
     if (previous && previous.manifestDigest !== resolved.image.digest) {
       throw new HostmeError('instance-mismatch', `instance "${instanceName}" holds your changes to ${previous.name}@${previous.version}; run with --fresh to discard them and start ${manifest.name}@${manifest.version}, or use --instance NAME for a separate copy`, { instance: instanceName });
     }
-    await instance.saveRecord({ repo: options.link.repo, name: manifest.name, version: manifest.version, manifestDigest: resolved.image.digest, created: previous?.created ?? new Date().toISOString() });
+    await instance
+      .saveRecord({ repo: options.link.repo, name: manifest.name, version: manifest.version, manifestDigest: resolved.image.digest, created: previous?.created ?? new Date().toISOString() })
+      .catch((err) => notices.push(`cannot record the instance in ${instance.dir}: ${errorMessage(err)}`));
 
     const scheduler = new FetchScheduler(resolved.source, 8);
     cleanups.push(() => scheduler.close());
