@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The main job on its embedded default: build the reference guest, publish it
+# to a local repository, serve it over HTTP, verify it from the URL, and boot
+# it streamed (fetching only what the guest reads), then show the stats.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+bash scripts/guest/build-reference.sh
+
+demo=.cache/demo
+mkdir -p "$demo"
+hostme() { node bin/hostme.js "$@"; }
+guest=.cache/guest/hello
+[ -f "$demo/publisher.key" ] || hostme keygen "$demo/publisher.key"
+
+echo "== pack the reference guest (1 GiB disk + kernel) into $demo/repo"
+hostme pack "$guest/disk-1g.raw" --repo "$demo/repo" --name hello --key "$demo/publisher.key" \
+  --kernel "$guest/vmlinux" --cmdline "$(node -e "console.log(require('./$guest/guest.json').cmdline)")" \
+  --description "hostme reference guest: busybox on Debian's cloud kernel, 1 GiB disk"
+
+port=${HOSTME_DEMO_PORT:-8080}
+echo "== serve it at http://127.0.0.1:$port"
+hostme serve "$demo/repo" --port "$port" --quiet &
+server=$!
+trap 'kill $server 2>/dev/null || true' EXIT
+for _ in $(seq 50); do curl -fsS "http://127.0.0.1:$port/index.json" >/dev/null 2>&1 && break; sleep 0.1; done
+
+echo "== verify it from the URL"
+hostme verify "http://127.0.0.1:$port" hello --pubkey "$demo/publisher.key.pub"
+
+echo "== boot it streamed (cold cache), until the guest prints HOSTME-READY"
+rm -rf "$demo/cache"
+hostme run "http://127.0.0.1:$port/i/hello" --cache "$demo/cache" --fresh --until HOSTME-READY --timeout 300 \
+  --console none --stats-json "$demo/stats.json"
+echo "== stats ($demo/stats.json)"
+cat "$demo/stats.json"
+echo
+echo "Landing page: http://127.0.0.1:$port/i/hello (while 'hostme serve $demo/repo' runs)"
+echo "Interactive:  node bin/hostme.js run http://127.0.0.1:$port/i/hello --cache $demo/cache   (Ctrl-] stops the VM)"
