@@ -57,7 +57,7 @@ test('cold boot from the landing page URL reaches HOSTME-READY fetching < 5% of 
   assert.match(offline.stderr, /unreachable.*starting from the local cache/);
 });
 
-test('the guest\'s writes persist across runs and --fresh discards them', async () => {
+test('the guest\'s writes persist across runs, commit publishes them as a new version, --fresh discards them', async () => {
   const cache = join(work, 'cache-persist');
   const link = { repo: server.url, name: 'hello' };
   const boot = async (fresh: boolean) => {
@@ -82,6 +82,23 @@ test('the guest\'s writes persist across runs and --fresh discards them', async 
   assert.match(seen, /persisted-42/);
   await second.vm.shutdown();
   await second.finished;
+
+  // hostme commit: image + the guest's writes as a new version; unchanged chunks reused.
+  const commitRepo = await copyRepo(published.repoDir, join(work, 'commit-repo'));
+  const committed = await runCli(['commit', 'hello', '--repo', commitRepo, '--key', published.keyFile, '--cache', cache, '--json']);
+  assert.equal(committed.code, 0, committed.stderr);
+  const summary = JSON.parse(committed.stdout) as { version: string; changedChunks: number; reusedChunks: number };
+  assert.equal(summary.version, '2');
+  assert.ok(summary.changedChunks > 0 && summary.changedChunks < 50, `changed ${summary.changedChunks} chunks`);
+  assert.ok(summary.reusedChunks > 3000);
+  const verified = await runCli(['verify', commitRepo, 'hello@2', '--pubkey', `${published.keyFile}.pub`]);
+  assert.equal(verified.code, 0, verified.stderr);
+  const fromCommit = await startImage({ link: { repo: commitRepo, name: 'hello', version: '2' }, cacheDir: join(work, 'cache-commit'), console: 'none', until: /HOSTME-READY/, keepRunning: true, timeoutMs: 180_000 });
+  await fromCommit.vm.ready;
+  const inCommit = await command(fromCommit, 'cat /note.txt; echo CHECK-$((3+3))', /CHECK-6/);
+  assert.match(inCommit, /persisted-42/);
+  await fromCommit.vm.shutdown();
+  await fromCommit.finished;
 
   const third = await boot(true);
   const fresh = await command(third, 'cat /note.txt; echo CHECK-$((2+1))', /CHECK-3/);
