@@ -109,6 +109,8 @@ export class Repository {
   async publish(manifest: Manifest, key: PublisherKey): Promise<LoadedImage> {
     const write = this.requireWritable();
     const payload = serializeManifest(manifest);
+    // Every object the manifest refers to must be on disk before the manifest is.
+    await this.transport.sync?.();
     const envelope = signEnvelope(payload, key);
     await write(REPO_MARKER, new TextEncoder().encode(JSON.stringify({ format: 'hostme-repo', formatVersion: REPO_FORMAT_VERSION }) + '\n'));
     await write(keyPath(key.keyId), new TextEncoder().encode(formatPublicKeyLine(key.publicKeyRaw)));

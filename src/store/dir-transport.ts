@@ -1,7 +1,9 @@
 import { mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { assertRepoPath, type ReadOptions, type RepoTransport } from './transport.js';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { assertRepoPath, type ReadOptions, type RepoTransport, type WriteOptions } from './transport.js';
 import { StoreError, fromFsError } from './errors.js';
 
 /** A repository or cache that is a local directory. Writes are temp file + fsync + rename. */
@@ -47,8 +49,15 @@ export class DirTransport implements RepoTransport {
     }
   }
 
-  async write(path: string, data: Uint8Array): Promise<void> {
-    await writeFileAtomic(this.fullPath(path), data, this.location);
+  async write(path: string, data: Uint8Array, options: WriteOptions = {}): Promise<void> {
+    await writeFileAtomic(this.fullPath(path), data, this.location, options.durable ?? true);
+  }
+
+  /** syncfs(2) of the file system holding the directory, through coreutils `sync -f`. */
+  async sync(): Promise<void> {
+    await promisify(execFile)('sync', ['-f', this.root]).catch((err: Error) => {
+      throw new StoreError('store-io', `${this.location}: cannot sync to disk: ${err.message}`);
+    });
   }
 }
 
@@ -57,14 +66,14 @@ export class DirTransport implements RepoTransport {
  * old file or the complete new one, plus at worst a stray ".tmp-" file that
  * readers ignore and cache gc removes.
  */
-export async function writeFileAtomic(file: string, data: Uint8Array, location = file): Promise<void> {
+export async function writeFileAtomic(file: string, data: Uint8Array, location = file, durable = true): Promise<void> {
   const tmp = `${file}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
   try {
     await mkdir(dirname(file), { recursive: true });
     const handle = await open(tmp, 'w', 0o644);
     try {
       await handle.writeFile(data);
-      await handle.datasync();
+      if (durable) await handle.datasync();
     } finally {
       await handle.close();
     }

@@ -37,7 +37,9 @@ export class TransportStore implements ObjectStore {
 
   async put(id: ObjectId, stored: Uint8Array): Promise<void> {
     if (!this.transport.write) throw new StoreError('store-readonly', `${this.name} is read-only`);
-    await this.transport.write(objectPath(id), stored);
+    // No fsync per object: objects are verified on every read, and publishers
+    // sync() once before writing the manifest that refers to them.
+    await this.transport.write(objectPath(id), stored, { durable: false });
   }
 
   async close(): Promise<void> {

@@ -8,10 +8,20 @@ export interface RepoTransport {
   readonly location: string;
   /** File bytes, or null when the file does not exist. */
   read(path: string, options?: ReadOptions): Promise<Uint8Array | null>;
-  /** Atomic replace: readers see the old or the new file, never a partial one. */
-  write?(path: string, data: Uint8Array): Promise<void>;
+  /**
+   * Atomic replace: readers see the old or the new file, never a partial one.
+   * `durable: false` skips the per-file fsync (content-addressed objects are
+   * verified on every read); call `sync()` before writing what refers to them.
+   */
+  write?(path: string, data: Uint8Array, options?: WriteOptions): Promise<void>;
+  /** Make every earlier write durable (one syncfs instead of an fsync per object). */
+  sync?(): Promise<void>;
   exists?(path: string): Promise<boolean>;
   close?(): Promise<void>;
+}
+
+export interface WriteOptions {
+  durable?: boolean;
 }
 
 export interface ReadOptions {
