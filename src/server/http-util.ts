@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 
 /** Headers every response carries: public, credential-free CORS and no MIME sniffing. */
 export const CORS_EXPOSE = 'Content-Length, Content-Range, ETag, Accept-Ranges';
-export const CORS_ALLOW_METHODS = 'GET, HEAD, PUT, OPTIONS';
+export const CORS_ALLOW_METHODS = 'GET, HEAD, PUT, POST, OPTIONS';
 export const CORS_ALLOW_HEADERS = 'Range, Authorization, Content-Type, If-None-Match, If-Range';
 export const CORS_MAX_AGE = '86400';
 

@@ -38,6 +38,8 @@ export interface RepoServerOptions {
   /** Largest uncompressed content of an uploaded zstd object (default 1 GiB; hashed while streaming, never held in memory). */
   maxObjectContentBytes?: number;
   logger?: RepoServerLogger;
+  /** The render service (hostme serve --render): handles /api/builds. */
+  render?: { handle(req: IncomingMessage, res: ServerResponse, segments: string[]): Promise<boolean> };
 }
 
 export interface StartRepoServerOptions extends RepoServerOptions {
@@ -54,7 +56,7 @@ export interface RunningRepoServer {
   close(): Promise<void>;
 }
 
-const ALLOWED_METHODS = new Set(['GET', 'HEAD', 'PUT', 'OPTIONS']);
+const ALLOWED_METHODS = new Set(['GET', 'HEAD', 'PUT', 'POST', 'OPTIONS']);
 
 /**
  * An HTTP server for a hostme repository directory: the static files with
@@ -94,6 +96,8 @@ export function createRepoServer(options: RepoServerOptions): Server {
       return;
     }
     const { segments } = parseRequestPath(req.url);
+    if (options.render && (await options.render.handle(req, res, segments))) return;
+    if (method === 'POST') throw new HttpError(405, 'method-not-allowed', 'POST is only accepted by the render service (/api/builds)', { Allow: CORS_ALLOW_METHODS });
     if (method === 'PUT') {
       await handleUpload(req, res, segments, upload);
       return;
