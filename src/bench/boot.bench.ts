@@ -111,9 +111,9 @@ async function main(): Promise<void> {
 
   let plainRepoPort = 0;
   let profRepoPort = 0;
-  let kernelObjects = new Set<string>();
-  let diskObjects = new Set<string>();
-  let indexObjects = new Set<string>();
+  const kernelObjects = new Set<string>();
+  const diskObjects = new Set<string>();
+  const indexObjects = new Set<string>();
   let kernelStored = 0;
   let prepare: Record<string, unknown> = {};
   if (needHostme) {
