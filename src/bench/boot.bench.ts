@@ -11,6 +11,7 @@
  */
 import { createWriteStream } from 'node:fs';
 import { link, mkdir, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { loadavg } from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -53,6 +54,8 @@ interface Run {
   connections: number;
   httpRequests: number;
   estimated?: boolean;
+  /** 1-minute load average when the run started (other jobs share the CPU). */
+  loadavg1?: number;
   /** Scenario-specific details (phases, hostme stats, byte split). */
   detail?: Record<string, unknown>;
 }
@@ -176,79 +179,74 @@ async function main(): Promise<void> {
     return (await stat(file)).size;
   };
 
-  // ---- (a) local
+  // ---- the scenarios: one function per measured run, executed round-robin
+  // (run 1 of every scenario, then run 2, ...) so background load hits them alike.
   const scenarioA: Scenario = { id: 'a', title: 'local disk + kernel (no network)', runs: [] };
+  const steps: Array<{ scenario: Scenario; once: (i: number) => Promise<Run> }> = [];
   if (wanted.has('a') || wanted.has('b')) {
-    for (let i = 0; i < runs; i++) {
-      const ms = await bootLocal(guest.kernel, guest.disk1g);
-      scenarioA.runs.push({ ms, bytesDown: 0, bytesUp: 0, connections: 0, httpRequests: 0 });
-      log(`a run ${i + 1}: ${fmtSeconds(ms)}`);
-    }
-    scenarios.push(scenarioA);
+    steps.push({ scenario: scenarioA, once: async () => ({ ms: await bootLocal(guest.kernel, guest.disk1g), bytesDown: 0, bytesUp: 0, connections: 0, httpRequests: 0 }) });
   }
 
-  // ---- (b) download everything, then boot
-  if (wanted.has('b')) {
-    const s: Scenario = { id: 'b', title: `download raw disk + kernel, boot locally${opts.full ? '' : ' (ESTIMATED)'}`, runs: [] };
-    if (opts.full) {
-      for (let i = 0; i < runs; i++) {
+  // (b) download everything, then boot
+  const scenarioB: Scenario = { id: 'b', title: `download raw disk + kernel, boot locally${opts.full ? '' : ' (ESTIMATED)'}`, runs: [] };
+  if (wanted.has('b') && opts.full) {
+    steps.push({
+      scenario: scenarioB,
+      once: async () => {
         const dir = await mkdtemp(path.join(tmp, 'dl-'));
-        const { result, counters } = await withProxy(plainPort, async (port) => {
-          const t = performance.now();
-          await Promise.all([download(`http://127.0.0.1:${port}/disk-1g.raw`, path.join(dir, 'disk.raw')), download(`http://127.0.0.1:${port}/vmlinux`, path.join(dir, 'vmlinux'))]);
-          const downloadMs = performance.now() - t;
-          const bootMs = await bootLocal(path.join(dir, 'vmlinux'), path.join(dir, 'disk.raw'));
-          return { downloadMs, bootMs };
-        });
-        await rm(dir, { recursive: true, force: true });
-        s.runs.push(toRun(result.downloadMs + result.bootMs, counters, result));
-        log(`b run ${i + 1}: ${fmtSeconds(result.downloadMs + result.bootMs)} (download ${fmtSeconds(result.downloadMs)})`);
-      }
-    } else {
-      const bytes = diskSize + kernelSize;
-      const transferMs = (bytes * 8) / (mbit * 1e6) * 1000;
-      for (const a of scenarioA.runs) s.runs.push({ ms: a.ms + transferMs + rttMs, bytesDown: bytes, bytesUp: 0, connections: 2, httpRequests: 2, estimated: true, detail: { transferMs, bootMs: a.ms } });
-      s.note = `estimated = (a) + ${fmtBytes(bytes)} at ${mbit} Mbit/s (${fmtSeconds(transferMs)}) + 1 RTT; run with --full to measure`;
-    }
-    scenarios.push(s);
+        try {
+          const { result, counters } = await withProxy(plainPort, async (port) => {
+            const t = performance.now();
+            await Promise.all([download(`http://127.0.0.1:${port}/disk-1g.raw`, path.join(dir, 'disk.raw')), download(`http://127.0.0.1:${port}/vmlinux`, path.join(dir, 'vmlinux'))]);
+            const downloadMs = performance.now() - t;
+            const bootMs = await bootLocal(path.join(dir, 'vmlinux'), path.join(dir, 'disk.raw'));
+            return { downloadMs, bootMs };
+          });
+          return toRun(result.downloadMs + result.bootMs, counters, result);
+        } finally {
+          await rm(dir, { recursive: true, force: true });
+        }
+      },
+    });
   }
 
-  // ---- (c) stock QEMU: kernel through the proxy, qcow2 overlay over http, copy-on-read
+  // (c) stock QEMU: kernel through the proxy, qcow2 overlay over http, copy-on-read
+  const scenarioC: Scenario = { id: 'c', title: 'stock QEMU: kernel download + qcow2/http backing, copy-on-read', runs: [], note: 'the stock user must download the kernel too (included in time and bytes); kernel download and qemu-img create run side by side' };
   if (wanted.has('c')) {
-    const s: Scenario = { id: 'c', title: 'stock QEMU: kernel download + qcow2/http backing, copy-on-read', runs: [], note: 'the stock user must download the kernel too (included in time and bytes)' };
-    for (let i = 0; i < runs; i++) {
-      const dir = await mkdtemp(path.join(tmp, 'stock-'));
-      const { result, counters } = await withProxy(plainPort, async (port) => {
-        const t = performance.now();
-        const kernel = path.join(dir, 'vmlinux');
-        const overlay = path.join(dir, 'ov.qcow2');
-        const backing = `json:${JSON.stringify({ file: { driver: 'http', url: `http://127.0.0.1:${port}/disk-1g.raw`, readahead: 0 } })}`;
-        let kernelDoneMs = 0;
-        let overlayDoneMs = 0;
-        // A user would run both commands; they do not depend on each other, so run them side by side.
-        await Promise.all([
-          download(`http://127.0.0.1:${port}/vmlinux`, kernel).then(() => (kernelDoneMs = performance.now() - t)),
-          runCommand('qemu-img', ['create', '-q', '-f', 'qcow2', '-F', 'raw', '-b', backing, overlay], { timeoutMs: 60_000 }).then(() => (overlayDoneMs = performance.now() - t)),
-        ]);
-        const qemuStart = performance.now() - t;
-        const blockdev = { driver: 'copy-on-read', 'node-name': 'd0', file: { driver: 'qcow2', file: { driver: 'file', filename: overlay } } };
-        const vm = await launchVm({ kernel, cmdline: guest.cmdline, disks: [], memoryMiB: guest.memoryMiB, cpus: guest.cpus, arch: guest.arch, accel, console: 'none', until: READY, timeoutMs, extraArgs: ['-blockdev', JSON.stringify(blockdev), '-device', 'nvme,drive=d0,serial=d0'] });
-        cleanup.add('vm', () => vm.shutdown());
-        await vm.ready;
-        const ms = performance.now() - t;
-        await withTimeout(vm.exited, 30_000, 'qemu exit');
-        const overlayBytes = (await stat(overlay)).size;
-        return { ms, kernelDoneMs, overlayDoneMs, qemuStartMs: qemuStart, guestBootMs: ms - qemuStart, overlayFileBytes: overlayBytes };
-      });
-      await rm(dir, { recursive: true, force: true });
-      const split = { kernelBytes: kernelSize, diskAndOtherBytes: counters.bytesDown - kernelSize };
-      s.runs.push(toRun(result.ms, counters, { ...result, ...split }));
-      log(`c run ${i + 1}: ${fmtSeconds(result.ms)}, ${fmtBytes(counters.bytesDown)} (kernel ${fmtSeconds(result.kernelDoneMs)}, QEMU boot ${fmtSeconds(result.guestBootMs)}), ${counters.requests} requests, ${counters.connections} connections`);
-    }
-    scenarios.push(s);
+    steps.push({
+      scenario: scenarioC,
+      once: async () => {
+        const dir = await mkdtemp(path.join(tmp, 'stock-'));
+        try {
+          const { result, counters } = await withProxy(plainPort, async (port) => {
+            const t = performance.now();
+            const kernel = path.join(dir, 'vmlinux');
+            const overlay = path.join(dir, 'ov.qcow2');
+            const backing = `json:${JSON.stringify({ file: { driver: 'http', url: `http://127.0.0.1:${port}/disk-1g.raw`, readahead: 0 } })}`;
+            let kernelDoneMs = 0;
+            let overlayDoneMs = 0;
+            await Promise.all([
+              download(`http://127.0.0.1:${port}/vmlinux`, kernel).then(() => (kernelDoneMs = performance.now() - t)),
+              runCommand('qemu-img', ['create', '-q', '-f', 'qcow2', '-F', 'raw', '-b', backing, overlay], { timeoutMs: 60_000 }).then(() => (overlayDoneMs = performance.now() - t)),
+            ]);
+            const qemuStartMs = performance.now() - t;
+            const blockdev = { driver: 'copy-on-read', 'node-name': 'd0', file: { driver: 'qcow2', file: { driver: 'file', filename: overlay } } };
+            const vm = await launchVm({ kernel, cmdline: guest.cmdline, disks: [], memoryMiB: guest.memoryMiB, cpus: guest.cpus, arch: guest.arch, accel, console: 'none', until: READY, timeoutMs, extraArgs: ['-blockdev', JSON.stringify(blockdev), '-device', 'nvme,drive=d0,serial=d0'] });
+            cleanup.add('vm', () => vm.shutdown());
+            await vm.ready;
+            const ms = performance.now() - t;
+            await withTimeout(vm.exited, 30_000, 'qemu exit');
+            return { ms, kernelDoneMs, overlayDoneMs, qemuStartMs, guestBootMs: ms - qemuStartMs, overlayFileBytes: (await stat(overlay)).size };
+          });
+          return toRun(result.ms, counters, { ...result, kernelBytes: kernelSize, diskAndOtherBytes: counters.bytesDown - kernelSize });
+        } finally {
+          await rm(dir, { recursive: true, force: true });
+        }
+      },
+    });
   }
 
-  // ---- (d) (e) (f) hostme
+  // (d) (e) (f) hostme
   const hostmeRun = async (port: number, cacheDir: string, label: string): Promise<Run> => {
     const traceFile = path.join(tmp, `trace-${label}-${Date.now()}.json`);
     const statsFile = path.join(tmp, `stats-${label}-${Date.now()}.json`);
@@ -287,29 +285,45 @@ async function main(): Promise<void> {
       qemuSpawnMs: trace.qemuSpawn !== undefined ? at(trace.qemuSpawn) : undefined,
       readyMs: at(trace.ready),
       guestBootMs: trace.qemuSpawn !== undefined ? trace.ready - trace.qemuSpawn : undefined,
+      hostmeMsToReady: stats.msToReady,
     };
     return toRun(at(trace.ready), counters, { phases, byKind: kinds, hostmeStats: stats });
   };
-
-  const hostmeScenario = async (id: string, title: string, port: number, cacheFor: (i: number) => Promise<string>) => {
-    const s: Scenario = { id, title, runs: [] };
-    for (let i = 0; i < runs; i++) {
-      const run = await hostmeRun(port, await cacheFor(i), `${id}${i}`);
-      s.runs.push(run);
-      const p = run.detail!.phases as Record<string, number>;
-      log(`${id} run ${i + 1}: ${fmtSeconds(run.ms)}, ${fmtBytes(run.bytesDown)}, ${run.httpRequests} requests / ${run.connections} connections; kernel done ${fmtSeconds(p.kernelDoneMs ?? NaN)}, QEMU spawned ${fmtSeconds(p.qemuSpawnMs ?? NaN)}, guest ${fmtSeconds(p.guestBootMs ?? NaN)}`);
-    }
-    scenarios.push(s);
-  };
   const freshCache = async () => mkdtemp(path.join(tmp, 'cache-'));
-  if (wanted.has('d')) await hostmeScenario('d', 'hostme cold, no prefetch profile', plainRepoPort, freshCache);
+  const scenarioD: Scenario = { id: 'd', title: 'hostme cold, no prefetch profile', runs: [] };
+  const scenarioE: Scenario = { id: 'e', title: 'hostme cold, with prefetch profile', runs: [] };
+  const scenarioF: Scenario = { id: 'f', title: 'hostme warm (cache from e, --fresh overlay)', runs: [] };
+  if (wanted.has('d')) steps.push({ scenario: scenarioD, once: async (i) => hostmeRun(plainRepoPort, await freshCache(), `d${i}`) });
   let lastCache = '';
   if (wanted.has('e') || wanted.has('f')) {
-    const make = async () => (lastCache = await freshCache());
-    if (wanted.has('e')) await hostmeScenario('e', 'hostme cold, with prefetch profile', profRepoPort, make);
-    else await hostmeRun(profRepoPort, await make(), 'f-fill'); // fill the cache for f
+    const cold = async (i: number) => hostmeRun(profRepoPort, (lastCache = await freshCache()), `e${i}`);
+    if (wanted.has('e')) steps.push({ scenario: scenarioE, once: cold });
+    else steps.push({ scenario: { id: 'fill', title: 'fill the cache for f (not reported)', runs: [] }, once: cold });
   }
-  if (wanted.has('f')) await hostmeScenario('f', 'hostme warm (cache from e, --fresh overlay)', profRepoPort, async () => lastCache);
+  if (wanted.has('f')) steps.push({ scenario: scenarioF, once: async (i) => hostmeRun(profRepoPort, lastCache, `f${i}`) });
+
+  for (let i = 0; i < runs; i++) {
+    for (const { scenario, once } of steps) {
+      const load = loadavg()[0]!;
+      const run = await once(i);
+      run.loadavg1 = Number(load.toFixed(2));
+      scenario.runs.push(run);
+      const p = run.detail?.phases as Record<string, number> | undefined;
+      const extra = p ? `; kernel done ${fmtSeconds(p.kernelDoneMs ?? NaN)}, QEMU spawned ${fmtSeconds(p.qemuSpawnMs ?? NaN)}, guest ${fmtSeconds(p.guestBootMs ?? NaN)}` : scenario.id === 'c' ? `; kernel ${fmtSeconds(Number(run.detail!.kernelDoneMs))}, guest ${fmtSeconds(Number(run.detail!.guestBootMs))}` : '';
+      log(`${scenario.id} run ${i + 1}: ${fmtSeconds(run.ms)}, ${fmtBytes(run.bytesDown)}, ${run.httpRequests} requests / ${run.connections} connections (load ${load.toFixed(2)})${extra}`);
+    }
+  }
+  if (wanted.has('a')) scenarios.push(scenarioA);
+  if (wanted.has('b')) {
+    if (!opts.full) {
+      const bytes = diskSize + kernelSize;
+      const transferMs = ((bytes * 8) / (mbit * 1e6)) * 1000;
+      for (const a of scenarioA.runs) scenarioB.runs.push({ ms: a.ms + transferMs + rttMs, bytesDown: bytes, bytesUp: 0, connections: 2, httpRequests: 2, estimated: true, detail: { transferMs, bootMs: a.ms } });
+      scenarioB.note = `estimated = (a) + ${fmtBytes(bytes)} at ${mbit} Mbit/s (${fmtSeconds(transferMs)}) + 1 RTT; run with --full to measure`;
+    }
+    scenarios.push(scenarioB);
+  }
+  for (const s of [scenarioC, scenarioD, scenarioE, scenarioF]) if (wanted.has(s.id)) scenarios.push(s);
 
   // ---- medians, ratios, goals
   for (const s of scenarios) {
