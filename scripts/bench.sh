@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# npm run bench: build, the reference guest, then the benchmarks one after the
+# other (they are CPU-heavy; never run them in parallel on a small machine).
+# Results: bench/results/*.json. Extra arguments go to bench:boot (e.g. --runs 1).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+echo "== build"
+npx tsc -p .
+echo "== reference guest"
+bash scripts/guest/build-reference.sh
+echo "== bench:pack"
+node dist/bench/pack.bench.js
+if [ -f dist/bench/nbd.bench.js ]; then
+  echo "== bench:nbd"
+  node dist/bench/nbd.bench.js
+else
+  echo "== bench:nbd (skipped: dist/bench/nbd.bench.js not built on this branch)"
+fi
+echo "== bench:boot"
+node dist/bench/boot.bench.js "$@"
