@@ -6,7 +6,7 @@
  *  c  stock QEMU: kernel downloaded first, qcow2 overlay on an http backing file, copy-on-read
  *  d  hostme cold, image without prefetch profile
  *  e  hostme cold, profiled image (prefetch list)
- *  f  hostme warm (cache from e, --fresh overlay)
+ *  f  hostme warm (cache and instance from e: pinned version, no network)
  * Options: --runs N --rtt MS --mbit N --scenarios a,c,e --full --skip-download --timeout S --out FILE
  */
 import { createWriteStream } from 'node:fs';
@@ -247,14 +247,14 @@ async function main(): Promise<void> {
   }
 
   // (d) (e) (f) hostme
-  const hostmeRun = async (port: number, cacheDir: string, label: string): Promise<Run> => {
+  const hostmeRun = async (port: number, cacheDir: string, label: string, fresh = true): Promise<Run> => {
     const traceFile = path.join(tmp, `trace-${label}-${Date.now()}.json`);
     const statsFile = path.join(tmp, `stats-${label}-${Date.now()}.json`);
     const { result, counters } = await withProxy(port, async (proxyPort) => {
       const t = performance.timeOrigin + performance.now();
       await runCommand(
         process.execPath,
-        ['--import', path.join(repoRoot, 'dist', 'bench', 'trace-hook.js'), hostmeBin, 'run', `http://127.0.0.1:${proxyPort}/i/hello`, '--cache', cacheDir, '--until', 'HOSTME-READY', '--timeout', String(timeoutMs / 1000), '--console', 'none', '--stats-json', statsFile, '--fresh'],
+        ['--import', path.join(repoRoot, 'dist', 'bench', 'trace-hook.js'), hostmeBin, 'run', `http://127.0.0.1:${proxyPort}/i/hello`, '--cache', cacheDir, '--until', 'HOSTME-READY', '--timeout', String(timeoutMs / 1000), '--console', 'none', '--stats-json', statsFile, ...(fresh ? ['--fresh'] : [])],
         { timeoutMs: timeoutMs + 60_000, env: { ...env, HOSTME_BENCH_TRACE: traceFile } },
       );
       return { spawnWall: t };
@@ -292,7 +292,7 @@ async function main(): Promise<void> {
   const freshCache = async () => mkdtemp(path.join(tmp, 'cache-'));
   const scenarioD: Scenario = { id: 'd', title: 'hostme cold, no prefetch profile', runs: [] };
   const scenarioE: Scenario = { id: 'e', title: 'hostme cold, with prefetch profile', runs: [] };
-  const scenarioF: Scenario = { id: 'f', title: 'hostme warm (cache from e, --fresh overlay)', runs: [] };
+  const scenarioF: Scenario = { id: 'f', title: 'hostme warm (cache and instance from e: no network)', runs: [] };
   if (wanted.has('d')) steps.push({ scenario: scenarioD, once: async (i) => hostmeRun(plainRepoPort, await freshCache(), `d${i}`) });
   let lastCache = '';
   if (wanted.has('e') || wanted.has('f')) {
@@ -300,7 +300,7 @@ async function main(): Promise<void> {
     if (wanted.has('e')) steps.push({ scenario: scenarioE, once: cold });
     else steps.push({ scenario: { id: 'fill', title: 'fill the cache for f (not reported)', runs: [] }, once: cold });
   }
-  if (wanted.has('f')) steps.push({ scenario: scenarioF, once: async (i) => hostmeRun(profRepoPort, lastCache, `f${i}`) });
+  if (wanted.has('f')) steps.push({ scenario: scenarioF, once: async (i) => hostmeRun(profRepoPort, lastCache, `f${i}`, false) });
 
   for (let i = 0; i < runs; i++) {
     for (const { scenario, once } of steps) {

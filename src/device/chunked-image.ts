@@ -76,7 +76,8 @@ export class ChunkedImageDevice implements BlockDevice {
     if (cached) return cached;
     try {
       const object = await this.source.get({ id, length: chunkLength(this.index, chunk) }, { priority });
-      if (priority === 'demand') this.memory.set(id, object.data);
+      // Demand and prefetch both land in memory: a prefetched chunk is about to be read.
+      if (priority !== 'background') this.memory.set(id, object.data);
       return object.data;
     } catch (err) {
       throw new BlockDeviceError('EIO', `${this.label} chunk ${chunk} (${id.slice(0, 16)}) unavailable: ${errorMessage(err)}`, { chunk, id }, { cause: err });

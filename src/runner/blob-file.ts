@@ -1,15 +1,44 @@
-import { open } from 'node:fs/promises';
-import { chunkLength, isHole } from '../format/chunk-index.js';
+import { open, readFile, rename, rm } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { chunkLength, isHole, type ChunkIndex } from '../format/chunk-index.js';
+import { isAllZero, sha256Hex } from '../format/digest.js';
 import type { BlobRef } from '../format/manifest.js';
 import type { Repository } from '../repo/repository.js';
 import type { ObjectSource } from '../store/object-store.js';
 
-/** Materialize a blob (kernel, initrd) into a local file, chunk by chunk, verified. */
-export async function writeBlobToFile(repo: Repository, source: ObjectSource, ref: BlobRef, file: string, label: string): Promise<void> {
+/**
+ * Materialize a blob (kernel, initrd) as a file QEMU can load. With a
+ * `cacheDir`, the file is kept under blobs/<index id> and reused by later runs
+ * after re-checking every chunk's hash (much cheaper than decompressing the
+ * chunks again); without, it is written to `fallbackFile`.
+ */
+export async function materializeBlob(
+  repo: Repository,
+  source: ObjectSource,
+  ref: BlobRef,
+  label: string,
+  where: { cacheDir?: string; fallbackFile: string },
+): Promise<string> {
   const index = await repo.readIndex(ref, source, label);
-  const handle = await open(file, 'w', 0o600);
+  if (!where.cacheDir) return writeBlob(index, source, where.fallbackFile);
+  const cached = join(where.cacheDir, 'blobs', ref.index);
+  if (await matchesIndex(cached, index)) return cached;
   try {
-    await handle.truncate(ref.size);
+    return await writeBlob(index, source, cached);
+  } catch (err) {
+    if (!(err as NodeJS.ErrnoException).code) throw err; // a fetch failure, not the file system
+    return writeBlob(index, source, where.fallbackFile); // cache full or read-only
+  }
+}
+
+async function writeBlob(index: ChunkIndex, source: ObjectSource, file: string): Promise<string> {
+  const tmp = `${file}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
+  await mkdir(dirname(file), { recursive: true });
+  const handle = await open(tmp, 'w', 0o600);
+  try {
+    await handle.truncate(index.size);
     await Promise.all(
       index.ids.map(async (id, i) => {
         if (isHole(id)) return;
@@ -17,7 +46,22 @@ export async function writeBlobToFile(repo: Repository, source: ObjectSource, re
         await handle.write(object.data, 0, object.data.length, i * index.chunkSize);
       }),
     );
-  } finally {
     await handle.close();
+    await rename(tmp, file);
+  } catch (err) {
+    await handle.close().catch(() => {});
+    await rm(tmp, { force: true });
+    throw err;
   }
+  return file;
+}
+
+/** Does the file hold exactly the blob the index describes? */
+async function matchesIndex(file: string, index: ChunkIndex): Promise<boolean> {
+  const data = await readFile(file).catch(() => null);
+  if (!data || data.length !== index.size) return false;
+  return index.ids.every((id, i) => {
+    const chunk = data.subarray(i * index.chunkSize, i * index.chunkSize + chunkLength(index, i));
+    return isHole(id) ? isAllZero(chunk) : sha256Hex(chunk) === id;
+  });
 }

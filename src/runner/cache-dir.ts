@@ -9,6 +9,7 @@ import { writeFileAtomic } from '../store/dir-transport.js';
  * The machine-wide hostme cache (docs/run.md "Cache"):
  *   objects/ab/<id>                 verified objects, shared by every image and version
  *   images/<repo-key>/<name>/<v>.json  signed manifests seen, for offline starts
+ *   blobs/<index id>                kernels/initrds assembled for QEMU, re-checked chunk by chunk on reuse
  *   trust.json                      publisher keys pinned on first use
  *   instances/<name>/               per-instance overlay (user data: never evicted)
  */
@@ -80,6 +81,7 @@ export class CacheDir {
   async clear(): Promise<void> {
     await rm(join(this.root, 'objects'), { recursive: true, force: true });
     await rm(join(this.root, 'images'), { recursive: true, force: true });
+    await rm(join(this.root, 'blobs'), { recursive: true, force: true });
   }
 
   async instances(): Promise<Array<{ name: string; bytes: number }>> {

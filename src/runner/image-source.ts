@@ -39,37 +39,43 @@ export interface ResolveOptions {
  * repository is unreachable) and build the verified object source for it.
  */
 export async function resolveImage(link: ImageLink, options: ResolveOptions): Promise<ResolvedImage> {
-  const http = { retries: 2, timeoutMs: 10_000, ...options.http };
+  const http = { retries: 2, timeoutMs: 10_000, concurrency: 16, ...options.http };
   const repo = openRepository(link.repo, http);
   const version = link.version ?? options.preferVersion;
   const pins = new TrustPins(options.cache.root);
-  let image: LoadedImage;
+  let image: LoadedImage | undefined;
   let offline: string | undefined;
+  let contacted = false;
+  // A version, once published, never changes: with its signed manifest cached, no network is needed.
+  const pinned = version && !repo.isLocal ? await options.cache.cachedManifest(link.repo, link.name, version) : null;
+  if (pinned) image = openCached(options.cache, link, pinned, options.trusted);
   try {
-    image = await repo.loadImage(link.name, version, { trusted: options.trusted });
+    if (!image) {
+      contacted = true;
+      image = await repo.loadImage(link.name, version, { trusted: options.trusted });
+    }
   } catch (err) {
     if (!isHostmeError(err, 'store-unavailable') || repo.isLocal) throw err;
     const cached = await options.cache.cachedManifest(link.repo, link.name, version);
     if (!cached) {
       throw new HostmeError('repo-unreachable', `cannot reach ${link.repo} (${errorMessage(err)}) and ${link.name} has never been run here, so nothing is cached; check the URL or your network`, { repo: link.repo });
     }
-    const origin = options.cache.manifestFile(link.repo, link.name, cached.version);
-    const opened = openEnvelope(cached.envelope, { origin, trusted: options.trusted });
-    image = { manifest: parseManifest(opened.payload, origin), signer: opened.signer, digest: opened.digest, envelope: cached.envelope, origin };
+    image = openCached(options.cache, link, cached, options.trusted);
     offline = errorMessage(err);
+    contacted = false;
   }
   if (!options.trusted) await pins.check(link.repo, link.name, image.signer);
   if (repo.isLocal) return { image, repo, source: repo.objects, offline, notices: [] };
 
   const notices: string[] = [];
-  if (!offline) {
+  if (contacted) {
     await options.cache.saveManifest(link.repo, link.name, image.manifest.version, image.envelope).catch((err) => {
       notices.push(`cannot save the manifest in the cache, so the next start needs the network: ${errorMessage(err)}`);
     });
   }
   const urls = unique([link.repo, ...(options.extraMirrors ?? []), ...image.manifest.mirrors]);
   const mirrors = new MirrorGroup(urls.map((url) => new TransportStore(new HttpTransport(url, http))));
-  if (urls.length > 1 && !offline) await mirrors.measure((s) => (s as TransportStore).transport.read(REPO_MARKER, { maxBytes: 4096 }));
+  if (urls.length > 1 && contacted) await mirrors.measure((s) => (s as TransportStore).transport.read(REPO_MARKER, { maxBytes: 4096 }));
   try {
     await options.cache.ensure();
   } catch (err) {
@@ -79,6 +85,12 @@ export async function resolveImage(link: ImageLink, options: ResolveOptions): Pr
   }
   const cache = new CacheStore(options.cache.objects, mirrors);
   return { image, repo, source: cache, mirrors, cache, offline, notices };
+}
+
+function openCached(cache: CacheDir, link: ImageLink, cached: { version: string; envelope: Uint8Array }, trusted?: PublisherKey[]): LoadedImage {
+  const origin = cache.manifestFile(link.repo, link.name, cached.version);
+  const opened = openEnvelope(cached.envelope, { origin, trusted });
+  return { manifest: parseManifest(opened.payload, origin), signer: opened.signer, digest: opened.digest, envelope: cached.envelope, origin };
 }
 
 function unique(urls: string[]): string[] {

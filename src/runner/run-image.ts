@@ -16,7 +16,7 @@ import type { HttpTransportOptions } from '../store/http-transport.js';
 import { CacheDir, defaultCacheLimit } from './cache-dir.js';
 import { Instance } from './instance.js';
 import { resolveImage, type ResolvedImage } from './image-source.js';
-import { writeBlobToFile } from './blob-file.js';
+import { materializeBlob } from './blob-file.js';
 import { RunStatsCollector, type RunStats } from './run-stats.js';
 import type { ImageLink } from './link.js';
 
@@ -111,8 +111,12 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
       .saveRecord({ repo: options.link.repo, name: manifest.name, version: manifest.version, manifestDigest: resolved.image.digest, created: previous?.created ?? new Date().toISOString() })
       .catch((err) => notices.push(`cannot record the instance in ${instance.dir}: ${errorMessage(err)}`));
 
-    const scheduler = new FetchScheduler(resolved.source, 8);
+    // 16 requests in flight fill a 50 Mbit/s, 100 ms link with 256 KiB chunks; 8 do not.
+    const scheduler = new FetchScheduler(resolved.source, 16);
     cleanups.push(() => scheduler.close());
+    // The kernel is on the critical path: start it now, in parallel with the disk indexes.
+    const bootFiles = prepareBoot(resolved, scheduler, runDir, resolved.cache ? cache.root : undefined, options.append);
+    bootFiles.catch(() => {});
     const devices = await openDisks(resolved, scheduler, options.onFirstAccess);
     const exported = new Map<string, BlockDevice>();
     for (const [i, device] of devices.entries()) {
@@ -129,7 +133,7 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
     // Start the boot working set now: it overlaps with the kernel download (demand priority).
     const prefetching = prefetch(manifest, devices, resolved, collector, options.fill === true);
     cleanups.push(async () => prefetching.cancel());
-    const boot = await prepareBoot(resolved, scheduler, runDir, options.append);
+    const boot = await bootFiles;
 
     const vm = await launchVm({
       ...boot,
@@ -181,14 +185,12 @@ async function openDisks(resolved: ResolvedImage, scheduler: FetchScheduler, onF
   );
 }
 
-async function prepareBoot(resolved: ResolvedImage, scheduler: FetchScheduler, runDir: string, append?: string) {
+async function prepareBoot(resolved: ResolvedImage, scheduler: FetchScheduler, runDir: string, cacheDir: string | undefined, append?: string) {
   const { boot } = resolved.image.manifest;
   if (boot.mode === 'firmware') return { firmwareBoot: true };
-  const kernel = join(runDir, 'kernel');
-  const initrd = boot.initrd ? join(runDir, 'initrd') : undefined;
-  await Promise.all([
-    writeBlobToFile(resolved.repo, scheduler, boot.kernel, kernel, 'kernel'),
-    boot.initrd && initrd ? writeBlobToFile(resolved.repo, scheduler, boot.initrd, initrd, 'initrd') : undefined,
+  const [kernel, initrd] = await Promise.all([
+    materializeBlob(resolved.repo, scheduler, boot.kernel, 'kernel', { cacheDir, fallbackFile: join(runDir, 'kernel') }),
+    boot.initrd ? materializeBlob(resolved.repo, scheduler, boot.initrd, 'initrd', { cacheDir, fallbackFile: join(runDir, 'initrd') }) : undefined,
   ]);
   return { kernel, initrd, cmdline: append ? `${boot.cmdline} ${append}` : boot.cmdline };
 }

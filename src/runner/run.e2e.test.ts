@@ -47,14 +47,21 @@ test('cold boot from the landing page URL reaches HOSTME-READY fetching < 5% of 
   const warmup = await runCli(['run', `${url}/i/hello`, '--cache', warmCache, '--until', 'HOSTME-READY', '--timeout', '180', '--console', 'none']);
   assert.equal(warmup.code, 0, warmup.stderr);
   await offlineServer.close();
+  // The instance is pinned to hello@1, whose signed manifest is cached: no request at all.
   const stats2 = join(work, 'offline.json');
   const offline = await runCli(['run', `${url}/i/hello`, '--cache', warmCache, '--until', 'HOSTME-READY', '--timeout', '180', '--console', 'none', '--stats-json', stats2]);
   assert.equal(offline.code, 0, offline.stderr);
   const second = await readStats(stats2);
   assert.equal(second.bytesFetched, 0);
+  assert.equal(second.requests, 0);
   assert.equal(second.chunksFetched, 0);
   assert.ok(second.chunksFromCache > 0);
-  assert.match(offline.stderr, /unreachable.*starting from the local cache/);
+  // --fresh asks for the latest version: the repository is tried, then the cache is used, and the user is told.
+  const stats3 = join(work, 'offline-fresh.json');
+  const fresh = await runCli(['run', `${url}/i/hello`, '--cache', warmCache, '--fresh', '--until', 'HOSTME-READY', '--timeout', '180', '--console', 'none', '--stats-json', stats3]);
+  assert.equal(fresh.code, 0, fresh.stderr);
+  assert.equal((await readStats(stats3)).bytesFetched, 0);
+  assert.match(fresh.stderr, /unreachable.*starting from the local cache/);
 });
 
 test('the guest\'s writes persist across runs, commit publishes them as a new version, --fresh discards them', async () => {
