@@ -11,25 +11,10 @@ import { MemoryDevice } from '../device/memory-device.js';
 import { FileDevice } from './file-device.js';
 import * as P from './protocol.js';
 import { NbdServer } from './server.js';
+import { pseudoRandom } from '../testing/fixtures.js';
 
 const MiB = 1024 * 1024;
 
-function pseudoRandom(size: number, seed: number): Uint8Array {
-  const out = new Uint8Array(size);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < size; i += 4) {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    out[i] = x & 0xff;
-    if (i + 1 < size) out[i + 1] = (x >>> 8) & 0xff;
-    if (i + 2 < size) out[i + 2] = (x >>> 16) & 0xff;
-    if (i + 3 < size) out[i + 3] = x >>> 24;
-  }
-  return out;
-}
 
 interface RunResult {
   code: number;
