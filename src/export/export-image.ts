@@ -7,7 +7,7 @@ import type { PublisherKey } from '../format/signature.js';
 import { openRepository, type Repository } from '../repo/repository.js';
 import { openDestination, type Destination } from './destinations/index.js';
 import { ExportError } from './errors.js';
-import { exportFormat } from './formats/index.js';
+import { exportFormat, type ExportedFile } from './formats/index.js';
 import { sha256File } from './hash.js';
 import { materializeDisk } from './materialize.js';
 
@@ -73,7 +73,6 @@ export async function exportImage(options: ExportOptions): Promise<ExportResult>
   const destination = options.destination ?? openDestination(options.to, env);
   const repo = typeof options.repo === 'string' ? openRepository(options.repo) : options.repo;
   let workDir: string | undefined;
-  const stored: string[] = [];
   try {
     const image = await repo.loadImage(options.name, options.version, { trusted: options.trusted });
     const { manifest } = image;
@@ -90,18 +89,7 @@ export async function exportImage(options: ExportOptions): Promise<ExportResult>
       provider: options.provider,
       onStep: (step) => options.onProgress?.({ phase: 'convert', step }),
     });
-    const summaries: ExportedFileSummary[] = [];
-    for (const file of files) {
-      const { size } = await stat(file.path);
-      const sha256 = await sha256File(file.path);
-      const url = await destination
-        .put({ name: file.name, path: file.path, size }, (done, total) => options.onProgress?.({ phase: 'upload', file: file.name, done, total }))
-        .catch((err: unknown) => {
-          throw destinationError(destination, err, file.name);
-        });
-      stored.push(file.name);
-      summaries.push({ name: file.name, size, sha256, url });
-    }
+    const summaries = await storeFiles(destination, files, options.onProgress);
     return {
       image: `${manifest.name}@${manifest.version}`,
       digest: image.digest,
@@ -111,12 +99,34 @@ export async function exportImage(options: ExportOptions): Promise<ExportResult>
       files: summaries,
       seconds: Math.round((performance.now() - started) / 100) / 10,
     };
-  } catch (err) {
-    for (const name of stored) await destination.remove(name).catch(() => undefined);
-    throw err;
   } finally {
     if (workDir) await rm(workDir, { recursive: true, force: true });
     destination.close?.();
+  }
+}
+
+/**
+ * Hands files to a destination one after the other. If one fails, the ones
+ * already stored are removed again, so the destination holds all of this
+ * export or none of it; the error names the destination, file and reason.
+ */
+export async function storeFiles(destination: Destination, files: ExportedFile[], onProgress?: (event: ExportProgress) => void): Promise<ExportedFileSummary[]> {
+  const summaries: ExportedFileSummary[] = [];
+  try {
+    for (const file of files) {
+      const { size } = await stat(file.path);
+      const sha256 = await sha256File(file.path);
+      const url = await destination
+        .put({ name: file.name, path: file.path, size }, (done, total) => onProgress?.({ phase: 'upload', file: file.name, done, total }))
+        .catch((err: unknown) => {
+          throw destinationError(destination, err, file.name);
+        });
+      summaries.push({ name: file.name, size, sha256, url });
+    }
+    return summaries;
+  } catch (err) {
+    for (const stored of summaries) await destination.remove(stored.name).catch(() => undefined);
+    throw err;
   }
 }
 

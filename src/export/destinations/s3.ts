@@ -5,6 +5,7 @@ import {
   CompleteMultipartUploadCommand,
   CreateMultipartUploadCommand,
   DeleteObjectCommand,
+  HeadBucketCommand,
   PutObjectCommand,
   S3Client,
   UploadPartCommand,
@@ -52,11 +53,34 @@ export class S3Destination implements Destination {
       ...(endpoint ? { endpoint } : {}),
       forcePathStyle: true,
       maxAttempts: 2,
+      // Only checksum when S3 requires it: the default streams bodies as aws-chunked with a CRC
+      // trailer, which many S3-compatible servers (and s3rver) store verbatim or reject.
+      requestChecksumCalculation: 'WHEN_REQUIRED',
+      responseChecksumValidation: 'WHEN_REQUIRED',
       requestHandler: { connectionTimeout: 10_000, requestTimeout: 300_000 },
       ...(accessKeyId && secretAccessKey ? { credentials: { accessKeyId, secretAccessKey, ...(env.AWS_SESSION_TOKEN ? { sessionToken: env.AWS_SESSION_TOKEN } : {}) } } : {}),
     });
     this.threshold = options.multipartThreshold ?? MULTIPART_THRESHOLD;
     this.partSize = options.partSize ?? DEFAULT_PART_SIZE;
+  }
+
+  /** Uploads so far through this destination (multipart ones and their parts), for tests and stats. */
+  readonly stats = { putObjects: 0, multipartUploads: 0, parts: 0 };
+
+  /**
+   * Fails fast, before the conversion, when the endpoint is unreachable or the
+   * bucket does not exist. A 403 is not fatal here: write-only credentials may
+   * be refused HeadBucket yet allowed to PUT.
+   */
+  async prepare(): Promise<void> {
+    try {
+      await this.client.send(new HeadBucketCommand({ Bucket: this.bucket }));
+    } catch (err) {
+      const status = (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
+      if (status === 403) return;
+      if (status === 404) throw new Error(`bucket "${this.bucket}" does not exist (NoSuchBucket)`, { cause: err });
+      throw err;
+    }
   }
 
   private key(name: string): string {
@@ -67,6 +91,7 @@ export class S3Destination implements Destination {
     const Key = this.key(item.name);
     if (item.size <= this.threshold) {
       await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key, Body: createReadStream(item.path), ContentLength: item.size, ContentType: 'application/octet-stream' }));
+      this.stats.putObjects++;
       onProgress?.(item.size, item.size);
     } else {
       await this.multipart(item, Key, onProgress);
@@ -95,12 +120,14 @@ export class S3Destination implements Destination {
           if (bytesRead !== length) throw new Error(`${item.path} changed while uploading (short read)`);
           const reply = await this.client.send(new UploadPartCommand({ Bucket: this.bucket, Key, UploadId, PartNumber: i + 1, Body: body, ContentLength: length }));
           parts[i] = { PartNumber: i + 1, ETag: reply.ETag };
+          this.stats.parts++;
           done += length;
           onProgress?.(done, item.size);
         }
       };
       await Promise.all(Array.from({ length: Math.min(PART_CONCURRENCY, count) }, worker));
       await this.client.send(new CompleteMultipartUploadCommand({ Bucket: this.bucket, Key, UploadId, MultipartUpload: { Parts: parts } }));
+      this.stats.multipartUploads++;
     } catch (err) {
       await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key, UploadId })).catch(() => undefined);
       throw err;
