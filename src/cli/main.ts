@@ -11,6 +11,7 @@ import { registerServe } from './serve.js';
 import { registerPush } from './push.js';
 import { registerNbd } from './nbd.js';
 import { registerExport } from './export.js';
+import { registerSeed } from './seed.js';
 import { reportError } from './output.js';
 
 export function buildProgram(): Command {
@@ -29,6 +30,7 @@ export function buildProgram(): Command {
   registerRun(program);
   registerNbd(program);
   registerExport(program);
+  registerSeed(program);
   registerProfile(program);
   registerInstanceCommands(program);
   return program;

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { ExportError } from './errors.js';
+import { HostmeError } from '../errors.js';
 
 export interface ToolResult {
   stdout: string;
@@ -8,7 +8,7 @@ export interface ToolResult {
 
 /**
  * Runs an external tool (qemu-img, mtools) to completion. Failure to start
- * (not installed) and non-zero exits both become ExportError
+ * (not installed) and non-zero exits both become HostmeError
  * 'export-tool-failed' naming the Debian package to install.
  */
 export function runTool(binary: string, args: string[], options: { debianPackage: string; env?: NodeJS.ProcessEnv; code?: string } = { debianPackage: 'qemu-utils' }): Promise<ToolResult> {
@@ -21,12 +21,12 @@ export function runTool(binary: string, args: string[], options: { debianPackage
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     child.on('error', (err: NodeJS.ErrnoException) => {
       const why = err.code === 'ENOENT' ? `${binary} is not installed (apt-get install ${options.debianPackage})` : `${binary}: ${err.message}`;
-      reject(new ExportError(code, why, { binary, package: options.debianPackage }, { cause: err }));
+      reject(new HostmeError(code, why, { binary, package: options.debianPackage }, { cause: err }));
     });
     child.on('close', (exit, signal) => {
       if (exit === 0) return resolve({ stdout, stderr });
       const detail = (stderr.trim() || stdout.trim()).split('\n').slice(-3).join(' / ');
-      reject(new ExportError(code, `${binary} ${args.join(' ')} failed (${exit ?? signal}): ${detail}`, { binary, args, exit, stderr }));
+      reject(new HostmeError(code, `${binary} ${args.join(' ')} failed (${exit ?? signal}): ${detail}`, { binary, args, exit, stderr }));
     });
   });
 }
