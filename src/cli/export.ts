@@ -46,7 +46,7 @@ export function registerExport(program: Command): void {
         else if (event.step !== lastStep) {
           lastStep = event.step;
           bar.done();
-          if (!options.json || process.stderr.isTTY) process.stderr.write(`hostme: ${event.step}\n`);
+          process.stderr.write(`hostme: ${event.step}\n`);
         }
       };
       const result = await exportImage({
