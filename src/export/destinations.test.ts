@@ -168,12 +168,51 @@ describe('export destinations', () => {
       const result = await exportImage({ repo: img.repoDir, name: img.name, format: 'raw', to: 's3://images/multi', destination, workDir: work, env });
       const head = await client.send(new HeadObjectCommand({ Bucket: 'images', Key: 'multi/small-1.raw' }));
       assert.equal(head.ContentLength, 64 * 1024 * 1024);
-      assert.deepEqual(destination.stats, { putObjects: 0, multipartUploads: 1, parts: 13 });
+      assert.deepEqual(destination.stats, { putObjects: 0, multipartUploads: 1, parts: 13, aborted: 0 });
       const body = await (await client.send(new GetObjectCommand({ Bucket: 'images', Key: 'multi/small-1.raw' }))).Body!.transformToByteArray();
       assert.equal(createHash('sha256').update(body).digest('hex'), await sha256File(img.guest.disk));
       assert.equal(result.files[0]!.sha256, await sha256File(img.guest.disk));
       const pending = await client.send(new ListMultipartUploadsCommand({ Bucket: 'images' })).catch(() => undefined);
       assert.equal(pending?.Uploads?.length ?? 0, 0);
+    });
+
+    test('a failing part: the multipart upload is aborted, no object, nothing left', async () => {
+      // A proxy in front of s3rver that answers 500 to every attempt at part 3.
+      const seen: string[] = [];
+      const proxy = http.createServer((req, res) => {
+        const url = new URL(req.url!, 'http://x');
+        seen.push(`${req.method} ${url.pathname}${url.searchParams.has('uploadId') ? ' uploadId' : ''}${url.searchParams.has('partNumber') ? ` part ${url.searchParams.get('partNumber')}` : ''}`);
+        if (req.method === 'PUT' && url.searchParams.get('partNumber') === '3') {
+          req.resume();
+          req.on('end', () => res.writeHead(500, { 'content-type': 'application/xml' }).end('<?xml version="1.0"?><Error><Code>InternalError</Code><Message>injected failure</Message></Error>'));
+          return;
+        }
+        const upstream = http.request(new URL(req.url!, endpoint), { method: req.method, headers: req.headers }, (up) => {
+          res.writeHead(up.statusCode!, up.headers);
+          up.pipe(res);
+        });
+        upstream.on('error', () => res.destroy());
+        req.pipe(upstream);
+      });
+      await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
+      const proxyUrl = `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`;
+      try {
+        const destination = new S3Destination('s3://images/aborted', { ...env, AWS_ENDPOINT_URL: proxyUrl }, { multipartThreshold: 16 * 1024 * 1024, partSize: 5 * 1024 * 1024 });
+        await assert.rejects(
+          exportImage({ repo: img.repoDir, name: img.name, format: 'raw', to: 's3://images/aborted', destination, workDir: work }),
+          (err: unknown) => isHostmeError(err, 'export-destination-failed') && /injected failure|InternalError/.test(err.message),
+        );
+        assert.equal(destination.stats.aborted, 1);
+        assert.equal(destination.stats.multipartUploads, 0);
+        assert.ok(seen.includes('DELETE /images/aborted/small-1.raw uploadId'), `AbortMultipartUpload sent (${seen.join(', ')})`);
+        const lastAbort = seen.lastIndexOf('DELETE /images/aborted/small-1.raw uploadId');
+        assert.ok(!seen.slice(lastAbort + 1).some((r) => r.includes(' part ')), 'no part uploaded after the abort');
+        const listed = await client.send(new ListObjectsV2Command({ Bucket: 'images', Prefix: 'aborted/' }));
+        assert.equal(listed.KeyCount ?? 0, 0);
+        assert.deepEqual(await leftovers(work), []);
+      } finally {
+        await new Promise<void>((r) => proxy.close(() => r()));
+      }
     });
 
     test('refusing bucket (NoSuchBucket): error with the reason, nothing left', async () => {

@@ -65,7 +65,7 @@ export class S3Destination implements Destination {
   }
 
   /** Uploads so far through this destination (multipart ones and their parts), for tests and stats. */
-  readonly stats = { putObjects: 0, multipartUploads: 0, parts: 0 };
+  readonly stats = { putObjects: 0, multipartUploads: 0, parts: 0, aborted: 0 };
 
   /**
    * Fails fast, before the conversion, when the endpoint is unreachable or the
@@ -111,24 +111,32 @@ export class S3Destination implements Destination {
       const parts: CompletedPart[] = new Array(count);
       let next = 0;
       let done = 0;
+      let failure: { error: unknown } | undefined;
+      // Workers stop taking parts after the first failure and are all waited for, so no part lands after the abort.
       const worker = async () => {
-        while (next < count) {
+        while (next < count && !failure) {
           const i = next++;
-          const length = Math.min(partSize, item.size - i * partSize);
-          const body = Buffer.allocUnsafe(length);
-          const { bytesRead } = await handle.read(body, 0, length, i * partSize);
-          if (bytesRead !== length) throw new Error(`${item.path} changed while uploading (short read)`);
-          const reply = await this.client.send(new UploadPartCommand({ Bucket: this.bucket, Key, UploadId, PartNumber: i + 1, Body: body, ContentLength: length }));
-          parts[i] = { PartNumber: i + 1, ETag: reply.ETag };
-          this.stats.parts++;
-          done += length;
-          onProgress?.(done, item.size);
+          try {
+            const length = Math.min(partSize, item.size - i * partSize);
+            const body = Buffer.allocUnsafe(length);
+            const { bytesRead } = await handle.read(body, 0, length, i * partSize);
+            if (bytesRead !== length) throw new Error(`${item.path} changed while uploading (short read)`);
+            const reply = await this.client.send(new UploadPartCommand({ Bucket: this.bucket, Key, UploadId, PartNumber: i + 1, Body: body, ContentLength: length }));
+            parts[i] = { PartNumber: i + 1, ETag: reply.ETag };
+            this.stats.parts++;
+            done += length;
+            onProgress?.(done, item.size);
+          } catch (error) {
+            failure ??= { error };
+          }
         }
       };
       await Promise.all(Array.from({ length: Math.min(PART_CONCURRENCY, count) }, worker));
+      if (failure) throw failure.error;
       await this.client.send(new CompleteMultipartUploadCommand({ Bucket: this.bucket, Key, UploadId, MultipartUpload: { Parts: parts } }));
       this.stats.multipartUploads++;
     } catch (err) {
+      this.stats.aborted++;
       await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key, UploadId })).catch(() => undefined);
       throw err;
     } finally {
