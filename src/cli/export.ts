@@ -1,8 +1,10 @@
+import { rmSync } from 'node:fs';
 import type { Command } from 'commander';
 import { HostmeError } from '../errors.js';
 import { DESTINATIONS } from '../export/destinations/index.js';
 import { exportImage, type ExportProgress } from '../export/export-image.js';
 import { EXPORT_FORMATS } from '../export/formats/index.js';
+import { killActiveTools } from '../export/tools.js';
 import { emit, formatBytes, parseImageSpec } from './output.js';
 import { ProgressBar } from './progress.js';
 import { addTrustOption, trustFrom } from './trust.js';
@@ -49,6 +51,17 @@ export function registerExport(program: Command): void {
           process.stderr.write(`hostme: ${event.step}\n`);
         }
       };
+      // Ctrl-C / kill: do not leave a half-built .hostme-export-* directory behind.
+      let workDir: string | undefined;
+      const onSignal = (signal: NodeJS.Signals) => {
+        killActiveTools();
+        if (workDir) rmSync(workDir, { recursive: true, force: true });
+        bar.done();
+        process.stderr.write(`hostme: export interrupted (${signal}); temporary files removed\n`);
+        process.exit(signal === 'SIGINT' ? 130 : 143);
+      };
+      process.once('SIGINT', onSignal);
+      process.once('SIGTERM', onSignal);
       const result = await exportImage({
         repo: options.repo,
         name,
@@ -60,6 +73,10 @@ export function registerExport(program: Command): void {
         workDir: options.workDir,
         ...(await trustFrom(options)),
         onProgress,
+        onWorkDir: (dir) => (workDir = dir),
+      }).finally(() => {
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
       });
       bar.done();
       emit(options, result, () =>

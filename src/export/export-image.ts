@@ -29,6 +29,8 @@ export interface ExportOptions {
   workDir?: string;
   env?: NodeJS.ProcessEnv;
   onProgress?: (event: ExportProgress) => void;
+  /** Called with the temporary work directory once created (the CLI removes it on SIGINT). */
+  onWorkDir?: (dir: string | undefined) => void;
 }
 
 export type ExportProgress =
@@ -80,6 +82,7 @@ export async function exportImage(options: ExportOptions): Promise<ExportResult>
       throw destinationError(destination, err);
     });
     workDir = await mkdtemp(join(options.workDir ?? destination.workDirParent ?? tmpdir(), '.hostme-export-'));
+    options.onWorkDir?.(workDir);
     const rawPath = join(workDir, 'disk0.raw');
     await materializeDisk(repo, image, rawPath, { onProgress: (done, total) => options.onProgress?.({ phase: 'materialize', done, total }) });
     const baseName = `${manifest.name}-${manifest.version}`;
@@ -101,6 +104,7 @@ export async function exportImage(options: ExportOptions): Promise<ExportResult>
     };
   } finally {
     if (workDir) await rm(workDir, { recursive: true, force: true });
+    options.onWorkDir?.(undefined);
     destination.close?.();
   }
 }

@@ -1,5 +1,12 @@
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { HostmeError } from '../errors.js';
+
+const running = new Set<ChildProcess>();
+
+/** Kills every tool still running (interrupted export): no qemu-img keeps writing into a removed work directory. */
+export function killActiveTools(): void {
+  for (const child of running) child.kill('SIGKILL');
+}
 
 export interface ToolResult {
   stdout: string;
@@ -15,15 +22,18 @@ export function runTool(binary: string, args: string[], options: { debianPackage
   const code = options.code ?? 'export-tool-failed';
   return new Promise((resolve, reject) => {
     const child = spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'], env: options.env ?? process.env });
+    running.add(child);
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     child.on('error', (err: NodeJS.ErrnoException) => {
+      running.delete(child);
       const why = err.code === 'ENOENT' ? `${binary} is not installed (apt-get install ${options.debianPackage})` : `${binary}: ${err.message}`;
       reject(new HostmeError(code, why, { binary, package: options.debianPackage }, { cause: err }));
     });
     child.on('close', (exit, signal) => {
+      running.delete(child);
       if (exit === 0) return resolve({ stdout, stderr });
       const detail = (stderr.trim() || stdout.trim()).split('\n').slice(-3).join(' / ');
       reject(new HostmeError(code, `${binary} ${args.join(' ')} failed (${exit ?? signal}): ${detail}`, { binary, args, exit, stderr }));
