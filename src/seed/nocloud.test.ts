@@ -94,5 +94,8 @@ describe('cloud-init NoCloud seed', () => {
     const bad = await runCli(['seed', join(dir, 'x.img'), '--hostname', 'h', '--gateway', '10.0.0.1']);
     assert.equal(bad.code, 1);
     assert.match(bad.stderr, /need --address/);
+    const missing = await runCli(['run', dir, 'small', '--seed', join(dir, 'no-such-seed.img'), '--console', 'none']);
+    assert.equal(missing.code, 1);
+    assert.match(missing.stderr, /--seed .*no-such-seed\.img: no such file \(make one with hostme seed\)/);
   });
 });

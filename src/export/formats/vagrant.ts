@@ -17,7 +17,6 @@ export function vagrantfile(manifest: Manifest, provider: 'libvirt' | 'virtualbo
     `  config.vm.provider :${provider} do |vm|`,
     `    vm.memory = ${memoryMiB}`,
     `    vm.cpus = ${cpus}`,
-    ...(provider === 'libvirt' ? ['    vm.disk_bus = "virtio"'] : []),
     '  end',
     'end',
   ];
