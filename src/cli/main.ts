@@ -10,6 +10,8 @@ import { registerInstanceCommands } from './instances.js';
 import { registerServe } from './serve.js';
 import { registerPush } from './push.js';
 import { registerNbd } from './nbd.js';
+import { registerExport } from './export.js';
+import { registerSeed } from './seed.js';
 import { reportError } from './output.js';
 
 export function buildProgram(): Command {
@@ -27,6 +29,8 @@ export function buildProgram(): Command {
   registerPush(program);
   registerRun(program);
   registerNbd(program);
+  registerExport(program);
+  registerSeed(program);
   registerProfile(program);
   registerInstanceCommands(program);
   return program;

@@ -1,4 +1,5 @@
-import { writeFile } from 'node:fs/promises';
+import { stat, writeFile } from 'node:fs/promises';
+import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { parseImageLink } from '../runner/link.js';
 import { startImage } from '../runner/run-image.js';
@@ -21,6 +22,7 @@ interface RunCliOptions {
   instance?: string;
   pubkey?: string;
   json?: boolean;
+  seed?: string;
 }
 
 export function registerRun(program: Command): void {
@@ -40,6 +42,7 @@ export function registerRun(program: Command): void {
     .option('--append <text>', 'extra kernel command line')
     .option('--instance <name>', 'instance name for a separate copy with its own changes')
     .option('--pubkey <file>', 'require this publisher key')
+    .option('--seed <file>', 'attach this seed image (hostme seed) as an extra read-only disk')
     .option('--json', 'print the summary as JSON')
     .action(async (link: string, name: string | undefined, options: RunCliOptions) => {
       if (options.console !== 'stdio' && options.console !== 'none') throw new HostmeError('usage', '--console must be stdio or none');
@@ -48,6 +51,10 @@ export function registerRun(program: Command): void {
         until = options.until ? new RegExp(options.until) : undefined;
       } catch (err) {
         throw new HostmeError('usage', `--until is not a valid regular expression: ${errorMessage(err)}`);
+      }
+      if (options.seed) {
+        const seedStat = await stat(options.seed).catch(() => undefined);
+        if (!seedStat?.isFile()) throw new HostmeError('usage', `--seed ${options.seed}: no such file (make one with hostme seed)`);
       }
       const parsed = parseImageLink(link, name);
       const bar = new ProgressBar('hostme', { enabled: process.stderr.isTTY === true && options.console !== 'stdio' });
@@ -63,6 +70,7 @@ export function registerRun(program: Command): void {
         append: options.append,
         instance: options.instance,
         trusted: options.pubkey ? [await loadPublicKey(options.pubkey)] : undefined,
+        extraDisks: options.seed ? [{ file: resolve(options.seed), readOnly: true }] : undefined,
       });
       const { manifest } = running;
       for (const notice of running.notices) process.stderr.write(`hostme: ${notice}\n`);

@@ -44,6 +44,8 @@ export interface RunOptions {
   accel?: Accel;
   http?: HttpTransportOptions;
   extraQemuArgs?: string[];
+  /** Local image files attached after the image's disks (raw), e.g. a cloud-init seed. */
+  extraDisks?: Array<{ file: string; readOnly: boolean }>;
 }
 
 export interface RunningImage {
@@ -137,7 +139,10 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
 
     const vm = await launchVm({
       ...boot,
-      disks: devices.map((_, i) => ({ nbdSocket: socket, nbdExport: `disk${i}` })),
+      disks: [
+        ...devices.map((_, i) => ({ nbdSocket: socket, nbdExport: `disk${i}` })),
+        ...(options.extraDisks ?? []).map((d) => ({ file: d.file, format: 'raw' as const, readOnly: d.readOnly })),
+      ],
       memoryMiB: manifest.hardware.memoryMiB,
       cpus: manifest.hardware.cpus,
       arch: manifest.hardware.arch,

@@ -25,7 +25,7 @@ export interface VmDisk {
   /** Local image file. Exactly one of nbdSocket / file. */
   file?: string;
   /** Image format on top of the file or NBD export (default raw). */
-  format?: 'raw' | 'qcow2';
+  format?: 'raw' | 'qcow2' | 'vmdk' | 'vdi' | 'vhdx' | 'vpc';
   readOnly?: boolean;
 }
 
