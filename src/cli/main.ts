@@ -10,6 +10,7 @@ import { registerInstanceCommands } from './instances.js';
 import { registerServe } from './serve.js';
 import { registerPush } from './push.js';
 import { registerNbd } from './nbd.js';
+import { registerBuild } from './build.js';
 import { reportError } from './output.js';
 
 export function buildProgram(): Command {
@@ -20,6 +21,7 @@ export function buildProgram(): Command {
     .configureOutput({ writeErr: (text) => process.stderr.write(text) });
   registerKeygen(program);
   registerPack(program);
+  registerBuild(program);
   registerVerify(program);
   registerInspect(program);
   registerLs(program);
