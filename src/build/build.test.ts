@@ -1,0 +1,296 @@
+/**
+ * hostme build: manifest validation, inputs, templates, base fetching and
+ * safe unpacking, disk sizing. No kernel, no QEMU: these builds take seconds.
+ */
+import { describe, test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { createServer, type Server } from 'node:http';
+import { mkdir, readdir, writeFile, readFile } from 'node:fs/promises';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import tar from 'tar-stream';
+import { buildImage, validateBuildManifest } from './index.js';
+import { parseInputPairs, renderTemplate, resolveInputs } from './inputs.js';
+import { rewriteUrl } from './fetch-base.js';
+import { isHostmeError } from '../errors.js';
+import { openRepository } from '../repo/repository.js';
+import { newKey, pseudoRandom, readBlob, removeDir, run, tempDir } from '../testing/fixtures.js';
+
+const key = newKey();
+
+function hasCode(code: string, check?: (message: string) => void) {
+  return (err: unknown): boolean => {
+    assert.ok(isHostmeError(err), `expected a HostmeError, got ${String(err)}`);
+    assert.equal(err.code, code, err.message);
+    check?.(err.message);
+    return true;
+  };
+}
+
+interface TarEntry {
+  name: string;
+  type?: 'file' | 'directory' | 'symlink' | 'link';
+  content?: string | Uint8Array;
+  linkname?: string;
+  mode?: number;
+  uid?: number;
+}
+
+async function makeTar(entries: TarEntry[]): Promise<Buffer> {
+  const pack = tar.pack();
+  const chunks: Buffer[] = [];
+  pack.on('data', (c) => void chunks.push(c as Buffer));
+  const ended = new Promise<void>((resolve) => pack.on('end', () => resolve()));
+  for (const e of entries) {
+    const type = e.type ?? 'file';
+    const body = type === 'file' ? Buffer.from(e.content ?? '') : Buffer.alloc(0);
+    await new Promise<void>((resolve, reject) =>
+      pack.entry({ name: e.name, type, linkname: e.linkname, mode: e.mode ?? (type === 'directory' ? 0o755 : 0o644), uid: e.uid ?? 0, gid: e.uid ?? 0, mtime: new Date(0) }, body, (err) => (err ? reject(err) : resolve())),
+    );
+  }
+  pack.finalize();
+  await ended;
+  return Buffer.concat(chunks);
+}
+
+const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
+
+describe('build manifest and inputs', () => {
+  const minimal = { name: 'demo', version: '1', base: { dir: 'root' } };
+
+  test('schema errors name the path and the rule', () => {
+    assert.throws(
+      () => validateBuildManifest({ ...minimal, hardware: { memoryMiB: 8 } }, 'hostme.json'),
+      hasCode('build-manifest-invalid', (m) => assert.match(m, /hardware\.memoryMiB: must be >= 16/)),
+    );
+    assert.throws(
+      () => validateBuildManifest({ ...minimal, base: { dir: 'a', debs: ['x'] }, files: [{ src: 'a', dest: 'relative' }] }),
+      hasCode('build-manifest-invalid', (m) => {
+        assert.match(m, /base: must have exactly one of/);
+        assert.match(m, /files\[0\]\.dest: must be an absolute path/);
+      }),
+    );
+    assert.throws(() => validateBuildManifest({ ...minimal, name: 'Bad Name', extra: 1 }), hasCode('build-manifest-invalid', (m) => {
+      assert.match(m, /name: must be lowercase/);
+      assert.match(m, /\(manifest\): unknown key "extra"/);
+    }));
+    assert.throws(() => validateBuildManifest({ version: '1', base: { dir: 'x' } }), hasCode('build-manifest-invalid', (m) => assert.match(m, /name: is required/)));
+    assert.throws(() => validateBuildManifest({ ...minimal, hardware: { diskSize: '12 parsecs' } }), hasCode('build-manifest-invalid', (m) => assert.match(m, /hardware\.diskSize: must be a size/)));
+    const ok = validateBuildManifest({ ...minimal, version: 2, outputs: [{ format: 'qcow2', to: 'out/' }] });
+    assert.equal(ok.version, '2');
+    assert.equal(ok.hardware.memoryMiB, 256);
+  });
+
+  test('inputs are checked against their JSON Schema, with defaults and type coercion', () => {
+    const schema = {
+      type: 'object',
+      properties: { hostname: { type: 'string', pattern: '^[a-z]+$', default: 'hello' }, port: { type: 'integer', minimum: 1 } },
+      required: ['port'],
+    };
+    assert.deepEqual(resolveInputs(schema, parseInputPairs(['port=8080'])), { hostname: 'hello', port: 8080 });
+    assert.throws(() => resolveInputs(schema, { hostname: 'hello' }), hasCode('inputs-invalid', (m) => assert.match(m, /inputs\.port: is required/)));
+    assert.throws(() => resolveInputs(schema, { port: 'eighty' }), hasCode('inputs-invalid', (m) => assert.match(m, /inputs\.port: must be integer/)));
+    assert.throws(() => resolveInputs(schema, { port: 1, hostname: 'NOPE!' }), hasCode('inputs-invalid', (m) => assert.match(m, /inputs\.hostname: must match pattern/)));
+    assert.throws(() => parseInputPairs(['novalue']), hasCode('usage'));
+  });
+
+  test('a template referencing a missing input names the template and the input', () => {
+    assert.equal(renderTemplate('hi {{ who }}, {{n}}!', { who: 'you', n: 3 }, '/etc/x'), 'hi you, 3!');
+    assert.throws(
+      () => renderTemplate('title={{ title }}', {}, '/www/index.html'),
+      hasCode('template-input-missing', (m) => {
+        assert.match(m, /\/www\/index\.html/);
+        assert.match(m, /"title"/);
+      }),
+    );
+  });
+
+  test('mirror rules rewrite URL prefixes', () => {
+    assert.equal(rewriteUrl('https://origin/a/b.tar', [{ from: 'https://origin/', to: 'http://local/m/' }]), 'http://local/m/a/b.tar');
+    assert.equal(rewriteUrl('https://other/x', [{ from: 'https://origin/', to: 'http://local/' }]), 'https://other/x');
+  });
+});
+
+describe('buildImage without a kernel', () => {
+  let dir: string;
+  let server: Server;
+  let port: number;
+  const served = new Map<string, Buffer>();
+  const outside = () => join(dir, 'outside');
+
+  before(async () => {
+    dir = await tempDir('hostme-build-');
+    await mkdir(outside());
+    server = createServer((req, res) => {
+      const body = served.get(req.url ?? '');
+      if (!body) return void res.writeHead(404).end();
+      res.writeHead(200, { 'content-length': body.length }).end(body);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    port = (server.address() as AddressInfo).port;
+  });
+  after(async () => {
+    await new Promise((resolve) => server.close(resolve));
+    await removeDir(dir);
+  });
+
+  /** Writes a manifest (and tarball) into a fresh subdirectory and builds it. */
+  async function build(label: string, manifest: Record<string, unknown>, options: { tarball?: Buffer; inputs?: Record<string, unknown> } = {}) {
+    const at = join(dir, label);
+    await mkdir(at, { recursive: true });
+    if (options.tarball) await writeFile(join(at, 'base.tar'), options.tarball);
+    const base = options.tarball && !manifest.base ? { tarball: { path: 'base.tar', sha256: sha256(options.tarball) } } : manifest.base;
+    await writeFile(join(at, 'hostme.json'), JSON.stringify({ name: 'demo', version: '1', ...manifest, base }));
+    const steps: string[] = [];
+    const result = await buildImage({
+      manifestPath: join(at, 'hostme.json'),
+      inputs: options.inputs,
+      repoDir: join(at, 'repo'),
+      key,
+      workDir: join(at, 'work'),
+      cacheDir: join(dir, 'cache'),
+      onStep: (s) => steps.push(s),
+    });
+    return { result, steps, at };
+  }
+
+  async function assertOutsideUntouched() {
+    assert.deepEqual(await readdir(outside()), [], 'nothing was written outside the work dir');
+  }
+
+  test('a tarball base with files, templates and volatile paths becomes a published ext4 image', async () => {
+    const tarball = await makeTar([
+      { name: './', type: 'directory' },
+      { name: './etc/', type: 'directory' },
+      { name: './etc/motd', content: 'base motd\n' },
+      { name: './home/', type: 'directory' },
+      { name: './home/user/', type: 'directory', uid: 1000, mode: 0o700 },
+      { name: './home/user/notes', content: 'mine\n', uid: 1000, mode: 0o600 },
+      { name: './var/cache/junk', content: 'x'.repeat(5000) },
+      { name: './bin/tool', content: '#!/bin/sh\n', mode: 0o755 },
+      { name: './bin/alias', type: 'symlink', linkname: 'tool' },
+      { name: './bin/hard', type: 'link', linkname: './bin/tool' },
+    ]);
+    await mkdir(join(dir, 'full', 'files'), { recursive: true });
+    await writeFile(join(dir, 'full', 'files', 'greeting'), 'Hello {{ who }} from {{ place }}\n');
+    const { result, steps, at } = await build(
+      'full',
+      {
+        files: [{ src: 'files/greeting', dest: '/etc/greeting', mode: '0640' }],
+        templates: ['/etc/greeting'],
+        inputs: { type: 'object', properties: { who: { type: 'string' }, place: { type: 'string', default: 'hostme' } }, required: ['who'] },
+        volatile: ['/var/cache'],
+        hardware: { diskSize: '8M' },
+      },
+      { tarball, inputs: { who: 'tests' } },
+    );
+    assert.deepEqual(steps, ['manifest', 'base', 'kernel', 'files', 'templates', 'volatile', 'disk', 'pack', 'done']);
+    assert.equal(result.name, 'demo');
+    assert.equal(result.pack.virtualSize, 8 * 1024 * 1024);
+    // Read the disk back from the repository and look inside with debugfs.
+    const repo = openRepository(join(at, 'repo'));
+    const image = await repo.loadImage('demo', '1');
+    assert.equal(image.manifest.boot.mode, 'firmware');
+    const { data } = await readBlob(repo, image.manifest.disks[0]!);
+    assert.equal(sha256(data), result.diskSha256);
+    const disk = join(at, 'disk.raw');
+    await writeFile(disk, data);
+    const debugfs = async (cmd: string) => (await run('debugfs', ['-R', cmd, disk])).stdout;
+    assert.equal(await debugfs('cat /etc/greeting'), 'Hello tests from hostme\n');
+    assert.equal(await debugfs('cat /etc/motd'), 'base motd\n');
+    assert.match(await debugfs('stat /etc/greeting'), /Mode:\s+0640/);
+    assert.match(await debugfs('stat /home/user/notes'), /User:\s+1000\s+Group:\s+1000/);
+    assert.match(await debugfs('stat /home/user'), /Mode:\s+0700/);
+    assert.match(await debugfs('stat /bin/tool'), /Links: 2/);
+    assert.match(await debugfs('stat /bin/alias'), /Fast link dest: "tool"/);
+    assert.doesNotMatch(await debugfs('ls /var/cache'), /junk/, 'volatile content is left out');
+    assert.match(await debugfs('stat /etc/motd'), /mtime: 0x6553f100/, 'times pinned to the build epoch');
+  });
+
+  test('a base digest mismatch names both digests', async () => {
+    const tarball = await makeTar([{ name: 'a', content: 'a' }]);
+    const wrong = 'ab'.repeat(32);
+    await assert.rejects(
+      build('mismatch', { base: { tarball: { path: 'base.tar', sha256: wrong } } }, { tarball }),
+      hasCode('base-digest-mismatch', (m) => {
+        assert.ok(m.includes(wrong), m);
+        assert.ok(m.includes(sha256(tarball)), m);
+      }),
+    );
+    served.set('/mismatch.tar', tarball);
+    await assert.rejects(
+      build('mismatch-url', { base: { tarball: { url: `http://127.0.0.1:${port}/mismatch.tar`, sha256: wrong } } }),
+      hasCode('base-digest-mismatch', (m) => assert.ok(m.includes(wrong) && m.includes(sha256(tarball)), m)),
+    );
+  });
+
+  test('an unreachable base URL is a clear error', async () => {
+    const closed = createServer();
+    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+    const closedPort = (closed.address() as AddressInfo).port;
+    await new Promise((resolve) => closed.close(resolve));
+    await assert.rejects(
+      build('unreachable', { base: { tarball: { url: `http://127.0.0.1:${closedPort}/base.tar`, sha256: 'cd'.repeat(32) } } }),
+      hasCode('base-unreachable', (m) => assert.match(m, new RegExp(`cannot fetch the base http://127\\.0\\.0\\.1:${closedPort}/base\\.tar: ECONNREFUSED`))),
+    );
+  });
+
+  test('URL bases go through the config mirrors and are cached by digest', async () => {
+    const tarball = await makeTar([{ name: 'hello.txt', content: 'from the mirror\n' }]);
+    served.set('/mirror/base.tar', tarball);
+    const config = join(dir, 'config.json');
+    await writeFile(config, JSON.stringify({ mirrors: [{ from: 'https://origin.invalid/', to: `http://127.0.0.1:${port}/mirror/` }] }));
+    const saved = process.env.HOSTME_CONFIG;
+    process.env.HOSTME_CONFIG = config;
+    try {
+      await build('mirror', { base: { tarball: { url: 'https://origin.invalid/base.tar', sha256: sha256(tarball) } } });
+    } finally {
+      if (saved === undefined) delete process.env.HOSTME_CONFIG;
+      else process.env.HOSTME_CONFIG = saved;
+    }
+    assert.deepEqual(await readFile(join(dir, 'cache', 'bases', sha256(tarball))), tarball);
+    served.delete('/mirror/base.tar');
+    // Cached: no network needed (no mirror config either).
+    await build('mirror-cached', { base: { tarball: { url: 'https://origin.invalid/base.tar', sha256: sha256(tarball) } } });
+  });
+
+  const evil: Array<[string, TarEntry[], RegExp]> = [
+    ['absolute path', [{ name: '/etc/passwd-pwned', content: 'x' }], /absolute path/],
+    ['".." entry', [{ name: 'a/' + '../'.repeat(8) + 'outside/pwned', content: 'x' }], /"\.\." component/],
+    ['symlink escaping the root', [{ name: 'esc', type: 'symlink', linkname: '../../../../../../outside' }, { name: 'esc/pwned', content: 'x' }], /points outside the root/],
+    ['hard link escaping the root', [{ name: 'hl', type: 'link', linkname: '../../outside/target' }], /"\.\." component/],
+  ];
+  for (const [what, entries, reason] of evil) {
+    test(`a tarball with ${what} is refused and nothing is written outside`, async () => {
+      await writeFile(join(dir, 'outside-target'), 'x');
+      await assert.rejects(build(`evil-${what.replace(/\W+/g, '-')}`, {}, { tarball: await makeTar(entries) }), hasCode('unsafe-archive', (m) => assert.match(m, reason)));
+      await assertOutsideUntouched();
+    });
+  }
+
+  test('an absolute symlink in the base is followed inside the root, never on the host', async () => {
+    const tarball = await makeTar([
+      { name: 'sneaky', type: 'symlink', linkname: outside() },
+      { name: 'sneaky/pwned', content: 'stays inside' },
+    ]);
+    const { at } = await build('abs-symlink', {}, { tarball });
+    await assertOutsideUntouched();
+    const repo = openRepository(join(at, 'repo'));
+    const { data } = await readBlob(repo, (await repo.loadImage('demo', '1')).manifest.disks[0]!);
+    await writeFile(join(at, 'disk.raw'), data);
+    const { stdout } = await run('debugfs', ['-R', `cat ${outside()}/pwned`, join(at, 'disk.raw')]);
+    assert.equal(stdout, 'stays inside');
+  });
+
+  test('a disk size too small says how much is needed', async () => {
+    const tarball = await makeTar([{ name: 'big.bin', content: pseudoRandom(6 * 1024 * 1024, 7) }]);
+    await assert.rejects(
+      build('small', { hardware: { diskSize: '4M' } }, { tarball }),
+      hasCode('disk-too-small', (m) => {
+        const need = Number(/needs at least (\d+) MiB/.exec(m)?.[1]);
+        assert.ok(need > 6 && need < 16, m);
+      }),
+    );
+  });
+});
