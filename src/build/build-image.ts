@@ -4,7 +4,7 @@
  */
 import { execFile } from 'node:child_process';
 import { createReadStream } from 'node:fs';
-import { chmod, copyFile, lchown, lstat, mkdir, mkdtemp, open, readdir, readFile, readlink, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, lchown, lstat, mkdir, mkdtemp, open, readdir, readFile, readlink, rename, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { homedir, tmpdir } from 'node:os';
 import path from 'node:path';
 import { createGunzip } from 'node:zlib';
@@ -78,7 +78,8 @@ export async function buildImage(request: BuildRequest): Promise<BuildResult> {
   await mkdir(baseWork, { recursive: true });
   const work = await mkdtemp(path.join(baseWork, 'hostme-build-'));
   const root = path.join(work, 'root');
-  await mkdir(root, { mode: 0o755 });
+  await mkdir(root);
+  await chmod(root, 0o755);
   const owners = new Map<string, Ownership>();
   try {
     step('base');
@@ -218,12 +219,24 @@ async function prepareKernel(manifest: BuildManifest, manifestDir: string, root:
   }
   const pkg = await resolveKernelPackage(boot.kernel.debianPackage);
   const deb = await fetchDeb(pkg, cacheDir, log);
-  const contents = await readKernelPackage(deb.file, boot.kernel.modules.length > 0);
   const extract = boot.kernel.extract ?? 'vmlinux';
+  const wantModules = boot.kernel.modules.length > 0;
+  // The extracted kernel is cached next to the .deb it came from (unpacking the .deb takes seconds).
+  const cached = path.join(cacheDir, 'kernels', `${path.basename(deb.file, '.deb')}.${extract}`);
   const kernel = path.join(work, extract);
-  await writeFile(kernel, extract === 'bzImage' ? contents.bzImage : await extractVmlinux(contents.bzImage, work));
-  log(`kernel: ${deb.package} ${deb.version} (${contents.release}) → ${extract}`);
-  if (boot.kernel.modules.length) {
+  let contents: Awaited<ReturnType<typeof readKernelPackage>> | undefined;
+  if (!wantModules && (await stat(cached).then((s) => s.isFile(), () => false))) {
+    await copyFile(cached, kernel);
+    log(`kernel: ${deb.package} ${deb.version} → ${extract} (cached)`);
+  } else {
+    contents = await readKernelPackage(deb.file, wantModules);
+    await writeFile(kernel, extract === 'bzImage' ? contents.bzImage : await extractVmlinux(contents.bzImage, work));
+    await mkdir(path.dirname(cached), { recursive: true });
+    await copyFile(kernel, `${cached}.${process.pid}.tmp`);
+    await rename(`${cached}.${process.pid}.tmp`, cached);
+    log(`kernel: ${deb.package} ${deb.version} (${contents.release}) → ${extract}`);
+  }
+  if (contents && wantModules) {
     const order = moduleLoadOrder(boot.kernel.modules, contents.modules);
     for (const mod of order) {
       const host = path.join(await resolveInRoot(root, entryComponents(path.posix.dirname(mod.imagePath).slice(1), mod.imagePath), true), path.posix.basename(mod.imagePath));
@@ -251,6 +264,7 @@ async function copyTree(src: string, root: string, dest: string[], owners: Map<s
     if (existing && !existing.isDirectory()) await rm(host, { force: true });
     if (!existing?.isDirectory()) await mkdir(host);
     for (const name of (await readdir(src)).sort()) await copyTree(path.join(src, name), root, [...dest, name], owners, { keepOwner: options.keepOwner });
+    if (existing?.isDirectory() && options.mode === undefined) return; // merged into an existing directory: keep its mode and owner
   } else if (info.isSymbolicLink()) {
     if (existing) await rm(host, { recursive: true, force: true });
     await symlink(await readlink(src), host);
@@ -263,20 +277,28 @@ async function copyTree(src: string, root: string, dest: string[], owners: Map<s
   const owner = options.keepOwner ? { uid: info.uid, gid: info.gid } : { uid: 0, gid: 0 };
   owners.set(imagePath, owner);
   if (isRoot) await lchown(host, owner.uid, owner.gid);
-  if (!info.isSymbolicLink()) await chmod(host, options.mode ?? info.mode & 0o7777);
+  if (!info.isSymbolicLink()) await chmod(host, options.mode ?? (options.keepOwner ? info.mode & 0o7777 : normalMode(info.mode, info.isDirectory())));
+}
+
+/**
+ * Modes of added files do not depend on the checkout's umask: like git,
+ * only "executable or not" is taken from the source (0755 / 0644; directories 0755).
+ */
+function normalMode(mode: number, isDir: boolean): number {
+  return isDir || mode & 0o100 ? 0o755 : 0o644;
 }
 
 async function applyFiles(manifest: BuildManifest, manifestDir: string, root: string, owners: Map<string, Ownership>): Promise<void> {
+  for (const f of manifest.files) {
+    const src = path.resolve(manifestDir, f.src);
+    await copyTree(src, root, entryComponents(f.dest.slice(1), f.dest), owners, { mode: parseMode(f.mode) });
+  }
   for (const d of manifest.directories) {
     const parts = entryComponents(d.path.slice(1), d.path);
     const host = await resolveInRoot(root, parts, true);
     await mkdir(host, { recursive: true });
     await chmod(host, parseMode(d.mode) ?? 0o755);
     owners.set('/' + parts.join('/'), { uid: 0, gid: 0 });
-  }
-  for (const f of manifest.files) {
-    const src = path.resolve(manifestDir, f.src);
-    await copyTree(src, root, entryComponents(f.dest.slice(1), f.dest), owners, { mode: parseMode(f.mode) });
   }
   for (const l of manifest.links) {
     const parts = entryComponents(l.path.slice(1), l.path);

@@ -16,6 +16,8 @@ import { rewriteUrl } from './fetch-base.js';
 import { isHostmeError } from '../errors.js';
 import { openRepository } from '../repo/repository.js';
 import { newKey, pseudoRandom, readBlob, removeDir, run, tempDir } from '../testing/fixtures.js';
+import { runCli } from '../testing/published-guest.js';
+import { createKeyFiles } from '../pack/publisher-key.js';
 
 const key = newKey();
 
@@ -281,6 +283,35 @@ describe('buildImage without a kernel', () => {
     await writeFile(join(at, 'disk.raw'), data);
     const { stdout } = await run('debugfs', ['-R', `cat ${outside()}/pwned`, join(at, 'disk.raw')]);
     assert.equal(stdout, 'stays inside');
+  });
+
+  test('hostme build (CLI): YAML manifest, --inputs file and --input, progress on stderr, --json summary; failures exit 1', async () => {
+    const at = join(dir, 'cli');
+    await mkdir(join(at, 'tree', 'etc'), { recursive: true });
+    await writeFile(join(at, 'tree', 'etc', 'motd'), '{{ greeting }}, {{ who }}\n');
+    await writeFile(
+      join(at, 'hostme.yaml'),
+      ['name: cli-demo', 'version: 3', 'base:', '  dir: tree', 'templates: [/etc/motd]', 'inputs:', '  greeting: { type: string }', '  who: { type: string, default: nobody }', 'hardware:', '  diskSize: 8M', ''].join('\n'),
+    );
+    await writeFile(join(at, 'values.json'), JSON.stringify({ greeting: 'Hi', who: 'file' }));
+    const keyFile = join(at, 'publisher.key');
+    await createKeyFiles(keyFile);
+    const ok = await runCli(['build', join(at, 'hostme.yaml'), '--inputs', join(at, 'values.json'), '--input', 'who=cli', '--repo', join(at, 'repo'), '--key', keyFile, '--cache-dir', join(dir, 'cache'), '--json']);
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.match(ok.stderr, /\[1\/8\] manifest[\s\S]*\[8\/8\] pack/);
+    const summary = JSON.parse(ok.stdout) as { name: string; version: string; diskSha256: string; pack: { virtualSize: number } };
+    assert.equal(summary.name, 'cli-demo');
+    assert.equal(summary.version, '3');
+    assert.match(summary.diskSha256, /^[0-9a-f]{64}$/);
+    const repo = openRepository(join(at, 'repo'));
+    const { data } = await readBlob(repo, (await repo.loadImage('cli-demo', '3')).manifest.disks[0]!);
+    await writeFile(join(at, 'disk.raw'), data);
+    assert.equal((await run('debugfs', ['-R', 'cat /etc/motd', join(at, 'disk.raw')])).stdout, 'Hi, cli\n');
+    await writeFile(join(at, 'bad.json'), JSON.stringify({ name: 'x', version: '1', base: { dir: 'tree' }, hardware: { memoryMiB: 1 } }));
+    const bad = await runCli(['build', join(at, 'bad.json'), '--repo', join(at, 'repo'), '--key', keyFile, '--json']);
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /hardware\.memoryMiB: must be >= 16/);
+    assert.equal((JSON.parse(bad.stdout) as { error: { code: string } }).error.code, 'build-manifest-invalid');
   });
 
   test('a disk size too small says how much is needed', async () => {
