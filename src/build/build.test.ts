@@ -6,7 +6,8 @@ import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
-import { mkdir, readdir, writeFile, readFile } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import { chmod, mkdir, readdir, writeFile, readFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import tar from 'tar-stream';
@@ -16,7 +17,7 @@ import { rewriteUrl } from './fetch-base.js';
 import { isHostmeError } from '../errors.js';
 import { openRepository } from '../repo/repository.js';
 import { newKey, pseudoRandom, readBlob, removeDir, run, tempDir } from '../testing/fixtures.js';
-import { runCli } from '../testing/published-guest.js';
+import { hostmeBin, runCli } from '../testing/published-guest.js';
 import { createKeyFiles } from '../pack/publisher-key.js';
 
 const key = newKey();
@@ -312,6 +313,47 @@ describe('buildImage without a kernel', () => {
     assert.equal(bad.code, 1);
     assert.match(bad.stderr, /hardware\.memoryMiB: must be >= 16/);
     assert.equal((JSON.parse(bad.stdout) as { error: { code: string } }).error.code, 'build-manifest-invalid');
+  });
+
+  test('a build as a normal user gives the same disk as root: owners and modes from the tarball set with debugfs', { skip: process.getuid?.() !== 0 && 'needs root to compare with an unprivileged build' }, async () => {
+    const at = join(dir, 'nonroot');
+    await mkdir(at, { recursive: true });
+    const tarball = await makeTar([
+      { name: 'home/', type: 'directory' },
+      { name: 'home/u/', type: 'directory', uid: 1000, mode: 0o500 },
+      { name: 'home/u/tool', content: 'x', uid: 1000, mode: 0o4750 },
+      { name: 'etc/', type: 'directory' },
+      { name: 'etc/shadow', content: 's', mode: 0o400 },
+    ]);
+    await writeFile(join(at, 'base.tar'), tarball);
+    await writeFile(join(at, 'hostme.json'), JSON.stringify({ name: 'nonroot', version: '1', base: { tarball: { path: 'base.tar', sha256: sha256(tarball) } }, hardware: { diskSize: '8M' } }));
+    const keyFile = join(at, 'publisher.key');
+    await createKeyFiles(keyFile);
+    await chmod(keyFile, 0o644);
+    await chmod(dir, 0o755);
+    await chmod(at, 0o777);
+    const asRoot = await runCli(['build', join(at, 'hostme.json'), '--repo', join(at, 'repo-root'), '--key', keyFile, '--work-dir', join(at, 'work-root'), '--json']);
+    assert.equal(asRoot.code, 0, asRoot.stderr);
+    const child = spawn(process.execPath, [hostmeBin, 'build', join(at, 'hostme.json'), '--repo', join(at, 'repo-user'), '--key', keyFile, '--work-dir', join(at, 'work-user'), '--cache-dir', join(at, 'cache-user'), '--json'], {
+      uid: 65534,
+      gid: 65534,
+      env: { ...process.env, HOME: at, XDG_CACHE_HOME: join(at, 'xdg') },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    let errText = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (errText += d.toString()));
+    const code = await new Promise((resolve) => child.on('close', resolve));
+    assert.equal(code, 0, errText);
+    assert.equal((JSON.parse(out) as { diskSha256: string }).diskSha256, (JSON.parse(asRoot.stdout) as { diskSha256: string }).diskSha256);
+    const repo = openRepository(join(at, 'repo-user'));
+    await writeFile(join(at, 'disk.raw'), (await readBlob(repo, (await repo.loadImage('nonroot', '1')).manifest.disks[0]!)).data);
+    const stat = async (p: string) => (await run('debugfs', ['-R', `stat ${p}`, join(at, 'disk.raw')])).stdout;
+    assert.match(await stat('/home/u/tool'), /Mode:\s+04750[\s\S]*User:\s+1000\s+Group:\s+1000/);
+    assert.match(await stat('/home/u'), /Mode:\s+0500/);
+    assert.match(await stat('/etc/shadow'), /Mode:\s+0400[\s\S]*User:\s+0\s+Group:\s+0/);
+    assert.deepEqual(await readdir(join(at, 'work-user')), [], 'the work dir is cleaned up');
   });
 
   test('a disk size too small says how much is needed', async () => {

@@ -143,6 +143,10 @@ export async function makeExt4(req: Ext4Request): Promise<void> {
     for (const field of ['atime', 'mtime', 'ctime', 'crtime']) lines.push(`sif "${q}" ${field} @${BUILD_EPOCH}`);
     const owner = req.owners.get(p) ?? (isRoot ? undefined : { uid: 0, gid: 0 });
     if (owner) lines.push(`sif "${q}" uid ${owner.uid}`, `sif "${q}" gid ${owner.gid}`);
+    if (owner?.mode !== undefined) {
+      const type = (await lstat(path.join(req.root, p))).mode & 0o170000;
+      lines.push(`sif "${q}" mode 0${(type | owner.mode).toString(8)}`);
+    }
   }
   const cmds = `${req.image}.debugfs`;
   await writeFile(cmds, lines.join('\n') + '\n');

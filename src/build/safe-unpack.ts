@@ -19,6 +19,8 @@ import { HostmeError } from '../errors.js';
 export interface Ownership {
   uid: number;
   gid: number;
+  /** Permission bits for the image when the host copy differs (non-root builds keep host copies owner-writable). */
+  mode?: number;
 }
 
 export interface UnpackResult {
@@ -144,11 +146,15 @@ export async function unpackTar(input: Readable, root: string, source: string, o
             continue;
         }
         entry.resume();
-        const owner = { uid: h.uid ?? 0, gid: h.gid ?? 0 };
+        const owner: Ownership = { uid: h.uid ?? 0, gid: h.gid ?? 0 };
+        // Not root: the host copy stays readable/writable by us (mke2fs must read it, cleanup must delete it);
+        // the real mode is recorded and set in the image with debugfs.
+        const hostMode = isRoot || h.type === 'symlink' ? mode : mode | (h.type === 'directory' ? 0o700 : 0o600);
+        if (hostMode !== mode) owner.mode = mode;
         owners.set('/' + path.relative(root, dest).split(path.sep).join('/'), owner);
         if (isRoot) await lchown(dest, owner.uid, owner.gid);
-        if (h.type === 'directory') dirModes.push([dest, mode]);
-        else if (h.type !== 'symlink') await chmod(dest, mode);
+        if (h.type === 'directory') dirModes.push([dest, hostMode]);
+        else if (h.type !== 'symlink') await chmod(dest, hostMode);
         result.entries++;
       } catch (err) {
         entry.resume();
