@@ -3,6 +3,7 @@
  * an image published into a repository with packImage.
  */
 import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { chmod, copyFile, lchown, lstat, mkdir, mkdtemp, open, readdir, readFile, readlink, rename, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { homedir, tmpdir } from 'node:os';
@@ -232,8 +233,9 @@ async function prepareKernel(manifest: BuildManifest, manifestDir: string, root:
     contents = await readKernelPackage(deb.file, wantModules);
     await writeFile(kernel, extract === 'bzImage' ? contents.bzImage : await extractVmlinux(contents.bzImage, work));
     await mkdir(path.dirname(cached), { recursive: true });
-    await copyFile(kernel, `${cached}.${process.pid}.tmp`);
-    await rename(`${cached}.${process.pid}.tmp`, cached);
+    const tmp = `${cached}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
+    await copyFile(kernel, tmp);
+    await rename(tmp, cached);
     log(`kernel: ${deb.package} ${deb.version} (${contents.release}) → ${extract}`);
   }
   if (contents && wantModules) {

@@ -103,7 +103,9 @@ describe('hostme build examples', () => {
   });
 
   test('examples/bios makes a BIOS-bootable disk that boots through SeaBIOS and syslinux', async () => {
-    await build('bios', 'repo-bios', {}, 'work-bios');
+    const first = await build('bios', 'repo-bios', {}, 'work-bios');
+    const again = await build('bios', 'repo-bios-2', {}, 'work-bios-2');
+    assert.equal(again.diskSha256, first.diskSha256, 'the partitioned disk (MBR, FAT, syslinux, ext4) is reproducible too');
     const { disk, manifest } = await materialize('repo-bios', 'hello-bios');
     assert.equal(manifest.boot.mode, 'firmware');
     const vm = await launchVm({ firmwareBoot: true, disks: [{ file: disk }], memoryMiB: 256, cpus: 1, arch: 'x86_64', console: 'none', until: /HOSTME-READY/, timeoutMs: 240_000 });

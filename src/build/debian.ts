@@ -5,7 +5,7 @@
  * scripts/guest/build-reference.sh) and kernel modules with their dependencies.
  */
 import { execFile, spawn } from 'node:child_process';
-import { mkdir, readdir, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { promisify } from 'node:util';
@@ -56,10 +56,15 @@ export async function fetchDeb(spec: string, cacheDir: string, log?: (line: stri
   if (!file) {
     if (!version) throw new HostmeError('deb-unavailable', `Debian package ${pkg} is unknown to apt (run apt-get update?)`, { package: pkg });
     log?.(`apt-get download ${pkg}=${version}`);
+    // Download into a private directory, then rename: concurrent builds never see a partial .deb.
+    const staging = await mkdtemp(path.join(dir, '.download-'));
     try {
-      await run('apt-get', ['download', '-q', `${pkg}=${version}`], { cwd: dir, maxBuffer: 16 << 20 });
+      await run('apt-get', ['download', '-q', `${pkg}=${version}`], { cwd: staging, maxBuffer: 16 << 20 });
+      for (const name of await readdir(staging)) if (name.endsWith('.deb')) await rename(path.join(staging, name), path.join(dir, name));
     } catch (err) {
       throw new HostmeError('deb-unavailable', `apt-get download ${pkg}=${version} failed: ${(err as { stderr?: string }).stderr?.trim().split('\n').pop() ?? (err as Error).message}`, { package: pkg, version });
+    } finally {
+      await rm(staging, { recursive: true, force: true });
     }
     file = await find();
     if (!file) throw new HostmeError('deb-unavailable', `downloaded ${pkg} but cannot find the .deb in ${dir}`, { package: pkg });

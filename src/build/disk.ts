@@ -148,7 +148,7 @@ export async function makeExt4(req: Ext4Request): Promise<void> {
       lines.push(`sif "${q}" mode 0${(type | owner.mode).toString(8)}`);
     }
   }
-  const cmds = `${req.image}.debugfs`;
+  const cmds = `${req.image}.debugfs-commands`;
   await writeFile(cmds, lines.join('\n') + '\n');
   try {
     await run('debugfs', ['-w', '-f', cmds, device(req.image, offset)], { env, maxBuffer: 256 << 20 });

@@ -4,7 +4,7 @@
  * file ($HOSTME_CONFIG or ~/.config/hostme/config.json):
  *   {"mirrors": [{"from": "https://origin/", "to": "http://local-mirror/"}]}
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { homedir } from 'node:os';
@@ -84,7 +84,7 @@ export async function fetchByDigest(url: string, expected: string, cacheDir: str
   if (effective !== url) log?.(`fetching ${url} via ${effective}`);
   else log?.(`fetching ${url}`);
   await mkdir(dir, { recursive: true });
-  const partial = `${cached}.${process.pid}.partial`;
+  const partial = `${cached}.${process.pid}.${randomBytes(4).toString('hex')}.partial`;
   let response: Response;
   try {
     response = await fetch(effective, { signal: AbortSignal.timeout(300_000) });
