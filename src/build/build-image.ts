@@ -84,7 +84,7 @@ export async function buildImage(request: BuildRequest): Promise<BuildResult> {
   const owners = new Map<string, Ownership>();
   try {
     step('base');
-    await populateBase(manifest, manifestDir, root, work, cacheDir, owners, log);
+    await populateBase(manifest, manifestDir, root, cacheDir, owners, log);
 
     step('kernel');
     const boot = await prepareKernel(manifest, manifestDir, root, work, cacheDir, owners, log);
@@ -162,7 +162,7 @@ async function decompressor(file: string): Promise<{ stream: Readable; done: Pro
   return { stream: child.stdout, done };
 }
 
-async function populateBase(manifest: BuildManifest, manifestDir: string, root: string, work: string, cacheDir: string, owners: Map<string, Ownership>, log: (l: string) => void): Promise<void> {
+async function populateBase(manifest: BuildManifest, manifestDir: string, root: string, cacheDir: string, owners: Map<string, Ownership>, log: (l: string) => void): Promise<void> {
   const base = manifest.base;
   if (base.tarball) {
     const file = base.tarball.url
@@ -199,7 +199,6 @@ async function populateBase(manifest: BuildManifest, manifestDir: string, root: 
     // Run-specific files that make builds differ.
     for (const p of ['var/cache/apt', 'var/lib/apt/lists', 'var/log', 'debootstrap']) await rm(path.join(root, p), { recursive: true, force: true });
   }
-  void work;
 }
 
 interface PreparedBoot {
@@ -276,7 +275,9 @@ async function copyTree(src: string, root: string, dest: string[], owners: Map<s
   } else {
     return; // sockets, devices: not copied
   }
-  const owner = options.keepOwner ? { uid: info.uid, gid: info.gid } : { uid: 0, gid: 0 };
+  // A dir base keeps its owners; as a normal user, files that are yours become root's in the image.
+  const mine = !isRoot && info.uid === process.getuid?.();
+  const owner = options.keepOwner && !mine ? { uid: info.uid, gid: info.gid } : { uid: 0, gid: 0 };
   owners.set(imagePath, owner);
   if (isRoot) await lchown(host, owner.uid, owner.gid);
   if (!info.isSymbolicLink()) await chmod(host, options.mode ?? (options.keepOwner ? info.mode & 0o7777 : normalMode(info.mode, info.isDirectory())));

@@ -356,6 +356,14 @@ describe('buildImage without a kernel', () => {
     assert.deepEqual(await readdir(join(at, 'work-user')), [], 'the work dir is cleaned up');
   });
 
+  test('odd file names: spaces and UTF-8 are fine, a double quote is refused clearly', async () => {
+    const { at } = await build('names', {}, { tarball: await makeTar([{ name: 'dir with space/é ü.txt', content: 'ok' }]) });
+    const repo = openRepository(join(at, 'repo'));
+    await writeFile(join(at, 'disk.raw'), (await readBlob(repo, (await repo.loadImage('demo', '1')).manifest.disks[0]!)).data);
+    assert.match((await run('debugfs', ['-R', 'stat "/dir with space/é ü.txt"', join(at, 'disk.raw')])).stdout, /mtime: 0x6553f100/);
+    await assert.rejects(build('quote', {}, { tarball: await makeTar([{ name: 'say "hi"', content: 'x' }]) }), hasCode('unsupported-file-name'));
+  });
+
   test('a disk size too small says how much is needed', async () => {
     const tarball = await makeTar([{ name: 'big.bin', content: pseudoRandom(6 * 1024 * 1024, 7) }]);
     await assert.rejects(

@@ -139,19 +139,23 @@ export async function makeExt4(req: Ext4Request): Promise<void> {
   // Pin every inode's times (mke2fs -d copies ctime, which userland cannot set) and set owners.
   const lines: string[] = [];
   for (const p of req.tree.paths) {
-    const q = p.replace(/"/g, '\\"');
-    for (const field of ['atime', 'mtime', 'ctime', 'crtime']) lines.push(`sif "${q}" ${field} @${BUILD_EPOCH}`);
+    // debugfs commands quote paths with "..." and have no escape for '"' or newlines.
+    if (/["\n\r]/.test(p)) throw new HostmeError('unsupported-file-name', `cannot build a file name containing a double quote or a newline: ${JSON.stringify(p)}`, { path: p });
+    for (const field of ['atime', 'mtime', 'ctime', 'crtime']) lines.push(`sif "${p}" ${field} @${BUILD_EPOCH}`);
     const owner = req.owners.get(p) ?? (isRoot ? undefined : { uid: 0, gid: 0 });
-    if (owner) lines.push(`sif "${q}" uid ${owner.uid}`, `sif "${q}" gid ${owner.gid}`);
+    if (owner) lines.push(`sif "${p}" uid ${owner.uid}`, `sif "${p}" gid ${owner.gid}`);
     if (owner?.mode !== undefined) {
       const type = (await lstat(path.join(req.root, p))).mode & 0o170000;
-      lines.push(`sif "${q}" mode 0${(type | owner.mode).toString(8)}`);
+      lines.push(`sif "${p}" mode 0${(type | owner.mode).toString(8)}`);
     }
   }
   const cmds = `${req.image}.debugfs-commands`;
   await writeFile(cmds, lines.join('\n') + '\n');
   try {
-    await run('debugfs', ['-w', '-f', cmds, device(req.image, offset)], { env, maxBuffer: 256 << 20 });
+    const { stderr } = await run('debugfs', ['-w', '-f', cmds, device(req.image, offset)], { env, maxBuffer: 256 << 20 });
+    // debugfs exits 0 even when a command fails: any message besides its banner is an error.
+    const problems = stderr.split('\n').filter((l) => l.trim() && !/^debugfs \d/.test(l));
+    if (problems.length) throw new HostmeError('mkfs-failed', `debugfs could not pin inode times/owners: ${problems[0]}`, { problems: problems.slice(0, 20) });
   } finally {
     await rm(cmds, { force: true });
   }
