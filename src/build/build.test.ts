@@ -364,6 +364,35 @@ describe('buildImage without a kernel', () => {
     await assert.rejects(build('quote', {}, { tarball: await makeTar([{ name: 'say "hi"', content: 'x' }]) }), hasCode('unsupported-file-name'));
   });
 
+  test('bootloader bios: MBR with syslinux mbr.bin, FAT boot partition with kernel and syslinux.cfg, ext4 root at partition 2', async () => {
+    const tarball = await makeTar([{ name: 'etc/motd', content: 'on partition 2\n' }]);
+    await mkdir(join(dir, 'bios'), { recursive: true });
+    await writeFile(join(dir, 'bios', 'bzImage'), pseudoRandom(300_000, 3));
+    const manifest = { boot: { bootloader: 'bios', kernel: join(dir, 'bios', 'bzImage'), cmdline: 'console=ttyS0 root=/dev/nvme0n1p2 ro' }, hardware: { diskSize: '40M' } };
+    const { at, result } = await build('bios', manifest, { tarball });
+    const repo = openRepository(join(at, 'repo'));
+    const image = await repo.loadImage('demo', '1');
+    assert.equal(image.manifest.boot.mode, 'firmware');
+    const disk = join(at, 'disk.raw');
+    await writeFile(disk, (await readBlob(repo, image.manifest.disks[0]!)).data);
+    assert.equal(result.pack.virtualSize, 40 * 1024 * 1024);
+    const table = JSON.parse((await run('sfdisk', ['--json', disk])).stdout) as { partitiontable: { partitions: Array<{ start: number; size: number; type: string; bootable?: boolean }> } };
+    const [boot, rootPart] = table.partitiontable.partitions;
+    assert.equal(boot!.start, 2048);
+    assert.equal(boot!.type, 'e');
+    assert.equal(boot!.bootable, true);
+    assert.equal(rootPart!.type, '83');
+    const mbr = await readFile('/usr/lib/syslinux/mbr/mbr.bin');
+    assert.ok((await readFile(disk)).subarray(0, 440).equals(mbr.subarray(0, 440)), 'syslinux MBR code in the first 440 bytes');
+    const fat = `${disk}@@${boot!.start * 512}`;
+    const listing = (await run('mdir', ['-a', '-i', fat, '::/'])).stdout;
+    for (const name of [/ldlinux\s+sys/, /ldlinux\s+c32/, /vmlinuz\s+300000/, /syslinux\s+cfg/]) assert.match(listing, name);
+    assert.match((await run('mtype', ['-i', fat, '::/syslinux.cfg'])).stdout, /APPEND console=ttyS0 root=\/dev\/nvme0n1p2 ro/);
+    const ext4 = `${disk}?offset=${rootPart!.start * 512}`;
+    assert.equal((await run('debugfs', ['-R', 'cat /etc/motd', ext4])).stdout, 'on partition 2\n');
+    await assert.rejects(build('bios-small', { ...manifest, hardware: { diskSize: '16M' } }, { tarball }), hasCode('disk-too-small', (m) => assert.match(m, /the disk of 16\.0 MiB .* needs at least \d+ MiB/)));
+  });
+
   test('a disk size too small says how much is needed', async () => {
     const tarball = await makeTar([{ name: 'big.bin', content: pseudoRandom(6 * 1024 * 1024, 7) }]);
     await assert.rejects(
