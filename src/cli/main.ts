@@ -12,6 +12,7 @@ import { registerPush } from './push.js';
 import { registerNbd } from './nbd.js';
 import { registerExport } from './export.js';
 import { registerSeed } from './seed.js';
+import { registerBuild } from './build.js';
 import { reportError } from './output.js';
 
 export function buildProgram(): Command {
@@ -22,6 +23,7 @@ export function buildProgram(): Command {
     .configureOutput({ writeErr: (text) => process.stderr.write(text) });
   registerKeygen(program);
   registerPack(program);
+  registerBuild(program);
   registerVerify(program);
   registerInspect(program);
   registerLs(program);

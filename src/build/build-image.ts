@@ -1,0 +1,329 @@
+/**
+ * `hostme build`: a build manifest → a root tree → a reproducible disk →
+ * an image published into a repository with packImage.
+ */
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { chmod, copyFile, lchown, lstat, mkdir, mkdtemp, open, readdir, readFile, readlink, rename, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { homedir, tmpdir } from 'node:os';
+import path from 'node:path';
+import { createGunzip } from 'node:zlib';
+import { spawn } from 'node:child_process';
+import type { Readable } from 'node:stream';
+import { promisify } from 'node:util';
+import { HostmeError } from '../errors.js';
+import type { PublisherKey } from '../format/signature.js';
+import { packImage, type PackSummary } from '../pack/pack-image.js';
+import { openRepository } from '../repo/repository.js';
+import { loadBuildManifest, parseDiskSize, parseMode, type BuildManifest } from './build-manifest.js';
+import { debDataTar, extractVmlinux, fetchDeb, moduleLoadOrder, readKernelPackage, resolveKernelPackage } from './debian.js';
+import { autoFsBytes, biosOverheadBytes, derivedUuid, makeBiosDisk, makeExt4, neededFsBytes, scanTree } from './disk.js';
+import { checkLocalFile, fetchByDigest, loadMirrorRules, rewriteUrl, sha256File } from './fetch-base.js';
+import { renderTemplate, resolveInputs } from './inputs.js';
+import { entryComponents, resolveInRoot, unpackTar, type Ownership } from './safe-unpack.js';
+
+const run = promisify(execFile);
+const isRoot = process.getuid?.() === 0;
+
+export interface BuildRequest {
+  manifestPath: string;
+  inputs?: Record<string, unknown>;
+  repoDir: string;
+  key: PublisherKey;
+  /** Scratch space (a private subdirectory is made in it and removed afterwards). Default: the OS temp dir. */
+  workDir?: string;
+  /** Downloaded bases and .debs. Default: $XDG_CACHE_HOME/hostme/build or ~/.cache/hostme/build. */
+  cacheDir?: string;
+  onStep?: (step: string, done: number, total: number) => void;
+  log?: (line: string) => void;
+}
+
+export interface BuildResult {
+  name: string;
+  version: string;
+  manifestDigest: string;
+  pack: PackSummary;
+  /** sha256 of the raw disk: equal for equal inputs. */
+  diskSha256: string;
+}
+
+export const BUILD_STEPS = ['manifest', 'base', 'kernel', 'files', 'templates', 'volatile', 'disk', 'pack'] as const;
+
+export function defaultBuildCacheDir(): string {
+  return path.join(process.env.XDG_CACHE_HOME || path.join(homedir(), '.cache'), 'hostme', 'build');
+}
+
+export async function buildImage(request: BuildRequest): Promise<BuildResult> {
+  const log = request.log ?? (() => {});
+  const total = BUILD_STEPS.length;
+  let stepNo = 0;
+  const step = (name: (typeof BUILD_STEPS)[number]) => request.onStep?.(name, stepNo++, total);
+  const manifestPath = path.resolve(request.manifestPath);
+  const manifestDir = path.dirname(manifestPath);
+  const cacheDir = request.cacheDir ?? defaultBuildCacheDir();
+
+  step('manifest');
+  const manifest = await loadBuildManifest(manifestPath);
+  const inputs = resolveInputs(manifest.inputs, request.inputs ?? {});
+  const kernelSource = manifest.boot?.kernel;
+  if (typeof kernelSource === 'object') {
+    const bios = manifest.boot?.bootloader === 'bios';
+    kernelSource.extract ??= bios ? 'bzImage' : 'vmlinux';
+    if (bios && kernelSource.extract !== 'bzImage') {
+      throw new HostmeError('build-manifest-invalid', `${path.basename(manifestPath)}: boot.kernel.extract: must be "bzImage" with bootloader "bios" (syslinux cannot boot an ELF vmlinux)`);
+    }
+  }
+
+  const baseWork = request.workDir ? path.resolve(request.workDir) : tmpdir();
+  await mkdir(baseWork, { recursive: true });
+  const work = await mkdtemp(path.join(baseWork, 'hostme-build-'));
+  const root = path.join(work, 'root');
+  await mkdir(root);
+  await chmod(root, 0o755);
+  const owners = new Map<string, Ownership>();
+  try {
+    step('base');
+    await populateBase(manifest, manifestDir, root, cacheDir, owners, log);
+
+    step('kernel');
+    const boot = await prepareKernel(manifest, manifestDir, root, work, cacheDir, owners, log);
+
+    step('files');
+    await applyFiles(manifest, manifestDir, root, owners);
+
+    step('templates');
+    for (const t of manifest.templates) {
+      const host = await resolveInRoot(root, entryComponents(t.slice(1), t), true);
+      const text = await readFile(host, 'utf8').catch(() => {
+        throw new HostmeError('template-missing', `template ${t} is not a file in the image (add it with "files")`, { template: t });
+      });
+      await writeFile(host, renderTemplate(text, inputs, t));
+    }
+
+    step('volatile');
+    for (const v of manifest.volatile) await dropVolatile(root, v);
+
+    step('disk');
+    const tree = await scanTree(root);
+    const disk = path.join(work, 'disk.raw');
+    const uuid = derivedUuid(`hostme-build:${manifest.name}@${manifest.version}`);
+    const hashSeed = derivedUuid(`hostme-build-hash:${manifest.name}@${manifest.version}`);
+    const requested = parseDiskSize(manifest.hardware.diskSize);
+    if (manifest.boot?.bootloader === 'bios') {
+      const kernelBytes = (await stat(boot!.kernel)).size + (boot!.initrd ? (await stat(boot!.initrd)).size : 0);
+      const diskBytes = requested ?? biosOverheadBytes(kernelBytes) + autoFsBytes(tree);
+      log(`disk: ${(diskBytes / 2 ** 20).toFixed(0)} MiB, BIOS-bootable (syslinux), ${tree.inodes} inodes`);
+      await makeBiosDisk({ image: disk, diskBytes, root, tree, owners, uuid, hashSeed, label: 'hostme', kernel: boot!.kernel, initrd: boot!.initrd, cmdline: boot!.cmdline });
+    } else {
+      const fsBytes = requested ?? autoFsBytes(tree);
+      log(`disk: ${(fsBytes / 2 ** 20).toFixed(0)} MiB ext4 (needs ${(neededFsBytes(tree) / 2 ** 20).toFixed(0)} MiB), ${tree.inodes} inodes`);
+      await makeExt4({ root, image: disk, sizeBytes: fsBytes, uuid, hashSeed, label: 'hostme', tree, owners });
+    }
+    const diskSha256 = await sha256File(disk);
+
+    step('pack');
+    await mkdir(request.repoDir, { recursive: true });
+    const direct = boot && manifest.boot?.bootloader !== 'bios';
+    const pack = await packImage({
+      repo: openRepository(path.resolve(request.repoDir)),
+      workDir: work,
+      disk,
+      name: manifest.name,
+      version: manifest.version,
+      key: request.key,
+      ...(direct ? { kernel: boot.kernel, initrd: boot.initrd, cmdline: boot.cmdline } : {}),
+      memoryMiB: manifest.hardware.memoryMiB,
+      cpus: manifest.hardware.cpus,
+      arch: manifest.hardware.arch,
+      description: manifest.description,
+    });
+    request.onStep?.('done', total, total);
+    return { name: manifest.name, version: pack.version, manifestDigest: pack.manifestDigest, pack, diskSha256 };
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
+}
+
+async function decompressor(file: string): Promise<{ stream: Readable; done: Promise<void> }> {
+  const handle = await open(file, 'r');
+  const head = Buffer.alloc(6);
+  await handle.read(head, 0, 6, 0);
+  await handle.close();
+  const hex = head.toString('hex');
+  if (hex.startsWith('1f8b')) return { stream: createReadStream(file).pipe(createGunzip()), done: Promise.resolve() };
+  const tool = hex.startsWith('28b52ffd') ? ['zstd', '-dcq'] : hex.startsWith('fd377a585a00') ? ['xz', '-dc'] : hex.startsWith('425a68') ? ['bzip2', '-dc'] : undefined;
+  if (!tool) return { stream: createReadStream(file), done: Promise.resolve() };
+  const child = spawn(tool[0]!, [...tool.slice(1), file], { stdio: ['ignore', 'pipe', 'ignore'] });
+  const done = new Promise<void>((resolve, reject) => {
+    child.on('error', () => reject(new HostmeError('tool-missing', `${tool[0]} is needed to decompress ${file}`)));
+    child.on('close', (code, signal) => (code === 0 || signal ? resolve() : reject(new HostmeError('base-invalid', `${tool[0]} could not decompress ${file} (exit ${code})`))));
+  });
+  return { stream: child.stdout, done };
+}
+
+async function populateBase(manifest: BuildManifest, manifestDir: string, root: string, cacheDir: string, owners: Map<string, Ownership>, log: (l: string) => void): Promise<void> {
+  const base = manifest.base;
+  if (base.tarball) {
+    const file = base.tarball.url
+      ? await fetchByDigest(base.tarball.url, base.tarball.sha256, cacheDir, log)
+      : await checkLocalFile(path.resolve(manifestDir, base.tarball.path!), base.tarball.sha256);
+    const { stream, done } = await decompressor(file);
+    const result = await unpackTar(stream, root, base.tarball.url ?? base.tarball.path!, owners);
+    await done;
+    log(`base: ${result.entries} entries from ${path.basename(file)}${result.skipped.length ? `, skipped ${result.skipped.length} device nodes/fifos` : ''}`);
+  } else if (base.dir) {
+    const src = path.resolve(manifestDir, base.dir);
+    if (!(await stat(src).then((s) => s.isDirectory(), () => false))) throw new HostmeError('base-unreadable', `base.dir ${src} is not a directory`, { dir: src });
+    await copyTree(src, root, [], owners, { keepOwner: true });
+    log(`base: copied ${src}`);
+  } else if (base.debs) {
+    for (const spec of base.debs) {
+      const deb = await fetchDeb(spec, cacheDir, log);
+      const { stream, done } = debDataTar(deb.file);
+      const result = await unpackTar(stream, root, path.basename(deb.file), owners);
+      await done;
+      log(`base: ${deb.package} ${deb.version} (${result.entries} entries)`);
+    }
+  } else if (base.debootstrap) {
+    if (!isRoot) throw new HostmeError('debootstrap-needs-root', 'base.debootstrap needs root (debootstrap creates device nodes and chroots); use a tarball, dir or debs base instead');
+    const d = base.debootstrap;
+    const mirror = rewriteUrl(d.mirror ?? 'http://deb.debian.org/debian/', await loadMirrorRules());
+    const args = [`--variant=${d.variant}`, ...(d.packages.length ? [`--include=${d.packages.join(',')}`] : []), d.suite, root, mirror];
+    log(`debootstrap ${args.join(' ')}`);
+    try {
+      await run('debootstrap', args, { maxBuffer: 64 << 20, env: { ...process.env, SOURCE_DATE_EPOCH: '1700000000' } });
+    } catch (err) {
+      throw new HostmeError('debootstrap-failed', `debootstrap failed: ${String((err as { stderr?: string }).stderr ?? (err as Error).message).trim().split('\n').pop()}`);
+    }
+    // Run-specific files that make builds differ.
+    for (const p of ['var/cache/apt', 'var/lib/apt/lists', 'var/log', 'debootstrap']) await rm(path.join(root, p), { recursive: true, force: true });
+  }
+}
+
+interface PreparedBoot {
+  kernel: string;
+  initrd?: string;
+  cmdline: string;
+}
+
+async function prepareKernel(manifest: BuildManifest, manifestDir: string, root: string, work: string, cacheDir: string, owners: Map<string, Ownership>, log: (l: string) => void): Promise<PreparedBoot | undefined> {
+  const boot = manifest.boot;
+  if (!boot) return undefined;
+  const initrd = boot.initrd ? path.resolve(manifestDir, boot.initrd) : undefined;
+  if (initrd && !(await stat(initrd).then((s) => s.isFile(), () => false))) throw new HostmeError('file-unreadable', `boot.initrd ${initrd} is not a file`, { path: initrd });
+  if (typeof boot.kernel === 'string') {
+    const kernel = path.resolve(manifestDir, boot.kernel);
+    if (!(await stat(kernel).then((s) => s.isFile(), () => false))) throw new HostmeError('file-unreadable', `boot.kernel ${kernel} is not a file`, { path: kernel });
+    return { kernel, initrd, cmdline: boot.cmdline };
+  }
+  const pkg = await resolveKernelPackage(boot.kernel.debianPackage);
+  const deb = await fetchDeb(pkg, cacheDir, log);
+  const extract = boot.kernel.extract ?? 'vmlinux';
+  const wantModules = boot.kernel.modules.length > 0;
+  // The extracted kernel is cached next to the .deb it came from (unpacking the .deb takes seconds).
+  const cached = path.join(cacheDir, 'kernels', `${path.basename(deb.file, '.deb')}.${extract}`);
+  const kernel = path.join(work, extract);
+  let contents: Awaited<ReturnType<typeof readKernelPackage>> | undefined;
+  if (!wantModules && (await stat(cached).then((s) => s.isFile(), () => false))) {
+    await copyFile(cached, kernel);
+    log(`kernel: ${deb.package} ${deb.version} → ${extract} (cached)`);
+  } else {
+    contents = await readKernelPackage(deb.file, wantModules);
+    await writeFile(kernel, extract === 'bzImage' ? contents.bzImage : await extractVmlinux(contents.bzImage, work));
+    await mkdir(path.dirname(cached), { recursive: true });
+    const tmp = `${cached}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
+    await copyFile(kernel, tmp);
+    await rename(tmp, cached);
+    log(`kernel: ${deb.package} ${deb.version} (${contents.release}) → ${extract}`);
+  }
+  if (contents && wantModules) {
+    const order = moduleLoadOrder(boot.kernel.modules, contents.modules);
+    for (const mod of order) {
+      const host = path.join(await resolveInRoot(root, entryComponents(path.posix.dirname(mod.imagePath).slice(1), mod.imagePath), true), path.posix.basename(mod.imagePath));
+      await mkdir(path.dirname(host), { recursive: true });
+      await writeFile(host, mod.data, { mode: 0o644 });
+      owners.set(mod.imagePath, { uid: 0, gid: 0 });
+    }
+    const list = path.join(await resolveInRoot(root, ['etc', 'hostme'], true), 'modules');
+    await mkdir(path.dirname(list), { recursive: true });
+    await writeFile(list, order.map((m) => m.imagePath).join('\n') + '\n', { mode: 0o644 });
+    log(`kernel: modules ${order.map((m) => m.name).join(' ')} (load order in /etc/hostme/modules)`);
+  }
+  return { kernel, initrd, cmdline: boot.cmdline };
+}
+
+/** Copies a host tree (or file) to image path components `dest`, never following symlinks out of the root. */
+async function copyTree(src: string, root: string, dest: string[], owners: Map<string, Ownership>, options: { keepOwner?: boolean; mode?: number } = {}): Promise<void> {
+  const info = await lstat(src).catch(() => null);
+  if (!info) throw new HostmeError('file-unreadable', `${src}: no such file`, { path: src });
+  const imagePath = '/' + dest.join('/');
+  const host = dest.length ? path.join(await resolveInRoot(root, dest.slice(0, -1), true), dest[dest.length - 1]!) : root;
+  if (dest.length) await mkdir(path.dirname(host), { recursive: true });
+  const existing = await lstat(host).catch(() => null);
+  if (info.isDirectory()) {
+    if (existing && !existing.isDirectory()) await rm(host, { force: true });
+    if (!existing?.isDirectory()) await mkdir(host);
+    for (const name of (await readdir(src)).sort()) await copyTree(path.join(src, name), root, [...dest, name], owners, { keepOwner: options.keepOwner });
+    if (existing?.isDirectory() && options.mode === undefined) return; // merged into an existing directory: keep its mode and owner
+  } else if (info.isSymbolicLink()) {
+    if (existing) await rm(host, { recursive: true, force: true });
+    await symlink(await readlink(src), host);
+  } else if (info.isFile()) {
+    if (existing) await rm(host, { recursive: true, force: true });
+    await copyFile(src, host);
+  } else {
+    return; // sockets, devices: not copied
+  }
+  // A dir base keeps its owners; as a normal user, files that are yours become root's in the image.
+  const mine = !isRoot && info.uid === process.getuid?.();
+  const owner = options.keepOwner && !mine ? { uid: info.uid, gid: info.gid } : { uid: 0, gid: 0 };
+  owners.set(imagePath, owner);
+  if (isRoot) await lchown(host, owner.uid, owner.gid);
+  if (!info.isSymbolicLink()) await chmod(host, options.mode ?? (options.keepOwner ? info.mode & 0o7777 : normalMode(info.mode, info.isDirectory())));
+}
+
+/**
+ * Modes of added files do not depend on the checkout's umask: like git,
+ * only "executable or not" is taken from the source (0755 / 0644; directories 0755).
+ */
+function normalMode(mode: number, isDir: boolean): number {
+  return isDir || mode & 0o100 ? 0o755 : 0o644;
+}
+
+async function applyFiles(manifest: BuildManifest, manifestDir: string, root: string, owners: Map<string, Ownership>): Promise<void> {
+  for (const f of manifest.files) {
+    const src = path.resolve(manifestDir, f.src);
+    await copyTree(src, root, entryComponents(f.dest.slice(1), f.dest), owners, { mode: parseMode(f.mode) });
+  }
+  for (const d of manifest.directories) {
+    const parts = entryComponents(d.path.slice(1), d.path);
+    const host = await resolveInRoot(root, parts, true);
+    await mkdir(host, { recursive: true });
+    await chmod(host, parseMode(d.mode) ?? 0o755);
+    owners.set('/' + parts.join('/'), { uid: 0, gid: 0 });
+  }
+  for (const l of manifest.links) {
+    const parts = entryComponents(l.path.slice(1), l.path);
+    if (!parts.length) throw new HostmeError('build-manifest-invalid', 'links: cannot replace "/"');
+    const host = path.join(await resolveInRoot(root, parts.slice(0, -1), true), parts[parts.length - 1]!);
+    await mkdir(path.dirname(host), { recursive: true });
+    await rm(host, { recursive: true, force: true });
+    await symlink(l.target, host);
+    owners.set('/' + parts.join('/'), { uid: 0, gid: 0 });
+  }
+}
+
+/** Removes a volatile path's content; a directory stays (empty) as a mount point. */
+async function dropVolatile(root: string, imagePath: string): Promise<void> {
+  const parts = entryComponents(imagePath.slice(1), imagePath);
+  if (!parts.length) throw new HostmeError('build-manifest-invalid', 'volatile: "/" cannot be volatile');
+  const host = path.join(await resolveInRoot(root, parts.slice(0, -1), true), parts[parts.length - 1]!);
+  const info = await lstat(host).catch(() => null);
+  if (!info) return;
+  if (info.isDirectory()) {
+    for (const name of await readdir(host)) await rm(path.join(host, name), { recursive: true, force: true });
+  } else {
+    await rm(host, { force: true });
+  }
+}
