@@ -13,6 +13,7 @@ import { createWriteStream } from 'node:fs';
 import { link, mkdir, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { loadavg } from 'node:os';
 import path from 'node:path';
+import net from 'node:net';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { parseArgs } from 'node:util';
@@ -150,8 +151,8 @@ async function main(): Promise<void> {
     profRepoPort = (await startHostmeServe(repoProf, cleanup)).port;
   }
 
-  const withProxy = async <T>(targetPort: number, fn: (proxyPort: number) => Promise<T>): Promise<{ result: T; counters: WanCounters }> => {
-    const proxy = await startWanProxy({ targetPort, rttMs, downMbit: mbit, lifetimeMs: timeoutMs + 600_000 });
+  const withProxy = async <T>(targetPort: number, fn: (proxyPort: number) => Promise<T>, port?: number): Promise<{ result: T; counters: WanCounters }> => {
+    const proxy = await startWanProxy({ targetPort, rttMs, downMbit: mbit, lifetimeMs: timeoutMs + 600_000, port });
     cleanup.add('proxy', () => proxy.close());
     try {
       const result = await fn(proxy.port);
@@ -247,6 +248,9 @@ async function main(): Promise<void> {
   }
 
   // (d) (e) (f) hostme
+  // The profiled image is always reached at the same URL, as a user would: the warm run (f)
+  // then finds its instance pinned to the version the cold run (e) used.
+  const stableProxyPort = await freePort();
   const hostmeRun = async (port: number, cacheDir: string, label: string, fresh = true): Promise<Run> => {
     const traceFile = path.join(tmp, `trace-${label}-${Date.now()}.json`);
     const statsFile = path.join(tmp, `stats-${label}-${Date.now()}.json`);
@@ -258,7 +262,7 @@ async function main(): Promise<void> {
         { timeoutMs: timeoutMs + 60_000, env: { ...env, HOSTME_BENCH_TRACE: traceFile } },
       );
       return { spawnWall: t };
-    });
+    }, stableProxyPort);
     const trace = JSON.parse(await readFile(traceFile, 'utf8')) as Trace;
     const stats = JSON.parse(await readFile(statsFile, 'utf8')) as Record<string, unknown>;
     if (trace.ready === undefined) throw new Error(`hostme run (${label}) never showed HOSTME-READY`);
@@ -390,3 +394,11 @@ main()
     process.exitCode = 1;
   })
   .finally(() => cleanup.run());
+
+async function freePort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
+  const { port } = server.address() as net.AddressInfo;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}

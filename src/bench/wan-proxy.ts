@@ -23,6 +23,8 @@ export interface WanProxyOptions {
   burstBytes?: number;
   /** Close by itself after this long (safety net). Default 15 min. */
   lifetimeMs?: number;
+  /** Listen on this port (a stable URL across runs, like a real site); default any free port. */
+  port?: number;
 }
 
 export interface WanCounters {
@@ -160,7 +162,7 @@ export class WanProxy {
   async listen(): Promise<number> {
     await new Promise<void>((resolve, reject) => {
       this.server.once('error', reject);
-      this.server.listen(0, '127.0.0.1', () => resolve());
+      this.server.listen(this.options.port ?? 0, '127.0.0.1', () => resolve());
     });
     this.port = (this.server.address() as net.AddressInfo).port;
     this.lifetime = setTimeout(() => void this.close(), this.options.lifetimeMs ?? 15 * 60_000);

@@ -37,6 +37,11 @@ export interface BuildRequest {
   cacheDir?: string;
   onStep?: (step: string, done: number, total: number) => void;
   log?: (line: string) => void;
+  /**
+   * Untrusted manifests (the render service): every local path must stay
+   * inside the manifest's directory, so a build cannot read the host's files.
+   */
+  confine?: boolean;
 }
 
 export interface BuildResult {
@@ -50,7 +55,30 @@ export interface BuildResult {
 
 export const BUILD_STEPS = ['manifest', 'base', 'kernel', 'files', 'templates', 'volatile', 'disk', 'pack'] as const;
 
+/** Local paths a manifest refers to, for confinement checks. */
+function localPaths(manifest: BuildManifest): Array<[string, string]> {
+  const paths: Array<[string, string]> = [];
+  const base = manifest.base as { tarball?: { path?: string }; dir?: string };
+  if (base.tarball?.path) paths.push(['base.tarball.path', base.tarball.path]);
+  if (base.dir) paths.push(['base.dir', base.dir]);
+  const boot = manifest.boot as { kernel?: unknown; initrd?: unknown } | undefined;
+  if (typeof boot?.kernel === 'string') paths.push(['boot.kernel', boot.kernel]);
+  if (typeof boot?.initrd === 'string') paths.push(['boot.initrd', boot.initrd]);
+  (manifest.files ?? []).forEach((f, i) => paths.push([`files.${i}.src`, f.src]));
+  return paths;
+}
+
+function assertConfined(manifest: BuildManifest): void {
+  for (const [where, value] of localPaths(manifest)) {
+    const normalized = path.posix.normalize(value);
+    if (path.isAbsolute(value) || normalized === '..' || normalized.startsWith('../')) {
+      throw new HostmeError('build-path-outside', `${where}: "${value}" points outside the build; send the file with the request instead`, { where });
+    }
+  }
+}
+
 export function defaultBuildCacheDir(): string {
+  if (process.env.HOSTME_BUILD_CACHE) return path.resolve(process.env.HOSTME_BUILD_CACHE);
   return path.join(process.env.XDG_CACHE_HOME || path.join(homedir(), '.cache'), 'hostme', 'build');
 }
 
@@ -65,6 +93,7 @@ export async function buildImage(request: BuildRequest): Promise<BuildResult> {
 
   step('manifest');
   const manifest = await loadBuildManifest(manifestPath);
+  if (request.confine) assertConfined(manifest);
   const inputs = resolveInputs(manifest.inputs, request.inputs ?? {});
   const kernelSource = manifest.boot?.kernel;
   if (typeof kernelSource === 'object') {

@@ -1,6 +1,5 @@
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
-import { buildImage } from '../build/index.js';
 import { parseInputPairs, readInputsFile } from '../build/inputs.js';
 import { loadOrCreateDefaultKey } from '../pack/publisher-key.js';
 import { emit, formatBytes } from './output.js';
@@ -32,7 +31,7 @@ export function registerBuild(program: Command): void {
       const { key, created, path } = await loadOrCreateDefaultKey(options.key);
       if (created) process.stderr.write(`created publisher key ${path}\n`);
       const started = performance.now();
-      const result = await buildImage({
+      const result = await (await import('../build/index.js')).buildImage({
         manifestPath: manifest,
         inputs,
         repoDir: resolve(options.repo),

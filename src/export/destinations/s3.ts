@@ -1,16 +1,13 @@
 import { createReadStream } from 'node:fs';
 import { open } from 'node:fs/promises';
-import {
-  AbortMultipartUploadCommand,
-  CompleteMultipartUploadCommand,
-  CreateMultipartUploadCommand,
-  DeleteObjectCommand,
-  HeadBucketCommand,
-  PutObjectCommand,
-  S3Client,
-  UploadPartCommand,
-  type CompletedPart,
-} from '@aws-sdk/client-s3';
+import type { CompletedPart, S3Client, S3ClientConfig } from '@aws-sdk/client-s3';
+
+type Sdk = typeof import('@aws-sdk/client-s3');
+let sdkModule: Sdk | undefined;
+/** The AWS SDK takes ~0.2 s to load: only pay for it when an s3:// destination is used. */
+async function sdk(): Promise<Sdk> {
+  return (sdkModule ??= await import('@aws-sdk/client-s3'));
+}
 import { ExportError } from '../errors.js';
 import type { Destination, DestinationKind, UploadItem, UploadProgress } from './types.js';
 
@@ -38,7 +35,8 @@ export class S3Destination implements Destination {
   readonly location: string;
   readonly bucket: string;
   readonly prefix: string;
-  private readonly client: S3Client;
+  private clientInstance?: S3Client;
+  private readonly config: S3ClientConfig;
   private readonly threshold: number;
   private readonly partSize: number;
 
@@ -48,7 +46,7 @@ export class S3Destination implements Destination {
     const endpoint = env.AWS_ENDPOINT_URL || env.HOSTME_S3_ENDPOINT || undefined;
     const accessKeyId = env.AWS_ACCESS_KEY_ID;
     const secretAccessKey = env.AWS_SECRET_ACCESS_KEY;
-    this.client = new S3Client({
+    this.config = {
       region: env.AWS_REGION || env.AWS_DEFAULT_REGION || 'us-east-1',
       ...(endpoint ? { endpoint } : {}),
       forcePathStyle: true,
@@ -59,9 +57,14 @@ export class S3Destination implements Destination {
       responseChecksumValidation: 'WHEN_REQUIRED',
       requestHandler: { connectionTimeout: 10_000, requestTimeout: 300_000 },
       ...(accessKeyId && secretAccessKey ? { credentials: { accessKeyId, secretAccessKey, ...(env.AWS_SESSION_TOKEN ? { sessionToken: env.AWS_SESSION_TOKEN } : {}) } } : {}),
-    });
+    };
     this.threshold = options.multipartThreshold ?? MULTIPART_THRESHOLD;
     this.partSize = options.partSize ?? DEFAULT_PART_SIZE;
+  }
+
+  private async client(): Promise<S3Client> {
+    const { S3Client: Client } = await sdk();
+    return (this.clientInstance ??= new Client(this.config));
   }
 
   /** Uploads so far through this destination (multipart ones and their parts), for tests and stats. */
@@ -74,7 +77,7 @@ export class S3Destination implements Destination {
    */
   async prepare(): Promise<void> {
     try {
-      await this.client.send(new HeadBucketCommand({ Bucket: this.bucket }));
+      await (await this.client()).send(new (await sdk()).HeadBucketCommand({ Bucket: this.bucket }));
     } catch (err) {
       const status = (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
       if (status === 403) return;
@@ -90,7 +93,7 @@ export class S3Destination implements Destination {
   async put(item: UploadItem, onProgress?: UploadProgress): Promise<string> {
     const Key = this.key(item.name);
     if (item.size <= this.threshold) {
-      await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key, Body: createReadStream(item.path), ContentLength: item.size, ContentType: 'application/octet-stream' }));
+      await (await this.client()).send(new (await sdk()).PutObjectCommand({ Bucket: this.bucket, Key, Body: createReadStream(item.path), ContentLength: item.size, ContentType: 'application/octet-stream' }));
       this.stats.putObjects++;
       onProgress?.(item.size, item.size);
     } else {
@@ -103,7 +106,7 @@ export class S3Destination implements Destination {
   private async multipart(item: UploadItem, Key: string, onProgress?: UploadProgress): Promise<void> {
     const partSize = Math.max(this.partSize, Math.ceil(item.size / MAX_PARTS));
     const count = Math.ceil(item.size / partSize);
-    const created = await this.client.send(new CreateMultipartUploadCommand({ Bucket: this.bucket, Key, ContentType: 'application/octet-stream' }));
+    const created = await (await this.client()).send(new (await sdk()).CreateMultipartUploadCommand({ Bucket: this.bucket, Key, ContentType: 'application/octet-stream' }));
     const UploadId = created.UploadId;
     if (!UploadId) throw new Error(`CreateMultipartUpload for ${Key} returned no UploadId`);
     const handle = await open(item.path, 'r');
@@ -121,7 +124,7 @@ export class S3Destination implements Destination {
             const body = Buffer.allocUnsafe(length);
             const { bytesRead } = await handle.read(body, 0, length, i * partSize);
             if (bytesRead !== length) throw new Error(`${item.path} changed while uploading (short read)`);
-            const reply = await this.client.send(new UploadPartCommand({ Bucket: this.bucket, Key, UploadId, PartNumber: i + 1, Body: body, ContentLength: length }));
+            const reply = await (await this.client()).send(new (await sdk()).UploadPartCommand({ Bucket: this.bucket, Key, UploadId, PartNumber: i + 1, Body: body, ContentLength: length }));
             parts[i] = { PartNumber: i + 1, ETag: reply.ETag };
             this.stats.parts++;
             done += length;
@@ -133,11 +136,11 @@ export class S3Destination implements Destination {
       };
       await Promise.all(Array.from({ length: Math.min(PART_CONCURRENCY, count) }, worker));
       if (failure) throw failure.error;
-      await this.client.send(new CompleteMultipartUploadCommand({ Bucket: this.bucket, Key, UploadId, MultipartUpload: { Parts: parts } }));
+      await (await this.client()).send(new (await sdk()).CompleteMultipartUploadCommand({ Bucket: this.bucket, Key, UploadId, MultipartUpload: { Parts: parts } }));
       this.stats.multipartUploads++;
     } catch (err) {
       this.stats.aborted++;
-      await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key, UploadId })).catch(() => undefined);
+      await (await this.client()).send(new (await sdk()).AbortMultipartUploadCommand({ Bucket: this.bucket, Key, UploadId })).catch(() => undefined);
       throw err;
     } finally {
       await handle.close();
@@ -145,11 +148,11 @@ export class S3Destination implements Destination {
   }
 
   async remove(name: string): Promise<void> {
-    await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: this.key(name) })).catch(() => undefined);
+    await (await this.client()).send(new (await sdk()).DeleteObjectCommand({ Bucket: this.bucket, Key: this.key(name) })).catch(() => undefined);
   }
 
   close(): void {
-    this.client.destroy();
+    this.clientInstance?.destroy();
   }
 }
 
