@@ -182,13 +182,14 @@ async function main(): Promise<void> {
   ]);
   progressEl.removeAttribute('value'); // indeterminate: the disk streams on demand from here
 
-  let emulator: V86Emulator | undefined;
+  const holder: { emulator?: V86Emulator } = {};
   const disk = new V86ChunkDisk(reader, m.disks[0]!, `disk ${m.disks[0]!.name}`, (failure: DiskReadFailure) => {
-    void emulator?.stop();
+    void holder.emulator?.stop();
+    const resume = run.state === 'ready' ? 'ready' : 'booting';
     fail(failure.error, () => {
-      setState('running');
+      setState(resume);
       failure.retry();
-      void emulator?.run();
+      void holder.emulator?.run();
     });
   });
   await reader.chunkIndex(m.disks[0]!, `disk ${m.disks[0]!.name}`);
@@ -205,7 +206,7 @@ async function main(): Promise<void> {
 
   const started = performance.now();
   setState('booting');
-  emulator = new V86({
+  const vm = new V86({
     wasm_path: '/_hostme/v86.wasm',
     bios: { url: '/_hostme/bios.bin' },
     vga_bios: { url: '/_hostme/vgabios.bin' },
@@ -221,7 +222,7 @@ async function main(): Promise<void> {
     disable_mouse: true,
     disable_speaker: true,
   });
-  const vm = emulator;
+  holder.emulator = vm;
   let pending = '';
   vm.add_listener('serial0-output-byte', (value) => {
     const ch = String.fromCharCode(value as number);
