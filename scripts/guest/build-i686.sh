@@ -8,7 +8,9 @@
 # Outputs (in hello-i686/): vmlinuz (the Debian 686 bzImage, as shipped),
 # initrd.img (gzip cpio: static busybox + the disk/ext4 modules, loaded in
 # dependency order, then mounts /dev/sda and switch_root), disk.raw (64 MiB
-# ext4 root: busybox, /init prints HOSTME-READY then a shell on the console),
+# ext4 root: busybox, /init prints HOSTME-READY then a shell on the console,
+# and /0filler/random.bin, 24 MiB of deterministic incompressible data the
+# guest never reads),
 # guest.json.
 #
 # Needs the i386 architecture enabled (dpkg --add-architecture i386 &&
@@ -33,6 +35,11 @@ DISK_MIB=64
 FS_UUID=6f737468-6d65-4000-8000-693638360030
 FS_HASH_SEED=6f737468-6d65-4000-8000-693638366830
 EPOCH=1700000000
+# Incompressible filler the guest never reads, so "how much of the disk does a
+# boot fetch" is measured against a disk with real content, not an empty one.
+FILLER_BYTES=$((24 * 1024 * 1024))
+FILLER_KEY=686f73746d652d693638362d66696c6c   # "hostme-i686-fill"
+FILLER_IV=00000000000000000000000000000000
 # Modules the initrd needs for an IDE disk (v86 emulates a PIIX controller) with ext4.
 ROOT_MODULES="ata_piix sd_mod ext4 crc32c_generic"
 CMDLINE="console=ttyS0 root=/dev/sda rootfstype=ext4 ro quiet loglevel=3 panic=-1 cryptomgr.notests tsc=reliable no_timer_check i8042.noaux"
@@ -51,7 +58,7 @@ done
 say() { echo "build-i686: $*" >&2; }
 need() { command -v "$1" >/dev/null 2>&1 || { say "missing '$1' (Debian package: $2)"; exit 1; }; }
 need apt-get apt; need dpkg-deb dpkg; need mke2fs e2fsprogs; need debugfs e2fsprogs
-need cpio cpio; need gzip gzip; need sha256sum coreutils
+need cpio cpio; need gzip gzip; need sha256sum coreutils; need openssl openssl
 
 # ---------------------------------------------------------------- inputs
 kernel_pkg="$(apt-cache depends "$KERNEL_META" 2>/dev/null | sed -n 's/^ *Depends: \(linux-image-[^ ]*\)$/\1/p' | head -n1)"
@@ -253,6 +260,10 @@ say "initrd modules: ${MOD_ORDER[*]}"
 
 make_initrd "$work/initrd" "$bb" "$moddir" "$OUT/initrd.img.tmp"
 make_rootdir "$work/root" "$bb"
+mkdir -p "$work/root/0filler"
+{ openssl enc -aes-128-ctr -nosalt -K "$FILLER_KEY" -iv "$FILLER_IV" </dev/zero 2>/dev/null || true; } |
+  head -c "$FILLER_BYTES" >"$work/root/0filler/random.bin"
+[ "$(stat -c %s "$work/root/0filler/random.bin")" = "$FILLER_BYTES" ] || { say "filler generation failed"; exit 1; }
 make_ext4 "$work/root" "$OUT/disk.raw.tmp" "${DISK_MIB}M" "$FS_UUID"
 cp "$kimg" "$OUT/vmlinuz.tmp"
 touch -d "@$EPOCH" "$OUT/vmlinuz.tmp"

@@ -184,12 +184,14 @@ async function main(): Promise<void> {
 
   const holder: { emulator?: V86Emulator } = {};
   const disk = new V86ChunkDisk(reader, m.disks[0]!, `disk ${m.disks[0]!.name}`, (failure: DiskReadFailure) => {
-    void holder.emulator?.stop();
+    // Pause the machine while its disk is unreachable (a guest I/O timeout would be worse).
+    const wasRunning = holder.emulator?.is_running() ?? false;
+    if (wasRunning) void holder.emulator?.stop();
     const resume = run.state === 'ready' ? 'ready' : 'booting';
     fail(failure.error, () => {
       setState(resume);
       failure.retry();
-      void holder.emulator?.run();
+      if (wasRunning) void holder.emulator?.run();
     });
   });
   await reader.chunkIndex(m.disks[0]!, `disk ${m.disks[0]!.name}`);
