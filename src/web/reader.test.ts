@@ -166,3 +166,28 @@ test('manifest validation mirrors docs/format.md; formatVersion 2 is refused fir
   assert.throws(() => parseManifest(enc({ ...ok, disks: [{ ...ok.disks[0], chunkSize: 100000 }] }), 'm'), /chunkSize/);
   assert.throws(() => parseManifest(enc({ ...ok, hardware: { ...ok.hardware, arch: 'arm64' } }), 'm'), /hardware.arch/);
 });
+
+test('hostme serve: run page, button.js and /_hostme assets', { skip }, async () => {
+  const page = await fetch(`${good.url}/i/hello-i686/run`);
+  assert.equal(page.status, 200);
+  assert.match(page.headers.get('content-security-policy') ?? '', /script-src 'self' 'wasm-unsafe-eval'/);
+  const html = await page.text();
+  assert.match(html, /data-arch="i686"/);
+  assert.match(html, /<script type="module" src="\/_hostme\/run.js">/);
+  assert.match(html, /<noscript>[^]*hostme run http:\/\/127\.0\.0\.1:\d+\/i\/hello-i686/);
+  assert.equal((await fetch(`${good.url}/i/nope/run`)).status, 404);
+
+  const button = await fetch(`${good.url}/button.js`, { headers: { Origin: 'http://elsewhere.example' } });
+  assert.equal(button.status, 200);
+  assert.equal(button.headers.get('access-control-allow-origin'), '*');
+  assert.equal(button.headers.get('access-control-allow-credentials'), null);
+  assert.match(button.headers.get('content-type') ?? '', /javascript/);
+  assert.match(await button.text(), new RegExp(`var ORIGIN = "${good.url}"`));
+
+  for (const [asset, type] of [['libv86.mjs', /javascript/], ['v86.wasm', /application\/wasm/], ['bios.bin', /octet-stream/], ['vgabios.bin', /octet-stream/], ['xterm.css', /text\/css/]] as const) {
+    const res = await fetch(`${good.url}/_hostme/${asset}`, { method: 'HEAD' });
+    assert.equal(res.status, 200, asset);
+    assert.match(res.headers.get('content-type') ?? '', type, asset);
+  }
+  assert.equal((await fetch(`${good.url}/_hostme/nothing.js`)).status, 404);
+});
