@@ -236,6 +236,8 @@ async function main(): Promise<void> {
       if (pending.includes('HOSTME-READY')) {
         run.bootMs = Math.round(performance.now() - started);
         body.dataset.bootMs = String(run.bootMs);
+        progressEl.max = 1;
+        progressEl.value = 1;
         setState('ready');
       }
     }
