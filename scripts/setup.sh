@@ -8,17 +8,29 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
   qemu-system-x86 qemu-utils qemu-block-extra e2fsprogs busybox-static
   nbdkit libnbd-bin casync seabios zstd cpio mtools iproute2 ca-certificates curl jq openssl lz4 xz-utils
-  syslinux syslinux-common dosfstools fdisk
+  syslinux syslinux-common dosfstools fdisk chromium
 )
+SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
+# The i686 guest (scripts/guest/build-i686.sh) downloads i386 .debs
+# (linux-image-686, busybox-static:i386) with apt-get download: they are
+# unpacked, never installed, but apt must know the architecture.
+need_update=0
+if ! dpkg --print-foreign-architectures | grep -qx i386; then
+  echo "hostme setup: enabling the i386 architecture for the i686 guest packages"
+  $SUDO dpkg --add-architecture i386
+  need_update=1
+fi
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
+if ((${#missing[@]})) || [ "$need_update" = 1 ]; then
+  $SUDO apt-get update -qq || echo "hostme setup: apt-get update reported errors (continuing with the indexes it has)"
+fi
 if ((${#missing[@]})); then
   echo "hostme setup: installing Debian packages: ${missing[*]}"
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
@@ -31,3 +43,6 @@ fi
 
 echo "hostme setup: compiling TypeScript"
 npx tsc -p tsconfig.json
+
+echo "hostme setup: bundling the run page (dist-web/)"
+bash scripts/build-web.sh

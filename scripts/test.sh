@@ -7,6 +7,7 @@ echo "== lint"
 npx eslint src
 echo "== reference guest"
 bash scripts/guest/build-reference.sh
+bash scripts/guest/build-i686.sh
 echo "== tests"
 mapfile -t files < <(find dist -name '*.test.js' | sort)
 if [ -n "${HOSTME_TEST_FILTER:-}" ]; then

@@ -7,6 +7,7 @@ import { CORS_ALLOW_HEADERS, CORS_ALLOW_METHODS, CORS_MAX_AGE, HttpError, sendJs
 import { handleImagePage, handleIndexPage } from './landing-page.js';
 import { RepoView } from './repo-view.js';
 import { parseRequestPath } from './request-path.js';
+import { handleWebRoute } from './run-page.js';
 import { EtagCache, serveFile } from './static-files.js';
 import { DEFAULT_MAX_OBJECT_CONTENT_BYTES, DEFAULT_MAX_UPLOAD_BYTES, handleUpload } from './upload.js';
 
@@ -102,6 +103,7 @@ export function createRepoServer(options: RepoServerOptions): Server {
       await handleUpload(req, res, segments, upload);
       return;
     }
+    if (await handleWebRoute(req, res, segments, view, fallbackHost())) return;
     if (segments.length === 1 && segments[0] === '') {
       await handleIndexPage(req, res, view);
     } else if (segments[0] === 'api') {

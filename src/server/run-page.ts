@@ -1,0 +1,264 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { createReadStream, existsSync, statSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { HttpError, escapeHtml as e, publicBaseUrl } from './http-util.js';
+import { summarize, type RepoView } from './repo-view.js';
+
+/**
+ * The browser side of `hostme serve` (docs/web.md):
+ *   GET /i/NAME/run          the run page (v86 + xterm.js, streams the image through the browser reader)
+ *   GET /button.js           the embeddable HostMe button
+ *   GET /_hostme/ASSET       the run page's static assets (bundle, v86, BIOS, CSS)
+ * handleWebRoute answers those and returns false for anything else.
+ */
+
+const require = createRequire(import.meta.url);
+const PACKAGE_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const SEABIOS_DIR = process.env.HOSTME_SEABIOS_DIR ?? '/usr/share/seabios';
+
+function v86File(name: string): string {
+  return path.join(path.dirname(require.resolve('v86')), name);
+}
+
+/** Asset name -> [file, content type]. Resolved lazily: a missing asset is a 404 with a hint, not a crash. */
+const ASSETS: Record<string, () => [string, string]> = {
+  'run.js': () => [path.join(PACKAGE_ROOT, 'dist-web/run.js'), 'text/javascript; charset=utf-8'],
+  'libv86.mjs': () => [v86File('libv86.mjs'), 'text/javascript; charset=utf-8'],
+  'v86.wasm': () => [v86File('v86.wasm'), 'application/wasm'],
+  'bios.bin': () => [path.join(SEABIOS_DIR, 'bios.bin'), 'application/octet-stream'],
+  'vgabios.bin': () => [path.join(SEABIOS_DIR, 'vgabios-stdvga.bin'), 'application/octet-stream'],
+  'xterm.css': () => [path.join(path.dirname(require.resolve('@xterm/xterm/package.json')), 'css/xterm.css'), 'text/css; charset=utf-8'],
+};
+
+function v86Version(): string {
+  try {
+    return (require('v86/package.json') as { version: string }).version;
+  } catch {
+    return 'unknown';
+  }
+}
+
+function serveAsset(req: IncomingMessage, res: ServerResponse, name: string): void {
+  const entry = ASSETS[name];
+  if (!entry) throw new HttpError(404, 'not-found', `no asset ${name}`);
+  const [file, type] = entry();
+  if (!existsSync(file)) {
+    const hint = name === 'run.js' ? ' (run scripts/build-web.sh)' : name.endsWith('.bin') ? ' (install the Debian package seabios)' : '';
+    throw new HttpError(404, 'asset-missing', `${name} is not installed on this server${hint}`);
+  }
+  const size = statSync(file).size;
+  res.statusCode = 200;
+  res.setHeader('Content-Type', type);
+  res.setHeader('Content-Length', size);
+  res.setHeader('Cache-Control', 'no-cache');
+  if (req.method === 'HEAD') {
+    res.end();
+    return;
+  }
+  createReadStream(file).on('error', () => res.destroy()).pipe(res);
+}
+
+const RUN_STYLE = `
+html,body{height:100%;margin:0}
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;color:#1d2330;background:#f4f5f8;display:flex;flex-direction:column}
+header{display:flex;gap:.8rem;align-items:center;padding:.5rem 1rem;background:#1d2330;color:#f3f5f9;flex-wrap:wrap}
+header h1{font-size:1rem;margin:0;font-weight:600}
+header a{color:#9cc0ff}
+header .spacer{flex:1}
+button{font:inherit;padding:.25rem .8rem;border-radius:4px;border:1px solid #8891a5;background:#fff;color:#1d2330;cursor:pointer}
+button:focus-visible{outline:3px solid #2456c9;outline-offset:2px}
+button[disabled]{opacity:.5;cursor:default}
+#status{padding:.4rem 1rem;display:flex;gap:1rem;align-items:center;flex-wrap:wrap;border-bottom:1px solid #d6dae3;background:#fff}
+#status progress{width:14rem}
+#message{padding:.6rem 1rem;display:none}
+#message.show{display:block}
+#message.error{background:#fde8e8;color:#7a1010;border-bottom:1px solid #e6b4b4}
+#message.info{background:#e8f0fd;border-bottom:1px solid #b4c8e6}
+#message pre{background:#1d2330;color:#f3f5f9;padding:.6rem .8rem;border-radius:4px;overflow-x:auto;user-select:all}
+#events{padding:0 1rem;margin:0;color:#7a1010;font-size:.85rem}
+#terminal{flex:1;min-height:18rem;background:#000;padding:.3rem}
+noscript{display:block;padding:1rem}
+`;
+
+export function renderRunPage(args: { name: string; version: string; arch: string; runCommand: string; v86Version: string; desktopLink: string }): string {
+  return `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>${e(args.name)} - run in the browser - hostme</title>
+<link rel="stylesheet" href="/_hostme/xterm.css">
+<style>${RUN_STYLE}</style>
+</head>
+<body data-state="loading" data-image="${e(args.name)}" data-arch="${e(args.arch)}" data-run-command="${e(args.runCommand)}" data-desktop-link="${e(args.desktopLink)}" data-v86-version="${e(args.v86Version)}" data-version="${e(args.version)}">
+<header>
+<h1>${e(args.name)}</h1>
+<a href="/i/${e(encodeURIComponent(args.name))}">about this image</a>
+<span class="spacer"></span>
+<button type="button" id="stop" disabled>Stop</button>
+<button type="button" id="fullscreen" disabled>Fullscreen</button>
+</header>
+<div id="status" role="status" aria-live="polite">
+<progress id="progress" aria-label="boot files loaded"></progress>
+<span id="progress-text">Starting…</span>
+</div>
+<div id="message" aria-live="assertive"></div>
+<ul id="events" aria-label="integrity events"></ul>
+<div id="terminal" aria-label="serial console"></div>
+<noscript>This page runs the virtual machine with JavaScript and WebAssembly, which are disabled here.
+Run it on your computer instead: <code>${e(args.runCommand)}</code></noscript>
+<script type="module" src="/_hostme/run.js"></script>
+</body>
+</html>
+`;
+}
+
+function sendRunHtml(req: IncomingMessage, res: ServerResponse, status: number, html: string): void {
+  const body = Buffer.from(html);
+  res.statusCode = status;
+  res.setHeader('Content-Type', 'text/html; charset=utf-8');
+  res.setHeader('Cache-Control', 'no-cache');
+  // The page fetches the repository and its mirrors (anywhere: connect-src *)
+  // and compiles v86's WebAssembly; v86 runs its timer in a blob: worker.
+  res.setHeader(
+    'Content-Security-Policy',
+    "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; worker-src 'self' blob:; style-src 'self' 'unsafe-inline'; connect-src *; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+  );
+  res.setHeader('Referrer-Policy', 'no-referrer');
+  res.setHeader('Content-Length', body.length);
+  res.end(req.method === 'HEAD' ? undefined : body);
+}
+
+/** The embeddable button script; the server's own origin is baked in from the request. */
+export function renderButtonScript(origin: string): string {
+  return `// hostme button: <script src="${origin}/button.js" data-image="NAME" async></script>
+(function () {
+  var ORIGIN = ${JSON.stringify(origin)};
+  var scripts = document.querySelectorAll('script[data-image]');
+  var script = document.currentScript;
+  var targets = [];
+  if (script && script.getAttribute('data-image')) targets.push(script);
+  else for (var i = 0; i < scripts.length; i++) if (/\\/button\\.js(\\?|$)/.test(scripts[i].src) && !scripts[i].hasAttribute('data-hostme-done')) targets.push(scripts[i]);
+  var n = 0;
+  targets.forEach(function (s) {
+    if (s.hasAttribute('data-hostme-done')) return;
+    s.setAttribute('data-hostme-done', '');
+    var name = s.getAttribute('data-image') || '';
+    if (!/^[a-z0-9][a-z0-9._-]{0,63}$/.test(name)) { console.warn('hostme button: bad data-image', name); return; }
+    var id = 'hostme-menu-' + (++n) + '-' + Math.random().toString(36).slice(2, 8);
+    var runUrl = ORIGIN + '/i/' + encodeURIComponent(name) + '/run';
+    var desktop = 'hostme+' + ORIGIN + '/i/' + encodeURIComponent(name);
+    var host = document.createElement('span');
+    host.className = 'hostme-button';
+    var root = host.attachShadow ? host.attachShadow({ mode: 'open' }) : host;
+    var style = document.createElement('style');
+    style.textContent = ':host{display:inline-block;position:relative;font:14px/1.4 system-ui,sans-serif}' +
+      '.b{display:inline-flex;align-items:center;gap:.4em;padding:.45em 1em;border-radius:6px;border:0;background:#2456c9;color:#fff;font:inherit;font-weight:600;cursor:pointer}' +
+      '.b:hover{background:#1b44a3}.b:focus-visible,a:focus-visible{outline:3px solid #f0a500;outline-offset:2px}' +
+      '.m{position:absolute;z-index:2147483647;left:0;top:calc(100% + 4px);min-width:16em;background:#fff;border:1px solid #c5cbd8;border-radius:6px;box-shadow:0 4px 16px rgba(0,0,0,.15);padding:.3em;margin:0;list-style:none}' +
+      '.m[hidden]{display:none}.m a{display:block;padding:.45em .8em;color:#1d2330;text-decoration:none;border-radius:4px}' +
+      '.m a:hover,.m a:focus{background:#e8f0fd}.m small{display:block;color:#5d6678}';
+    var button = document.createElement('button');
+    button.type = 'button';
+    button.className = 'b';
+    button.textContent = 'HostMe: run ' + name;
+    button.setAttribute('aria-haspopup', 'menu');
+    button.setAttribute('aria-expanded', 'false');
+    button.setAttribute('aria-controls', id);
+    var menu = document.createElement('ul');
+    menu.className = 'm';
+    menu.id = id;
+    menu.hidden = true;
+    menu.setAttribute('role', 'menu');
+    menu.setAttribute('aria-label', 'Run ' + name);
+    function item(href, label, hint, attrs) {
+      var li = document.createElement('li');
+      li.setAttribute('role', 'none');
+      var a = document.createElement('a');
+      a.href = href;
+      a.setAttribute('role', 'menuitem');
+      a.tabIndex = -1;
+      a.textContent = label;
+      var small = document.createElement('small');
+      small.textContent = hint;
+      a.appendChild(small);
+      for (var k in attrs) a.setAttribute(k, attrs[k]);
+      li.appendChild(a);
+      menu.appendChild(li);
+      return a;
+    }
+    var items = [
+      item(runUrl, 'Run here, in this tab', 'in your browser (v86, i686 images)', { 'data-hostme': 'run-here', rel: 'noopener' }),
+      item(desktop, 'Run on my computer', 'opens hostme run (must be installed)', { 'data-hostme': 'run-local' }),
+    ];
+    function open(focusIndex) {
+      menu.hidden = false;
+      button.setAttribute('aria-expanded', 'true');
+      items[focusIndex || 0].focus();
+    }
+    function close(refocus) {
+      if (menu.hidden) return;
+      menu.hidden = true;
+      button.setAttribute('aria-expanded', 'false');
+      if (refocus) button.focus();
+    }
+    button.addEventListener('click', function () { menu.hidden ? open(0) : close(false); });
+    button.addEventListener('keydown', function (ev) {
+      if (ev.key === 'ArrowDown') { ev.preventDefault(); open(0); }
+      if (ev.key === 'ArrowUp') { ev.preventDefault(); open(items.length - 1); }
+    });
+    menu.addEventListener('keydown', function (ev) {
+      var at = items.indexOf(ev.target);
+      if (ev.key === 'Escape') { ev.preventDefault(); close(true); }
+      else if (ev.key === 'ArrowDown') { ev.preventDefault(); items[(at + 1) % items.length].focus(); }
+      else if (ev.key === 'ArrowUp') { ev.preventDefault(); items[(at + items.length - 1) % items.length].focus(); }
+      else if (ev.key === 'Home') { ev.preventDefault(); items[0].focus(); }
+      else if (ev.key === 'End') { ev.preventDefault(); items[items.length - 1].focus(); }
+      else if (ev.key === 'Tab') { close(false); }
+    });
+    document.addEventListener('click', function (ev) { if (!host.contains(ev.target)) close(false); });
+    root.appendChild(style);
+    root.appendChild(button);
+    root.appendChild(menu);
+    s.parentNode.insertBefore(host, s.nextSibling);
+  });
+})();
+`;
+}
+
+/**
+ * Answers the web routes; returns false when `segments` is none of them.
+ * One call from server.ts's router.
+ */
+export async function handleWebRoute(
+  req: IncomingMessage,
+  res: ServerResponse,
+  segments: string[],
+  view: RepoView,
+  fallbackHost: string,
+): Promise<boolean> {
+  if (segments.length === 2 && segments[0] === '_hostme') {
+    serveAsset(req, res, segments[1]!);
+    return true;
+  }
+  if (segments.length === 1 && segments[0] === 'button.js') {
+    const body = Buffer.from(renderButtonScript(publicBaseUrl(req, fallbackHost)));
+    res.statusCode = 200;
+    res.setHeader('Content-Type', 'text/javascript; charset=utf-8');
+    res.setHeader('Cache-Control', 'public, max-age=300');
+    res.setHeader('Content-Length', body.length);
+    res.end(req.method === 'HEAD' ? undefined : body);
+    return true;
+  }
+  if (segments.length === 3 && segments[0] === 'i' && segments[2] === 'run') {
+    const base = publicBaseUrl(req, fallbackHost);
+    const { image, listing } = await view.image(segments[1]!);
+    const s = summarize(image, listing, base, false);
+    const desktopLink = `hostme+${base}/i/${encodeURIComponent(s.name)}`;
+    sendRunHtml(req, res, 200, renderRunPage({ name: s.name, version: s.version, arch: s.hardware.arch, runCommand: s.runCommand, v86Version: v86Version(), desktopLink }));
+    return true;
+  }
+  return false;
+}

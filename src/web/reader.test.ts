@@ -1,0 +1,193 @@
+// The browser reader's logic, run under Node (it only needs fetch and
+// WebCrypto, both in Node 20) against a real `hostme serve` over loopback.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { cp, mkdir, mkdtemp, open, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startRepoServer, type RunningRepoServer } from '../server/server.js';
+import { createKeyFiles, loadPrivateKey } from '../pack/publisher-key.js';
+import { packImage } from '../pack/pack-image.js';
+import { openRepository } from '../repo/repository.js';
+import { NoObjectCache } from './reader/cache.js';
+import { parseManifest, ReaderError, verifyEnvelope } from './reader/format.js';
+import { ImageReader, type ReaderEvent } from './reader/reader.js';
+import { diskChunkIds, tamperObject, type I686Guest } from './web-fixtures.js';
+import { existsSync, readFileSync } from 'node:fs';
+import { REPO_ROOT } from './web-fixtures.js';
+
+const guestDir = join(process.env.HOSTME_GUEST_DIR ?? join(REPO_ROOT, '.cache/guest'), 'hello-i686');
+const skip = existsSync(join(guestDir, 'guest.json')) ? false : 'the i686 guest is not built (scripts/guest/build-i686.sh)';
+
+let base = '';
+let good: RunningRepoServer;
+let bad: RunningRepoServer;
+let guest: I686Guest;
+
+class MapPins {
+  readonly map = new Map<string, string>();
+  getItem(k: string): string | null {
+    return this.map.get(k) ?? null;
+  }
+  setItem(k: string, v: string): void {
+    this.map.set(k, v);
+  }
+}
+
+before(async () => {
+  if (skip) return;
+  guest = JSON.parse(readFileSync(join(guestDir, 'guest.json'), 'utf8')) as I686Guest;
+  base = await mkdtemp(join(tmpdir(), 'hostme-reader-'));
+  const repoDir = join(base, 'good');
+  await mkdir(repoDir, { recursive: true });
+  // The good server runs first so the image can name it as its mirror.
+  good = await startRepoServer({ repoDir });
+  const keyFile = join(base, 'k.key');
+  await createKeyFiles(keyFile);
+  await packImage({
+    repo: openRepository(repoDir),
+    workDir: base,
+    disk: guest.disk,
+    name: 'hello-i686',
+    version: '1',
+    key: await loadPrivateKey(keyFile),
+    kernel: guest.kernel,
+    initrd: guest.initrd,
+    cmdline: guest.cmdline,
+    memoryMiB: 128,
+    arch: 'i686',
+    mirrors: [good.url],
+  });
+  const badDir = join(base, 'bad');
+  await cp(repoDir, badDir, { recursive: true });
+  const ids = await diskChunkIds(badDir, 'hello-i686');
+  await tamperObject(badDir, ids[0]!, 262144);
+  bad = await startRepoServer({ repoDir: badDir });
+});
+
+after(async () => {
+  await good?.close();
+  await bad?.close();
+  if (base) await rm(base, { recursive: true, force: true });
+});
+
+async function diskBytes(offset: number, length: number): Promise<Buffer> {
+  const f = await open(guest.disk, 'r');
+  try {
+    const buf = Buffer.alloc(length);
+    await f.read(buf, 0, length, offset);
+    return buf;
+  } finally {
+    await f.close();
+  }
+}
+
+test('reads verified chunks equal to the disk, holes as zeros, and pins the key on first use', { skip }, async () => {
+  const pins = new MapPins();
+  const reader = await ImageReader.open({ repoUrl: good.url, name: 'hello-i686', cache: new NoObjectCache(), pins });
+  assert.equal(reader.manifest.hardware.arch, 'i686');
+  assert.equal(pins.map.size, 1);
+  const disk = reader.manifest.disks[0]!;
+  const ids = await diskChunkIds(join(base, 'good'), 'hello-i686');
+  const hole = ids.findIndex((x) => x === null);
+  for (const i of [0, 1, hole]) {
+    const got = await reader.readChunk(disk, i, 'disk');
+    assert.ok(Buffer.from(got).equals(await diskBytes(i * disk.chunkSize, disk.chunkSize)), `chunk ${i}`);
+  }
+  const kernel = await reader.readBlob((reader.manifest.boot as { kernel: { size: number; chunkSize: number; index: string } }).kernel, 'kernel');
+  assert.ok(Buffer.from(kernel).equals(readFileSync(guest.kernel)));
+  // Concurrent reads of one chunk share one fetch.
+  const before = reader.stats.fetchedObjects;
+  await Promise.all([reader.readChunk(disk, 2, 'disk'), reader.readChunk(disk, 2, 'disk'), reader.readChunk(disk, 2, 'disk')]);
+  assert.ok(reader.stats.fetchedObjects - before <= 1);
+});
+
+test('a wrong-bytes chunk names the chunk and falls over to the mirror', { skip }, async () => {
+  const events: ReaderEvent[] = [];
+  const reader = await ImageReader.open({ repoUrl: bad.url, name: 'hello-i686', cache: new NoObjectCache(), onEvent: (e) => events.push(e) });
+  const disk = reader.manifest.disks[0]!;
+  const got = await reader.readChunk(disk, 0, 'disk disk0');
+  assert.ok(Buffer.from(got).equals(await diskBytes(0, disk.chunkSize)));
+  const invalid = events.filter((e) => e.type === 'invalid-object');
+  assert.equal(invalid.length, 1);
+  assert.match((invalid[0] as { message: string }).message, /disk disk0 chunk 0: wrong bytes from http:\/\/127\.0\.0\.1:\d+\/ for object [0-9a-f]{64}/);
+  // The lying source was demoted.
+  assert.equal(reader.sources[0], `${good.url}/`);
+});
+
+test('without a mirror, a wrong-bytes chunk is an invalid-object error', { skip }, async () => {
+  const reader = await ImageReader.open({ repoUrl: bad.url, name: 'hello-i686', cache: new NoObjectCache() });
+  reader.sources.splice(1); // only the tampered server
+  await assert.rejects(reader.readChunk(reader.manifest.disks[0]!, 0, 'disk disk0'), (err: unknown) => {
+    assert.ok(err instanceof ReaderError);
+    assert.equal(err.code, 'invalid-object');
+    assert.match(err.message, /disk disk0 chunk 0/);
+    return true;
+  });
+});
+
+test('a key other than the pinned one is refused; a modified manifest is tampered', { skip }, async () => {
+  const pins = new MapPins();
+  pins.setItem(`hostme-trust:${good.url}/`, Buffer.alloc(32, 7).toString('base64'));
+  await assert.rejects(ImageReader.open({ repoUrl: good.url, name: 'hello-i686', cache: new NoObjectCache(), pins }), (err: unknown) => {
+    assert.ok(err instanceof ReaderError && err.code === 'key-mismatch');
+    return true;
+  });
+  const envelope = JSON.parse(readFileSync(join(base, 'good/manifests/hello-i686/1.json'), 'utf8')) as { payload: string };
+  const manifest = JSON.parse(Buffer.from(envelope.payload, 'base64').toString()) as { hardware: { memoryMiB: number } };
+  manifest.hardware.memoryMiB = 4096;
+  envelope.payload = Buffer.from(JSON.stringify(manifest)).toString('base64');
+  await assert.rejects(verifyEnvelope(Buffer.from(JSON.stringify(envelope)), [], 'test'), (err: unknown) => {
+    assert.ok(err instanceof ReaderError && err.code === 'tampered');
+    return true;
+  });
+  const unsigned = { ...envelope, signatures: [] };
+  await assert.rejects(verifyEnvelope(Buffer.from(JSON.stringify(unsigned)), [], 'test'), /not signed/);
+});
+
+test('manifest validation mirrors docs/format.md; formatVersion 2 is refused first and clearly', () => {
+  const enc = (v: unknown): Uint8Array => new TextEncoder().encode(JSON.stringify(v));
+  assert.throws(() => parseManifest(enc({ formatVersion: 2, kind: 'something-else' }), 'm'), /manifest format version 2 is not supported .* newer hostme/);
+  const id = 'a'.repeat(64);
+  const ok = {
+    formatVersion: 1,
+    kind: 'hostme-image',
+    name: 'x',
+    version: '1',
+    created: '2026-11-23T11:15:42.961Z',
+    hardware: { arch: 'i686', memoryMiB: 128, cpus: 1 },
+    boot: { mode: 'direct', kernel: { size: 10, chunkSize: 262144, index: id }, cmdline: '' },
+    disks: [{ name: 'disk0', size: 1 << 20, chunkSize: 262144, index: id }],
+    unknownField: true,
+  };
+  assert.equal(parseManifest(enc(ok), 'm').mirrors.length, 0);
+  assert.throws(() => parseManifest(enc({ ...ok, disks: [] }), 'm'), /disks/);
+  assert.throws(() => parseManifest(enc({ ...ok, prefetch: [[0, 4]] }), 'm'), /points past the disks/);
+  assert.throws(() => parseManifest(enc({ ...ok, disks: [{ ...ok.disks[0], chunkSize: 100000 }] }), 'm'), /chunkSize/);
+  assert.throws(() => parseManifest(enc({ ...ok, hardware: { ...ok.hardware, arch: 'arm64' } }), 'm'), /hardware.arch/);
+});
+
+test('hostme serve: run page, button.js and /_hostme assets', { skip }, async () => {
+  const page = await fetch(`${good.url}/i/hello-i686/run`);
+  assert.equal(page.status, 200);
+  assert.match(page.headers.get('content-security-policy') ?? '', /script-src 'self' 'wasm-unsafe-eval'/);
+  const html = await page.text();
+  assert.match(html, /data-arch="i686"/);
+  assert.match(html, /<script type="module" src="\/_hostme\/run.js">/);
+  assert.match(html, /<noscript>[^]*hostme run http:\/\/127\.0\.0\.1:\d+\/i\/hello-i686/);
+  assert.equal((await fetch(`${good.url}/i/nope/run`)).status, 404);
+
+  const button = await fetch(`${good.url}/button.js`, { headers: { Origin: 'http://elsewhere.example' } });
+  assert.equal(button.status, 200);
+  assert.equal(button.headers.get('access-control-allow-origin'), '*');
+  assert.equal(button.headers.get('access-control-allow-credentials'), null);
+  assert.match(button.headers.get('content-type') ?? '', /javascript/);
+  assert.match(await button.text(), new RegExp(`var ORIGIN = "${good.url}"`));
+
+  for (const [asset, type] of [['libv86.mjs', /javascript/], ['v86.wasm', /application\/wasm/], ['bios.bin', /octet-stream/], ['vgabios.bin', /octet-stream/], ['xterm.css', /text\/css/]] as const) {
+    const res = await fetch(`${good.url}/_hostme/${asset}`, { method: 'HEAD' });
+    assert.equal(res.status, 200, asset);
+    assert.match(res.headers.get('content-type') ?? '', type, asset);
+  }
+  assert.equal((await fetch(`${good.url}/_hostme/nothing.js`)).status, 404);
+});

@@ -1,0 +1,268 @@
+// The run page (/i/NAME/run): boots an i686 image in v86 with its serial
+// console in xterm.js, reading the image through the verifying chunk reader.
+// Bundled by scripts/build-web.sh into dist-web/run.js. Browser-only.
+import { Terminal } from '@xterm/xterm';
+import { FitAddon } from '@xterm/addon-fit';
+import { BrowserObjectCache } from './reader/cache.js';
+import { ReaderError } from './reader/format.js';
+import { ImageReader, type ReaderStats } from './reader/reader.js';
+import { V86ChunkDisk, type DiskReadFailure } from './reader/v86-disk.js';
+
+interface V86Emulator {
+  add_listener(event: string, fn: (value: unknown) => void): void;
+  serial0_send(text: string): void;
+  run(): Promise<void>;
+  stop(): Promise<void>;
+  destroy(): Promise<void>;
+  is_running(): boolean;
+}
+type V86Constructor = new (options: Record<string, unknown>) => V86Emulator;
+
+/** What tests and embedders can observe (window.hostmeRun). */
+interface RunState {
+  state: string;
+  transcript: string;
+  stats: ReaderStats;
+  bootMs?: number;
+  disk?: { chunks: number; touched: number };
+  errors: string[];
+}
+
+const body = document.body;
+const $ = <T extends HTMLElement>(id: string): T => document.getElementById(id) as T;
+const messageEl = $<HTMLDivElement>('message');
+const eventsEl = $<HTMLUListElement>('events');
+const progressEl = $<HTMLProgressElement>('progress');
+const progressText = $<HTMLSpanElement>('progress-text');
+const stopButton = $<HTMLButtonElement>('stop');
+const fullscreenButton = $<HTMLButtonElement>('fullscreen');
+const terminalEl = $<HTMLDivElement>('terminal');
+
+const name = body.dataset.image ?? '';
+const version = body.dataset.version || undefined;
+const arch = body.dataset.arch ?? '';
+const runCommand = body.dataset.runCommand ?? `hostme run ${location.origin}/i/${name}`;
+const repoUrl = `${location.origin}/`;
+const params = new URLSearchParams(location.search);
+
+const run: RunState = { state: 'loading', transcript: '', stats: { fetchedObjects: 0, fetchedBytes: 0, cachedObjects: 0, cachedBytes: 0 }, errors: [] };
+(window as unknown as { hostmeRun: RunState }).hostmeRun = run;
+
+function setState(state: string): void {
+  run.state = state;
+  body.dataset.state = state;
+}
+
+function mib(bytes: number): string {
+  return `${(bytes / 1048576).toFixed(1)} MiB`;
+}
+
+function showMessage(kind: 'error' | 'info', html: Node[], retry?: () => void): void {
+  messageEl.className = `show ${kind}`;
+  messageEl.replaceChildren(...html);
+  if (retry) {
+    const b = document.createElement('button');
+    b.type = 'button';
+    b.textContent = 'Retry';
+    b.id = 'retry';
+    b.addEventListener('click', () => {
+      messageEl.className = '';
+      messageEl.replaceChildren();
+      retry();
+    });
+    messageEl.append(' ', b);
+    b.focus();
+  }
+}
+
+function text(t: string, tag = 'span'): HTMLElement {
+  const el = document.createElement(tag);
+  el.textContent = t;
+  return el;
+}
+
+function needsLocal(why: string): void {
+  setState('needs-local');
+  progressEl.hidden = true;
+  progressText.textContent = '';
+  showMessage('info', [text(why, 'p'), text('Run it on your computer with:', 'p'), text(runCommand, 'pre')]);
+}
+
+function fail(err: unknown, retry?: () => void): void {
+  const message = err instanceof Error ? err.message : String(err);
+  run.errors.push(message);
+  setState('error');
+  let title = 'The image could not be started.';
+  if (err instanceof ReaderError) {
+    if (err.code === 'network') title = 'The network connection to the image repository was lost.';
+    else if (err.code === 'invalid-object') title = 'A piece of the image failed its integrity check and was rejected.';
+    else if (err.code === 'tampered' || err.code === 'key-mismatch' || err.code === 'unsigned') title = 'The image signature is not valid: refusing to run it.';
+    else if (err.code === 'unsupported') title = 'This image needs a newer hostme.';
+  }
+  showMessage('error', [text(title, 'strong'), text(message, 'p')], retry);
+}
+
+let totalBootBytes = 0;
+let bootBytesDone = 0;
+function updateProgress(stats: ReaderStats): void {
+  run.stats = stats;
+  body.dataset.fetchedObjects = String(stats.fetchedObjects);
+  body.dataset.cachedObjects = String(stats.cachedObjects);
+  progressText.textContent =
+    `fetched ${mib(stats.fetchedBytes)} (${stats.fetchedObjects} objects), ` +
+    `from browser cache ${mib(stats.cachedBytes)} (${stats.cachedObjects} objects)`;
+  if (totalBootBytes > 0 && bootBytesDone < totalBootBytes) {
+    progressEl.max = totalBootBytes;
+    progressEl.value = bootBytesDone;
+  }
+}
+
+async function main(): Promise<void> {
+  if (typeof WebAssembly !== 'object' || typeof WebAssembly.instantiate !== 'function') {
+    needsLocal('This browser cannot run WebAssembly, which the in-browser emulator needs.');
+    return;
+  }
+  if (typeof crypto === 'undefined' || !crypto.subtle) {
+    needsLocal('This page needs WebCrypto (a secure context: https:// or localhost) to verify the image.');
+    return;
+  }
+  if (arch !== 'i686') {
+    needsLocal(`This image is ${arch}: it needs \`hostme run\` (the in-browser emulator runs 32-bit i686 images only).`);
+    return;
+  }
+
+  const cache = new BrowserObjectCache((warning) => {
+    eventsEl.append(text(warning, 'li'));
+    body.dataset.cacheWarning = warning;
+  });
+  let pins: Storage | null = null;
+  try {
+    pins = window.localStorage;
+  } catch {
+    pins = null;
+  }
+  const reader = await ImageReader.open({
+    repoUrl,
+    name,
+    ...(version ? { version } : {}),
+    ...(params.get('key') ? { publicKey: params.get('key')! } : {}),
+    pins,
+    cache,
+    onEvent: (ev) => {
+      if (ev.type === 'progress') updateProgress(ev.stats);
+      else if (ev.type === 'invalid-object') {
+        eventsEl.append(text(`Rejected: ${ev.message}; trying the next source.`, 'li'));
+        body.dataset.invalidObject = ev.label;
+      }
+    },
+  });
+  const m = reader.manifest;
+  if (m.hardware.arch !== 'i686') {
+    needsLocal(`This image is ${m.hardware.arch}: it needs \`hostme run\`.`);
+    return;
+  }
+  if (m.boot.mode !== 'direct') {
+    needsLocal('This image boots from firmware; the in-browser runner supports direct kernel boot only.');
+    return;
+  }
+  setState('fetching');
+  const boot = m.boot;
+  totalBootBytes = boot.kernel.size + (boot.initrd?.size ?? 0);
+  progressEl.max = totalBootBytes;
+  progressEl.value = 0;
+  const track = async (p: Promise<Uint8Array>): Promise<Uint8Array> => {
+    const data = await p;
+    bootBytesDone += data.length;
+    progressEl.value = bootBytesDone;
+    return data;
+  };
+  const [kernel, initrd] = await Promise.all([
+    track(reader.readBlob(boot.kernel, 'kernel')),
+    boot.initrd ? track(reader.readBlob(boot.initrd, 'initrd')) : Promise.resolve(undefined),
+  ]);
+  progressEl.removeAttribute('value'); // indeterminate: the disk streams on demand from here
+
+  const holder: { emulator?: V86Emulator } = {};
+  const disk = new V86ChunkDisk(reader, m.disks[0]!, `disk ${m.disks[0]!.name}`, (failure: DiskReadFailure) => {
+    // Pause the machine while its disk is unreachable (a guest I/O timeout would be worse).
+    const wasRunning = holder.emulator?.is_running() ?? false;
+    if (wasRunning) void holder.emulator?.stop();
+    const resume = run.state === 'ready' ? 'ready' : 'booting';
+    fail(failure.error, () => {
+      setState(resume);
+      failure.retry();
+      if (wasRunning) void holder.emulator?.run();
+    });
+  });
+  await reader.chunkIndex(m.disks[0]!, `disk ${m.disks[0]!.name}`);
+
+  const v86Url = '/_hostme/libv86.mjs';
+  const { V86 } = (await import(/* webpackIgnore: true */ v86Url)) as { V86: V86Constructor };
+
+  const term = new Terminal({ convertEol: false, cursorBlink: true, scrollback: 5000, fontSize: 14 });
+  const fit = new FitAddon();
+  term.loadAddon(fit);
+  term.open(terminalEl);
+  fit.fit();
+  window.addEventListener('resize', () => fit.fit());
+
+  const started = performance.now();
+  setState('booting');
+  const vm = new V86({
+    wasm_path: '/_hostme/v86.wasm',
+    bios: { url: '/_hostme/bios.bin' },
+    vga_bios: { url: '/_hostme/vgabios.bin' },
+    bzimage: { buffer: kernel.buffer },
+    ...(initrd ? { initrd: { buffer: initrd.buffer } } : {}),
+    hda: disk,
+    cmdline: boot.cmdline,
+    // v86 loads the initrd at 64 MiB: memory must exceed that plus the initrd.
+    memory_size: Math.max(m.hardware.memoryMiB, Math.ceil((64 * 1048576 + (initrd?.length ?? 0)) / 1048576) + 8) * 1048576,
+    vga_memory_size: 2 * 1048576,
+    autostart: true,
+    disable_keyboard: true,
+    disable_mouse: true,
+    disable_speaker: true,
+  });
+  holder.emulator = vm;
+  let pending = '';
+  vm.add_listener('serial0-output-byte', (value) => {
+    const ch = String.fromCharCode(value as number);
+    term.write(ch);
+    run.transcript += ch;
+    if (run.transcript.length > 200000) run.transcript = run.transcript.slice(-100000);
+    if (run.state !== 'ready') {
+      pending = (pending + ch).slice(-32);
+      if (pending.includes('HOSTME-READY')) {
+        run.bootMs = Math.round(performance.now() - started);
+        body.dataset.bootMs = String(run.bootMs);
+        progressEl.max = 1;
+        progressEl.value = 1;
+        setState('ready');
+      }
+    }
+    run.disk = { chunks: Math.ceil(disk.byteLength / m.disks[0]!.chunkSize), touched: disk.touchedChunks.size };
+  });
+  term.onData((data) => vm.serial0_send(data));
+  term.focus();
+
+  stopButton.disabled = false;
+  fullscreenButton.disabled = false;
+  stopButton.addEventListener('click', () => {
+    void vm.stop().then(() => vm.destroy());
+    stopButton.disabled = true;
+    setState('stopped');
+    progressText.textContent += ' - stopped';
+  });
+  fullscreenButton.addEventListener('click', () => {
+    void terminalEl.requestFullscreen?.().then(() => fit.fit());
+  });
+}
+
+function start(): void {
+  setState('loading');
+  main().catch((err: unknown) => fail(err, () => start()));
+}
+
+window.addEventListener('offline', () => eventsEl.append(text('The browser reports that the network is offline.', 'li')));
+start();

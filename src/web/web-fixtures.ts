@@ -1,0 +1,122 @@
+// Test fixtures for the browser work: the i686 guest packed into a repository,
+// a headless Chromium (Debian's, never a downloaded one), and a plain HTTP
+// server for "another origin".
+import { existsSync, readFileSync } from 'node:fs';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { createKeyFiles, loadPrivateKey } from '../pack/publisher-key.js';
+import { packImage } from '../pack/pack-image.js';
+import { openRepository } from '../repo/repository.js';
+import { decodeIndex, isHole } from '../format/chunk-index.js';
+import { decodeObject } from '../format/object-codec.js';
+
+export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
+export const CHROMIUM = process.env.HOSTME_CHROMIUM ?? '/usr/bin/chromium';
+export const CHROMIUM_ARGS = [
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--no-first-run',
+  '--disable-sync',
+  '--disable-quic',
+];
+
+export interface I686Guest {
+  kernel: string;
+  initrd: string;
+  disk: string;
+  cmdline: string;
+  memoryMiB: number;
+}
+
+/** Builds (or reuses) the i686 guest and the web bundle; undefined with a reason when that is impossible here. */
+export function prepareWeb(): { guest: I686Guest } | { skip: string } {
+  if (!existsSync(CHROMIUM)) return { skip: `no Chromium at ${CHROMIUM} (apt-get install chromium)` };
+  const build = spawnSync('bash', [join(REPO_ROOT, 'scripts/guest/build-i686.sh')], { stdio: 'inherit' });
+  if (build.status !== 0) return { skip: 'the i686 guest could not be built (scripts/guest/build-i686.sh)' };
+  const web = spawnSync('bash', [join(REPO_ROOT, 'scripts/build-web.sh')], { stdio: 'inherit' });
+  if (web.status !== 0) return { skip: 'the web bundle could not be built (scripts/build-web.sh)' };
+  const dir = join(process.env.HOSTME_GUEST_DIR ?? join(REPO_ROOT, '.cache/guest'), 'hello-i686');
+  return { guest: JSON.parse(readFileSync(join(dir, 'guest.json'), 'utf8')) as I686Guest };
+}
+
+/** A fresh repository with hello-i686 (the i686 guest) and hello-x64 (an x86_64 image, never booted). */
+export async function publishWebRepo(guest: I686Guest): Promise<{ base: string; repoDir: string }> {
+  const base = await mkdtemp(join(tmpdir(), 'hostme-web-'));
+  const repoDir = join(base, 'repo');
+  const keyFile = join(base, 'publisher.key');
+  await createKeyFiles(keyFile);
+  const key = await loadPrivateKey(keyFile);
+  const repo = openRepository(repoDir);
+  await packImage({
+    repo,
+    workDir: base,
+    disk: guest.disk,
+    name: 'hello-i686',
+    version: '1',
+    key,
+    kernel: guest.kernel,
+    initrd: guest.initrd,
+    cmdline: guest.cmdline,
+    memoryMiB: guest.memoryMiB,
+    arch: 'i686',
+    description: 'i686 busybox guest',
+  });
+  const small = join(base, 'small.raw');
+  await writeFile(small, Buffer.alloc(1 << 20, 1));
+  await packImage({ repo, workDir: base, disk: small, name: 'hello-x64', version: '1', key, kernel: guest.kernel, cmdline: 'console=ttyS0', arch: 'x86_64' });
+  return { base, repoDir };
+}
+
+interface ManifestLite {
+  disks: Array<{ size: number; chunkSize: number; index: string }>;
+}
+
+async function readManifest(repoDir: string, name: string): Promise<ManifestLite> {
+  const env = JSON.parse(await readFile(join(repoDir, 'manifests', name, '1.json'), 'utf8')) as { payload: string };
+  return JSON.parse(Buffer.from(env.payload, 'base64').toString('utf8')) as ManifestLite;
+}
+
+/** The object ids of disk 0's chunks (null for holes). */
+export async function diskChunkIds(repoDir: string, name: string): Promise<Array<string | null>> {
+  const disk = (await readManifest(repoDir, name)).disks[0]!;
+  const n = Math.ceil(disk.size / disk.chunkSize);
+  const stored = await readFile(join(repoDir, 'objects', disk.index.slice(0, 2), disk.index));
+  const index = decodeIndex(decodeObject(disk.index, 32 + 32 * n, new Uint8Array(stored)));
+  return index.ids.map((id) => (isHole(id) ? null : id));
+}
+
+/** Replaces an object file with wrong bytes of the right length (what a broken or lying server would send). */
+export async function tamperObject(repoDir: string, id: string, length: number): Promise<void> {
+  const file = join(repoDir, 'objects', id.slice(0, 2), id);
+  await rm(file, { force: true });
+  await writeFile(file, Buffer.alloc(length, 0x5a));
+}
+
+/** A plain HTTP server (a different origin) serving one HTML page. */
+export async function startPageServer(html: string): Promise<{ url: string; server: Server; close(): Promise<void> }> {
+  const server = createServer((req, res) => {
+    if (req.url === '/' || req.url === '/index.html') {
+      res.setHeader('Content-Type', 'text/html; charset=utf-8');
+      res.end(html);
+    } else {
+      res.statusCode = 404;
+      res.end();
+    }
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  return { url, server, close: () => new Promise<void>((r) => server.close(() => r())) };
+}
+
+export async function artifactsDir(): Promise<string> {
+  const dir = join(REPO_ROOT, 'test-artifacts');
+  await mkdir(dir, { recursive: true });
+  return dir;
+}
