@@ -5,6 +5,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 echo "== lint"
 npx eslint src
+npx tsc -p tsconfig.web.json --noEmit
 echo "== reference guest"
 bash scripts/guest/build-reference.sh
 bash scripts/guest/build-i686.sh
