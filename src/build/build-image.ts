@@ -13,6 +13,7 @@ import { spawn } from 'node:child_process';
 import type { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { HostmeError } from '../errors.js';
+import { renderSeedFiles, type SeedOptions } from '../seed/nocloud.js';
 import type { PublisherKey } from '../format/signature.js';
 import { packImage, type PackSummary } from '../pack/pack-image.js';
 import { openRepository } from '../repo/repository.js';
@@ -38,6 +39,11 @@ export interface BuildRequest {
   onStep?: (step: string, done: number, total: number) => void;
   log?: (line: string) => void;
   /**
+   * Bake a cloud-init NoCloud seed into the image, at
+   * /var/lib/cloud/seed/nocloud/ (where cloud-init looks without a CIDATA disk).
+   */
+  seed?: SeedOptions;
+  /**
    * Untrusted manifests (the render service): every local path must stay
    * inside the manifest's directory, so a build cannot read the host's files.
    */
@@ -54,6 +60,23 @@ export interface BuildResult {
 }
 
 export const BUILD_STEPS = ['manifest', 'base', 'kernel', 'files', 'templates', 'volatile', 'disk', 'pack'] as const;
+
+export const BAKED_SEED_DIR = '/var/lib/cloud/seed/nocloud';
+
+async function bakeSeed(root: string, seed: SeedOptions, owners: Map<string, Ownership>): Promise<void> {
+  const files = renderSeedFiles(seed);
+  const dir = path.join(root, BAKED_SEED_DIR);
+  await mkdir(dir, { recursive: true, mode: 0o755 });
+  let at = '';
+  for (const part of BAKED_SEED_DIR.slice(1).split('/')) {
+    at += `/${part}`;
+    owners.set(at, { uid: 0, gid: 0 });
+  }
+  for (const [name, content] of Object.entries(files)) {
+    await writeFile(path.join(dir, name), content, { mode: 0o644 });
+    owners.set(`${BAKED_SEED_DIR}/${name}`, { uid: 0, gid: 0 });
+  }
+}
 
 /** Local paths a manifest refers to, for confinement checks. */
 function localPaths(manifest: BuildManifest): Array<[string, string]> {
@@ -129,6 +152,8 @@ export async function buildImage(request: BuildRequest): Promise<BuildResult> {
       });
       await writeFile(host, renderTemplate(text, inputs, t));
     }
+
+    if (request.seed) await bakeSeed(root, request.seed, owners);
 
     step('volatile');
     for (const v of manifest.volatile) await dropVolatile(root, v);

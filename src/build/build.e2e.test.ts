@@ -13,7 +13,7 @@ import { buildImage, type BuildResult } from './index.js';
 import { openRepository } from '../repo/repository.js';
 import { startImage } from '../runner/run-image.js';
 import { launchVm } from '../vm/qemu.js';
-import { newKey, readBlob, removeDir, tempDir } from '../testing/fixtures.js';
+import { newKey, readBlob, removeDir, run, tempDir } from '../testing/fixtures.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const example = (name: string) => path.join(repoRoot, 'examples', name, 'hostme.json');
@@ -71,6 +71,23 @@ describe('hostme build examples', () => {
     await running.vm.ready;
     assert.match(running.vm.console, /hostname: xyz\r?\n/);
     await running.finished;
+  });
+
+  test('--seed bakes a cloud-init NoCloud seed into the image', async () => {
+    await buildImage({
+      manifestPath: example('hello'),
+      inputs: { hostname: 'seeded' },
+      repoDir: path.join(dir, 'repo-seed'),
+      key,
+      workDir: path.join(dir, 'work-seed'),
+      cacheDir,
+      seed: { hostname: 'seeded-host', instanceId: 'iid-e2e', network: { address: '10.0.2.15/24', gateway: '10.0.2.2', dns: ['10.0.2.3'] } },
+    });
+    const { disk } = await materialize('repo-seed', 'hello');
+    const cat = async (file: string) => (await run('debugfs', ['-R', `cat ${file}`, disk])).stdout;
+    assert.match(await cat('/var/lib/cloud/seed/nocloud/meta-data'), /instance-id: iid-e2e[\s\S]*local-hostname: seeded-host/);
+    assert.match(await cat('/var/lib/cloud/seed/nocloud/network-config'), /10\.0\.2\.15\/24/);
+    assert.match(await cat('/var/lib/cloud/seed/nocloud/user-data'), /^#cloud-config/);
   });
 
   test('examples/web serves its templated page over HTTP through a host forward', async () => {

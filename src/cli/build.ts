@@ -1,4 +1,7 @@
 import { resolve } from 'node:path';
+import { readFile } from 'node:fs/promises';
+import { HostmeError, errorMessage } from '../errors.js';
+import type { SeedOptions } from '../seed/nocloud.js';
 import type { Command } from 'commander';
 import { parseInputPairs, readInputsFile } from '../build/inputs.js';
 import { loadOrCreateDefaultKey } from '../pack/publisher-key.js';
@@ -11,7 +14,19 @@ interface BuildOptions {
   key?: string;
   workDir?: string;
   cacheDir?: string;
+  seed?: string;
   json?: boolean;
+}
+
+async function readSeedFile(file: string): Promise<SeedOptions> {
+  const text = await readFile(file, 'utf8').catch((err: NodeJS.ErrnoException) => {
+    throw new HostmeError('usage', `--seed ${file}: cannot read it (${err.code ?? err.message})`);
+  });
+  try {
+    return JSON.parse(text) as SeedOptions;
+  } catch (err) {
+    throw new HostmeError('usage', `--seed ${file}: not JSON (${errorMessage(err)})`);
+  }
 }
 
 export function registerBuild(program: Command): void {
@@ -25,6 +40,7 @@ export function registerBuild(program: Command): void {
     .option('--key <keyfile>', 'publisher private key (default: ~/.config/hostme/publisher.key, created on first use)')
     .option('--work-dir <dir>', 'scratch directory (default: the OS temp dir)')
     .option('--cache-dir <dir>', 'cache for downloaded bases and .debs (default: ~/.cache/hostme/build)')
+    .option('--seed <seed.json>', 'bake a cloud-init NoCloud seed into the image: {"hostname", "instanceId"?, "userData"?, "network"?: {"address", "gateway", "dns"}}')
     .option('--json', 'machine-readable output')
     .action(async (manifest: string, options: BuildOptions) => {
       const inputs = { ...(options.inputs ? await readInputsFile(options.inputs) : {}), ...parseInputPairs(options.input) };
@@ -38,6 +54,7 @@ export function registerBuild(program: Command): void {
         key,
         workDir: options.workDir,
         cacheDir: options.cacheDir,
+        seed: options.seed ? await readSeedFile(options.seed) : undefined,
         onStep: (step, done, total) => {
           if (step !== 'done') process.stderr.write(`hostme build: [${done + 1}/${total}] ${step}\n`);
         },

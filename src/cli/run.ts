@@ -75,6 +75,11 @@ export function registerRun(program: Command): void {
       const { manifest } = running;
       for (const notice of running.notices) process.stderr.write(`hostme: ${notice}\n`);
       if (!options.json) process.stderr.write(`hostme: booting ${manifest.name}@${manifest.version} (${manifest.hardware.arch}, ${manifest.hardware.memoryMiB} MiB, accel ${running.vm.accel})${options.console === 'stdio' ? ' — Ctrl-] stops the VM' : ''}\n`);
+      if (options.fill) {
+        void running.filled.then((complete) => {
+          if (complete) process.stderr.write('\nhostme: the whole image is now in the local cache: it can run offline\n');
+        });
+      }
       const ticker = setInterval(() => bar.status(statusLine(running.collector.stats, running.collector.hitRate(), running.collector.rate())), 250);
       const result = await running.finished.finally(() => clearInterval(ticker));
       bar.done();

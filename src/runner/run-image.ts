@@ -56,6 +56,8 @@ export interface RunningImage {
   devices: ChunkedImageDevice[];
   offline?: string;
   notices: string[];
+  /** With `fill`: resolves true once every chunk of every disk is in the local cache (false if cut short). */
+  filled: Promise<boolean>;
   /** Resolves after QEMU exited and everything was closed, with the final stats. */
   finished: Promise<{ exit: VmExit; stats: RunStats; readyError?: unknown }>;
 }
@@ -173,7 +175,7 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
       collector.close();
       return { exit, stats: collector.stats, readyError };
     })();
-    return { manifest, digest: resolved.image.digest, vm, collector, devices, offline: resolved.offline, notices, finished };
+    return { manifest, digest: resolved.image.digest, vm, collector, devices, offline: resolved.offline, notices, finished, filled: prefetching.done };
   } catch (err) {
     await cleanup();
     collector.close();
@@ -204,8 +206,15 @@ async function prepareBoot(resolved: ResolvedImage, scheduler: FetchScheduler, r
  * Fetch the recorded boot working set in order (the scheduler runs demand
  * reads first), then with --fill everything else at background priority.
  */
-function prefetch(manifest: Manifest, devices: ChunkedImageDevice[], resolved: ResolvedImage, collector: RunStatsCollector, fill: boolean): { cancel(): void } {
+function prefetch(
+  manifest: Manifest,
+  devices: ChunkedImageDevice[],
+  resolved: ResolvedImage,
+  collector: RunStatsCollector,
+  fill: boolean,
+): { cancel(): void; done: Promise<boolean> } {
   let cancelled = false;
+  let failures = 0;
   const cached = async (device: ChunkedImageDevice, chunk: number) => {
     const id = device.index.ids[chunk]!;
     return isHole(id) || (resolved.cache ? await resolved.cache.cache.has(id) : true);
@@ -217,12 +226,14 @@ function prefetch(manifest: Manifest, devices: ChunkedImageDevice[], resolved: R
       () => {
         if (!cancelled) collector.stats.chunksPrefetched++;
       },
-      () => {},
+      () => {
+        failures++; // the guest's own read will retry and report it
+      },
     );
   };
-  void (async () => {
+  const done = (async () => {
     await Promise.all((manifest.prefetch ?? []).map(([disk, chunk]) => fetchAhead(disk, chunk, 'prefetch')));
-    if (!fill || cancelled) return;
+    if (!fill || cancelled) return false;
     for (const [disk, device] of devices.entries()) {
       const pending: Promise<void>[] = [];
       for (let chunk = 0; chunk < device.index.ids.length && !cancelled; chunk++) {
@@ -231,10 +242,12 @@ function prefetch(manifest: Manifest, devices: ChunkedImageDevice[], resolved: R
       }
       await Promise.all(pending);
     }
+    return fill && !cancelled && failures === 0;
   })();
   return {
     cancel: () => {
       cancelled = true;
     },
+    done,
   };
 }

@@ -7,6 +7,8 @@ import { publishedReferenceGuest, runCli, copyRepo, type PublishedGuest } from '
 import { tempDir, removeDir, run } from '../testing/fixtures.js';
 import { startImage } from './run-image.js';
 import type { RunStats } from './run-stats.js';
+import { DirStore } from '../store/transport-store.js';
+import { isHole } from '../format/chunk-index.js';
 
 // End to end over loopback HTTP with the 1 GiB reference guest, real QEMU (TCG).
 let published: PublishedGuest;
@@ -141,6 +143,22 @@ test('a profiled image needs fewer demand round trips on a cold boot', async () 
   } finally {
     await profServer.close();
   }
+});
+
+test('--fill fetches the whole image in the background while the guest runs', async () => {
+  const cache = join(work, 'cache-fill');
+  const running = await startImage({ link: { repo: server.url, name: 'hello' }, cacheDir: cache, console: 'none', until: /HOSTME-READY/, keepRunning: true, timeoutMs: 180_000, fill: true, instance: 'fill' });
+  try {
+    await running.vm.ready;
+    assert.equal(await running.filled, true);
+  } finally {
+    await running.vm.shutdown();
+    await running.finished;
+  }
+  const objects = new DirStore(cache);
+  const ids = new Set(running.devices[0]!.index.ids.filter((id) => !isHole(id)));
+  const present = await Promise.all([...ids].map((id) => objects.has(id)));
+  assert.equal(present.filter(Boolean).length, ids.size, 'some chunks are not in the cache after --fill');
 });
 
 test('nbdcopy and qemu-img convert of the exported image equal the original disk byte for byte', async () => {
