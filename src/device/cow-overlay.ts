@@ -60,6 +60,8 @@ export class CowOverlay implements BlockDevice {
 
   async read(offset: number, length: number): Promise<Uint8Array> {
     checkRange(this.size, offset, length);
+    // Most reads touch nothing the guest wrote: hand the base's (fresh) buffer through.
+    if (!this.anyWritten(offset, length)) return this.base.read(offset, length);
     const out = new Uint8Array(length);
     const reads: Promise<void>[] = [];
     for (const run of this.runs(offset, length)) {
@@ -125,6 +127,20 @@ export class CowOverlay implements BlockDevice {
     await this.data.write(buffer, 0, buffer.length, alignedStart).catch(toBlockError('write the overlay'));
     for (let block = firstBlock; block <= lastBlock; block++) this.bitmap[block >> 3]! |= 1 << (block & 7);
     this.dirty = true;
+  }
+
+  private anyWritten(offset: number, length: number): boolean {
+    if (length === 0) return false;
+    const last = Math.floor((offset + length - 1) / COW_GRANULARITY);
+    for (let block = Math.floor(offset / COW_GRANULARITY); block <= last; block++) {
+      // Skip whole zero bytes of the bitmap (8 blocks) at a time.
+      if ((block & 7) === 0 && block + 7 <= last && this.bitmap[block >> 3] === 0) {
+        block += 7;
+        continue;
+      }
+      if (this.isWritten(block)) return true;
+    }
+    return false;
   }
 
   private *runs(offset: number, length: number): Generator<{ offset: number; length: number; written: boolean }> {

@@ -1,4 +1,5 @@
-import { mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
+import fs from 'node:fs';
+import { mkdir, open, rename, rm, stat } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { execFile } from 'node:child_process';
@@ -24,18 +25,13 @@ export class DirTransport implements RepoTransport {
   async read(path: string, options: ReadOptions = {}): Promise<Uint8Array | null> {
     const file = this.fullPath(path);
     try {
-      if (options.maxBytes !== undefined) {
-        const info = await stat(file);
-        if (info.size > options.maxBytes) {
-          throw new StoreError('store-io', `${this.location}: ${path} is ${info.size} bytes, more than the ${options.maxBytes} allowed`, { path });
-        }
-      }
-      const data = await readFile(file);
+      // One open for the size check and the read: this is the hot path of a cached boot.
+      const data = await readWhole(file, options.maxBytes);
       return new Uint8Array(data.buffer, data.byteOffset, data.length);
     } catch (err) {
       const e = err as NodeJS.ErrnoException;
       if (e.code === 'ENOENT' || e.code === 'ENOTDIR') return null;
-      if (err instanceof StoreError) throw err;
+      if (e.code === 'EFBIG') throw new StoreError('store-io', `${this.location}: ${path} is larger than the ${options.maxBytes} bytes allowed`, { path });
       throw fromFsError(e, this.location, `read ${path}`);
     }
   }
@@ -59,6 +55,26 @@ export class DirTransport implements RepoTransport {
       throw new StoreError('store-io', `${this.location}: cannot sync to disk: ${err.message}`);
     });
   }
+}
+
+/** Read a file through the callback API (measurably faster than FileHandle), refusing files over maxBytes. */
+function readWhole(file: string, maxBytes = Number.MAX_SAFE_INTEGER): Promise<Buffer> {
+  return new Promise((resolvePromise, reject) => {
+    fs.open(file, 'r', (openErr, fd) => {
+      if (openErr) return reject(openErr);
+      const finish = (err: NodeJS.ErrnoException | null, data?: Buffer) => fs.close(fd, () => (err ? reject(err) : resolvePromise(data!)));
+      fs.fstat(fd, (statErr, info) => {
+        if (statErr) return finish(statErr);
+        if (info.size > maxBytes) return finish(Object.assign(new Error('file too large'), { code: 'EFBIG' }));
+        const data = Buffer.allocUnsafe(info.size);
+        const readAt = (at: number): void => {
+          if (at >= info.size) return finish(null, at === data.length ? data : data.subarray(0, at));
+          fs.read(fd, data, at, info.size - at, at, (readErr, n) => (readErr ? finish(readErr) : n === 0 ? finish(null, data.subarray(0, at)) : readAt(at + n)));
+        };
+        readAt(0);
+      });
+    });
+  });
 }
 
 /**

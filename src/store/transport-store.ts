@@ -50,6 +50,7 @@ export class TransportStore implements ObjectStore {
 /** A TransportStore over a local directory, which can also list, touch and delete (cache gc). */
 export class DirStore extends TransportStore {
   readonly dir: DirTransport;
+  private readonly touched = new Set<string>();
 
   constructor(root: string) {
     const dir = new DirTransport(root);
@@ -59,9 +60,12 @@ export class DirStore extends TransportStore {
 
   override async get(ref: ObjectRef, options: GetOptions = {}): Promise<VerifiedObject> {
     const object = await super.get(ref, options);
-    // Record use for LRU eviction; mounts with noatime would not do it for us.
-    const now = new Date();
-    await utimes(this.dir.fullPath(objectPath(ref.id)), now, now).catch(() => {});
+    // Record use for LRU eviction (mounts with noatime would not); once per object per process is enough.
+    if (!this.touched.has(ref.id)) {
+      this.touched.add(ref.id);
+      const now = new Date();
+      await utimes(this.dir.fullPath(objectPath(ref.id)), now, now).catch(() => {});
+    }
     return object;
   }
 
