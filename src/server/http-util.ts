@@ -39,16 +39,15 @@ export function sendJsonError(req: IncomingMessage, res: ServerResponse, status:
   sendJson(req, res, status, { error: { code, message } }, { 'Cache-Control': 'no-store', ...headers });
 }
 
-export function sendHtml(req: IncomingMessage, res: ServerResponse, status: number, html: string): void {
+/** The landing pages are self-contained: inline CSS only, no scripts, nothing external. */
+export const STATIC_PAGE_CSP = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+export function sendHtml(req: IncomingMessage, res: ServerResponse, status: number, html: string, contentSecurityPolicy = STATIC_PAGE_CSP): void {
   const body = Buffer.from(html);
   res.statusCode = status;
   res.setHeader('Content-Type', 'text/html; charset=utf-8');
   res.setHeader('Cache-Control', 'no-cache');
-  // The pages are self-contained: inline CSS only, no scripts, nothing external.
-  res.setHeader(
-    'Content-Security-Policy',
-    "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
-  );
+  res.setHeader('Content-Security-Policy', contentSecurityPolicy);
   res.setHeader('Referrer-Policy', 'no-referrer');
   res.setHeader('Content-Length', body.length);
   res.end(req.method === 'HEAD' ? undefined : body);

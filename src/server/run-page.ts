@@ -3,7 +3,7 @@ import { createReadStream, existsSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { HttpError, escapeHtml as e, publicBaseUrl } from './http-util.js';
+import { HttpError, escapeHtml as e, publicBaseUrl, sendHtml } from './http-util.js';
 import { summarize, type RepoView } from './repo-view.js';
 
 /**
@@ -115,20 +115,13 @@ Run it on your computer instead: <code>${e(args.runCommand)}</code></noscript>
 `;
 }
 
+// The run page fetches the repository and its mirrors (anywhere: connect-src *)
+// and compiles v86's WebAssembly; v86 runs its timer in a blob: worker.
+const RUN_PAGE_CSP =
+  "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; worker-src 'self' blob:; style-src 'self' 'unsafe-inline'; connect-src *; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
 function sendRunHtml(req: IncomingMessage, res: ServerResponse, status: number, html: string): void {
-  const body = Buffer.from(html);
-  res.statusCode = status;
-  res.setHeader('Content-Type', 'text/html; charset=utf-8');
-  res.setHeader('Cache-Control', 'no-cache');
-  // The page fetches the repository and its mirrors (anywhere: connect-src *)
-  // and compiles v86's WebAssembly; v86 runs its timer in a blob: worker.
-  res.setHeader(
-    'Content-Security-Policy',
-    "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; worker-src 'self' blob:; style-src 'self' 'unsafe-inline'; connect-src *; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
-  );
-  res.setHeader('Referrer-Policy', 'no-referrer');
-  res.setHeader('Content-Length', body.length);
-  res.end(req.method === 'HEAD' ? undefined : body);
+  sendHtml(req, res, status, html, RUN_PAGE_CSP);
 }
 
 /** The embeddable button script; the server's own origin is baked in from the request. */
