@@ -13,6 +13,7 @@ import { registerNbd } from './nbd.js';
 import { registerExport } from './export.js';
 import { registerSeed } from './seed.js';
 import { registerBuild } from './build.js';
+import { registerInstallHandler } from './install-handler.js';
 import { reportError } from './output.js';
 
 export function buildProgram(): Command {
@@ -35,6 +36,7 @@ export function buildProgram(): Command {
   registerSeed(program);
   registerProfile(program);
   registerInstanceCommands(program);
+  registerInstallHandler(program);
   return program;
 }
 
