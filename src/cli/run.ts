@@ -85,7 +85,7 @@ export function registerRun(program: Command): void {
       bar.done();
       if (options.statsJson) await writeFile(options.statsJson, JSON.stringify(result.stats, null, 2) + '\n');
       if (options.json) process.stdout.write(JSON.stringify({ image: `${manifest.name}@${manifest.version}`, exit: result.exit, ...result.stats }, null, 2) + '\n');
-      else process.stderr.write(summary(result.stats, running.collector.hitRate()) + '\n');
+      else process.stderr.write((options.console === 'stdio' ? '\n' : '') + summary(result.stats, running.collector.hitRate(), Boolean(until)) + '\n');
       if (result.readyError) throw result.readyError;
       if (until && result.stats.msToReady === null) {
         throw new HostmeError('vm-exited', `the VM stopped before the console matched /${options.until}/ (QEMU exit ${result.exit.code ?? result.exit.signal})`);
@@ -97,10 +97,12 @@ function statusLine(stats: RunStats, hitRate: number, rate: number): string {
   return `fetched ${formatBytes(stats.bytesFetched)} in ${stats.requests} requests, ${stats.chunksFetched + stats.chunksFromCache} chunks, cache hit ${(hitRate * 100).toFixed(0)}%, ${formatBytes(rate)}/s`;
 }
 
-function summary(stats: RunStats, hitRate: number): string {
-  const ready = stats.msToReady === null ? 'not reached' : `${(stats.msToReady / 1000).toFixed(1)} s`;
+function summary(stats: RunStats, hitRate: number, waitedForMatch: boolean): string {
+  const when = stats.msToReady === null ? 'not reached' : `${(stats.msToReady / 1000).toFixed(1)} s`;
+  // Without --until, "ready" is only QEMU being up; say what was measured.
+  const label = waitedForMatch ? 'ready' : 'VM started in';
   const lines = [
-    `hostme: ready ${ready}; fetched ${formatBytes(stats.bytesFetched)} in ${stats.requests} requests (${stats.chunksFetched} chunks, ${stats.chunksPrefetched} prefetched), ${formatBytes(stats.bytesFromCache)} from cache (hit rate ${(hitRate * 100).toFixed(0)}%)`,
+    `hostme: ${label} ${when}; fetched ${formatBytes(stats.bytesFetched)} in ${stats.requests} requests (${stats.chunksFetched} chunks, ${stats.chunksPrefetched} prefetched), ${formatBytes(stats.bytesFromCache)} from cache (hit rate ${(hitRate * 100).toFixed(0)}%)`,
   ];
   if (stats.mirrorsUsed.length) lines.push(`hostme: mirrors used: ${stats.mirrorsUsed.join(', ')}`);
   for (const error of stats.errors.slice(0, 5)) lines.push(`hostme: warning: ${error}`);
