@@ -10,11 +10,9 @@ echo "== reference guest"
 bash scripts/guest/build-reference.sh
 echo "== bench:pack"
 node dist/bench/pack.bench.js
-if [ -f dist/bench/nbd.bench.js ]; then
-  echo "== bench:nbd"
-  node dist/bench/nbd.bench.js
-else
-  echo "== bench:nbd (skipped: dist/bench/nbd.bench.js not built on this branch)"
-fi
+echo "== bench:nbd"
+node dist/bench/nbd.bench.js
+echo "== bench:chunk-size"
+bash scripts/bench/chunk-size.sh
 echo "== bench:boot"
 node dist/bench/boot.bench.js "$@"

@@ -20,7 +20,7 @@ hostme pack "$guest/disk-1g.raw" --repo "$demo/repo" --name hello --key "$demo/p
 
 port=${HOSTME_DEMO_PORT:-8080}
 echo "== serve it at http://127.0.0.1:$port"
-hostme serve "$demo/repo" --port "$port" --quiet &
+node bin/hostme.js serve "$demo/repo" --port "$port" --quiet &
 server=$!
 trap 'kill $server 2>/dev/null || true' EXIT
 for _ in $(seq 50); do curl -fsS "http://127.0.0.1:$port/index.json" >/dev/null 2>&1 && break; sleep 0.1; done
