@@ -62,9 +62,11 @@ export class S3Destination implements Destination {
     this.partSize = options.partSize ?? DEFAULT_PART_SIZE;
   }
 
-  private async client(): Promise<S3Client> {
-    const { S3Client: Client } = await sdk();
-    return (this.clientInstance ??= new Client(this.config));
+  /** The SDK module (loaded on first use) and this destination's client. */
+  private async connect(): Promise<{ client: S3Client; s3: Sdk }> {
+    const s3 = await sdk();
+    this.clientInstance ??= new s3.S3Client(this.config);
+    return { client: this.clientInstance, s3 };
   }
 
   /** Uploads so far through this destination (multipart ones and their parts), for tests and stats. */
@@ -76,8 +78,9 @@ export class S3Destination implements Destination {
    * be refused HeadBucket yet allowed to PUT.
    */
   async prepare(): Promise<void> {
+    const { client, s3 } = await this.connect();
     try {
-      await (await this.client()).send(new (await sdk()).HeadBucketCommand({ Bucket: this.bucket }));
+      await client.send(new s3.HeadBucketCommand({ Bucket: this.bucket }));
     } catch (err) {
       const status = (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
       if (status === 403) return;
@@ -93,7 +96,8 @@ export class S3Destination implements Destination {
   async put(item: UploadItem, onProgress?: UploadProgress): Promise<string> {
     const Key = this.key(item.name);
     if (item.size <= this.threshold) {
-      await (await this.client()).send(new (await sdk()).PutObjectCommand({ Bucket: this.bucket, Key, Body: createReadStream(item.path), ContentLength: item.size, ContentType: 'application/octet-stream' }));
+      const { client, s3 } = await this.connect();
+      await client.send(new s3.PutObjectCommand({ Bucket: this.bucket, Key, Body: createReadStream(item.path), ContentLength: item.size, ContentType: 'application/octet-stream' }));
       this.stats.putObjects++;
       onProgress?.(item.size, item.size);
     } else {
@@ -106,7 +110,8 @@ export class S3Destination implements Destination {
   private async multipart(item: UploadItem, Key: string, onProgress?: UploadProgress): Promise<void> {
     const partSize = Math.max(this.partSize, Math.ceil(item.size / MAX_PARTS));
     const count = Math.ceil(item.size / partSize);
-    const created = await (await this.client()).send(new (await sdk()).CreateMultipartUploadCommand({ Bucket: this.bucket, Key, ContentType: 'application/octet-stream' }));
+    const { client, s3 } = await this.connect();
+    const created = await client.send(new s3.CreateMultipartUploadCommand({ Bucket: this.bucket, Key, ContentType: 'application/octet-stream' }));
     const UploadId = created.UploadId;
     if (!UploadId) throw new Error(`CreateMultipartUpload for ${Key} returned no UploadId`);
     const handle = await open(item.path, 'r');
@@ -124,7 +129,7 @@ export class S3Destination implements Destination {
             const body = Buffer.allocUnsafe(length);
             const { bytesRead } = await handle.read(body, 0, length, i * partSize);
             if (bytesRead !== length) throw new Error(`${item.path} changed while uploading (short read)`);
-            const reply = await (await this.client()).send(new (await sdk()).UploadPartCommand({ Bucket: this.bucket, Key, UploadId, PartNumber: i + 1, Body: body, ContentLength: length }));
+            const reply = await client.send(new s3.UploadPartCommand({ Bucket: this.bucket, Key, UploadId, PartNumber: i + 1, Body: body, ContentLength: length }));
             parts[i] = { PartNumber: i + 1, ETag: reply.ETag };
             this.stats.parts++;
             done += length;
@@ -136,11 +141,11 @@ export class S3Destination implements Destination {
       };
       await Promise.all(Array.from({ length: Math.min(PART_CONCURRENCY, count) }, worker));
       if (failure) throw failure.error;
-      await (await this.client()).send(new (await sdk()).CompleteMultipartUploadCommand({ Bucket: this.bucket, Key, UploadId, MultipartUpload: { Parts: parts } }));
+      await client.send(new s3.CompleteMultipartUploadCommand({ Bucket: this.bucket, Key, UploadId, MultipartUpload: { Parts: parts } }));
       this.stats.multipartUploads++;
     } catch (err) {
       this.stats.aborted++;
-      await (await this.client()).send(new (await sdk()).AbortMultipartUploadCommand({ Bucket: this.bucket, Key, UploadId })).catch(() => undefined);
+      await client.send(new s3.AbortMultipartUploadCommand({ Bucket: this.bucket, Key, UploadId })).catch(() => undefined);
       throw err;
     } finally {
       await handle.close();
@@ -148,7 +153,8 @@ export class S3Destination implements Destination {
   }
 
   async remove(name: string): Promise<void> {
-    await (await this.client()).send(new (await sdk()).DeleteObjectCommand({ Bucket: this.bucket, Key: this.key(name) })).catch(() => undefined);
+    const { client, s3 } = await this.connect();
+    await client.send(new s3.DeleteObjectCommand({ Bucket: this.bucket, Key: this.key(name) })).catch(() => undefined);
   }
 
   close(): void {
