@@ -171,7 +171,8 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
       await vm.ready.catch(() => {});
       prefetching.cancel();
       await cleanup();
-      await cache.gc(defaultCacheLimit()).catch(() => {});
+      // gc lists every cached object: only worth it when this run added some.
+      if (collector.stats.chunksFetched > 0) await cache.gc(defaultCacheLimit()).catch(() => {});
       collector.close();
       return { exit, stats: collector.stats, readyError };
     })();
