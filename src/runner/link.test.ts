@@ -7,6 +7,10 @@ test('landing page URLs, with and without /run and a version', () => {
   assert.deepEqual(parseImageLink('http://host:8080/i/hello'), { repo: 'http://host:8080', name: 'hello' });
   assert.deepEqual(parseImageLink('https://example.org/repo/i/hello/run'), { repo: 'https://example.org/repo', name: 'hello' });
   assert.deepEqual(parseImageLink('http://host/i/hello@2'), { repo: 'http://host', name: 'hello', version: '2' });
+  // The landing page of a pinned version (its run command) and that version's run page.
+  assert.deepEqual(parseImageLink('http://host/i/hello/2'), { repo: 'http://host', name: 'hello', version: '2' });
+  assert.deepEqual(parseImageLink('http://host/repo/i/hello/2/run/'), { repo: 'http://host/repo', name: 'hello', version: '2' });
+  assert.deepEqual(parseImageLink('http://host/i/hello/run/'), { repo: 'http://host', name: 'hello' });
 });
 
 test('handler schemes map to the plain URL', () => {

@@ -10,7 +10,7 @@ export interface ImageLink {
 /**
  * Accepted forms (docs/run.md):
  *   http://host:8080 hello            repository URL + name
- *   http://host:8080/i/hello          landing page (also /i/hello/run)
+ *   http://host:8080/i/hello          landing page (also /i/hello/run, /i/hello/2, /i/hello/2/run)
  *   hostme+https://host/i/hello       the desktop handler scheme (also hostme+http, web+hostme:)
  *   /srv/repo hello                   a local repository directory
  * A name may carry a version: hello@2.
@@ -32,12 +32,15 @@ function parseUrl(text: string, nameArg?: string): ImageLink {
   } catch {
     throw new HostmeError('usage', `"${text}" is not a valid URL`);
   }
-  const landing = /^(.*?)\/i\/([^/]+)(?:\/run)?\/?$/.exec(url.pathname);
+  // /i/NAME, /i/NAME/run, /i/NAME/VERSION, /i/NAME/VERSION/run (a version named "run" is shadowed, as on the server).
+  const landing = /^(.*?)\/i\/([^/]+)(?:\/([^/]+))?(?:\/run)?\/?$/.exec(url.pathname);
   url.search = '';
   url.hash = '';
   if (landing) {
     url.pathname = landing[1] || '/';
-    return { repo: url.href.replace(/\/$/, ''), ...splitVersion(decodeURIComponent(landing[2]!)) };
+    const spec = splitVersion(decodeURIComponent(landing[2]!));
+    const pathVersion = landing[3] === undefined || landing[3] === 'run' ? undefined : decodeURIComponent(landing[3]);
+    return { repo: url.href.replace(/\/$/, ''), ...spec, ...(pathVersion ? { version: pathVersion } : {}) };
   }
   if (!nameArg) throw new HostmeError('usage', `which image? give a name after the repository URL (hostme run ${text} NAME) or use the page URL ${text.replace(/\/$/, '')}/i/NAME`);
   return { repo: url.href.replace(/\/$/, ''), ...splitVersion(nameArg) };
