@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Bundles the run page script (src/web/run.ts + the browser reader + xterm.js)
-# into dist-web/run.js with esbuild. v86 itself is not bundled: the page loads
+# and the landing page's protocol handler button (src/web/handler.ts)
+# into dist-web/run.js and dist-web/handler.js with esbuild. v86 itself is not bundled: the page loads
 # the pinned node_modules/v86 build from /_hostme/libv86.mjs at run time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p dist-web
-npx --no-install esbuild src/web/run.ts --bundle --format=esm --target=es2022 --platform=browser \
-  --minify --sourcemap --legal-comments=linked --log-level=warning --outfile=dist-web/run.js
+npx --no-install esbuild src/web/run.ts src/web/handler.ts --bundle --format=esm --target=es2022 --platform=browser \
+  --minify --sourcemap --legal-comments=linked --log-level=warning --outdir=dist-web

@@ -16,13 +16,23 @@ export interface ImageLink {
  * A name may carry a version: hello@2.
  */
 export function parseImageLink(link: string, nameArg?: string): ImageLink {
-  let location = link.trim();
-  const webScheme = /^web\+hostme:(\/\/)?/i;
-  if (webScheme.test(location)) location = decodeURIComponent(location.replace(webScheme, ''));
-  location = location.replace(/^hostme\+(https?:)/i, '$1');
+  const location = unwrapHandlerScheme(link);
   if (/^https?:\/\//i.test(location)) return parseUrl(location, nameArg);
   if (!nameArg) throw new HostmeError('usage', `"${link}" is a local path: also give the image name (hostme run DIR NAME)`);
   return { repo: location, ...splitVersion(nameArg) };
+}
+
+/**
+ * The location inside a handler-scheme link: web+hostme:X (X percent-decoded
+ * once, an optional "//" dropped) and hostme+http(s)://… become the plain
+ * location; anything else is returned trimmed. Throws URIError on malformed
+ * percent-encoding.
+ */
+export function unwrapHandlerScheme(link: string): string {
+  let location = link.trim();
+  const webScheme = /^web\+hostme:(\/\/)?/i;
+  if (webScheme.test(location)) location = decodeURIComponent(location.replace(webScheme, ''));
+  return location.replace(/^hostme\+(https?:)/i, '$1');
 }
 
 function parseUrl(text: string, nameArg?: string): ImageLink {

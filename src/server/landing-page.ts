@@ -14,7 +14,8 @@ code.key{word-break:break-all;font-size:.85rem}
 ul{padding-left:1.2rem}
 `;
 
-function page(title: string, body: string): string {
+/** A self-contained HTML page in the landing pages' style (also used by the /open route). */
+export function renderPage(title: string, body: string): string {
   return `<!doctype html>
 <html lang="en">
 <head>
@@ -30,12 +31,24 @@ ${body}
 `;
 }
 
+/** The run page path of an image on this server: /i/NAME/run, or /i/NAME/VERSION/run for a pinned version. */
+export function runPagePath(name: string, version?: string): string {
+  const image = `/i/${encodeURIComponent(name)}`;
+  return version === undefined ? `${image}/run` : `${image}/${encodeURIComponent(version)}/run`;
+}
+
+/** The image page's one script: the "Open web+hostme: links with this site" button (src/web/handler.ts). */
+export const IMAGE_PAGE_CSP = "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
 /** Group a hex key id in fours so it can be compared by eye. */
 function fingerprint(keyId: string): string {
   return keyId.replace(/(.{4})(?=.)/g, '$1 ');
 }
 
-export function renderImagePage(s: ImageSummary, listing: RepoListing): string {
+/** `pinned`: the page of one version (/i/NAME/VERSION), so its run page is that version's too. */
+export function renderImagePage(s: ImageSummary, listing: RepoListing, pinned = false): string {
+  const inBrowser = s.hardware.arch === 'i686' && s.bootMode === 'direct';
+  const runHere = runPagePath(s.name, pinned ? s.version : undefined);
   const versions = [...(listing.images[s.name]?.versions ?? [])].reverse();
   const rows: Array<[string, string]> = [
     ['Version', `${e(s.version)}${s.latest ? ' <span class="muted">(latest)</span>' : ''}`],
@@ -59,14 +72,17 @@ export function renderImagePage(s: ImageSummary, listing: RepoListing): string {
       return `<li><a href="${e(href)}">${e(v.version)}</a> <span class="muted">${e(v.created)}</span>${current}</li>`;
     })
     .join('\n');
-  return page(
+  return renderPage(
     `${s.name} ${s.version} - hostme`,
     `<p class="muted"><a href="/">All images</a></p>
 <h1>${e(s.name)}</h1>
 ${s.description ? `<p>${e(s.description)}</p>` : ''}
 <h2>How to run</h2>
+${inBrowser ? `<p><a href="${e(runHere)}">Run here, in this tab</a> <span class="muted">(in your browser, with v86)</span></p>
+` : ''}<p><a href="${e(`hostme+${s.pageUrl}`)}">Run on my computer</a> <span class="muted">(opens <code>hostme run</code>; <code>hostme install-handler</code> sets up these links), or type:</span></p>
 <pre><code>${e(s.runCommand)}</code></pre>
 <p class="muted">The disk streams on demand; every piece is checked against the signed manifest.</p>
+<p><button type="button" id="register-handler" hidden>Open web+hostme: links with this site</button> <span id="handler-status" role="status"></span></p>
 <h2>Details</h2>
 <table>
 ${rows.map(([k, v]) => `<tr><th>${k}</th><td>${v}</td></tr>`).join('\n')}
@@ -75,7 +91,8 @@ ${rows.map(([k, v]) => `<tr><th>${k}</th><td>${v}</td></tr>`).join('\n')}
 <ul>
 ${versionItems}
 </ul>
-<p class="muted">JSON: <a href="${e(`/api/images/${encodeURIComponent(s.name)}/${encodeURIComponent(s.version)}`)}">image summary</a></p>`,
+<p class="muted">JSON: <a href="${e(`/api/images/${encodeURIComponent(s.name)}/${encodeURIComponent(s.version)}`)}">image summary</a></p>
+<script type="module" src="/_hostme/handler.js"></script>`,
   );
 }
 
@@ -89,7 +106,7 @@ export function renderIndexPage(listing: RepoListing): string {
       return `<li><a href="${e(`/i/${encodeURIComponent(name)}`)}">${e(name)}</a> <span class="muted">${e(entry.latest)}</span>${description}</li>`;
     })
     .join('\n');
-  return page(
+  return renderPage(
     'hostme images',
     `<h1>hostme images</h1>
 ${names.length ? `<ul>\n${items}\n</ul>` : '<p class="muted">No images published here yet.</p>'}
@@ -98,7 +115,7 @@ ${names.length ? `<ul>\n${items}\n</ul>` : '<p class="muted">No images published
 }
 
 export function renderNotFoundPage(message: string): string {
-  return page('Not found - hostme', `<p class="muted"><a href="/">All images</a></p>\n<h1>Not found</h1>\n<p>${e(message)}</p>`);
+  return renderPage('Not found - hostme', `<p class="muted"><a href="/">All images</a></p>\n<h1>Not found</h1>\n<p>${e(message)}</p>`);
 }
 
 /** GET / */
@@ -112,8 +129,9 @@ export async function handleImagePage(req: IncomingMessage, res: ServerResponse,
   try {
     if (parts.length < 1 || parts.length > 2) throw new HttpError(404, 'not-found', 'no such page');
     const { image, listing } = await view.image(parts[0]!, parts[1]);
-    const summary = summarize(image, listing, publicBaseUrl(req, fallbackHost), parts[1] !== undefined);
-    sendHtml(req, res, 200, renderImagePage(summary, listing));
+    const pinned = parts[1] !== undefined;
+    const summary = summarize(image, listing, publicBaseUrl(req, fallbackHost), pinned);
+    sendHtml(req, res, 200, renderImagePage(summary, listing, pinned), IMAGE_PAGE_CSP);
   } catch (err) {
     if (err instanceof HttpError && err.status === 404) {
       sendHtml(req, res, 404, renderNotFoundPage(err.message));

@@ -4,11 +4,14 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { HttpError, escapeHtml as e, publicBaseUrl, sendHtml } from './http-util.js';
+import { handleOpenLink, OPEN_PATH } from './open-link.js';
 import { summarize, type RepoView } from './repo-view.js';
 
 /**
  * The browser side of `hostme serve` (docs/web.md):
  *   GET /i/NAME/run          the run page (v86 + xterm.js, streams the image through the browser reader)
+ *   GET /i/NAME/VERSION/run  the run page of one version
+ *   GET /open?u=LINK         the web+hostme: protocol handler target (open-link.ts)
  *   GET /button.js           the embeddable HostMe button
  *   GET /_hostme/ASSET       the run page's static assets (bundle, v86, BIOS, CSS)
  * handleWebRoute answers those and returns false for anything else.
@@ -25,6 +28,7 @@ function v86File(name: string): string {
 /** Asset name -> [file, content type]. Resolved lazily: a missing asset is a 404 with a hint, not a crash. */
 const ASSETS: Record<string, () => [string, string]> = {
   'run.js': () => [path.join(PACKAGE_ROOT, 'dist-web/run.js'), 'text/javascript; charset=utf-8'],
+  'handler.js': () => [path.join(PACKAGE_ROOT, 'dist-web/handler.js'), 'text/javascript; charset=utf-8'],
   'libv86.mjs': () => [v86File('libv86.mjs'), 'text/javascript; charset=utf-8'],
   'v86.wasm': () => [v86File('v86.wasm'), 'application/wasm'],
   'bios.bin': () => [path.join(SEABIOS_DIR, 'bios.bin'), 'application/octet-stream'],
@@ -45,7 +49,7 @@ function serveAsset(req: IncomingMessage, res: ServerResponse, name: string): vo
   if (!entry) throw new HttpError(404, 'not-found', `no asset ${name}`);
   const [file, type] = entry();
   if (!existsSync(file)) {
-    const hint = name === 'run.js' ? ' (run scripts/build-web.sh)' : name.endsWith('.bin') ? ' (install the Debian package seabios)' : '';
+    const hint = name === 'run.js' || name === 'handler.js' ? ' (run scripts/build-web.sh)' : name.endsWith('.bin') ? ' (install the Debian package seabios)' : '';
     throw new HttpError(404, 'asset-missing', `${name} is not installed on this server${hint}`);
   }
   const size = statSync(file).size;
@@ -79,6 +83,9 @@ button[disabled]{opacity:.5;cursor:default}
 #message pre{background:#1d2330;color:#f3f5f9;padding:.6rem .8rem;border-radius:4px;overflow-x:auto;user-select:all}
 #events{padding:0 1rem;margin:0;color:#7a1010;font-size:.85rem}
 #terminal{flex:1;min-height:18rem;background:#000;padding:.3rem}
+button.link{background:none;border:0;color:#9cc0ff;text-decoration:underline;padding:.25rem .2rem}
+button.link[hidden]{display:none}
+#handler-status{font-size:.85rem;color:#cfd6e4}
 noscript{display:block;padding:1rem}
 `;
 
@@ -96,6 +103,8 @@ export function renderRunPage(args: { name: string; version: string; arch: strin
 <header>
 <h1>${e(args.name)}</h1>
 <a href="/i/${e(encodeURIComponent(args.name))}">about this image</a>
+<button type="button" id="register-handler" class="link" hidden>Open web+hostme: links with this site</button>
+<span id="handler-status" role="status"></span>
 <span class="spacer"></span>
 <button type="button" id="stop" disabled>Stop</button>
 <button type="button" id="fullscreen" disabled>Fullscreen</button>
@@ -245,10 +254,15 @@ export async function handleWebRoute(
     res.end(req.method === 'HEAD' ? undefined : body);
     return true;
   }
-  if (segments.length === 3 && segments[0] === 'i' && segments[2] === 'run') {
+  if (segments.length === 1 && segments[0] === OPEN_PATH.slice(1)) {
+    await handleOpenLink(req, res, view, publicBaseUrl(req, fallbackHost));
+    return true;
+  }
+  const pinnedVersion = segments.length === 4 ? segments[2] : undefined;
+  if ((segments.length === 3 || segments.length === 4) && segments[0] === 'i' && segments[segments.length - 1] === 'run') {
     const base = publicBaseUrl(req, fallbackHost);
-    const { image, listing } = await view.image(segments[1]!);
-    const s = summarize(image, listing, base, false);
+    const { image, listing } = await view.image(segments[1]!, pinnedVersion);
+    const s = summarize(image, listing, base, pinnedVersion !== undefined);
     const desktopLink = `hostme+${base}/i/${encodeURIComponent(s.name)}`;
     sendRunHtml(req, res, 200, renderRunPage({ name: s.name, version: s.version, arch: s.hardware.arch, runCommand: s.runCommand, v86Version: v86Version(), desktopLink }));
     return true;

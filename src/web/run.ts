@@ -7,6 +7,7 @@ import { BrowserObjectCache } from './reader/cache.js';
 import { ReaderError } from './reader/format.js';
 import { ImageReader, type ReaderStats } from './reader/reader.js';
 import { V86ChunkDisk, type DiskReadFailure } from './reader/v86-disk.js';
+import { offerProtocolHandler } from './protocol-handler.js';
 
 interface V86Emulator {
   add_listener(event: string, fn: (value: unknown) => void): void;
@@ -265,4 +266,5 @@ function start(): void {
 }
 
 window.addEventListener('offline', () => eventsEl.append(text('The browser reports that the network is offline.', 'li')));
+offerProtocolHandler(document.getElementById('register-handler') as HTMLButtonElement | null, document.getElementById('handler-status'));
 start();
