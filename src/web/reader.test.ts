@@ -12,6 +12,7 @@ import { openRepository } from '../repo/repository.js';
 import { NoObjectCache } from './reader/cache.js';
 import { parseManifest, ReaderError, verifyEnvelope } from './reader/format.js';
 import { ImageReader, type ReaderEvent } from './reader/reader.js';
+import { V86ChunkDisk } from './reader/v86-disk.js';
 import { diskChunkIds, tamperObject, type I686Guest } from './web-fixtures.js';
 import { existsSync, readFileSync } from 'node:fs';
 import { REPO_ROOT } from './web-fixtures.js';
@@ -100,6 +101,28 @@ test('reads verified chunks equal to the disk, holes as zeros, and pins the key 
   const before = reader.stats.fetchedObjects;
   await Promise.all([reader.readChunk(disk, 2, 'disk'), reader.readChunk(disk, 2, 'disk'), reader.readChunk(disk, 2, 'disk')]);
   assert.ok(reader.stats.fetchedObjects - before <= 1);
+});
+
+test('V86ChunkDisk.prefetch: loads a chunk into memory once, skips holes, and the guest read then fetches nothing', { skip }, async () => {
+  const reader = await ImageReader.open({ repoUrl: good.url, name: 'hello-i686', cache: new NoObjectCache() });
+  const ref = reader.manifest.disks[0]!;
+  const failures: unknown[] = [];
+  const disk = new V86ChunkDisk(reader, ref, 'disk disk0', (f) => failures.push(f.error));
+  const ids = await diskChunkIds(join(base, 'good'), 'hello-i686');
+  const stored = ids.findIndex((x, i) => x !== null && i > 0);
+  const hole = ids.findIndex((x) => x === null);
+  assert.equal(await disk.prefetch(stored), 'fetched');
+  assert.equal(await disk.prefetch(stored), 'present');
+  assert.equal(await disk.prefetch(hole), 'hole');
+  assert.equal(disk.touchedChunks.size, 0, 'prefetch is not a guest read');
+  const fetched = reader.stats.fetchedObjects;
+  const got = await disk.read(stored * ref.chunkSize, 4096);
+  assert.ok(Buffer.from(got).equals(await diskBytes(stored * ref.chunkSize, 4096)));
+  assert.equal(reader.stats.fetchedObjects, fetched, 'served from memory');
+  assert.deepEqual([...disk.touchedChunks], [stored]);
+  await assert.rejects(disk.prefetch(ids.length), RangeError);
+  assert.deepEqual(failures, [], 'prefetch never reports through the guest failure path');
+  assert.equal(disk.prefetchCapacity, Math.floor((32 * 1024 * 1024) / ref.chunkSize / 2));
 });
 
 test('a wrong-bytes chunk names the chunk and falls over to the mirror', { skip }, async () => {

@@ -120,17 +120,22 @@ export class ImageReader {
     this.options.onEvent?.(event);
   }
 
-  /** One verified object's content, from the cache or the first source that has valid bytes. */
-  readObject(id: string, length: number, label: string): Promise<Uint8Array> {
+  /**
+   * One verified object's content, from the cache or the first source that has valid bytes.
+   * `priority` is the fetch priority hint ('low' for prefetch, so the browser's
+   * connection queue serves demand reads first); a read that joins an object
+   * already in flight shares that fetch.
+   */
+  readObject(id: string, length: number, label: string, priority?: RequestPriority): Promise<Uint8Array> {
     let p = this.inflight.get(id);
     if (!p) {
-      p = this.loadObject(id, length, label).finally(() => this.inflight.delete(id));
+      p = this.loadObject(id, length, label, priority).finally(() => this.inflight.delete(id));
       this.inflight.set(id, p);
     }
     return p;
   }
 
-  private async loadObject(id: string, length: number, label: string): Promise<Uint8Array> {
+  private async loadObject(id: string, length: number, label: string, priority: RequestPriority | undefined): Promise<Uint8Array> {
     const cached = await this.options.cache.get(id);
     if (cached) {
       try {
@@ -148,7 +153,7 @@ export class ImageReader {
       const url = source + objectPath(id);
       let stored: Uint8Array | undefined;
       try {
-        stored = await this.fetchWithRetry(url);
+        stored = await this.fetchWithRetry(url, priority);
       } catch (err) {
         lastError = err instanceof ReaderError ? err : new ReaderError('network', String(err));
         continue;
@@ -179,12 +184,12 @@ export class ImageReader {
   }
 
   /** GET with retries on network errors and 5xx; undefined on 404. */
-  private async fetchWithRetry(url: string): Promise<Uint8Array | undefined> {
+  private async fetchWithRetry(url: string, priority: RequestPriority | undefined): Promise<Uint8Array | undefined> {
     const retries = this.options.retries ?? 2;
     for (let attempt = 0; ; attempt++) {
       let message: string;
       try {
-        const res = await this.fetchImpl(url, { credentials: 'omit' });
+        const res = await this.fetchImpl(url, { credentials: 'omit', ...(priority ? { priority } : {}) });
         if (res.status === 404) return undefined;
         if (res.ok) return new Uint8Array(await res.arrayBuffer());
         message = `HTTP ${res.status}`;
@@ -211,13 +216,13 @@ export class ImageReader {
   }
 
   /** Chunk `i` of a blob: verified content, zeros for a hole. */
-  async readChunk(ref: BlobRef, i: number, label: string): Promise<Uint8Array> {
+  async readChunk(ref: BlobRef, i: number, label: string, priority?: RequestPriority): Promise<Uint8Array> {
     const index = await this.chunkIndex(ref, label);
     if (i < 0 || i >= index.count) throw new RangeError(`${label}: chunk ${i} is outside the blob (${index.count} chunks)`);
     const length = Math.min(ref.chunkSize, ref.size - i * ref.chunkSize);
     const id = index.ids[i];
     if (!id) return new Uint8Array(length);
-    return this.readObject(id, length, `${label} chunk ${i}`);
+    return this.readObject(id, length, `${label} chunk ${i}`, priority);
   }
 
   /** A whole blob (kernel, initrd, snapshot), chunks fetched in parallel. */

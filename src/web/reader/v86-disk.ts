@@ -64,6 +64,7 @@ export class V86ChunkDisk {
   }
 
   private async chunk(i: number): Promise<Uint8Array> {
+    this.touchedChunks.add(i);
     const hit = this.lru.get(i);
     if (hit) {
       this.lru.delete(i);
@@ -71,10 +72,33 @@ export class V86ChunkDisk {
       return hit;
     }
     const data = await this.reader.readChunk(this.ref, i, this.label);
-    this.touchedChunks.add(i);
+    this.remember(i, data);
+    return data;
+  }
+
+  private remember(i: number, data: Uint8Array): void {
     this.lru.set(i, data);
     while (this.lru.size > this.lruLimit) this.lru.delete(this.lru.keys().next().value as number);
-    return data;
+  }
+
+  /** How many chunks prefetch may hold in memory without evicting each other before the guest reads them. */
+  get prefetchCapacity(): number {
+    return Math.floor(this.lruLimit / 2);
+  }
+
+  /**
+   * Loads chunk `i` into memory ahead of the guest, at low fetch priority.
+   * Errors are the caller's to ignore: a prefetch never pauses the machine
+   * (the guest's own read of the chunk reports a failure, through get()).
+   */
+  async prefetch(i: number): Promise<'fetched' | 'present' | 'hole'> {
+    if (this.lru.has(i)) return 'present';
+    const index = await this.reader.chunkIndex(this.ref, this.label);
+    if (i < 0 || i >= index.count) throw new RangeError(`${this.label}: prefetch of chunk ${i} outside the disk`);
+    if (!index.ids[i]) return 'hole';
+    const data = await this.reader.readChunk(this.ref, i, this.label, 'low');
+    if (!this.lru.has(i)) this.remember(i, data);
+    return 'fetched';
   }
 
   /** Base image bytes [start, start+len) with the overlay applied. */
