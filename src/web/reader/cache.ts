@@ -39,14 +39,14 @@ export class BrowserObjectCache implements ObjectCache {
   private open(): Promise<Cache | undefined> {
     this.opening ??= (async () => {
       if (typeof caches === 'undefined') {
-        this.disable('this browser offers no Cache API here (not a secure context?): chunks are not kept across reloads');
+        this.disable('This browser offers no Cache API here (not a secure context?): this session runs without caching; a reload will fetch the image again.');
         return undefined;
       }
       try {
         this.cache = await caches.open(CACHE_NAME);
         return this.cache;
       } catch (err) {
-        this.disable(`the browser cache cannot be opened (${(err as Error).message}): chunks are not kept across reloads`);
+        this.disable(`The browser cache cannot be opened (${(err as Error).message}): this session runs without caching; a reload will fetch the image again.`);
         return undefined;
       }
     })();
@@ -72,9 +72,9 @@ export class BrowserObjectCache implements ObjectCache {
       await cache.put(KEY_PREFIX + id, new Response(new Uint8Array(stored), { headers: { 'content-type': 'application/octet-stream' } }));
     } catch (err) {
       if (isQuotaError(err)) {
-        this.disable('browser storage is full (quota exceeded): running without persisting chunks; a reload will fetch them again');
+        this.disable('Browser storage is full (quota exceeded): this session runs without caching; a reload will fetch the image again.');
       } else {
-        this.disable(`cannot store chunks in the browser cache (${(err as Error).message}): running without persisting`);
+        this.disable(`Cannot store chunks in the browser cache (${(err as Error).message}): this session runs without caching; a reload will fetch the image again.`);
       }
     }
   }
