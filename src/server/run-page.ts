@@ -83,6 +83,17 @@ button[disabled]{opacity:.5;cursor:default}
 #message pre{background:#1d2330;color:#f3f5f9;padding:.6rem .8rem;border-radius:4px;overflow-x:auto;user-select:all}
 #events{padding:0 1rem;margin:0;color:#7a1010;font-size:.85rem}
 #terminal{flex:1;min-height:18rem;background:#000;padding:.3rem}
+#terminal[hidden],#screen[hidden]{display:none}
+#screen{flex:1;min-height:18rem;background:#000;color:#aaa;padding:.3rem;overflow:auto;display:flex;justify-content:center;align-items:flex-start}
+#screen:focus-visible{outline:3px solid #2456c9;outline-offset:-3px}
+#screen>div{white-space:pre;font:14px/16px "DejaVu Sans Mono",Consolas,monospace}
+#screen>canvas{display:none;image-rendering:pixelated}
+#screen:fullscreen{align-items:center}
+.views{display:inline-flex}
+.views button{border-radius:0}
+.views button:first-child{border-radius:4px 0 0 4px}
+.views button:last-child{border-radius:0 4px 4px 0;border-left:0}
+.views button[aria-pressed="true"]{background:#2456c9;color:#fff;border-color:#2456c9}
 button.link{background:none;border:0;color:#9cc0ff;text-decoration:underline;padding:.25rem .2rem}
 button.link[hidden]{display:none}
 #handler-status{font-size:.85rem;color:#cfd6e4}
@@ -106,6 +117,10 @@ export function renderRunPage(args: { name: string; version: string; arch: strin
 <button type="button" id="register-handler" class="link" hidden>Open web+hostme: links with this site</button>
 <span id="handler-status" role="status"></span>
 <span class="spacer"></span>
+<span class="views" role="group" aria-label="Show">
+<button type="button" id="view-console" aria-pressed="true" aria-controls="terminal" disabled>Console</button>
+<button type="button" id="view-screen" aria-pressed="false" aria-controls="screen" disabled>Screen</button>
+</span>
 <button type="button" id="stop" disabled>Stop</button>
 <button type="button" id="fullscreen" disabled>Fullscreen</button>
 </header>
@@ -114,8 +129,9 @@ export function renderRunPage(args: { name: string; version: string; arch: strin
 <span id="progress-text">Starting…</span>
 </div>
 <div id="message" aria-live="assertive"></div>
-<ul id="events" aria-label="integrity events"></ul>
-<div id="terminal" aria-label="serial console"></div>
+<ul id="events" aria-label="notices" aria-live="polite"></ul>
+<div id="terminal" role="region" aria-label="serial console"></div>
+<div id="screen" role="region" aria-label="VGA screen: while it has focus, keys go to the guest" tabindex="0" hidden><div></div><canvas></canvas></div>
 <noscript>This page runs the virtual machine with JavaScript and WebAssembly, which are disabled here.
 Run it on your computer instead: <code>${e(args.runCommand)}</code></noscript>
 <script type="module" src="/_hostme/run.js"></script>

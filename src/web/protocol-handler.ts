@@ -31,7 +31,7 @@ export function offerProtocolHandler(button: HTMLButtonElement | null, status: H
     try {
       navigator.registerProtocolHandler(HANDLER_SCHEME, handlerUrlTemplate(location.origin));
       document.body.dataset.protocolHandler = 'requested';
-      say('Asked the browser: once you confirm (if it asks), web+hostme: links open here.');
+      say('Asked the browser to open web+hostme: links here (confirm if it asks).');
     } catch (err) {
       document.body.dataset.protocolHandler = 'refused';
       say(`The browser refused to register web+hostme: links (${err instanceof Error ? err.message : String(err)}).`);

@@ -7,10 +7,13 @@ import { BrowserObjectCache } from './reader/cache.js';
 import { ReaderError } from './reader/format.js';
 import { ImageReader, type ReaderStats } from './reader/reader.js';
 import { V86ChunkDisk, type DiskReadFailure } from './reader/v86-disk.js';
+import { Prefetcher, prefetchChunks, type PrefetchStats } from './prefetch.js';
 import { offerProtocolHandler } from './protocol-handler.js';
+import { GuestViews, isGuestView } from './screen.js';
 
 interface V86Emulator {
   add_listener(event: string, fn: (value: unknown) => void): void;
+  keyboard_set_enabled(enabled: boolean): void;
   serial0_send(text: string): void;
   run(): Promise<void>;
   stop(): Promise<void>;
@@ -26,6 +29,7 @@ interface RunState {
   stats: ReaderStats;
   bootMs?: number;
   disk?: { chunks: number; touched: number };
+  prefetch?: PrefetchStats;
   errors: string[];
 }
 
@@ -38,6 +42,7 @@ const progressText = $<HTMLSpanElement>('progress-text');
 const stopButton = $<HTMLButtonElement>('stop');
 const fullscreenButton = $<HTMLButtonElement>('fullscreen');
 const terminalEl = $<HTMLDivElement>('terminal');
+const screenEl = $<HTMLDivElement>('screen');
 
 const name = body.dataset.image ?? '';
 const version = body.dataset.version || undefined;
@@ -111,11 +116,18 @@ function updateProgress(stats: ReaderStats): void {
   body.dataset.cachedObjects = String(stats.cachedObjects);
   progressText.textContent =
     `fetched ${mib(stats.fetchedBytes)} (${stats.fetchedObjects} objects), ` +
-    `from browser cache ${mib(stats.cachedBytes)} (${stats.cachedObjects} objects)`;
+    `from browser cache ${mib(stats.cachedBytes)} (${stats.cachedObjects} objects)` +
+    (run.prefetch?.planned ? `; prefetched ${run.prefetch.fetched} of ${run.prefetch.planned} boot chunks` : '');
   if (totalBootBytes > 0 && bootBytesDone < totalBootBytes) {
     progressEl.max = totalBootBytes;
     progressEl.value = bootBytesDone;
   }
+}
+
+function updatePrefetch(stats: PrefetchStats): void {
+  run.prefetch = stats;
+  body.dataset.prefetched = String(stats.fetched);
+  updateProgress(run.stats);
 }
 
 async function main(): Promise<void> {
@@ -196,6 +208,8 @@ async function main(): Promise<void> {
     });
   });
   await reader.chunkIndex(m.disks[0]!, `disk ${m.disks[0]!.name}`);
+  const prefetcher = new Prefetcher(disk, prefetchChunks(m.prefetch, 0, disk.prefetchCapacity), updatePrefetch);
+  void prefetcher.run();
 
   const v86Url = '/_hostme/libv86.mjs';
   const { V86 } = (await import(/* webpackIgnore: true */ v86Url)) as { V86: V86Constructor };
@@ -204,7 +218,19 @@ async function main(): Promise<void> {
   const fit = new FitAddon();
   term.loadAddon(fit);
   term.open(terminalEl);
-  fit.fit();
+  const requestedView = params.get('view');
+  const views = new GuestViews({
+    consolePanel: terminalEl,
+    screenPanel: screenEl,
+    consoleButton: $<HTMLButtonElement>('view-console'),
+    screenButton: $<HTMLButtonElement>('view-screen'),
+    initial: isGuestView(requestedView) ? requestedView : 'console',
+    onShow: (view) => {
+      if (view !== 'console') return;
+      fit.fit();
+      term.focus();
+    },
+  });
   window.addEventListener('resize', () => fit.fit());
 
   const started = performance.now();
@@ -220,12 +246,15 @@ async function main(): Promise<void> {
     // v86 loads the initrd at 64 MiB: memory must exceed that plus the initrd.
     memory_size: Math.max(m.hardware.memoryMiB, Math.ceil((64 * 1048576 + (initrd?.length ?? 0)) / 1048576) + 8) * 1048576,
     vga_memory_size: 2 * 1048576,
+    screen_container: views.screenContainer,
     autostart: true,
-    disable_keyboard: true,
+    // The PS/2 keyboard feeds the VGA console; GuestViews enables it only while the screen has focus.
+    disable_keyboard: false,
     disable_mouse: true,
     disable_speaker: true,
   });
   holder.emulator = vm;
+  views.attachKeyboard(vm);
   let pending = '';
   vm.add_listener('serial0-output-byte', (value) => {
     const ch = String.fromCharCode(value as number);
@@ -245,18 +274,26 @@ async function main(): Promise<void> {
     run.disk = { chunks: Math.ceil(disk.byteLength / m.disks[0]!.chunkSize), touched: disk.touchedChunks.size };
   });
   term.onData((data) => vm.serial0_send(data));
-  term.focus();
+  if (views.view === 'console') term.focus();
 
   stopButton.disabled = false;
   fullscreenButton.disabled = false;
   stopButton.addEventListener('click', () => {
+    prefetcher.stop();
     void vm.stop().then(() => vm.destroy());
     stopButton.disabled = true;
     setState('stopped');
     progressText.textContent += ' - stopped';
   });
   fullscreenButton.addEventListener('click', () => {
-    void terminalEl.requestFullscreen?.().then(() => fit.fit());
+    views.requestFullscreen().then(
+      () => {
+        if (views.view !== 'console') return;
+        fit.fit();
+        term.focus();
+      },
+      () => {}, // refused (no user gesture, or not allowed in this frame): nothing to undo
+    );
   });
 }
 
