@@ -83,6 +83,18 @@ async function readManifest(repoDir: string, name: string): Promise<ManifestLite
   return JSON.parse(Buffer.from(env.payload, 'base64').toString('utf8')) as ManifestLite;
 }
 
+/**
+ * Publishes NAME@VERSION: the latest manifest of NAME with `prefetch` set (what
+ * `hostme profile` publishes after a recorded boot), signed with the
+ * repository's test key (publishWebRepo writes it next to the repository).
+ */
+export async function publishWithPrefetch(repoDir: string, keyFile: string, name: string, version: string, prefetch: Array<[number, number]>): Promise<void> {
+  const repo = openRepository(repoDir);
+  const key = await loadPrivateKey(keyFile);
+  const base = await repo.loadImage(name, undefined, { trusted: [key] });
+  await repo.publish({ ...base.manifest, version, created: new Date().toISOString(), prefetch, parent: { version: base.manifest.version, digest: base.digest } }, key);
+}
+
 /** The object ids of disk 0's chunks (null for holes). */
 export async function diskChunkIds(repoDir: string, name: string): Promise<Array<string | null>> {
   const disk = (await readManifest(repoDir, name)).disks[0]!;

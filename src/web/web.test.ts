@@ -15,6 +15,7 @@ import {
   diskChunkIds,
   prepareWeb,
   publishWebRepo,
+  publishWithPrefetch,
   startPageServer,
   tamperObject,
 } from './web-fixtures.js';
@@ -25,6 +26,7 @@ const skip = 'skip' in prepared ? prepared.skip : false;
 
 let base = '';
 let repoDir = '';
+let keyFile = '';
 let server: RunningRepoServer;
 const requests: RequestLogEntry[] = [];
 let context: BrowserContext;
@@ -33,6 +35,7 @@ let profile = '';
 before(async () => {
   if (skip || 'skip' in prepared) return;
   ({ base, repoDir } = await publishWebRepo(prepared.guest));
+  keyFile = join(base, 'publisher.key');
   server = await startRepoServer({ repoDir, logger: (e) => requests.push(e) });
   profile = await mkdtemp(join(tmpdir(), 'hostme-chromium-'));
   context = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, args: CHROMIUM_ARGS, viewport: { width: 1100, height: 700 } });
@@ -50,7 +53,9 @@ async function waitForState(page: Page, states: string[], timeout = BOOT_TIMEOUT
   return page.evaluate(() => document.body.dataset.state ?? '');
 }
 
-const objectRequests = (from: number): RequestLogEntry[] => requests.slice(from).filter((r) => r.url.startsWith('/objects/') && r.method === 'GET');
+const isObjectGet = (r: RequestLogEntry): boolean => r.url.startsWith('/objects/') && r.method === 'GET';
+const objectRequests = (from: number): RequestLogEntry[] => requests.slice(from).filter(isObjectGet);
+const transcriptOf = (page: Page): Promise<string> => page.evaluate(() => (window as unknown as { hostmeRun: { transcript: string } }).hostmeRun.transcript);
 
 test('button on another origin -> run page -> i686 guest prints HOSTME-READY; a small share of the disk is fetched; reload boots from the browser cache', { skip, timeout: 3 * BOOT_TIMEOUT_MS }, async () => {
   const embed = await startPageServer(`<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Embedder</title></head>
@@ -187,4 +192,183 @@ test('an x86_64 image says it needs hostme run', { skip, timeout: 120_000 }, asy
   assert.match(message ?? '', new RegExp(`hostme run ${server.url}/i/hello-x64`));
   await page.screenshot({ path: join(await artifactsDir(), 'run-page-x86_64.png') });
   await page.close();
+});
+
+test('web+hostme: the image and run pages register the protocol handler on click; its URL opens the run page', { skip, timeout: 120_000 }, async () => {
+  const page = await context.newPage();
+  // Observe the real call (headless shows no prompt): record it, then let Chromium's own implementation run.
+  await page.addInitScript(() => {
+    const calls: Array<{ scheme: string; url: string; error?: string }> = [];
+    (window as unknown as { handlerCalls: typeof calls }).handlerCalls = calls;
+    const register = navigator.registerProtocolHandler.bind(navigator);
+    navigator.registerProtocolHandler = (scheme: string, url: string | URL): void => {
+      const call: { scheme: string; url: string; error?: string } = { scheme, url: String(url) };
+      calls.push(call);
+      try {
+        register(scheme, url);
+      } catch (err) {
+        call.error = String(err);
+        throw err;
+      }
+    };
+  });
+  const calls = (): Promise<Array<{ scheme: string; url: string; error?: string }>> =>
+    page.evaluate(() => (window as unknown as { handlerCalls: Array<{ scheme: string; url: string; error?: string }> }).handlerCalls);
+  try {
+    await page.goto(`${server.url}/i/hello-i686`);
+    assert.equal(await page.getByRole('link', { name: 'Run here, in this tab' }).getAttribute('href'), '/i/hello-i686/run');
+    const offer = page.getByRole('button', { name: 'Open web+hostme: links with this site' });
+    await offer.waitFor({ state: 'visible' });
+    assert.deepEqual(await calls(), [], 'nothing is registered before the click');
+    await offer.click();
+    const template = `${server.url}/open?u=%s`;
+    assert.deepEqual(await calls(), [{ scheme: 'web+hostme', url: template }], 'registered without throwing');
+    assert.equal(await page.evaluate(() => document.body.dataset.protocolHandler), 'requested');
+    assert.match((await page.locator('#handler-status').textContent()) ?? '', /web\+hostme: links here/);
+
+    // The handler URL, as the browser fills it in for a clicked link, lands on the run page (x86_64: no boot).
+    await page.goto(template.replace('%s', encodeURIComponent(`web+hostme:${server.url}/i/hello-x64`)));
+    assert.equal(page.url(), `${server.url}/i/hello-x64/run`);
+    assert.equal(await waitForState(page, ['needs-local', 'error'], 60_000), 'needs-local');
+    // The run page offers the same button.
+    await page.getByRole('button', { name: 'Open web+hostme: links with this site' }).click();
+    assert.deepEqual(await calls(), [{ scheme: 'web+hostme', url: template }]);
+
+    // A link to another site is explained, not followed.
+    const foreign = await page.goto(template.replace('%s', encodeURIComponent('web+hostme:https://elsewhere.example/i/hello')));
+    assert.equal(foreign?.status(), 404);
+    assert.equal(new URL(page.url()).pathname, '/open');
+    assert.match((await page.locator('h1').textContent()) ?? '', /on another site/);
+  } finally {
+    await page.close();
+  }
+});
+
+test('Screen view: the guest\'s VGA text is visible, keys go to it only while it has focus, Fullscreen enlarges it', { skip, timeout: 240_000 }, async () => {
+  const page = await context.newPage();
+  try {
+    await page.goto(`${server.url}/i/hello-i686/run`);
+    const screenButton = page.getByRole('button', { name: 'Screen', exact: true });
+    const consoleButton = page.getByRole('button', { name: 'Console', exact: true });
+    await page.waitForFunction(() => !(document.getElementById('view-screen') as HTMLButtonElement).disabled, null, { timeout: 120_000 });
+    assert.equal(await screenButton.getAttribute('aria-pressed'), 'false');
+    assert.equal(await page.evaluate(() => document.body.dataset.screenKeyboard), 'off', 'keys go to the serial console first');
+
+    await screenButton.click();
+    assert.equal(await screenButton.getAttribute('aria-pressed'), 'true');
+    assert.equal(await consoleButton.getAttribute('aria-pressed'), 'false');
+    assert.ok(await page.locator('#screen').isVisible());
+    assert.ok(await page.locator('#terminal').isHidden());
+    assert.equal(await page.evaluate(() => document.activeElement?.id), 'screen', 'the screen takes focus');
+    assert.equal(await page.evaluate(() => document.body.dataset.screenKeyboard), 'on');
+
+    // SeaBIOS writes its banner to the VGA text console before the kernel starts.
+    await page.waitForFunction(() => /SeaBIOS/.test(document.querySelector('#screen > div')?.textContent ?? ''), null, { timeout: 180_000, polling: 500 });
+    const shown = await page.evaluate(() => (document.querySelector('#screen > div')?.textContent ?? '').replace(/\s+/g, ' ').trim());
+    console.log(`screen text: ${shown.slice(0, 200)}`);
+    await page.screenshot({ path: join(await artifactsDir(), 'run-page-screen.png') });
+
+    await page.getByRole('button', { name: 'Fullscreen' }).click();
+    await page.waitForFunction(() => document.fullscreenElement !== null, null, { timeout: 10_000 });
+    assert.equal(await page.evaluate(() => document.fullscreenElement?.id), 'screen', 'Fullscreen applies to the shown view');
+    assert.equal(await page.evaluate(() => document.body.dataset.screenKeyboard), 'on', 'keys still go to the screen');
+    await page.evaluate(() => document.exitFullscreen());
+
+    // Focus elsewhere: the page's own keys work again.
+    await page.locator('#stop').focus();
+    assert.equal(await page.evaluate(() => document.body.dataset.screenKeyboard), 'off');
+    await consoleButton.click();
+    assert.equal(await consoleButton.getAttribute('aria-pressed'), 'true');
+    assert.ok(await page.locator('#terminal').isVisible());
+    assert.ok(await page.locator('#screen').isHidden());
+    assert.equal(await page.evaluate(() => document.body.dataset.screenKeyboard), 'off');
+    await page.getByRole('button', { name: 'Stop' }).click();
+    assert.equal(await page.evaluate(() => document.body.dataset.state), 'stopped');
+  } finally {
+    await page.close();
+  }
+});
+
+test('a profiled image: the manifest\'s prefetch chunks are fetched in the background, counted, and the guest boots', { skip, timeout: BOOT_TIMEOUT_MS }, async () => {
+  const copy = join(base, 'profiled');
+  await cp(repoDir, copy, { recursive: true });
+  const ids = await diskChunkIds(copy, 'hello-i686');
+  const stored = ids.flatMap((id, chunk) => (id ? [chunk] : []));
+  // Chunk 0 (the boot reads it first) and the last stored chunks (far from what a boot reads).
+  const chunks = [0, ...stored.slice(-4)];
+  await publishWithPrefetch(copy, keyFile, 'hello-i686', '2', chunks.map((c): [number, number] => [0, c]));
+  const log: RequestLogEntry[] = [];
+  const profiled = await startRepoServer({ repoDir: copy, logger: (e) => log.push(e) });
+  const page = await context.newPage();
+  try {
+    await page.goto(`${profiled.url}/i/hello-i686/run`);
+    assert.equal(await page.evaluate(() => document.body.dataset.version), '2');
+    assert.equal(await waitForState(page, ['ready', 'error']), 'ready', (await page.locator('#message').textContent()) ?? '');
+    const stats = await page.evaluate(() => ({
+      prefetch: (window as unknown as { hostmeRun: { prefetch?: { planned: number; fetched: number; skipped: number; failed: number; running: boolean } } }).hostmeRun.prefetch,
+      shown: document.body.dataset.prefetched,
+      text: document.getElementById('progress-text')?.textContent ?? '',
+    }));
+    const requested = new Set(log.filter(isObjectGet).map((r) => r.url.split('/').pop()!));
+    const prefetchIds = new Set(chunks.map((c) => ids[c]!));
+    console.log(`prefetch: ${JSON.stringify(stats.prefetch)}; ${stats.text}`);
+    for (const id of prefetchIds) assert.ok(requested.has(id), `prefetch object ${id} was requested`);
+    assert.equal(log.filter(isObjectGet).length, requested.size, 'each object fetched once (prefetch and demand share fetches)');
+    assert.ok(stats.prefetch, 'prefetch stats are published');
+    assert.equal(stats.prefetch.planned, chunks.length);
+    assert.equal(stats.prefetch.fetched + stats.prefetch.skipped, chunks.length);
+    assert.equal(stats.prefetch.failed, 0);
+    assert.equal(stats.prefetch.running, false);
+    assert.ok(stats.prefetch.fetched >= 4, 'the chunks the boot does not read were prefetched');
+    assert.equal(stats.shown, String(stats.prefetch.fetched));
+    assert.match(stats.text, new RegExp(`prefetched ${stats.prefetch.fetched} of ${chunks.length} boot chunks`));
+  } finally {
+    await page.close();
+    await profiled.close();
+  }
+});
+
+test('browser storage full: the page says so, keeps running without caching, and a reload fetches again', { skip, timeout: 2 * BOOT_TIMEOUT_MS }, async () => {
+  // A fresh origin (another port), its quota shrunk to 1 byte: every Cache API put fails with QuotaExceededError.
+  const log: RequestLogEntry[] = [];
+  const full = await startRepoServer({ repoDir, logger: (e) => log.push(e) });
+  const page = await context.newPage();
+  const cdp = await context.newCDPSession(page);
+  await cdp.send('Storage.overrideQuotaForOrigin', { origin: full.url, quotaSize: 1 });
+  // Objects are immutable, so the HTTP cache would answer the reload's fetches itself: off, so the server sees them.
+  await cdp.send('Network.enable');
+  await cdp.send('Network.setCacheDisabled', { cacheDisabled: true });
+  try {
+    await page.goto(`${full.url}/i/hello-i686/run`);
+    assert.equal(await waitForState(page, ['ready', 'error']), 'ready', (await page.locator('#message').textContent()) ?? '');
+    const first = await page.evaluate(async () => ({
+      warning: document.body.dataset.cacheWarning ?? '',
+      events: document.getElementById('events')?.textContent ?? '',
+      cachedEntries: (await (await caches.open('hostme-objects-v1')).keys()).length,
+    }));
+    await page.screenshot({ path: join(await artifactsDir(), 'run-page-storage-full.png') });
+    assert.match(first.warning, /^Browser storage is full \(quota exceeded\): this session runs without caching/);
+    assert.ok(first.events.includes(first.warning), 'the warning is on the page');
+    const firstObjects = log.filter(isObjectGet).length;
+    assert.ok(firstObjects > 0);
+
+    const beforeReload = log.length;
+    await page.reload();
+    assert.equal(await waitForState(page, ['ready', 'error']), 'ready', (await page.locator('#message').textContent()) ?? '');
+    const again = await page.evaluate(() => ({
+      warning: document.body.dataset.cacheWarning ?? '',
+      cached: Number(document.body.dataset.cachedObjects ?? 0),
+      fetched: Number(document.body.dataset.fetchedObjects ?? 0),
+    }));
+    const reloadObjects = log.slice(beforeReload).filter(isObjectGet).length;
+    console.log(`storage full: first boot ${firstObjects} object requests; ${first.cachedEntries} cache entries kept; reload ${reloadObjects} object requests (page: ${again.fetched} fetched), ${again.cached} from the cache`);
+    assert.ok(again.fetched > 0 && reloadObjects > 0, 'the reload fetched chunks again');
+    assert.ok(again.cached <= first.cachedEntries, 'only entries that were completely stored (and verify) come from the cache');
+    assert.match(again.warning, /^Browser storage is full/, 'the reload says so again');
+    assert.match(await transcriptOf(page), /HOSTME-READY/);
+  } finally {
+    await cdp.send('Storage.overrideQuotaForOrigin', { origin: full.url }).catch(() => undefined);
+    await page.close();
+    await full.close();
+  }
 });
