@@ -29,6 +29,8 @@ interface RunState {
   stats: ReaderStats;
   bootMs?: number;
   disk?: { chunks: number; touched: number };
+  /** The disk chunks the guest has read so far (not those only prefetched), ascending. */
+  guestReadChunks?: () => number[];
   prefetch?: PrefetchStats;
   errors: string[];
 }
@@ -208,6 +210,7 @@ async function main(): Promise<void> {
     });
   });
   await reader.chunkIndex(m.disks[0]!, `disk ${m.disks[0]!.name}`);
+  run.guestReadChunks = () => [...disk.touchedChunks].sort((x, y) => x - y);
   const prefetcher = new Prefetcher(disk, prefetchChunks(m.prefetch, 0, disk.prefetchCapacity), updatePrefetch);
   void prefetcher.run();
 
