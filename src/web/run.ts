@@ -4,9 +4,10 @@
 import { Terminal } from '@xterm/xterm';
 import { FitAddon } from '@xterm/addon-fit';
 import { BrowserObjectCache } from './reader/cache.js';
-import { ReaderError } from './reader/format.js';
+import { ReaderError, type Manifest } from './reader/format.js';
 import { ImageReader, type ReaderStats } from './reader/reader.js';
 import { V86ChunkDisk, type DiskReadFailure } from './reader/v86-disk.js';
+import { planStart, type StartPlan } from './snapshot-restore.js';
 
 interface V86Emulator {
   add_listener(event: string, fn: (value: unknown) => void): void;
@@ -21,6 +22,8 @@ type V86Constructor = new (options: Record<string, unknown>) => V86Emulator;
 /** What tests and embedders can observe (window.hostmeRun). */
 interface RunState {
   state: string;
+  /** 'restore' when the page resumed the image's memory snapshot, 'boot' for a cold boot. */
+  start?: StartPlan['kind'];
   transcript: string;
   stats: ReaderStats;
   bootMs?: number;
@@ -117,6 +120,33 @@ function updateProgress(stats: ReaderStats): void {
   }
 }
 
+/** What v86 starts from: the snapshot's saved state, or the kernel and initrd (read whole, with a progress bar). */
+async function fetchStart(reader: ImageReader, m: Manifest, plan: StartPlan): Promise<Record<string, unknown>> {
+  const track = async (p: Promise<Uint8Array>): Promise<Uint8Array> => {
+    const data = await p;
+    bootBytesDone += data.length;
+    progressEl.value = bootBytesDone;
+    return data;
+  };
+  if (plan.kind === 'restore') {
+    totalBootBytes = plan.snapshot.size;
+    progressEl.max = totalBootBytes;
+    const state = await reader.readBlob(plan.snapshot, 'memory snapshot');
+    bootBytesDone = state.length;
+    return { initial_state: { buffer: state.buffer } };
+  }
+  if (m.boot.mode !== 'direct') throw new Error('unreachable: firmware boot was refused earlier');
+  const boot = m.boot;
+  totalBootBytes = boot.kernel.size + (boot.initrd?.size ?? 0);
+  progressEl.max = totalBootBytes;
+  progressEl.value = 0;
+  const [kernel, initrd] = await Promise.all([
+    track(reader.readBlob(boot.kernel, 'kernel')),
+    boot.initrd ? track(reader.readBlob(boot.initrd, 'initrd')) : Promise.resolve(undefined),
+  ]);
+  return { bzimage: { buffer: kernel.buffer }, ...(initrd ? { initrd: { buffer: initrd.buffer } } : {}), cmdline: boot.cmdline };
+}
+
 async function main(): Promise<void> {
   if (typeof WebAssembly !== 'object' || typeof WebAssembly.instantiate !== 'function') {
     needsLocal('This browser cannot run WebAssembly, which the in-browser emulator needs.');
@@ -165,21 +195,15 @@ async function main(): Promise<void> {
     needsLocal('This image boots from firmware; the in-browser runner supports direct kernel boot only.');
     return;
   }
+  const plan = planStart(m, body.dataset.v86Version ?? '', params.get('boot') === 'cold');
+  run.start = plan.kind;
+  body.dataset.start = plan.kind;
+  if (plan.kind === 'boot' && plan.notice) {
+    eventsEl.append(text(plan.notice, 'li'));
+    body.dataset.notice = plan.notice;
+  }
   setState('fetching');
-  const boot = m.boot;
-  totalBootBytes = boot.kernel.size + (boot.initrd?.size ?? 0);
-  progressEl.max = totalBootBytes;
-  progressEl.value = 0;
-  const track = async (p: Promise<Uint8Array>): Promise<Uint8Array> => {
-    const data = await p;
-    bootBytesDone += data.length;
-    progressEl.value = bootBytesDone;
-    return data;
-  };
-  const [kernel, initrd] = await Promise.all([
-    track(reader.readBlob(boot.kernel, 'kernel')),
-    boot.initrd ? track(reader.readBlob(boot.initrd, 'initrd')) : Promise.resolve(undefined),
-  ]);
+  const machineStart = await fetchStart(reader, m, plan);
   progressEl.removeAttribute('value'); // indeterminate: the disk streams on demand from here
 
   const holder: { emulator?: V86Emulator } = {};
@@ -212,19 +236,30 @@ async function main(): Promise<void> {
     wasm_path: '/_hostme/v86.wasm',
     bios: { url: '/_hostme/bios.bin' },
     vga_bios: { url: '/_hostme/vgabios.bin' },
-    bzimage: { buffer: kernel.buffer },
-    ...(initrd ? { initrd: { buffer: initrd.buffer } } : {}),
+    ...machineStart,
     hda: disk,
-    cmdline: boot.cmdline,
-    // v86 loads the initrd at 64 MiB: memory must exceed that plus the initrd.
-    memory_size: Math.max(m.hardware.memoryMiB, Math.ceil((64 * 1048576 + (initrd?.length ?? 0)) / 1048576) + 8) * 1048576,
-    vga_memory_size: 2 * 1048576,
+    memory_size: plan.memoryBytes,
+    vga_memory_size: plan.vgaMemoryBytes,
     autostart: true,
     disable_keyboard: true,
     disable_mouse: true,
     disable_speaker: true,
   });
   holder.emulator = vm;
+  if (plan.kind === 'restore') {
+    // The saved machine sits at its ready point already: nothing will print the marker again.
+    vm.add_listener('emulator-ready', () => {
+      term.write('\x1b[2m[hostme: resumed from a memory snapshot; press Enter for a prompt]\x1b[0m\r\n');
+      markReady();
+    });
+  }
+  function markReady(): void {
+    run.bootMs = Math.round(performance.now() - started);
+    body.dataset.bootMs = String(run.bootMs);
+    progressEl.max = 1;
+    progressEl.value = 1;
+    setState('ready');
+  }
   let pending = '';
   vm.add_listener('serial0-output-byte', (value) => {
     const ch = String.fromCharCode(value as number);
@@ -233,13 +268,7 @@ async function main(): Promise<void> {
     if (run.transcript.length > 200000) run.transcript = run.transcript.slice(-100000);
     if (run.state !== 'ready') {
       pending = (pending + ch).slice(-32);
-      if (pending.includes('HOSTME-READY')) {
-        run.bootMs = Math.round(performance.now() - started);
-        body.dataset.bootMs = String(run.bootMs);
-        progressEl.max = 1;
-        progressEl.value = 1;
-        setState('ready');
-      }
+      if (pending.includes('HOSTME-READY')) markReady();
     }
     run.disk = { chunks: Math.ceil(disk.byteLength / m.disks[0]!.chunkSize), touched: disk.touchedChunks.size };
   });

@@ -53,7 +53,7 @@ export interface Manifest {
   hardware: { arch: 'x86_64' | 'i686'; memoryMiB: number; cpus: number };
   boot: { mode: 'direct'; kernel: BlobRef; initrd?: BlobRef; cmdline: string } | { mode: 'firmware' };
   disks: DiskRef[];
-  memorySnapshot?: BlobRef & { emulator: string };
+  memorySnapshot?: BlobRef & { emulator: string; memoryBytes?: number; vgaMemoryBytes?: number };
   prefetch?: Array<[number, number]>;
   mirrors: string[];
   parent?: { version: string; digest: string };
@@ -329,7 +329,12 @@ export function parseManifest(bytes: Uint8Array, origin: string): Manifest {
   let memorySnapshot: Manifest['memorySnapshot'];
   if (m.memorySnapshot !== undefined) {
     const s = obj(m.memorySnapshot, 'memorySnapshot');
-    memorySnapshot = { ...blob(s, 'memorySnapshot'), emulator: str(s.emulator, 'memorySnapshot.emulator') };
+    memorySnapshot = {
+      ...blob(s, 'memorySnapshot'),
+      emulator: str(s.emulator, 'memorySnapshot.emulator'),
+      ...(s.memoryBytes === undefined ? {} : { memoryBytes: int(s.memoryBytes, 'memorySnapshot.memoryBytes', 1) }),
+      ...(s.vgaMemoryBytes === undefined ? {} : { vgaMemoryBytes: int(s.vgaMemoryBytes, 'memorySnapshot.vgaMemoryBytes', 0) }),
+    };
   }
   let prefetch: Manifest['prefetch'];
   if (m.prefetch !== undefined) {

@@ -4,8 +4,12 @@
 // as `hda` (see buffer.js in v86: the loadable branch of V86's constructor).
 // Reads fetch the covering chunks on demand; writes go to a copy-on-write
 // overlay in RAM (256-byte blocks, v86's own granularity), never to the image.
-import type { ImageReader } from './reader.js';
 import type { BlobRef } from './format.js';
+
+/** Where the disk's verified chunks come from: the page's ImageReader, or the repository under Node (hostme snapshot). */
+export interface ChunkReader {
+  readChunk(ref: BlobRef, index: number, label: string): Promise<Uint8Array>;
+}
 
 const BLOCK = 256;
 
@@ -28,7 +32,7 @@ export class V86ChunkDisk {
   private failing: Array<() => void> = [];
 
   constructor(
-    private readonly reader: ImageReader,
+    private readonly reader: ChunkReader,
     private readonly ref: BlobRef,
     private readonly label: string,
     private readonly onFailure: (failure: DiskReadFailure) => void,
