@@ -8,16 +8,8 @@ import { ReaderError, type Manifest } from './reader/format.js';
 import { ImageReader, type ReaderStats } from './reader/reader.js';
 import { V86ChunkDisk, type DiskReadFailure } from './reader/v86-disk.js';
 import { planStart, type StartPlan } from './snapshot-restore.js';
+import { loadV86, type V86Emulator } from './v86-loader.js';
 
-interface V86Emulator {
-  add_listener(event: string, fn: (value: unknown) => void): void;
-  serial0_send(text: string): void;
-  run(): Promise<void>;
-  stop(): Promise<void>;
-  destroy(): Promise<void>;
-  is_running(): boolean;
-}
-type V86Constructor = new (options: Record<string, unknown>) => V86Emulator;
 
 /** What tests and embedders can observe (window.hostmeRun). */
 interface RunState {
@@ -29,6 +21,8 @@ interface RunState {
   bootMs?: number;
   disk?: { chunks: number; touched: number };
   errors: string[];
+  /** Milestones in ms since navigation (performance.now()): where a start spends its time. */
+  timings: Record<string, number>;
 }
 
 const body = document.body;
@@ -48,8 +42,12 @@ const runCommand = body.dataset.runCommand ?? `hostme run ${location.origin}/i/$
 const repoUrl = `${location.origin}/`;
 const params = new URLSearchParams(location.search);
 
-const run: RunState = { state: 'loading', transcript: '', stats: { fetchedObjects: 0, fetchedBytes: 0, cachedObjects: 0, cachedBytes: 0 }, errors: [] };
+const run: RunState = { state: 'loading', transcript: '', stats: { fetchedObjects: 0, fetchedBytes: 0, cachedObjects: 0, cachedBytes: 0 }, errors: [], timings: {} };
 (window as unknown as { hostmeRun: RunState }).hostmeRun = run;
+
+function mark(milestone: string): void {
+  run.timings[milestone] = Math.round(performance.now());
+}
 
 function setState(state: string): void {
   run.state = state;
@@ -131,8 +129,10 @@ async function fetchStart(reader: ImageReader, m: Manifest, plan: StartPlan): Pr
   if (plan.kind === 'restore') {
     totalBootBytes = plan.snapshot.size;
     progressEl.max = totalBootBytes;
-    const state = await reader.readBlob(plan.snapshot, 'memory snapshot');
-    bootBytesDone = state.length;
+    const state = await reader.readBlob(plan.snapshot, 'memory snapshot', 8, (bytes) => {
+      bootBytesDone += bytes;
+      progressEl.value = bootBytesDone;
+    });
     return { initial_state: { buffer: state.buffer } };
   }
   if (m.boot.mode !== 'direct') throw new Error('unreachable: firmware boot was refused earlier');
@@ -187,6 +187,7 @@ async function main(): Promise<void> {
     },
   });
   const m = reader.manifest;
+  mark('manifest');
   if (m.hardware.arch !== 'i686') {
     needsLocal(`This image is ${m.hardware.arch}: it needs \`hostme run\`.`);
     return;
@@ -203,7 +204,16 @@ async function main(): Promise<void> {
     body.dataset.notice = plan.notice;
   }
   setState('fetching');
+  // The emulator and the disk's index load while the boot blobs stream.
+  const emulatorLoading = loadV86().then((loaded) => {
+    mark('v86Loaded');
+    return loaded;
+  });
+  const diskIndexLoading = reader.chunkIndex(m.disks[0]!, `disk ${m.disks[0]!.name}`);
+  emulatorLoading.catch(() => {});
+  diskIndexLoading.catch(() => {});
   const machineStart = await fetchStart(reader, m, plan);
+  mark('startBlobs');
   progressEl.removeAttribute('value'); // indeterminate: the disk streams on demand from here
 
   const holder: { emulator?: V86Emulator } = {};
@@ -218,10 +228,8 @@ async function main(): Promise<void> {
       if (wasRunning) void holder.emulator?.run();
     });
   });
-  await reader.chunkIndex(m.disks[0]!, `disk ${m.disks[0]!.name}`);
-
-  const v86Url = '/_hostme/libv86.mjs';
-  const { V86 } = (await import(/* webpackIgnore: true */ v86Url)) as { V86: V86Constructor };
+  await diskIndexLoading;
+  const { V86, options: emulatorFiles } = await emulatorLoading;
 
   const term = new Terminal({ convertEol: false, cursorBlink: true, scrollback: 5000, fontSize: 14 });
   const fit = new FitAddon();
@@ -233,9 +241,7 @@ async function main(): Promise<void> {
   const started = performance.now();
   setState('booting');
   const vm = new V86({
-    wasm_path: '/_hostme/v86.wasm',
-    bios: { url: '/_hostme/bios.bin' },
-    vga_bios: { url: '/_hostme/vgabios.bin' },
+    ...emulatorFiles,
     ...machineStart,
     hda: disk,
     memory_size: plan.memoryBytes,
@@ -254,6 +260,7 @@ async function main(): Promise<void> {
     });
   }
   function markReady(): void {
+    mark('ready');
     run.bootMs = Math.round(performance.now() - started);
     body.dataset.bootMs = String(run.bootMs);
     progressEl.max = 1;
