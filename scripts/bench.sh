@@ -16,3 +16,5 @@ echo "== bench:chunk-size"
 bash scripts/bench/chunk-size.sh
 echo "== bench:boot"
 node dist/bench/boot.bench.js "$@"
+echo "== bench:browser"
+node dist/bench/browser.bench.js

@@ -6,6 +6,7 @@ import { registerInspect } from './inspect.js';
 import { registerLs } from './ls.js';
 import { registerRun } from './run.js';
 import { registerProfile } from './profile.js';
+import { registerSnapshot } from './snapshot.js';
 import { registerInstanceCommands } from './instances.js';
 import { registerServe } from './serve.js';
 import { registerPush } from './push.js';
@@ -35,6 +36,7 @@ export function buildProgram(): Command {
   registerExport(program);
   registerSeed(program);
   registerProfile(program);
+  registerSnapshot(program);
   registerInstanceCommands(program);
   registerInstallHandler(program);
   return program;

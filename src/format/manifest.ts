@@ -57,7 +57,14 @@ export const manifestSchema = z.object({
     z.object({ mode: z.literal('firmware') }),
   ]),
   disks: z.array(diskSchema).min(1).max(16),
-  memorySnapshot: blobRefSchema.extend({ emulator: z.string() }).optional(),
+  /** Saved emulator state (hostme snapshot): only the exact emulator and machine sizes that wrote it may load it. */
+  memorySnapshot: blobRefSchema
+    .extend({
+      emulator: z.string().min(1).max(128),
+      memoryBytes: z.number().int().positive().optional(),
+      vgaMemoryBytes: z.number().int().nonnegative().optional(),
+    })
+    .optional(),
   /** Boot working set, in the order the guest read it: [diskIndex, chunkNumber]. */
   prefetch: z.array(z.tuple([z.number().int().nonnegative(), z.number().int().nonnegative()])).max(1 << 20).optional(),
   mirrors: z.array(z.string().url()).default([]),

@@ -8,7 +8,8 @@ import { chunkFile, type ChunkingStats, type ProgressListener } from './chunker.
 import { openDiskInput } from './disk-input.js';
 import { ChunkWorkerPool } from './worker-pool.js';
 
-const BOOT_BLOB_ZSTD_LEVEL = 15;
+/** Blobs fetched whole before the guest runs (kernel, initrd, memory state): slow to pack, fewer bytes to send. */
+export const BOOT_BLOB_ZSTD_LEVEL = 15;
 
 export interface PackRequest {
   repo: Repository;

@@ -140,10 +140,11 @@ Run it on your computer instead: <code>${e(args.runCommand)}</code></noscript>
 `;
 }
 
-// The run page fetches the repository and its mirrors (anywhere: connect-src *)
+// The run page fetches the repository and its mirrors (anywhere: connect-src * data:;
+// data: for the zstd decoder, which loads its inline WebAssembly through fetch)
 // and compiles v86's WebAssembly; v86 runs its timer in a blob: worker.
 const RUN_PAGE_CSP =
-  "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; worker-src 'self' blob:; style-src 'self' 'unsafe-inline'; connect-src *; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+  "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; worker-src 'self' blob:; style-src 'self' 'unsafe-inline'; connect-src * data:; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 function sendRunHtml(req: IncomingMessage, res: ServerResponse, status: number, html: string): void {
   sendHtml(req, res, status, html, RUN_PAGE_CSP);

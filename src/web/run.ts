@@ -4,27 +4,20 @@
 import { Terminal } from '@xterm/xterm';
 import { FitAddon } from '@xterm/addon-fit';
 import { BrowserObjectCache } from './reader/cache.js';
-import { ReaderError } from './reader/format.js';
+import { ReaderError, type Manifest } from './reader/format.js';
 import { ImageReader, type ReaderStats } from './reader/reader.js';
 import { V86ChunkDisk, type DiskReadFailure } from './reader/v86-disk.js';
 import { Prefetcher, prefetchChunks, type PrefetchStats } from './prefetch.js';
 import { offerProtocolHandler } from './protocol-handler.js';
 import { GuestViews, isGuestView } from './screen.js';
-
-interface V86Emulator {
-  add_listener(event: string, fn: (value: unknown) => void): void;
-  keyboard_set_enabled(enabled: boolean): void;
-  serial0_send(text: string): void;
-  run(): Promise<void>;
-  stop(): Promise<void>;
-  destroy(): Promise<void>;
-  is_running(): boolean;
-}
-type V86Constructor = new (options: Record<string, unknown>) => V86Emulator;
+import { planStart, type StartPlan } from './snapshot-restore.js';
+import { loadV86, type V86Emulator } from './v86-loader.js';
 
 /** What tests and embedders can observe (window.hostmeRun). */
 interface RunState {
   state: string;
+  /** 'restore' when the page resumed the image's memory snapshot, 'boot' for a cold boot. */
+  start?: StartPlan['kind'];
   transcript: string;
   stats: ReaderStats;
   bootMs?: number;
@@ -33,6 +26,8 @@ interface RunState {
   guestReadChunks?: () => number[];
   prefetch?: PrefetchStats;
   errors: string[];
+  /** Milestones in ms since navigation (performance.now()): where a start spends its time. */
+  timings: Record<string, number>;
 }
 
 const body = document.body;
@@ -53,8 +48,12 @@ const runCommand = body.dataset.runCommand ?? `hostme run ${location.origin}/i/$
 const repoUrl = `${location.origin}/`;
 const params = new URLSearchParams(location.search);
 
-const run: RunState = { state: 'loading', transcript: '', stats: { fetchedObjects: 0, fetchedBytes: 0, cachedObjects: 0, cachedBytes: 0 }, errors: [] };
+const run: RunState = { state: 'loading', transcript: '', stats: { fetchedObjects: 0, fetchedBytes: 0, cachedObjects: 0, cachedBytes: 0 }, errors: [], timings: {} };
 (window as unknown as { hostmeRun: RunState }).hostmeRun = run;
+
+function mark(milestone: string): void {
+  run.timings[milestone] = Math.round(performance.now());
+}
 
 function setState(state: string): void {
   run.state = state;
@@ -132,6 +131,35 @@ function updatePrefetch(stats: PrefetchStats): void {
   updateProgress(run.stats);
 }
 
+/** What v86 starts from: the snapshot's saved state, or the kernel and initrd (read whole, with a progress bar). */
+async function fetchStart(reader: ImageReader, m: Manifest, plan: StartPlan): Promise<Record<string, unknown>> {
+  const track = async (p: Promise<Uint8Array>): Promise<Uint8Array> => {
+    const data = await p;
+    bootBytesDone += data.length;
+    progressEl.value = bootBytesDone;
+    return data;
+  };
+  if (plan.kind === 'restore') {
+    totalBootBytes = plan.snapshot.size;
+    progressEl.max = totalBootBytes;
+    const state = await reader.readBlob(plan.snapshot, 'memory snapshot', 8, (bytes) => {
+      bootBytesDone += bytes;
+      progressEl.value = bootBytesDone;
+    });
+    return { initial_state: { buffer: state.buffer } };
+  }
+  if (m.boot.mode !== 'direct') throw new Error('unreachable: firmware boot was refused earlier');
+  const boot = m.boot;
+  totalBootBytes = boot.kernel.size + (boot.initrd?.size ?? 0);
+  progressEl.max = totalBootBytes;
+  progressEl.value = 0;
+  const [kernel, initrd] = await Promise.all([
+    track(reader.readBlob(boot.kernel, 'kernel')),
+    boot.initrd ? track(reader.readBlob(boot.initrd, 'initrd')) : Promise.resolve(undefined),
+  ]);
+  return { bzimage: { buffer: kernel.buffer }, ...(initrd ? { initrd: { buffer: initrd.buffer } } : {}), cmdline: boot.cmdline };
+}
+
 async function main(): Promise<void> {
   if (typeof WebAssembly !== 'object' || typeof WebAssembly.instantiate !== 'function') {
     needsLocal('This browser cannot run WebAssembly, which the in-browser emulator needs.');
@@ -172,6 +200,7 @@ async function main(): Promise<void> {
     },
   });
   const m = reader.manifest;
+  mark('manifest');
   if (m.hardware.arch !== 'i686') {
     needsLocal(`This image is ${m.hardware.arch}: it needs \`hostme run\`.`);
     return;
@@ -180,21 +209,24 @@ async function main(): Promise<void> {
     needsLocal('This image boots from firmware; the in-browser runner supports direct kernel boot only.');
     return;
   }
+  const plan = planStart(m, body.dataset.v86Version ?? '', params.get('boot') === 'cold');
+  run.start = plan.kind;
+  body.dataset.start = plan.kind;
+  if (plan.kind === 'boot' && plan.notice) {
+    eventsEl.append(text(plan.notice, 'li'));
+    body.dataset.notice = plan.notice;
+  }
   setState('fetching');
-  const boot = m.boot;
-  totalBootBytes = boot.kernel.size + (boot.initrd?.size ?? 0);
-  progressEl.max = totalBootBytes;
-  progressEl.value = 0;
-  const track = async (p: Promise<Uint8Array>): Promise<Uint8Array> => {
-    const data = await p;
-    bootBytesDone += data.length;
-    progressEl.value = bootBytesDone;
-    return data;
-  };
-  const [kernel, initrd] = await Promise.all([
-    track(reader.readBlob(boot.kernel, 'kernel')),
-    boot.initrd ? track(reader.readBlob(boot.initrd, 'initrd')) : Promise.resolve(undefined),
-  ]);
+  // The emulator and the disk's index load while the boot blobs stream.
+  const emulatorLoading = loadV86().then((loaded) => {
+    mark('v86Loaded');
+    return loaded;
+  });
+  const diskIndexLoading = reader.chunkIndex(m.disks[0]!, `disk ${m.disks[0]!.name}`);
+  emulatorLoading.catch(() => {});
+  diskIndexLoading.catch(() => {});
+  const machineStart = await fetchStart(reader, m, plan);
+  mark('startBlobs');
   progressEl.removeAttribute('value'); // indeterminate: the disk streams on demand from here
 
   const holder: { emulator?: V86Emulator } = {};
@@ -209,13 +241,12 @@ async function main(): Promise<void> {
       if (wasRunning) void holder.emulator?.run();
     });
   });
-  await reader.chunkIndex(m.disks[0]!, `disk ${m.disks[0]!.name}`);
+  await diskIndexLoading;
   run.guestReadChunks = () => [...disk.touchedChunks].sort((x, y) => x - y);
-  const prefetcher = new Prefetcher(disk, prefetchChunks(m.prefetch, 0, disk.prefetchCapacity), updatePrefetch);
+  // The prefetch list is a cold boot's working set: a restored machine reads other chunks.
+  const prefetcher = new Prefetcher(disk, plan.kind === 'boot' ? prefetchChunks(m.prefetch, 0, disk.prefetchCapacity) : [], updatePrefetch);
   void prefetcher.run();
-
-  const v86Url = '/_hostme/libv86.mjs';
-  const { V86 } = (await import(/* webpackIgnore: true */ v86Url)) as { V86: V86Constructor };
+  const { V86, options: emulatorFiles } = await emulatorLoading;
 
   const term = new Terminal({ convertEol: false, cursorBlink: true, scrollback: 5000, fontSize: 14 });
   const fit = new FitAddon();
@@ -239,16 +270,11 @@ async function main(): Promise<void> {
   const started = performance.now();
   setState('booting');
   const vm = new V86({
-    wasm_path: '/_hostme/v86.wasm',
-    bios: { url: '/_hostme/bios.bin' },
-    vga_bios: { url: '/_hostme/vgabios.bin' },
-    bzimage: { buffer: kernel.buffer },
-    ...(initrd ? { initrd: { buffer: initrd.buffer } } : {}),
+    ...emulatorFiles,
+    ...machineStart,
     hda: disk,
-    cmdline: boot.cmdline,
-    // v86 loads the initrd at 64 MiB: memory must exceed that plus the initrd.
-    memory_size: Math.max(m.hardware.memoryMiB, Math.ceil((64 * 1048576 + (initrd?.length ?? 0)) / 1048576) + 8) * 1048576,
-    vga_memory_size: 2 * 1048576,
+    memory_size: plan.memoryBytes,
+    vga_memory_size: plan.vgaMemoryBytes,
     screen_container: views.screenContainer,
     autostart: true,
     // The PS/2 keyboard feeds the VGA console; GuestViews enables it only while the screen has focus.
@@ -258,6 +284,21 @@ async function main(): Promise<void> {
   });
   holder.emulator = vm;
   views.attachKeyboard(vm);
+  if (plan.kind === 'restore') {
+    // The saved machine sits at its ready point already: nothing will print the marker again.
+    vm.add_listener('emulator-ready', () => {
+      term.write('\x1b[2m[hostme: resumed from a memory snapshot; press Enter for a prompt]\x1b[0m\r\n');
+      markReady();
+    });
+  }
+  function markReady(): void {
+    mark('ready');
+    run.bootMs = Math.round(performance.now() - started);
+    body.dataset.bootMs = String(run.bootMs);
+    progressEl.max = 1;
+    progressEl.value = 1;
+    setState('ready');
+  }
   let pending = '';
   vm.add_listener('serial0-output-byte', (value) => {
     const ch = String.fromCharCode(value as number);
@@ -266,13 +307,7 @@ async function main(): Promise<void> {
     if (run.transcript.length > 200000) run.transcript = run.transcript.slice(-100000);
     if (run.state !== 'ready') {
       pending = (pending + ch).slice(-32);
-      if (pending.includes('HOSTME-READY')) {
-        run.bootMs = Math.round(performance.now() - started);
-        body.dataset.bootMs = String(run.bootMs);
-        progressEl.max = 1;
-        progressEl.value = 1;
-        setState('ready');
-      }
+      if (pending.includes('HOSTME-READY')) markReady();
     }
     run.disk = { chunks: Math.ceil(disk.byteLength / m.disks[0]!.chunkSize), touched: disk.touchedChunks.size };
   });

@@ -1,7 +1,7 @@
 // Browser-side implementation of docs/format.md: envelope verification,
 // manifest validation, chunk index parsing and object decoding.
-// Browser-only (WebCrypto, fzstd): no node: imports.
-import { decompress } from 'fzstd';
+// Browser-only (WebCrypto, zstddec): no node: imports.
+import { ZSTDDecoder } from 'zstddec';
 
 export type ReaderErrorCode =
   | 'network'
@@ -53,7 +53,7 @@ export interface Manifest {
   hardware: { arch: 'x86_64' | 'i686'; memoryMiB: number; cpus: number };
   boot: { mode: 'direct'; kernel: BlobRef; initrd?: BlobRef; cmdline: string } | { mode: 'firmware' };
   disks: DiskRef[];
-  memorySnapshot?: BlobRef & { emulator: string };
+  memorySnapshot?: BlobRef & { emulator: string; memoryBytes?: number; vgaMemoryBytes?: number };
   prefetch?: Array<[number, number]>;
   mirrors: string[];
   parent?: { version: string; digest: string };
@@ -109,7 +109,7 @@ export async function decodeObject(stored: Uint8Array, id: string, length: numbe
     throw new ReaderError('invalid-object', `${origin}: object ${id} is ${stored.length} bytes, longer than its content (${length})`, { id, origin });
   } else {
     try {
-      content = decompress(stored, new Uint8Array(length));
+      content = (await zstd()).decode(stored, length);
     } catch (err) {
       throw new ReaderError('invalid-object', `${origin}: object ${id} is not a valid zstd frame (${(err as Error).message})`, { id, origin });
     }
@@ -122,6 +122,18 @@ export async function decodeObject(stored: Uint8Array, id: string, length: numbe
     throw new ReaderError('invalid-object', `${origin}: object ${id} has the wrong content (SHA-256 ${actual})`, { id, origin, actual });
   }
   return content;
+}
+
+// zstd in WebAssembly (zstddec, the reference decoder compiled to wasm): about
+// 3x faster than the pure-JS fzstd on the memory snapshot's chunks (docs/web.md).
+let decoder: Promise<ZSTDDecoder> | undefined;
+function zstd(): Promise<ZSTDDecoder> {
+  decoder ??= (async () => {
+    const d = new ZSTDDecoder();
+    await d.init();
+    return d;
+  })();
+  return decoder;
 }
 
 // ------------------------------------------------------------------ chunk index
@@ -329,7 +341,12 @@ export function parseManifest(bytes: Uint8Array, origin: string): Manifest {
   let memorySnapshot: Manifest['memorySnapshot'];
   if (m.memorySnapshot !== undefined) {
     const s = obj(m.memorySnapshot, 'memorySnapshot');
-    memorySnapshot = { ...blob(s, 'memorySnapshot'), emulator: str(s.emulator, 'memorySnapshot.emulator') };
+    memorySnapshot = {
+      ...blob(s, 'memorySnapshot'),
+      emulator: str(s.emulator, 'memorySnapshot.emulator'),
+      ...(s.memoryBytes === undefined ? {} : { memoryBytes: int(s.memoryBytes, 'memorySnapshot.memoryBytes', 1) }),
+      ...(s.vgaMemoryBytes === undefined ? {} : { vgaMemoryBytes: int(s.vgaMemoryBytes, 'memorySnapshot.vgaMemoryBytes', 0) }),
+    };
   }
   let prefetch: Manifest['prefetch'];
   if (m.prefetch !== undefined) {

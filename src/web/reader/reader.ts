@@ -177,10 +177,24 @@ export class ImageReader {
         if (at >= 0 && this.sources.length > 1) this.sources.push(...this.sources.splice(at, 1));
         continue;
       }
-      await this.options.cache.put(id, stored);
+      // Persisting is off the read path: the guest waits for the bytes, not for the disk write.
+      this.persist(id, stored);
       return content;
     }
     throw lastError ?? new ReaderError('network', `${label}: no source for object ${id}`, { id });
+  }
+
+  private readonly writes = new Set<Promise<void>>();
+
+  private persist(id: string, stored: Uint8Array): void {
+    const write = this.options.cache.put(id, stored).catch(() => {});
+    this.writes.add(write);
+    void write.finally(() => this.writes.delete(write));
+  }
+
+  /** Resolves when every fetched object has been handed to the persistent cache. */
+  async flushCache(): Promise<void> {
+    while (this.writes.size > 0) await Promise.all([...this.writes]);
   }
 
   /** GET with retries on network errors and 5xx; undefined on 404. */
@@ -215,6 +229,12 @@ export class ImageReader {
     return p;
   }
 
+  /** Whether chunk `i` of a blob is a hole (all zeros, no object to fetch). */
+  async isHole(ref: BlobRef, i: number, label: string): Promise<boolean> {
+    const index = await this.chunkIndex(ref, label);
+    return i >= 0 && i < index.count && !index.ids[i];
+  }
+
   /** Chunk `i` of a blob: verified content, zeros for a hole. */
   async readChunk(ref: BlobRef, i: number, label: string, priority?: RequestPriority): Promise<Uint8Array> {
     const index = await this.chunkIndex(ref, label);
@@ -226,14 +246,16 @@ export class ImageReader {
   }
 
   /** A whole blob (kernel, initrd, snapshot), chunks fetched in parallel. */
-  async readBlob(ref: BlobRef, label: string, parallel = 6): Promise<Uint8Array> {
+  async readBlob(ref: BlobRef, label: string, parallel = 6, onChunk?: (bytes: number) => void): Promise<Uint8Array> {
     const index = await this.chunkIndex(ref, label);
     const out = new Uint8Array(ref.size);
     let next = 0;
     const worker = async (): Promise<void> => {
       while (next < index.count) {
         const i = next++;
-        out.set(await this.readChunk(ref, i, label), i * ref.chunkSize);
+        const chunk = await this.readChunk(ref, i, label);
+        out.set(chunk, i * ref.chunkSize);
+        onChunk?.(chunk.length);
       }
     };
     await Promise.all(Array.from({ length: Math.min(parallel, index.count) }, worker));

@@ -4,8 +4,15 @@
 // as `hda` (see buffer.js in v86: the loadable branch of V86's constructor).
 // Reads fetch the covering chunks on demand; writes go to a copy-on-write
 // overlay in RAM (256-byte blocks, v86's own granularity), never to the image.
-import type { ImageReader } from './reader.js';
 import type { BlobRef } from './format.js';
+
+/** Where the disk's verified chunks come from: the page's ImageReader, or the repository under Node (hostme snapshot). */
+export interface ChunkReader {
+  /** `priority` is a fetch priority hint: 'low' for prefetch (readers without a network may ignore it). */
+  readChunk(ref: BlobRef, index: number, label: string, priority?: RequestPriority): Promise<Uint8Array>;
+  /** Whether chunk `index` is a hole (no object, zeros); lets prefetch skip it. Optional: without it holes count as fetched. */
+  isHole?(ref: BlobRef, index: number, label: string): Promise<boolean>;
+}
 
 const BLOCK = 256;
 
@@ -28,7 +35,7 @@ export class V86ChunkDisk {
   private failing: Array<() => void> = [];
 
   constructor(
-    private readonly reader: ImageReader,
+    private readonly reader: ChunkReader,
     private readonly ref: BlobRef,
     private readonly label: string,
     private readonly onFailure: (failure: DiskReadFailure) => void,
@@ -93,9 +100,8 @@ export class V86ChunkDisk {
    */
   async prefetch(i: number): Promise<'fetched' | 'present' | 'hole'> {
     if (this.lru.has(i)) return 'present';
-    const index = await this.reader.chunkIndex(this.ref, this.label);
-    if (i < 0 || i >= index.count) throw new RangeError(`${this.label}: prefetch of chunk ${i} outside the disk`);
-    if (!index.ids[i]) return 'hole';
+    if (i < 0 || i * this.ref.chunkSize >= this.ref.size) throw new RangeError(`${this.label}: prefetch of chunk ${i} outside the disk`);
+    if (await this.reader.isHole?.(this.ref, i, this.label)) return 'hole';
     const data = await this.reader.readChunk(this.ref, i, this.label, 'low');
     if (!this.lru.has(i)) this.remember(i, data);
     return 'fetched';

@@ -1,0 +1,162 @@
+/**
+ * bench:browser — click → shell answered in the browser tab (docs/bench.md):
+ * the i686 guest cold-booted by v86 in the run page vs resumed from its
+ * memory snapshot, at full loopback speed and through an emulated WAN link
+ * (src/bench/wan-proxy.ts, default 50 Mbit/s, 100 ms RTT). Every run is a
+ * fresh Chromium profile (empty browser cache), so the page, v86, the BIOS
+ * and the image all come over the link, as on a first visit.
+ *
+ * "Shell answered": the page reaches its ready state (HOSTME-READY printed, or
+ * the snapshot resumed), then `echo "answer $((6*7))"` is typed into the
+ * terminal and the clock stops when "answer 42" comes back.
+ */
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { chromium } from 'playwright-core';
+import { startRepoServer, type RequestLogEntry } from '../server/server.js';
+import { loadPrivateKey } from '../pack/publisher-key.js';
+import { snapshotImage } from '../snapshot/index.js';
+import { CHROMIUM, CHROMIUM_ARGS, prepareWeb, publishWebRepo } from '../web/web-fixtures.js';
+import { Cleanup, fmtBytes, fmtRatio, fmtSeconds, log, machineInfo, median, repoRoot, table, writeJson } from './bench-util.js';
+import { startWanProxy } from './wan-proxy.js';
+
+const { values: opts } = parseArgs({
+  options: {
+    runs: { type: 'string', default: '3' },
+    'cold-runs': { type: 'string', default: '1' },
+    rtt: { type: 'string', default: '100' },
+    mbit: { type: 'string', default: '50' },
+    timeout: { type: 'string', default: '420' },
+    out: { type: 'string', default: path.join(repoRoot, 'bench', 'results', 'browser.json') },
+  },
+});
+const snapshotRuns = Math.max(1, Number(opts.runs));
+const coldRuns = Math.max(1, Number(opts['cold-runs']));
+const rttMs = Number(opts.rtt);
+const mbit = Number(opts.mbit);
+const timeoutMs = Number(opts.timeout) * 1000;
+const GOAL_MS = 5000;
+
+type Start = 'cold' | 'snapshot';
+type Link = 'loopback' | 'wan';
+
+interface Measurement {
+  start: Start;
+  link: Link;
+  run: number;
+  /** Navigation start → the page's ready state. */
+  readyMs: number;
+  /** Navigation start → the typed command's answer on the console. */
+  answeredMs: number;
+  /** The page's own milestones, ms since navigation (manifest, v86Loaded, startBlobs, ready). */
+  pageTimings: Record<string, number>;
+  /** Bytes the server sent (loopback) or that crossed the emulated link (wan). */
+  bytes: number;
+  requests: number;
+}
+
+async function measure(pageUrl: string, start: Start): Promise<{ readyMs: number; answeredMs: number; pageTimings: Record<string, number> }> {
+  const profile = await mkdtemp(path.join(tmpdir(), 'hostme-bench-chromium-'));
+  const context = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, args: CHROMIUM_ARGS, viewport: { width: 1100, height: 700 } });
+  try {
+    const page = await context.newPage();
+    const started = performance.now();
+    await page.goto(start === 'cold' ? `${pageUrl}?boot=cold` : pageUrl);
+    await page.waitForFunction(() => ['ready', 'error'].includes(document.body.dataset.state ?? ''), undefined, { timeout: timeoutMs, polling: 100 });
+    const readyMs = performance.now() - started;
+    const state = await page.evaluate(() => ({ state: document.body.dataset.state, start: document.body.dataset.start, message: document.getElementById('message')?.textContent }));
+    if (state.state !== 'ready') throw new Error(`the run page failed: ${state.message}`);
+    if (state.start !== (start === 'cold' ? 'boot' : 'restore')) throw new Error(`asked for ${start}, the page did ${state.start}`);
+    await page.locator('#terminal .xterm-helper-textarea').focus();
+    await page.keyboard.type('echo "answer $((6*7))"\n');
+    await page.waitForFunction(() => /answer 42/.test((window as unknown as { hostmeRun: { transcript: string } }).hostmeRun.transcript), undefined, { timeout: 60_000, polling: 50 });
+    const answeredMs = performance.now() - started;
+    const pageTimings = await page.evaluate(() => (window as unknown as { hostmeRun: { timings: Record<string, number> } }).hostmeRun.timings);
+    return { readyMs, answeredMs, pageTimings };
+  } finally {
+    await context.close();
+    await rm(profile, { recursive: true, force: true });
+  }
+}
+
+async function main(): Promise<void> {
+  const cleanup = new Cleanup();
+  try {
+    const prepared = prepareWeb();
+    if ('skip' in prepared) throw new Error(`cannot run: ${prepared.skip}`);
+    log('publishing hello-i686 and taking its snapshot (one cold boot in v86 under Node)');
+    const { base, repoDir } = await publishWebRepo(prepared.guest);
+    cleanup.add('repo', () => rm(base, { recursive: true, force: true }));
+    const snap = await snapshotImage({ repoDir, name: 'hello-i686', key: await loadPrivateKey(path.join(base, 'publisher.key')), until: /HOSTME-READY/ });
+    log(`snapshot: ${fmtBytes(snap.stateBytes)} state, ${fmtBytes(snap.storedBytes)} stored`);
+
+    const served: RequestLogEntry[] = [];
+    const server = await startRepoServer({ repoDir, logger: (e) => served.push(e) });
+    cleanup.add('server', () => server.close());
+    const port = Number(new URL(server.url).port);
+
+    const results: Measurement[] = [];
+    const once = async (start: Start, link: Link, run: number): Promise<void> => {
+      const from = served.length;
+      let measured: { readyMs: number; answeredMs: number; pageTimings: Record<string, number> };
+      let bytes: number;
+      let requests: number;
+      if (link === 'loopback') {
+        measured = await measure(`${server.url}/i/hello-i686/run`, start);
+        const sent = served.slice(from);
+        bytes = sent.reduce((sum, r) => sum + r.bytes, 0);
+        requests = sent.length;
+      } else {
+        const proxy = await startWanProxy({ targetPort: port, rttMs, downMbit: mbit, lifetimeMs: timeoutMs + 120_000 });
+        try {
+          measured = await measure(`http://127.0.0.1:${proxy.port}/i/hello-i686/run`, start);
+        } finally {
+          await proxy.close();
+        }
+        bytes = proxy.counters.bytesDown;
+        requests = served.length - from;
+      }
+      results.push({ start, link, run, ...measured, bytes, requests });
+      log(`${start} over ${link}, run ${run}: ready ${fmtSeconds(measured.readyMs)}, answered ${fmtSeconds(measured.answeredMs)}, ${fmtBytes(bytes)} in ${requests} requests; page ${JSON.stringify(measured.pageTimings)}`);
+    };
+    // Round-robin, so background load hits every case alike.
+    for (let run = 1; run <= Math.max(snapshotRuns, coldRuns); run++) {
+      for (const link of ['loopback', 'wan'] as const) {
+        if (run <= snapshotRuns) await once('snapshot', link, run);
+        if (run <= coldRuns) await once('cold', link, run);
+      }
+    }
+    await report(results, snap);
+  } finally {
+    await cleanup.run();
+  }
+}
+
+async function report(results: Measurement[], snap: { stateBytes: number; storedBytes: number; msToReady: number }): Promise<void> {
+  const pick = (start: Start, link: Link) => results.filter((r) => r.start === start && r.link === link);
+  const summary = (['loopback', 'wan'] as const).map((link) => {
+    const cold = pick('cold', link);
+    const snapshot = pick('snapshot', link);
+    const row = (rs: Measurement[]) => ({ answeredMs: median(rs.map((r) => r.answeredMs)), readyMs: median(rs.map((r) => r.readyMs)), bytes: median(rs.map((r) => r.bytes)), requests: median(rs.map((r) => r.requests)) });
+    const c = row(cold);
+    const s = row(snapshot);
+    return { link, cold: c, snapshot: s, ratio: s.answeredMs / c.answeredMs };
+  });
+  const rows = [['link', 'start', 'ready', 'answered', 'bytes', 'requests', 'snapshot / cold']];
+  for (const s of summary) {
+    rows.push([s.link, 'cold boot', fmtSeconds(s.cold.readyMs), fmtSeconds(s.cold.answeredMs), fmtBytes(s.cold.bytes), String(s.cold.requests), '1.00×']);
+    rows.push([s.link, 'snapshot', fmtSeconds(s.snapshot.readyMs), fmtSeconds(s.snapshot.answeredMs), fmtBytes(s.snapshot.bytes), String(s.snapshot.requests), fmtRatio(s.ratio)]);
+  }
+  const wan = summary.find((s) => s.link === 'wan')!;
+  const goal = { snapshotAnsweredMsOnWan: wan.snapshot.answeredMs, goalMs: GOAL_MS, met: wan.snapshot.answeredMs <= GOAL_MS };
+  process.stdout.write(`\nbench:browser (median; snapshot runs ${snapshotRuns}, cold runs ${coldRuns}; wan = ${mbit} Mbit/s, ${rttMs} ms RTT)\n${table(rows)}\n`);
+  process.stdout.write(`goal: snapshot path ≤ ${GOAL_MS / 1000} s to an answered command on the emulated link: ${fmtSeconds(goal.snapshotAnsweredMsOnWan)} ${goal.met ? 'MET' : 'MISSED'}\n`);
+  await writeJson(opts.out!, { bench: 'browser', when: new Date().toISOString(), machine: machineInfo(), link: { rttMs, mbit }, snapshot: snap, summary, goal, runs: results });
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`bench:browser failed: ${(err as Error).stack ?? String(err)}\n`);
+  process.exit(1);
+});
