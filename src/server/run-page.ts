@@ -1,10 +1,11 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { createReadStream, existsSync, statSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { HttpError, escapeHtml as e, publicBaseUrl, sendHtml } from './http-util.js';
 import { handleOpenLink, OPEN_PATH } from './open-link.js';
+import { AssetCache } from './asset-cache.js';
 import { summarize, type RepoView } from './repo-view.js';
 
 /**
@@ -44,7 +45,9 @@ function v86Version(): string {
   }
 }
 
-function serveAsset(req: IncomingMessage, res: ServerResponse, name: string): void {
+const assetCache = new AssetCache();
+
+async function serveAsset(req: IncomingMessage, res: ServerResponse, name: string): Promise<void> {
   const entry = ASSETS[name];
   if (!entry) throw new HttpError(404, 'not-found', `no asset ${name}`);
   const [file, type] = entry();
@@ -52,16 +55,7 @@ function serveAsset(req: IncomingMessage, res: ServerResponse, name: string): vo
     const hint = name === 'run.js' || name === 'handler.js' ? ' (run scripts/build-web.sh)' : name.endsWith('.bin') ? ' (install the Debian package seabios)' : '';
     throw new HttpError(404, 'asset-missing', `${name} is not installed on this server${hint}`);
   }
-  const size = statSync(file).size;
-  res.statusCode = 200;
-  res.setHeader('Content-Type', type);
-  res.setHeader('Content-Length', size);
-  res.setHeader('Cache-Control', 'no-cache');
-  if (req.method === 'HEAD') {
-    res.end();
-    return;
-  }
-  createReadStream(file).on('error', () => res.destroy()).pipe(res);
+  await assetCache.send(req, res, file, type);
 }
 
 const RUN_STYLE = `
@@ -259,7 +253,7 @@ export async function handleWebRoute(
   fallbackHost: string,
 ): Promise<boolean> {
   if (segments.length === 2 && segments[0] === '_hostme') {
-    serveAsset(req, res, segments[1]!);
+    await serveAsset(req, res, segments[1]!);
     return true;
   }
   if (segments.length === 1 && segments[0] === 'button.js') {

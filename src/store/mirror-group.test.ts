@@ -118,6 +118,27 @@ describe('MirrorGroup over real HTTP servers', () => {
     assert.equal(fast.count('objects/'), before + 1, 'the next read goes to the fast mirror');
   });
 
+  test('reads rank mirrors by transfer time: our own busy CPU (decoding, hashing) does not demote a fast mirror', async () => {
+    const slow = await serve({ delayMs: 120 });
+    const fast = await serve({});
+    const fastStore = httpStore(fast.url);
+    // The fast mirror's objects cost 200 ms of our CPU after they arrive (a busy machine verifying them).
+    const busyAfterTransfer: typeof fastStore = Object.assign(Object.create(fastStore) as typeof fastStore, {
+      get: async (ref: { id: string; length: number }) => {
+        const object = await fastStore.get(ref);
+        const until = performance.now() + 200;
+        while (performance.now() < until);
+        return object;
+      },
+    });
+    const group = new MirrorGroup([busyAfterTransfer, httpStore(slow.url)]);
+    for (const ref of refs) await group.get(ref);
+    const ranking = group.ranking();
+    assert.equal(ranking[0]!.name, fast.url, `ranking: ${JSON.stringify(ranking)}`);
+    assert.equal(ranking[0]!.served, refs.length, 'every read went to the fast mirror');
+    assert.equal(slow.count('objects/'), 0);
+  });
+
   test('measure() ranks an unreachable mirror after a reachable one', async () => {
     const good = await serve({});
     const group = new MirrorGroup([httpStore(await closedPortUrl()), httpStore(good.url)]);

@@ -21,7 +21,8 @@ interface MirrorState {
 
 /**
  * A failover group of mirrors of one repository. Reads go to the best-ranked
- * mirror (measured latency); on a network failure or a missing object the next
+ * mirror (smoothed transfer time, as the transport measured it: decoding and
+ * hashing on our CPU are not the mirror's fault); on a network failure or a missing object the next
  * one is tried; a mirror that returns wrong bytes is demoted and reported, and
  * the object is fetched elsewhere.
  */
@@ -64,7 +65,8 @@ export class MirrorGroup implements ObjectSource {
       const started = performance.now();
       try {
         const object = await mirror.source.get(ref, options);
-        mirror.latencyMs = mirror.latencyMs * 0.8 + (performance.now() - started) * 0.2;
+        const elapsed = object.transferMs ?? performance.now() - started;
+        mirror.latencyMs = mirror.latencyMs * 0.8 + elapsed * 0.2;
         mirror.served++;
         return object;
       } catch (err) {

@@ -16,6 +16,12 @@ export interface VerifiedObject {
   stored: Uint8Array;
   /** Which source produced it, for stats and error messages. */
   source: string;
+  /**
+   * Time spent moving the bytes (request to last byte), without decoding and
+   * hashing: what mirror ranking compares, since our own CPU time says nothing
+   * about a mirror.
+   */
+  transferMs?: number;
 }
 
 export type FetchPriority = 'demand' | 'prefetch' | 'background';

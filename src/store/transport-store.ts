@@ -24,10 +24,12 @@ export class TransportStore implements ObjectStore {
   }
 
   async get(ref: ObjectRef, options: GetOptions = {}): Promise<VerifiedObject> {
+    const started = performance.now();
     const stored = await this.transport.read(objectPath(ref.id), { signal: options.signal, maxBytes: MAX_STORED_OBJECT });
+    const transferMs = performance.now() - started;
     if (!stored) throw missing(this.name, `object ${ref.id}`);
     const data = decodeObject(ref.id, ref.length, stored, this.name);
-    return { id: ref.id, data, stored, source: this.name };
+    return { id: ref.id, data, stored, source: this.name, transferMs };
   }
 
   async has(id: ObjectId): Promise<boolean> {

@@ -2,9 +2,10 @@
 // WebCrypto, both in Node 20) against a real `hostme serve` over loopback.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { cp, mkdir, mkdtemp, open, rm } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, open, readFile, rm } from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { startRepoServer, type RunningRepoServer } from '../server/server.js';
 import { createKeyFiles, loadPrivateKey } from '../pack/publisher-key.js';
 import { packImage } from '../pack/pack-image.js';
@@ -213,4 +214,18 @@ test('hostme serve: run page, button.js and /_hostme assets', { skip }, async ()
     assert.match(res.headers.get('content-type') ?? '', type, asset);
   }
   assert.equal((await fetch(`${good.url}/_hostme/nothing.js`)).status, 404);
+
+  // Assets go compressed when the client accepts it, and revalidate with a 304.
+  const wasmFile = await readFile(join(dirname(createRequire(import.meta.url).resolve('v86')), 'v86.wasm'));
+  const plain = await fetch(`${good.url}/_hostme/v86.wasm`, { headers: { 'Accept-Encoding': 'identity' } });
+  assert.equal(plain.headers.get('content-encoding'), null);
+  assert.ok(Buffer.from(await plain.arrayBuffer()).equals(wasmFile));
+  for (const encoding of ['br', 'gzip']) {
+    const res = await fetch(`${good.url}/_hostme/v86.wasm`, { headers: { 'Accept-Encoding': encoding } });
+    assert.equal(res.headers.get('content-encoding'), encoding);
+    assert.ok(Number(res.headers.get('content-length')) < wasmFile.length / 3, `${encoding}: ${res.headers.get('content-length')} bytes`);
+    assert.ok(Buffer.from(await res.arrayBuffer()).equals(wasmFile), `${encoding} decodes to the file`);
+    const again = await fetch(`${good.url}/_hostme/v86.wasm`, { headers: { 'Accept-Encoding': encoding, 'If-None-Match': res.headers.get('etag')! } });
+    assert.equal(again.status, 304);
+  }
 });

@@ -51,6 +51,13 @@ const params = new URLSearchParams(location.search);
 const run: RunState = { state: 'loading', transcript: '', stats: { fetchedObjects: 0, fetchedBytes: 0, cachedObjects: 0, cachedBytes: 0 }, errors: [], timings: {} };
 (window as unknown as { hostmeRun: RunState }).hostmeRun = run;
 
+// Chunk writes to the browser cache wait until the machine has started (or failed, or 30 s).
+let releaseWrites: () => void = () => {};
+const machineStarted = new Promise<void>((resolve) => {
+  releaseWrites = resolve;
+  setTimeout(resolve, 30_000);
+});
+
 function mark(milestone: string): void {
   run.timings[milestone] = Math.round(performance.now());
 }
@@ -96,6 +103,7 @@ function needsLocal(why: string): void {
 }
 
 function fail(err: unknown, retry?: () => void): void {
+  releaseWrites();
   const message = err instanceof Error ? err.message : String(err);
   run.errors.push(message);
   setState('error');
@@ -217,6 +225,7 @@ async function main(): Promise<void> {
     body.dataset.notice = plan.notice;
   }
   setState('fetching');
+  reader.holdWrites(machineStarted);
   // The emulator and the disk's index load while the boot blobs stream.
   const emulatorLoading = loadV86().then((loaded) => {
     mark('v86Loaded');
@@ -284,6 +293,7 @@ async function main(): Promise<void> {
   });
   holder.emulator = vm;
   views.attachKeyboard(vm);
+  vm.add_listener('emulator-ready', () => releaseWrites());
   if (plan.kind === 'restore') {
     // The saved machine sits at its ready point already: nothing will print the marker again.
     vm.add_listener('emulator-ready', () => {
