@@ -3,11 +3,12 @@
  * made by debootstrap in the build's root tree. Needs root (device nodes,
  * chroot) and a Debian mirror (through the config's mirror rules).
  * Downloaded packages are kept in <cacheDir>/debootstrap/<arch> for the next
- * build. Not reproducible bit for bit: dpkg and debconf record installation
+ * build. What only describes the build (the build host's /etc/resolv.conf and
+ * /etc/hostname, apt lists and downloads, logs) is left out. Not reproducible bit for bit: dpkg and debconf record installation
  * times and the package versions follow the mirror.
  */
 import { execFile } from 'node:child_process';
-import { lstat, mkdir, readdir, readFile, rm } from 'node:fs/promises';
+import { lstat, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { HostmeError } from '../errors.js';
@@ -49,6 +50,9 @@ export async function debootstrap(req: DebootstrapRequest): Promise<void> {
   req.log(`debootstrap: ${req.suite} ${req.variant} in ${((performance.now() - started) / 1000).toFixed(0)} s`);
   for (const p of RUN_SPECIFIC) await removeFiles(path.join(req.root, p));
   await rm(path.join(req.root, 'debootstrap'), { recursive: true, force: true });
+  // debootstrap copies these two from the build host: they describe the host, not the image.
+  await rm(path.join(req.root, 'etc', 'resolv.conf'), { force: true });
+  await writeFile(path.join(req.root, 'etc', 'hostname'), 'localhost\n');
 }
 
 /** The "E:" line debootstrap printed (or its last line) plus the tail of its log, which goes away with the work dir. */
