@@ -13,6 +13,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { buildImage, type BuildResult } from './index.js';
+import { isHostmeError } from '../errors.js';
 import { openRepository } from '../repo/repository.js';
 import { startImage } from '../runner/run-image.js';
 import { launchVm } from '../vm/qemu.js';
@@ -179,6 +180,18 @@ describe('hostme build examples', () => {
     await vm.ready;
     assert.match(vm.console, /hostname: hello-i686\r?\n/);
     await vm.exited;
+  });
+
+  test('a debootstrap failure says what debootstrap said and leaves nothing mounted', { skip: debootstrapSkip() }, async () => {
+    const manifest = path.join(dir, 'bad-suite.json');
+    await writeFile(manifest, JSON.stringify({ name: 'bad', version: '1', base: { debootstrap: { suite: 'no-such-suite' } } }));
+    const work = path.join(dir, 'work-bad-suite');
+    await assert.rejects(buildImage({ manifestPath: manifest, repoDir: path.join(dir, 'repo-bad'), key, workDir: work, cacheDir }), (err: unknown) => {
+      assert.ok(isHostmeError(err) && err.code === 'debootstrap-failed', String(err));
+      assert.match(err.message, /debootstrap failed: E: No such script: .*no-such-suite/);
+      return true;
+    });
+    assert.doesNotMatch(await readFile('/proc/self/mounts', 'utf8'), new RegExp(work));
   });
 
   test('examples/debian: a debootstrap minbase base builds and boots to HOSTME-READY', { skip: debootstrapSkip() }, async () => {
