@@ -2,7 +2,14 @@
 # The main job on its embedded default: build the reference guest, publish it
 # to a local repository, serve it over HTTP, verify it from the URL, and boot
 # it streamed (fetching only what the guest reads), then show the stats.
+# Then the browser image: build hello-i686 from its manifest, snapshot it, and
+# print the run page's URL.
+#
+#   npm run demo               # ends after the summary
+#   npm run demo -- --serve    # keeps serving, for the browser (Ctrl-C stops)
 set -euo pipefail
+serve_after=0
+[ "${1:-}" = "--serve" ] && serve_after=1
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/guest/build-reference.sh
@@ -35,5 +42,16 @@ hostme run "http://127.0.0.1:$port/i/hello" --cache "$demo/cache" --fresh --unti
 echo "== stats ($demo/stats.json)"
 cat "$demo/stats.json"
 echo
+
+echo "== the browser image: hostme build examples/hello-i686, then hostme snapshot (one boot in v86 under Node)"
+if ! hostme ls "$demo/repo" 2>/dev/null | grep -q 'hello-i686'; then
+  hostme build examples/hello-i686/hostme.json --repo "$demo/repo" --key "$demo/publisher.key"
+  hostme snapshot hello-i686 --repo "$demo/repo" --key "$demo/publisher.key"
+fi
+echo "Browser:      http://127.0.0.1:$port/i/hello-i686 (the HostMe button; 'Run here' resumes the snapshot in the tab)"
 echo "Landing page: http://127.0.0.1:$port/i/hello (while 'hostme serve $demo/repo' runs)"
 echo "Interactive:  node bin/hostme.js run http://127.0.0.1:$port/i/hello --cache $demo/cache   (Ctrl-] stops the VM)"
+if [ "$serve_after" = 1 ]; then
+  echo "Serving $demo/repo at http://127.0.0.1:$port until Ctrl-C"
+  wait "$server"
+fi

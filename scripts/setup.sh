@@ -8,13 +8,14 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
   qemu-system-x86 qemu-utils qemu-block-extra e2fsprogs busybox-static
   nbdkit libnbd-bin casync seabios zstd cpio mtools iproute2 ca-certificates curl jq openssl lz4 xz-utils
-  syslinux syslinux-common dosfstools fdisk chromium
+  syslinux syslinux-common dosfstools fdisk chromium debootstrap
 )
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
-# The i686 guest (scripts/guest/build-i686.sh) downloads i386 .debs
-# (linux-image-686, busybox-static:i386) with apt-get download: they are
-# unpacked, never installed, but apt must know the architecture.
+# The i686 guest (examples/hello-i686, built by scripts/guest/build-i686.sh)
+# downloads i386 .debs (linux-image-686, busybox-static:i386) with apt-get
+# download: they are unpacked, never installed, but apt must know the
+# architecture.
 need_update=0
 if ! dpkg --print-foreign-architectures | grep -qx i386; then
   echo "hostme setup: enabling the i386 architecture for the i686 guest packages"

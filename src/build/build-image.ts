@@ -2,7 +2,6 @@
  * `hostme build`: a build manifest → a root tree → a reproducible disk →
  * an image published into a repository with packImage.
  */
-import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { chmod, copyFile, lchown, lstat, mkdir, mkdtemp, open, readdir, readFile, readlink, rename, rm, stat, symlink, writeFile } from 'node:fs/promises';
@@ -11,20 +10,21 @@ import path from 'node:path';
 import { createGunzip } from 'node:zlib';
 import { spawn } from 'node:child_process';
 import type { Readable } from 'node:stream';
-import { promisify } from 'node:util';
 import { HostmeError } from '../errors.js';
 import { renderSeedFiles, type SeedOptions } from '../seed/nocloud.js';
 import type { PublisherKey } from '../format/signature.js';
 import { packImage, type PackSummary } from '../pack/pack-image.js';
 import { openRepository } from '../repo/repository.js';
 import { loadBuildManifest, parseDiskSize, parseMode, type BuildManifest } from './build-manifest.js';
-import { debDataTar, extractVmlinux, fetchDeb, moduleLoadOrder, readKernelPackage, resolveKernelPackage } from './debian.js';
+import { prepareBoot } from './boot.js';
+import { debDataTar, debianArch, fetchDeb } from './debian.js';
+import { debootstrap, unmountUnder } from './debootstrap.js';
 import { autoFsBytes, biosOverheadBytes, derivedUuid, makeBiosDisk, makeExt4, neededFsBytes, scanTree } from './disk.js';
-import { checkLocalFile, fetchByDigest, loadMirrorRules, rewriteUrl, sha256File } from './fetch-base.js';
+import { checkLocalFile, fetchByDigest, sha256File } from './fetch-base.js';
 import { renderTemplate, resolveInputs } from './inputs.js';
+import { writeRandomFile } from './random-file.js';
 import { entryComponents, resolveInRoot, unpackTar, type Ownership } from './safe-unpack.js';
 
-const run = promisify(execFile);
 const isRoot = process.getuid?.() === 0;
 
 export interface BuildRequest {
@@ -44,6 +44,12 @@ export interface BuildRequest {
    */
   seed?: SeedOptions;
   /**
+   * Also write the built files here (disk.raw, kernel, initrd.img and
+   * image.json describing them), for local runs and tests; the repository
+   * stays the published form. Files are replaced atomically, image.json last.
+   */
+  outDir?: string;
+  /**
    * Untrusted manifests (the render service): every local path must stay
    * inside the manifest's directory, so a build cannot read the host's files.
    */
@@ -57,6 +63,24 @@ export interface BuildResult {
   pack: PackSummary;
   /** sha256 of the raw disk: equal for equal inputs. */
   diskSha256: string;
+  /** With `outDir`: the description written to <outDir>/image.json. */
+  outFiles?: BuildOutFiles;
+}
+
+/** <outDir>/image.json: the built files (absolute paths) and what it takes to boot them. */
+export interface BuildOutFiles {
+  name: string;
+  version: string;
+  disk: string;
+  /** Direct boot only (without it the disk boots through the firmware). */
+  kernel?: string;
+  initrd?: string;
+  cmdline?: string;
+  memoryMiB: number;
+  cpus: number;
+  arch: 'x86_64' | 'i686';
+  diskSha256: string;
+  manifestDigest: string;
 }
 
 export const BUILD_STEPS = ['manifest', 'base', 'kernel', 'files', 'templates', 'volatile', 'disk', 'pack'] as const;
@@ -87,7 +111,9 @@ function localPaths(manifest: BuildManifest): Array<[string, string]> {
   const boot = manifest.boot as { kernel?: unknown; initrd?: unknown } | undefined;
   if (typeof boot?.kernel === 'string') paths.push(['boot.kernel', boot.kernel]);
   if (typeof boot?.initrd === 'string') paths.push(['boot.initrd', boot.initrd]);
-  (manifest.files ?? []).forEach((f, i) => paths.push([`files.${i}.src`, f.src]));
+  (manifest.files ?? []).forEach((f, i) => {
+    if (f.src !== undefined) paths.push([`files.${i}.src`, f.src]);
+  });
   return paths;
 }
 
@@ -121,7 +147,8 @@ export async function buildImage(request: BuildRequest): Promise<BuildResult> {
   const kernelSource = manifest.boot?.kernel;
   if (typeof kernelSource === 'object') {
     const bios = manifest.boot?.bootloader === 'bios';
-    kernelSource.extract ??= bios ? 'bzImage' : 'vmlinux';
+    // syslinux and v86 (the browser runner of i686 images) boot bzImages only.
+    kernelSource.extract ??= bios || manifest.hardware.arch === 'i686' ? 'bzImage' : 'vmlinux';
     if (bios && kernelSource.extract !== 'bzImage') {
       throw new HostmeError('build-manifest-invalid', `${path.basename(manifestPath)}: boot.kernel.extract: must be "bzImage" with bootloader "bios" (syslinux cannot boot an ELF vmlinux)`);
     }
@@ -139,7 +166,7 @@ export async function buildImage(request: BuildRequest): Promise<BuildResult> {
     await populateBase(manifest, manifestDir, root, cacheDir, owners, log);
 
     step('kernel');
-    const boot = await prepareKernel(manifest, manifestDir, root, work, cacheDir, owners, log);
+    const boot = await prepareBoot({ manifest, manifestDir, root, work, cacheDir, owners, log });
 
     step('files');
     await applyFiles(manifest, manifestDir, root, owners);
@@ -192,9 +219,15 @@ export async function buildImage(request: BuildRequest): Promise<BuildResult> {
       arch: manifest.hardware.arch,
       description: manifest.description,
     });
+    const result: BuildResult = { name: manifest.name, version: pack.version, manifestDigest: pack.manifestDigest, pack, diskSha256 };
+    if (request.outDir) {
+      const files = { disk, ...(direct ? { kernel: boot.kernel, initrd: boot.initrd, cmdline: boot.cmdline } : {}) };
+      result.outFiles = await writeOutFiles(path.resolve(request.outDir), files, manifest, result);
+    }
     request.onStep?.('done', total, total);
-    return { name: manifest.name, version: pack.version, manifestDigest: pack.manifestDigest, pack, diskSha256 };
+    return result;
   } finally {
+    if (manifest.base.debootstrap) await unmountUnder(work);
     await rm(work, { recursive: true, force: true });
   }
 }
@@ -233,78 +266,15 @@ async function populateBase(manifest: BuildManifest, manifestDir: string, root: 
     log(`base: copied ${src}`);
   } else if (base.debs) {
     for (const spec of base.debs) {
-      const deb = await fetchDeb(spec, cacheDir, log);
+      const deb = await fetchDeb(spec, cacheDir, { arch: debianArch(manifest.hardware.arch), log });
       const { stream, done } = debDataTar(deb.file);
       const result = await unpackTar(stream, root, path.basename(deb.file), owners);
       await done;
       log(`base: ${deb.package} ${deb.version} (${result.entries} entries)`);
     }
   } else if (base.debootstrap) {
-    if (!isRoot) throw new HostmeError('debootstrap-needs-root', 'base.debootstrap needs root (debootstrap creates device nodes and chroots); use a tarball, dir or debs base instead');
-    const d = base.debootstrap;
-    const mirror = rewriteUrl(d.mirror ?? 'http://deb.debian.org/debian/', await loadMirrorRules());
-    const args = [`--variant=${d.variant}`, ...(d.packages.length ? [`--include=${d.packages.join(',')}`] : []), d.suite, root, mirror];
-    log(`debootstrap ${args.join(' ')}`);
-    try {
-      await run('debootstrap', args, { maxBuffer: 64 << 20, env: { ...process.env, SOURCE_DATE_EPOCH: '1700000000' } });
-    } catch (err) {
-      throw new HostmeError('debootstrap-failed', `debootstrap failed: ${String((err as { stderr?: string }).stderr ?? (err as Error).message).trim().split('\n').pop()}`);
-    }
-    // Run-specific files that make builds differ.
-    for (const p of ['var/cache/apt', 'var/lib/apt/lists', 'var/log', 'debootstrap']) await rm(path.join(root, p), { recursive: true, force: true });
+    await debootstrap({ ...base.debootstrap, arch: debianArch(manifest.hardware.arch), root, cacheDir, log });
   }
-}
-
-interface PreparedBoot {
-  kernel: string;
-  initrd?: string;
-  cmdline: string;
-}
-
-async function prepareKernel(manifest: BuildManifest, manifestDir: string, root: string, work: string, cacheDir: string, owners: Map<string, Ownership>, log: (l: string) => void): Promise<PreparedBoot | undefined> {
-  const boot = manifest.boot;
-  if (!boot) return undefined;
-  const initrd = boot.initrd ? path.resolve(manifestDir, boot.initrd) : undefined;
-  if (initrd && !(await stat(initrd).then((s) => s.isFile(), () => false))) throw new HostmeError('file-unreadable', `boot.initrd ${initrd} is not a file`, { path: initrd });
-  if (typeof boot.kernel === 'string') {
-    const kernel = path.resolve(manifestDir, boot.kernel);
-    if (!(await stat(kernel).then((s) => s.isFile(), () => false))) throw new HostmeError('file-unreadable', `boot.kernel ${kernel} is not a file`, { path: kernel });
-    return { kernel, initrd, cmdline: boot.cmdline };
-  }
-  const pkg = await resolveKernelPackage(boot.kernel.debianPackage);
-  const deb = await fetchDeb(pkg, cacheDir, log);
-  const extract = boot.kernel.extract ?? 'vmlinux';
-  const wantModules = boot.kernel.modules.length > 0;
-  // The extracted kernel is cached next to the .deb it came from (unpacking the .deb takes seconds).
-  const cached = path.join(cacheDir, 'kernels', `${path.basename(deb.file, '.deb')}.${extract}`);
-  const kernel = path.join(work, extract);
-  let contents: Awaited<ReturnType<typeof readKernelPackage>> | undefined;
-  if (!wantModules && (await stat(cached).then((s) => s.isFile(), () => false))) {
-    await copyFile(cached, kernel);
-    log(`kernel: ${deb.package} ${deb.version} → ${extract} (cached)`);
-  } else {
-    contents = await readKernelPackage(deb.file, wantModules);
-    await writeFile(kernel, extract === 'bzImage' ? contents.bzImage : await extractVmlinux(contents.bzImage, work));
-    await mkdir(path.dirname(cached), { recursive: true });
-    const tmp = `${cached}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
-    await copyFile(kernel, tmp);
-    await rename(tmp, cached);
-    log(`kernel: ${deb.package} ${deb.version} (${contents.release}) → ${extract}`);
-  }
-  if (contents && wantModules) {
-    const order = moduleLoadOrder(boot.kernel.modules, contents.modules);
-    for (const mod of order) {
-      const host = path.join(await resolveInRoot(root, entryComponents(path.posix.dirname(mod.imagePath).slice(1), mod.imagePath), true), path.posix.basename(mod.imagePath));
-      await mkdir(path.dirname(host), { recursive: true });
-      await writeFile(host, mod.data, { mode: 0o644 });
-      owners.set(mod.imagePath, { uid: 0, gid: 0 });
-    }
-    const list = path.join(await resolveInRoot(root, ['etc', 'hostme'], true), 'modules');
-    await mkdir(path.dirname(list), { recursive: true });
-    await writeFile(list, order.map((m) => m.imagePath).join('\n') + '\n', { mode: 0o644 });
-    log(`kernel: modules ${order.map((m) => m.name).join(' ')} (load order in /etc/hostme/modules)`);
-  }
-  return { kernel, initrd, cmdline: boot.cmdline };
 }
 
 /** Copies a host tree (or file) to image path components `dest`, never following symlinks out of the root. */
@@ -347,8 +317,9 @@ function normalMode(mode: number, isDir: boolean): number {
 
 async function applyFiles(manifest: BuildManifest, manifestDir: string, root: string, owners: Map<string, Ownership>): Promise<void> {
   for (const f of manifest.files) {
-    const src = path.resolve(manifestDir, f.src);
-    await copyTree(src, root, entryComponents(f.dest.slice(1), f.dest), owners, { mode: parseMode(f.mode) });
+    const dest = entryComponents(f.dest.slice(1), f.dest);
+    if (f.random) await addRandomFile(root, dest, parseDiskSize(f.random.size)!, f.random.seed, parseMode(f.mode) ?? 0o644, owners);
+    else await copyTree(path.resolve(manifestDir, f.src!), root, dest, owners, { mode: parseMode(f.mode) });
   }
   for (const d of manifest.directories) {
     const parts = entryComponents(d.path.slice(1), d.path);
@@ -366,6 +337,47 @@ async function applyFiles(manifest: BuildManifest, manifestDir: string, root: st
     await symlink(l.target, host);
     owners.set('/' + parts.join('/'), { uid: 0, gid: 0 });
   }
+}
+
+/** Copies the built files into `outDir` (each through a temporary name) and writes image.json last. */
+async function writeOutFiles(outDir: string, files: { disk: string; kernel?: string; initrd?: string; cmdline?: string }, manifest: BuildManifest, result: BuildResult): Promise<BuildOutFiles> {
+  await mkdir(outDir, { recursive: true });
+  const place = async (from: string | undefined, name: string): Promise<string | undefined> => {
+    if (!from) return undefined;
+    const to = path.join(outDir, name);
+    const tmp = `${to}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
+    await copyFile(from, tmp);
+    await rename(tmp, to);
+    return to;
+  };
+  const described: BuildOutFiles = {
+    name: result.name,
+    version: result.version,
+    disk: (await place(files.disk, 'disk.raw'))!,
+    kernel: await place(files.kernel, 'kernel'),
+    initrd: await place(files.initrd, 'initrd.img'),
+    cmdline: files.cmdline,
+    memoryMiB: manifest.hardware.memoryMiB,
+    cpus: manifest.hardware.cpus,
+    arch: manifest.hardware.arch,
+    diskSha256: result.diskSha256,
+    manifestDigest: result.manifestDigest,
+  };
+  const json = path.join(outDir, 'image.json');
+  await writeFile(`${json}.tmp`, JSON.stringify(described, null, 2) + '\n');
+  await rename(`${json}.tmp`, json);
+  return described;
+}
+
+async function addRandomFile(root: string, dest: string[], bytes: number, seed: string, mode: number, owners: Map<string, Ownership>): Promise<void> {
+  if (!dest.length) throw new HostmeError('build-manifest-invalid', 'files: random content cannot replace "/"');
+  const dir = await resolveInRoot(root, dest.slice(0, -1), true);
+  await mkdir(dir, { recursive: true });
+  const host = path.join(dir, dest[dest.length - 1]!);
+  await rm(host, { recursive: true, force: true });
+  await writeRandomFile(host, bytes, seed);
+  await chmod(host, mode);
+  owners.set('/' + dest.join('/'), { uid: 0, gid: 0 });
 }
 
 /** Removes a volatile path's content; a directory stays (empty) as a mount point. */

@@ -1,15 +1,19 @@
 /**
  * hostme build end to end: the examples built from Debian packages (apt-get
  * download into .cache/build), checked for reproducibility, and booted under
- * QEMU (few boots: each is several seconds under TCG).
+ * QEMU (few boots: each is several seconds under TCG). The debian example
+ * runs debootstrap against the Debian mirror (needs root and network; 1–3
+ * minutes here, HOSTME_TEST_DEBOOTSTRAP=0 skips it).
  */
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:net';
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { buildImage, type BuildResult } from './index.js';
+import { isHostmeError } from '../errors.js';
 import { openRepository } from '../repo/repository.js';
 import { startImage } from '../runner/run-image.js';
 import { launchVm } from '../vm/qemu.js';
@@ -19,6 +23,13 @@ const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..'
 const example = (name: string) => path.join(repoRoot, 'examples', name, 'hostme.json');
 const cacheDir = path.join(repoRoot, '.cache', 'build');
 const key = newKey();
+/** The debootstrap test talks to the Debian mirror and takes 1–3 minutes here: HOSTME_TEST_DEBOOTSTRAP=0 skips it (offline machines). */
+function debootstrapSkip(): string | false {
+  if (process.env.HOSTME_TEST_DEBOOTSTRAP === '0') return 'HOSTME_TEST_DEBOOTSTRAP=0';
+  if (process.getuid?.() !== 0) return 'debootstrap needs root';
+  if (!['/usr/sbin/debootstrap', '/sbin/debootstrap'].some((p) => existsSync(p))) return 'debootstrap is not installed (apt-get install debootstrap; scripts/setup.sh does)';
+  return false;
+}
 
 async function freePort(): Promise<number> {
   const server = createServer();
@@ -129,5 +140,75 @@ describe('hostme build examples', () => {
     await vm.ready;
     assert.match(vm.console, /hostname: hello-bios\r?\n/);
     await vm.exited;
+  });
+
+  test('examples/hello-i686: a generated initrd, reproducible, boots in qemu-system-i386 from an IDE disk to HOSTME-READY', async () => {
+    const outDir = (n: string) => path.join(dir, n);
+    const first = await buildImage({ manifestPath: example('hello-i686'), repoDir: path.join(dir, 'repo-i686'), key, workDir: path.join(dir, 'work-i686'), cacheDir, outDir: outDir('out-i686') });
+    const second = await buildImage({ manifestPath: example('hello-i686'), repoDir: path.join(dir, 'repo-i686-2'), key, workDir: path.join(dir, 'work-i686-2'), cacheDir, outDir: outDir('out-i686-2') });
+    assert.equal(second.diskSha256, first.diskSha256, 'same disk bytes');
+    const files = first.outFiles!;
+    assert.ok((await readFile(second.outFiles!.initrd!)).equals(await readFile(files.initrd!)), 'same initrd bytes');
+    const [a, b] = await Promise.all(['repo-i686', 'repo-i686-2'].map(async (r) => (await openRepository(path.join(dir, r)).loadImage('hello-i686', '1')).manifest));
+    assert.ok(a!.boot.mode === 'direct' && b!.boot.mode === 'direct');
+    if (a!.boot.mode === 'direct' && b!.boot.mode === 'direct') {
+      assert.deepEqual(b!.boot.initrd, a!.boot.initrd, 'same initrd object in both repositories');
+      assert.deepEqual(b!.boot.kernel, a!.boot.kernel);
+    }
+    assert.equal(b!.disks[0]!.index, a!.disks[0]!.index);
+    assert.equal(a!.hardware.arch, 'i686');
+    assert.equal(a!.hardware.memoryMiB, 128);
+    // The filler: 24 MiB the guest never reads, incompressible, so the repository stores more than that.
+    assert.match((await run('debugfs', ['-R', 'stat /0filler/random.bin', files.disk])).stdout, /Size: 25165824\b/);
+    assert.ok(first.pack.newStoredBytes > 24 * 2 ** 20, `stored ${first.pack.newStoredBytes} bytes`);
+
+    // v86 emulates a PIIX IDE controller: so does QEMU's pc machine. IDE cannot be read-only in QEMU: snapshot=on keeps the file unchanged.
+    const vm = await launchVm({
+      kernel: files.kernel,
+      initrd: files.initrd,
+      cmdline: files.cmdline,
+      disks: [],
+      extraArgs: ['-drive', `file=${files.disk},format=raw,if=ide,snapshot=on`],
+      machine: 'pc',
+      memoryMiB: files.memoryMiB,
+      cpus: 1,
+      arch: 'i686',
+      console: 'none',
+      until: /HOSTME-READY/,
+      timeoutMs: 300_000,
+    });
+    await vm.ready;
+    assert.match(vm.console, /hostname: hello-i686\r?\n/);
+    await vm.exited;
+  });
+
+  test('a debootstrap failure says what debootstrap said and leaves nothing mounted', { skip: debootstrapSkip() }, async () => {
+    const manifest = path.join(dir, 'bad-suite.json');
+    await writeFile(manifest, JSON.stringify({ name: 'bad', version: '1', base: { debootstrap: { suite: 'no-such-suite' } } }));
+    const work = path.join(dir, 'work-bad-suite');
+    await assert.rejects(buildImage({ manifestPath: manifest, repoDir: path.join(dir, 'repo-bad'), key, workDir: work, cacheDir }), (err: unknown) => {
+      assert.ok(isHostmeError(err) && err.code === 'debootstrap-failed', String(err));
+      assert.match(err.message, /debootstrap failed: E: No such script: .*no-such-suite/);
+      return true;
+    });
+    assert.doesNotMatch(await readFile('/proc/self/mounts', 'utf8'), new RegExp(work));
+  });
+
+  test('examples/debian: a debootstrap minbase base builds and boots to HOSTME-READY', { skip: debootstrapSkip() }, async () => {
+    const started = performance.now();
+    const result = await buildImage({ manifestPath: example('debian'), inputs: { hostname: 'deb-e2e' }, repoDir: path.join(dir, 'repo-debian'), key, workDir: path.join(dir, 'work-debian'), cacheDir, outDir: path.join(dir, 'out-debian') });
+    console.log(`debian minbase build: ${((performance.now() - started) / 1000).toFixed(0)} s, disk ${(result.pack.virtualSize / 2 ** 20).toFixed(0)} MiB`);
+    const disk = result.outFiles!.disk;
+    const cat = async (file: string) => (await run('debugfs', ['-R', `cat ${file}`, disk])).stdout;
+    assert.match(await cat('/etc/debian_version'), /^12\.\d+\n$/);
+    assert.equal(await cat('/etc/hostname'), 'deb-e2e\n');
+    assert.match((await run('debugfs', ['-R', 'stat /usr/bin/dpkg', disk])).stdout, /Type: regular/);
+    assert.doesNotMatch((await run('debugfs', ['-R', 'ls /var/lib/apt/lists', disk])).stdout, /Packages/, 'downloaded package lists are left out');
+    assert.match((await run('debugfs', ['-R', 'stat /etc/resolv.conf', disk])).stderr, /not found/, "the build host's resolv.conf is left out");
+    const running = await startImage({ link: { repo: path.join(dir, 'repo-debian'), name: 'debian' }, cacheDir: path.join(dir, 'run-cache-debian'), console: 'none', until: /HOSTME-READY/, timeoutMs: 180_000 });
+    await running.vm.ready;
+    assert.match(running.vm.console, /hostname: deb-e2e\r?\n/);
+    assert.match(running.vm.console, /debian: 12\.\d+ \(6\.1\./);
+    await running.finished;
   });
 });

@@ -28,48 +28,82 @@ async function debVersion(file: string): Promise<string> {
   return stdout.trim();
 }
 
-async function cachedDebs(dir: string, pkg: string): Promise<string[]> {
+/** The Debian architecture of an image's hardware.arch. */
+export function debianArch(arch: 'x86_64' | 'i686'): string {
+  return arch === 'i686' ? 'i386' : 'amd64';
+}
+
+/** Cached .debs of `pkg` for `arch` (or architecture-independent ones), by file name: NAME_VERSION_ARCH.deb. */
+async function cachedDebs(dir: string, pkg: string, arch: string): Promise<string[]> {
   const names = await readdir(dir).catch(() => [] as string[]);
-  return names.filter((n) => n.startsWith(`${pkg}_`) && n.endsWith('.deb')).sort().map((n) => path.join(dir, n));
+  return names
+    .filter((n) => n.startsWith(`${pkg}_`) && (n.endsWith(`_${arch}.deb`) || n.endsWith('_all.deb')))
+    .sort()
+    .map((n) => path.join(dir, n));
+}
+
+/** apt's candidate version of pkg:arch, falling back to an architecture-independent package (pkg:all). */
+async function candidate(pkg: string, arch: string): Promise<{ qualified: string; version: string } | undefined> {
+  for (const qualified of [`${pkg}:${arch}`, `${pkg}:all`]) {
+    const version = /^\s*Candidate:\s*(\S+)/m.exec(await aptField(qualified, 'policy'))?.[1];
+    if (version && version !== '(none)') return { qualified, version };
+  }
+  return undefined;
+}
+
+export interface FetchDebOptions {
+  /** Debian architecture (amd64, i386): the image's, not necessarily the host's. */
+  arch: string;
+  log?: (line: string) => void;
 }
 
 /**
- * Downloads `pkg` or `pkg=version` (default: apt's candidate) into
- * <cacheDir>/debs unless already there; returns the .deb path and version.
- * Without apt metadata, an already cached .deb of the package is used.
+ * Downloads `pkg` or `pkg=version` (default: apt's candidate) for the image's
+ * architecture into <cacheDir>/debs unless already there; returns the .deb
+ * path and version. Without apt metadata, an already cached .deb of the
+ * package is used.
  */
-export async function fetchDeb(spec: string, cacheDir: string, log?: (line: string) => void): Promise<{ file: string; version: string; package: string }> {
+export async function fetchDeb(spec: string, cacheDir: string, options: FetchDebOptions): Promise<{ file: string; version: string; package: string }> {
+  const { arch, log } = options;
   const [pkg, pinned] = spec.split('=', 2) as [string, string | undefined];
   const dir = path.join(cacheDir, 'debs');
   await mkdir(dir, { recursive: true });
-  let version = pinned;
-  if (!version) {
-    const policy = await aptField(pkg, 'policy');
-    const candidate = /^\s*Candidate:\s*(\S+)/m.exec(policy)?.[1];
-    if (candidate && candidate !== '(none)') version = candidate;
-  }
+  const found = pinned ? undefined : await candidate(pkg, arch);
+  const version = pinned ?? found?.version;
   const find = async () => {
-    for (const file of await cachedDebs(dir, pkg)) if (!version || (await debVersion(file)) === version) return file;
+    for (const file of await cachedDebs(dir, pkg, arch)) if (!version || (await debVersion(file)) === version) return file;
     return undefined;
   };
   let file = await find();
   if (!file) {
-    if (!version) throw new HostmeError('deb-unavailable', `Debian package ${pkg} is unknown to apt (run apt-get update?)`, { package: pkg });
-    log?.(`apt-get download ${pkg}=${version}`);
-    // Download into a private directory, then rename: concurrent builds never see a partial .deb.
-    const staging = await mkdtemp(path.join(dir, '.download-'));
-    try {
-      await run('apt-get', ['download', '-q', `${pkg}=${version}`], { cwd: staging, maxBuffer: 16 << 20 });
-      for (const name of await readdir(staging)) if (name.endsWith('.deb')) await rename(path.join(staging, name), path.join(dir, name));
-    } catch (err) {
-      throw new HostmeError('deb-unavailable', `apt-get download ${pkg}=${version} failed: ${(err as { stderr?: string }).stderr?.trim().split('\n').pop() ?? (err as Error).message}`, { package: pkg, version });
-    } finally {
-      await rm(staging, { recursive: true, force: true });
+    if (!version) {
+      const hint = arch === hostArch() ? 'run apt-get update?' : `to use ${arch} packages on this host: dpkg --add-architecture ${arch} && apt-get update`;
+      throw new HostmeError('deb-unavailable', `Debian package ${pkg} is unknown to apt for architecture ${arch} (${hint})`, { package: pkg, arch });
     }
+    await download(found?.qualified ?? `${pkg}:${arch}`, version, dir, log);
     file = await find();
-    if (!file) throw new HostmeError('deb-unavailable', `downloaded ${pkg} but cannot find the .deb in ${dir}`, { package: pkg });
+    if (!file) throw new HostmeError('deb-unavailable', `downloaded ${pkg} but cannot find a ${arch} or all .deb of it in ${dir}`, { package: pkg, arch });
   }
   return { file, version: version ?? (await debVersion(file)), package: pkg };
+}
+
+/** The host's Debian architecture, as Node names it (enough for the hint in an error message). */
+function hostArch(): string {
+  return process.arch === 'ia32' ? 'i386' : process.arch === 'x64' ? 'amd64' : process.arch;
+}
+
+/** apt-get download into a private directory, then rename: concurrent builds never see a partial .deb. */
+async function download(qualified: string, version: string, dir: string, log?: (line: string) => void): Promise<void> {
+  log?.(`apt-get download ${qualified}=${version}`);
+  const staging = await mkdtemp(path.join(dir, '.download-'));
+  try {
+    await run('apt-get', ['download', '-q', `${qualified}=${version}`], { cwd: staging, maxBuffer: 16 << 20 });
+    for (const name of await readdir(staging)) if (name.endsWith('.deb')) await rename(path.join(staging, name), path.join(dir, name));
+  } catch (err) {
+    throw new HostmeError('deb-unavailable', `apt-get download ${qualified}=${version} failed: ${(err as { stderr?: string }).stderr?.trim().split('\n').pop() ?? (err as Error).message}`, { package: qualified, version });
+  } finally {
+    await rm(staging, { recursive: true, force: true });
+  }
 }
 
 /** The data tar of a .deb as a stream (dpkg-deb --fsys-tarfile). */
@@ -87,11 +121,16 @@ export function debDataTar(deb: string): { stream: Readable; done: Promise<void>
   return { stream: child.stdout, done };
 }
 
-/** A kernel meta package (linux-image-cloud-amd64) → the versioned package it depends on; others unchanged. */
-export async function resolveKernelPackage(pkg: string): Promise<string> {
-  if (/^linux-image-\d/.test(pkg)) return pkg;
-  const deps = await aptField(pkg, 'depends');
-  return /^\s*Depends:\s*(linux-image-\d[^\s]*)\s*$/m.exec(deps)?.[1] ?? pkg;
+/**
+ * A kernel meta package (linux-image-cloud-amd64, linux-image-686) → the
+ * versioned package it depends on for `arch`; others unchanged.
+ */
+export async function resolveKernelPackage(pkg: string, arch: string): Promise<string> {
+  // Versioned: linux-image-6.1.0-50-686 (not linux-image-686, a meta package).
+  if (/^linux-image-\d+\.\d+/.test(pkg)) return pkg;
+  const deps = await aptField(`${pkg}:${arch}`, 'depends');
+  // Foreign-architecture dependencies are printed qualified: linux-image-6.1.0-50-686:i386.
+  return /^\s*Depends:\s*(linux-image-\d[^\s:]*)(:\S+)?\s*$/m.exec(deps)?.[1] ?? pkg;
 }
 
 export interface KernelModule {
@@ -103,9 +142,15 @@ export interface KernelModule {
 }
 
 export interface KernelPackageContents {
+  /** The .deb's file name, for messages. */
+  source: string;
   release: string;
   bzImage: Buffer;
   modules: Map<string, KernelModule>;
+  /** Names of modules built into the kernel (lib/modules/<release>/modules.builtin). */
+  builtin: Set<string>;
+  /** Compressed modules (.ko.xz, .ko.zst…) seen and not read. */
+  compressedModules: number;
 }
 
 function modinfoField(data: Buffer, field: string): string | undefined {
@@ -119,48 +164,66 @@ function modinfoField(data: Buffer, field: string): string | undefined {
 
 const moduleName = (s: string) => s.replace(/-/g, '_');
 
-/** Reads boot/vmlinuz-* and (if wanted) every lib/modules/<release>/*.ko from a kernel .deb. */
+async function readEntry(entry: AsyncIterable<unknown>): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  for await (const chunk of entry) parts.push(chunk as Buffer);
+  return Buffer.concat(parts);
+}
+
+/**
+ * Reads boot/vmlinuz-* and (if wanted) every lib/modules/<release>/…/*.ko and
+ * modules.builtin from a kernel .deb. Debian ships no modules.dep (depmod
+ * writes it at install time), so each module's dependencies come from its own
+ * modinfo `depends=` field, which is what modpost recorded and depmod reads.
+ */
 export async function readKernelPackage(deb: string, wantModules: boolean): Promise<KernelPackageContents> {
   const { stream, done } = debDataTar(deb);
   const extract = tar.extract();
   stream.pipe(extract);
-  let bzImage: Buffer | undefined;
-  let release = '';
-  const modules = new Map<string, KernelModule>();
+  const contents: KernelPackageContents = { source: path.basename(deb), release: '', bzImage: Buffer.alloc(0), modules: new Map(), builtin: new Set(), compressedModules: 0 };
   for await (const entry of extract) {
     const name = entry.header.name.replace(/^\.?\//, '');
+    const isFile = entry.header.type === 'file';
     const vmlinuz = /^boot\/vmlinuz-(.+)$/.exec(name);
-    const ko = /^(?:usr\/)?lib\/modules\/([^/]+)\/.*\/([^/]+)\.ko$/.exec(name);
-    if ((vmlinuz || (ko && wantModules)) && entry.header.type === 'file') {
-      const parts: Buffer[] = [];
-      for await (const chunk of entry) parts.push(chunk as Buffer);
-      const data = Buffer.concat(parts);
-      if (vmlinuz) {
-        bzImage = data;
-        release = vmlinuz[1]!;
-      } else if (ko) {
-        const modName = moduleName(modinfoField(data, 'name') ?? ko[2]!);
-        const depends = (modinfoField(data, 'depends') ?? '').split(',').filter(Boolean).map(moduleName);
-        modules.set(modName, { name: modName, imagePath: '/' + name.replace(/^usr\//, ''), data, depends });
+    const ko = /^(?:usr\/)?lib\/modules\/[^/]+\/.*\/([^/]+)\.ko$/.exec(name);
+    if (isFile && vmlinuz) {
+      contents.bzImage = await readEntry(entry);
+      contents.release = vmlinuz[1]!;
+    } else if (isFile && wantModules && ko) {
+      const data = await readEntry(entry);
+      const modName = moduleName(modinfoField(data, 'name') ?? ko[1]!);
+      const depends = (modinfoField(data, 'depends') ?? '').split(',').filter(Boolean).map(moduleName);
+      contents.modules.set(modName, { name: modName, imagePath: '/' + name.replace(/^usr\//, ''), data, depends });
+    } else if (isFile && wantModules && /^(?:usr\/)?lib\/modules\/[^/]+\/modules\.builtin$/.test(name)) {
+      for (const line of (await readEntry(entry)).toString('utf8').split('\n')) {
+        if (line.trim()) contents.builtin.add(moduleName(path.posix.basename(line.trim(), '.ko')));
       }
     } else {
+      if (/\.ko\.(xz|zst|gz)$/.test(name)) contents.compressedModules++;
       entry.resume();
     }
   }
   await done;
-  if (!bzImage) throw new HostmeError('kernel-missing', `${path.basename(deb)} holds no boot/vmlinuz-*: is it a kernel image package?`, { deb });
-  return { release, bzImage, modules };
+  if (!contents.release) throw new HostmeError('kernel-missing', `${path.basename(deb)} holds no boot/vmlinuz-*: is it a kernel image package?`, { deb });
+  return contents;
 }
 
-/** The modules needed to load `wanted`, dependencies first. */
-export function moduleLoadOrder(wanted: readonly string[], modules: Map<string, KernelModule>, builtin: Set<string> = new Set()): KernelModule[] {
+/**
+ * The modules needed to load `wanted` from a kernel package, dependencies
+ * first; modules built into the kernel are left out (they need no loading).
+ */
+export function moduleLoadOrder(wanted: readonly string[], kernel: Pick<KernelPackageContents, 'source' | 'modules' | 'builtin' | 'compressedModules'>): KernelModule[] {
   const order: KernelModule[] = [];
   const seen = new Set<string>();
   const visit = (raw: string, chain: string[]) => {
     const name = moduleName(raw);
-    if (seen.has(name) || builtin.has(name)) return;
-    const mod = modules.get(name);
-    if (!mod) throw new HostmeError('kernel-module-missing', `kernel module ${name}${chain.length ? ` (needed by ${chain.join(' → ')})` : ''} is not in the kernel package (and not built in)`, { module: name });
+    if (seen.has(name) || kernel.builtin.has(name)) return;
+    const mod = kernel.modules.get(name);
+    if (!mod) {
+      const neededBy = chain.length ? ` (needed by ${chain.join(' → ')})` : '';
+      const compressed = kernel.compressedModules ? `; its ${kernel.compressedModules} modules are compressed, which hostme cannot read yet` : '';
+      throw new HostmeError('kernel-module-missing', `kernel module ${name}${neededBy} is not in ${kernel.source} (neither as a module nor built in)${compressed}`, { module: name, package: kernel.source });
+    }
     seen.add(name);
     for (const dep of mod.depends) visit(dep, [...chain, name]);
     order.push(mod);

@@ -15,6 +15,7 @@ interface BuildOptions {
   workDir?: string;
   cacheDir?: string;
   seed?: string;
+  out?: string;
   json?: boolean;
 }
 
@@ -41,6 +42,7 @@ export function registerBuild(program: Command): void {
     .option('--work-dir <dir>', 'scratch directory (default: the OS temp dir)')
     .option('--cache-dir <dir>', 'cache for downloaded bases and .debs (default: ~/.cache/hostme/build)')
     .option('--seed <seed.json>', 'bake a cloud-init NoCloud seed into the image: {"hostname", "instanceId"?, "userData"?, "network"?: {"address", "gateway", "dns"}}')
+    .option('--out <dir>', 'also write the built files there: disk.raw, kernel, initrd.img and image.json (paths, cmdline, hardware)')
     .option('--json', 'machine-readable output')
     .action(async (manifest: string, options: BuildOptions) => {
       const inputs = { ...(options.inputs ? await readInputsFile(options.inputs) : {}), ...parseInputPairs(options.input) };
@@ -55,6 +57,7 @@ export function registerBuild(program: Command): void {
         workDir: options.workDir,
         cacheDir: options.cacheDir,
         seed: options.seed ? await readSeedFile(options.seed) : undefined,
+        outDir: options.out,
         onStep: (step, done, total) => {
           if (step !== 'done') process.stderr.write(`hostme build: [${done + 1}/${total}] ${step}\n`);
         },
@@ -68,6 +71,7 @@ export function registerBuild(program: Command): void {
           `  objects       ${result.pack.newChunks} new, ${result.pack.reusedChunks} reused (${formatBytes(result.pack.newStoredBytes)} new stored)`,
           `  manifest      ${result.manifestDigest}`,
           `  signed by     ${result.pack.keyId.slice(0, 16)}`,
+          ...(result.outFiles ? [`  files         ${resolve(options.out!)} (image.json)`] : []),
         ].join('\n'),
       );
     });

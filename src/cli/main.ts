@@ -1,51 +1,49 @@
 import { Command, CommanderError } from 'commander';
-import { registerKeygen } from './keygen.js';
-import { registerPack } from './pack.js';
-import { registerVerify } from './verify.js';
-import { registerInspect } from './inspect.js';
-import { registerLs } from './ls.js';
-import { registerRun } from './run.js';
-import { registerProfile } from './profile.js';
-import { registerSnapshot } from './snapshot.js';
-import { registerInstanceCommands } from './instances.js';
-import { registerServe } from './serve.js';
-import { registerPush } from './push.js';
-import { registerNbd } from './nbd.js';
-import { registerExport } from './export.js';
-import { registerSeed } from './seed.js';
-import { registerBuild } from './build.js';
-import { registerInstallHandler } from './install-handler.js';
 import { reportError } from './output.js';
 
-export function buildProgram(): Command {
+type Register = (program: Command) => void;
+
+/**
+ * Subcommand name -> its module, in help order. Loading every command's code
+ * (YAML, JSON Schema, SQLite, tar, servers…) costs a few hundred ms at each
+ * start, so `hostme run …` loads only the run command; help, --version and
+ * unknown names load them all.
+ */
+const COMMANDS: Array<[names: string[], load: () => Promise<Register>]> = [
+  [['keygen'], async () => (await import('./keygen.js')).registerKeygen],
+  [['pack'], async () => (await import('./pack.js')).registerPack],
+  [['build'], async () => (await import('./build.js')).registerBuild],
+  [['verify'], async () => (await import('./verify.js')).registerVerify],
+  [['inspect'], async () => (await import('./inspect.js')).registerInspect],
+  [['ls'], async () => (await import('./ls.js')).registerLs],
+  [['serve'], async () => (await import('./serve.js')).registerServe],
+  [['push'], async () => (await import('./push.js')).registerPush],
+  [['run'], async () => (await import('./run.js')).registerRun],
+  [['nbd'], async () => (await import('./nbd.js')).registerNbd],
+  [['export'], async () => (await import('./export.js')).registerExport],
+  [['seed'], async () => (await import('./seed.js')).registerSeed],
+  [['profile'], async () => (await import('./profile.js')).registerProfile],
+  [['snapshot'], async () => (await import('./snapshot.js')).registerSnapshot],
+  [['reset', 'commit', 'cache', 'trust'], async () => (await import('./instances.js')).registerInstanceCommands],
+  [['install-handler'], async () => (await import('./install-handler.js')).registerInstallHandler],
+];
+
+/** The program with every subcommand, or only `only`'s when it names one. */
+export async function buildProgram(only?: string): Promise<Command> {
   const program = new Command('hostme')
     .description('run virtual machines straight from the web')
     .version('0.1.0')
     .exitOverride()
     .configureOutput({ writeErr: (text) => process.stderr.write(text) });
-  registerKeygen(program);
-  registerPack(program);
-  registerBuild(program);
-  registerVerify(program);
-  registerInspect(program);
-  registerLs(program);
-  registerServe(program);
-  registerPush(program);
-  registerRun(program);
-  registerNbd(program);
-  registerExport(program);
-  registerSeed(program);
-  registerProfile(program);
-  registerSnapshot(program);
-  registerInstanceCommands(program);
-  registerInstallHandler(program);
+  const one = COMMANDS.find(([names]) => only !== undefined && names.includes(only));
+  for (const [, load] of one ? [one] : COMMANDS) (await load())(program);
   return program;
 }
 
 /** Entry point: returns the process exit code (0 ok, 1 failure, 2 usage). */
 export async function main(argv: string[]): Promise<number> {
-  const program = buildProgram();
   try {
+    const program = await buildProgram(argv[2]);
     await program.parseAsync(argv);
     return 0;
   } catch (err) {

@@ -62,11 +62,12 @@ export class DirStore extends TransportStore {
 
   override async get(ref: ObjectRef, options: GetOptions = {}): Promise<VerifiedObject> {
     const object = await super.get(ref, options);
-    // Record use for LRU eviction (mounts with noatime would not); once per object per process is enough.
+    // Record use for LRU eviction (mounts with noatime would not); once per object per process is enough,
+    // and off the read path: the reader waits for the bytes, not for the timestamp.
     if (!this.touched.has(ref.id)) {
       this.touched.add(ref.id);
       const now = new Date();
-      await utimes(this.dir.fullPath(objectPath(ref.id)), now, now).catch(() => {});
+      void utimes(this.dir.fullPath(objectPath(ref.id)), now, now).catch(() => {});
     }
     return object;
   }

@@ -48,6 +48,25 @@ describe('buildQemuArgs', () => {
     assert.ok(args.includes('nvme,drive=d1,serial=d1'));
     assert.ok(args.includes('user,id=n0,hostfwd=tcp:127.0.0.1:8080-:80'));
     assert.ok(args.includes('unix:/tmp/q.sock,server=on,wait=off'));
+    assert.equal(args[args.indexOf('-machine') + 1], 'q35');
+  });
+
+  test('i686 guests get the PC machine with IDE, like v86; read-only disks become CD-ROMs; more than 4 disks is refused', () => {
+    const spec: VmSpec = {
+      kernel: '/k',
+      disks: [{ nbdSocket: '/tmp/n.sock', nbdExport: 'disk0' }, { file: '/seed.img', readOnly: true }],
+      memoryMiB: 128,
+      cpus: 1,
+      arch: 'i686',
+      console: 'none',
+    };
+    const args = buildQemuArgs(spec, 'tcg', '/tmp/q.sock');
+    assert.equal(args[args.indexOf('-machine') + 1], 'pc');
+    assert.ok(args.includes('ide-hd,drive=d0,bus=ide.0,unit=0'), args.join(' '));
+    assert.ok(args.includes('ide-cd,drive=d1,bus=ide.0,unit=1'), args.join(' '));
+    assert.ok(!args.some((a) => a.startsWith('nvme')));
+    const five = { ...spec, disks: Array.from({ length: 5 }, () => ({ file: '/x' })) };
+    return assert.rejects(launchVm({ ...five, accel: 'tcg' }), /an IDE machine has 4 disk slots; 5 disks were given/);
   });
 });
 

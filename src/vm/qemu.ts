@@ -58,7 +58,14 @@ export interface VmSpec {
   arch: VmArch;
   /** Default: probeAccel(). */
   accel?: Accel;
-  /** Machine type (default q35: boots faster than pc under TCG, see docs/guest.md). */
+  /**
+   * How disks attach. Default by arch: x86_64 gets NVMe (root without an
+   * initramfs on Debian's cloud kernel); i686 gets IDE, the PIIX controller
+   * v86 emulates, so an image made for the browser boots here unchanged.
+   * Read-only disks on IDE are CD-ROMs (QEMU refuses read-only IDE disks).
+   */
+  diskBus?: 'nvme' | 'ide';
+  /** Machine type (default q35 with NVMe: boots faster than pc under TCG, see docs/guest.md; pc with IDE). */
   machine?: 'q35' | 'pc';
   console: VmConsole;
   /**
@@ -161,12 +168,15 @@ function validateSpec(spec: VmSpec): void {
   spec.disks.forEach((d, i) => {
     if ((d.file === undefined) === (d.nbdSocket === undefined)) throw bad(`disk ${i} needs exactly one of file / nbdSocket`);
   });
+  const ide = (spec.diskBus ?? (spec.arch === 'i686' ? 'ide' : 'nvme')) === 'ide';
+  if (ide && spec.disks.length > 4) throw bad(`an IDE machine has 4 disk slots; ${spec.disks.length} disks were given`);
 }
 
 /** The QEMU arguments for a spec (no binary). Exported for tests and --dry-run style output. */
 export function buildQemuArgs(spec: VmSpec, accel: Accel, qmpSocket: string): string[] {
+  const bus = spec.diskBus ?? (spec.arch === 'i686' ? 'ide' : 'nvme');
   const args = [
-    '-machine', spec.machine ?? 'q35',
+    '-machine', spec.machine ?? (bus === 'ide' ? 'pc' : 'q35'),
     '-accel', accel,
     ...(accel === 'kvm' ? ['-cpu', 'host'] : []),
     '-m', String(spec.memoryMiB),
@@ -189,7 +199,9 @@ export function buildQemuArgs(spec: VmSpec, accel: Accel, qmpSocket: string): st
     protocol['read-only'] = readOnly;
     const node = { driver: disk.format ?? 'raw', 'node-name': `d${i}`, 'read-only': readOnly, file: protocol };
     args.push('-blockdev', JSON.stringify(node));
-    args.push('-device', `nvme,drive=d${i},serial=d${i}${spec.firmwareBoot ? `,bootindex=${i}` : ''}`);
+    const bootIndex = spec.firmwareBoot ? `,bootindex=${i}` : '';
+    if (bus === 'ide') args.push('-device', `${readOnly ? 'ide-cd' : 'ide-hd'},drive=d${i},bus=ide.${i >> 1},unit=${i & 1}${bootIndex}`);
+    else args.push('-device', `nvme,drive=d${i},serial=d${i}${bootIndex}`);
   });
   if (spec.netdev) {
     const fwds = (spec.netdev.hostfwd ?? []).map(

@@ -141,19 +141,14 @@ function updatePrefetch(stats: PrefetchStats): void {
 
 /** What v86 starts from: the snapshot's saved state, or the kernel and initrd (read whole, with a progress bar). */
 async function fetchStart(reader: ImageReader, m: Manifest, plan: StartPlan): Promise<Record<string, unknown>> {
-  const track = async (p: Promise<Uint8Array>): Promise<Uint8Array> => {
-    const data = await p;
-    bootBytesDone += data.length;
+  const counted = (bytes: number): void => {
+    bootBytesDone += bytes;
     progressEl.value = bootBytesDone;
-    return data;
   };
   if (plan.kind === 'restore') {
     totalBootBytes = plan.snapshot.size;
     progressEl.max = totalBootBytes;
-    const state = await reader.readBlob(plan.snapshot, 'memory snapshot', 8, (bytes) => {
-      bootBytesDone += bytes;
-      progressEl.value = bootBytesDone;
-    });
+    const state = await reader.readBlob(plan.snapshot, 'memory snapshot', 8, counted);
     return { initial_state: { buffer: state.buffer } };
   }
   if (m.boot.mode !== 'direct') throw new Error('unreachable: firmware boot was refused earlier');
@@ -162,8 +157,8 @@ async function fetchStart(reader: ImageReader, m: Manifest, plan: StartPlan): Pr
   progressEl.max = totalBootBytes;
   progressEl.value = 0;
   const [kernel, initrd] = await Promise.all([
-    track(reader.readBlob(boot.kernel, 'kernel')),
-    boot.initrd ? track(reader.readBlob(boot.initrd, 'initrd')) : Promise.resolve(undefined),
+    reader.readBlob(boot.kernel, 'kernel', 6, counted),
+    boot.initrd ? reader.readBlob(boot.initrd, 'initrd', 6, counted) : Promise.resolve(undefined),
   ]);
   return { bzimage: { buffer: kernel.buffer }, ...(initrd ? { initrd: { buffer: initrd.buffer } } : {}), cmdline: boot.cmdline };
 }
