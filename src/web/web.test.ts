@@ -194,6 +194,19 @@ test('an x86_64 image says it needs hostme run', { skip, timeout: 120_000 }, asy
   await page.close();
 });
 
+test('a browser without WebAssembly gets a message and the hostme run command, not a blank page; nothing is downloaded', { skip, timeout: 120_000 }, async () => {
+  const page = await context.newPage();
+  await page.addInitScript(() => Object.defineProperty(window, 'WebAssembly', { value: undefined, configurable: true }));
+  const from = requests.length;
+  await page.goto(`${server.url}/i/hello-i686/run`);
+  assert.equal(await waitForState(page, ['needs-local', 'error', 'ready'], 60_000), 'needs-local');
+  const message = (await page.locator('#message').textContent()) ?? '';
+  assert.match(message, /cannot run WebAssembly/);
+  assert.match(message, new RegExp(`hostme run ${server.url}/i/hello-i686`));
+  assert.deepEqual(objectRequests(from), [], 'no image objects fetched');
+  await page.close();
+});
+
 test('web+hostme: the image and run pages register the protocol handler on click; its URL opens the run page', { skip, timeout: 120_000 }, async () => {
   const page = await context.newPage();
   // Observe the real call (headless shows no prompt): record it, then let Chromium's own implementation run.
