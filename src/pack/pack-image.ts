@@ -3,6 +3,7 @@ import { DEFAULT_CHUNK_SIZE, validateChunkSize } from '../format/chunk-index.js'
 import { MANIFEST_FORMAT_VERSION, imageNamePattern, versionPattern, type BlobRef, type Manifest } from '../format/manifest.js';
 import type { PublisherKey } from '../format/signature.js';
 import type { Repository } from '../repo/repository.js';
+import { nextVersion } from '../repo/versions.js';
 import { HostmeError } from '../errors.js';
 import { chunkFile, type ChunkingStats, type ProgressListener } from './chunker.js';
 import { openDiskInput } from './disk-input.js';
@@ -121,12 +122,4 @@ function checkName(name: string, version?: string): void {
   if (version !== undefined && !versionPattern.test(version)) {
     throw new HostmeError('name-invalid', `version "${version}" is invalid: use letters, digits, ".", "_", "+" or "-" (at most 64)`, { version });
   }
-}
-
-/** Next integer version after the highest numeric one ("1" for a new image). */
-export async function nextVersion(repo: Repository, name: string): Promise<string> {
-  const listing = await repo.listing().catch(() => undefined);
-  const versions = listing?.images[name]?.versions ?? [];
-  const numeric = versions.map((v) => Number(v.version)).filter((n) => Number.isInteger(n));
-  return String(numeric.length ? Math.max(...numeric) + 1 : 1);
 }

@@ -5,7 +5,7 @@ import { manifestBlobs, type BlobRef, type Manifest } from '../format/manifest.j
 import type { PublisherKey } from '../format/signature.js';
 import { HostmeError } from '../errors.js';
 import { openRepository, type Repository } from '../repo/repository.js';
-import { nextVersion } from '../pack/pack-image.js';
+import { publishDerived } from '../repo/versions.js';
 import { storeIndex } from '../pack/chunker.js';
 import type { ObjectSource } from '../store/object-store.js';
 import { ChunkedImageDevice } from '../device/chunked-image.js';
@@ -67,9 +67,10 @@ export async function commitInstance(request: CommitRequest): Promise<CommitResu
     for (const { ref, label } of manifestBlobs(base).filter((b) => !b.label.startsWith('disk'))) {
       await copyBlob(ref, label, resolved.repo, resolved.source, target, result);
     }
-    result.version = request.version ?? (await nextVersion(target, base.name));
+    // The prefetch list described the base's boot, not the changed disks'.
     const { prefetch: _dropped, ...rest } = base;
-    const published = await target.publish({ ...rest, version: result.version, created: new Date().toISOString(), disks, parent: { version: base.version, digest: resolved.image.digest } }, request.key);
+    const published = await publishDerived(target, { manifest: rest, digest: resolved.image.digest }, { disks }, request.key, request.version);
+    result.version = published.manifest.version;
     result.manifestDigest = published.digest;
     return result;
   } finally {

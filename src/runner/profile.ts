@@ -1,8 +1,7 @@
 import type { PublisherKey } from '../format/signature.js';
-import type { Manifest } from '../format/manifest.js';
 import { HostmeError } from '../errors.js';
 import { openRepository } from '../repo/repository.js';
-import { nextVersion } from '../pack/pack-image.js';
+import { publishDerived } from '../repo/versions.js';
 import type { Accel } from '../vm/accel.js';
 import { startImage } from './run-image.js';
 
@@ -52,15 +51,8 @@ export async function profileImage(request: ProfileRequest): Promise<ProfileResu
   }
   const base = running.manifest;
   const repo = openRepository(request.repoDir);
-  const version = request.newVersion ?? (await nextVersion(repo, request.name));
-  const manifest: Manifest = {
-    ...base,
-    version,
-    created: new Date().toISOString(),
-    prefetch: order,
-    parent: { version: base.version, digest: running.digest },
-  };
-  const published = await repo.publish(manifest, request.key);
+  const published = await publishDerived(repo, { manifest: base, digest: running.digest }, { prefetch: order }, request.key, request.newVersion);
+  const version = published.manifest.version;
   const bytes = order.reduce((sum, [disk, chunk]) => {
     const device = running.devices[disk]!;
     return sum + Math.min(device.chunkSize, device.size - chunk * device.chunkSize);

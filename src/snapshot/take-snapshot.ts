@@ -5,7 +5,8 @@ import type { Manifest } from '../format/manifest.js';
 import type { PublisherKey } from '../format/signature.js';
 import { HostmeError } from '../errors.js';
 import { openRepository, type Repository } from '../repo/repository.js';
-import { BOOT_BLOB_ZSTD_LEVEL, nextVersion } from '../pack/pack-image.js';
+import { BOOT_BLOB_ZSTD_LEVEL } from '../pack/pack-image.js';
+import { publishDerived } from '../repo/versions.js';
 import { chunkFile } from '../pack/chunker.js';
 import { ChunkWorkerPool } from '../pack/worker-pool.js';
 import { DEFAULT_CHUNK_SIZE } from '../format/chunk-index.js';
@@ -112,16 +113,10 @@ async function publishSnapshot(
     const chunkSize = base.manifest.disks[0]?.chunkSize ?? DEFAULT_CHUNK_SIZE;
     const blob = await chunkFile(file, state.length, chunkSize, repo.objects, pool, undefined, BOOT_BLOB_ZSTD_LEVEL);
     const emulator = v86EmulatorId(v86PackageVersion());
-    const version = request.newVersion ?? (await nextVersion(repo, request.name));
-    const manifest: Manifest = {
-      ...base.manifest,
-      version,
-      created: new Date().toISOString(),
-      memorySnapshot: { ...blob.ref, emulator, memoryBytes, vgaMemoryBytes: VGA_MEMORY_BYTES },
-      parent: { version: base.manifest.version, digest: base.digest },
-    };
-    request.onStep?.('publish', `publishing ${request.name}@${version}`);
-    const published = await repo.publish(manifest, request.key);
+    request.onStep?.('publish', `publishing ${request.name}@${request.newVersion ?? 'next version'}`);
+    const memorySnapshot = { ...blob.ref, emulator, memoryBytes, vgaMemoryBytes: VGA_MEMORY_BYTES };
+    const published = await publishDerived(repo, base, { memorySnapshot }, request.key, request.newVersion);
+    const version = published.manifest.version;
     return {
       name: request.name,
       baseVersion: base.manifest.version,
