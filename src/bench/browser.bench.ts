@@ -12,13 +12,11 @@
  */
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { chromium } from 'playwright-core';
+import { rm } from 'node:fs/promises';
 import { startRepoServer, type RequestLogEntry } from '../server/server.js';
 import { loadPrivateKey } from '../pack/publisher-key.js';
 import { snapshotImage } from '../snapshot/index.js';
-import { CHROMIUM, CHROMIUM_ARGS, prepareWeb, publishWebRepo } from '../web/web-fixtures.js';
+import { launchChromium, prepareWeb, publishWebRepo, waitForRunState, waitForTranscript } from '../web/web-fixtures.js';
 import { Cleanup, fmtBytes, fmtRatio, fmtSeconds, log, machineInfo, median, repoRoot, table, writeJson } from './bench-util.js';
 import { startWanProxy } from './wan-proxy.js';
 
@@ -58,26 +56,24 @@ interface Measurement {
 }
 
 async function measure(pageUrl: string, start: Start): Promise<{ readyMs: number; answeredMs: number; pageTimings: Record<string, number> }> {
-  const profile = await mkdtemp(path.join(tmpdir(), 'hostme-bench-chromium-'));
-  const context = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, args: CHROMIUM_ARGS, viewport: { width: 1100, height: 700 } });
+  const browser = await launchChromium();
   try {
-    const page = await context.newPage();
+    const page = await browser.context.newPage();
     const started = performance.now();
     await page.goto(start === 'cold' ? `${pageUrl}?boot=cold` : pageUrl);
-    await page.waitForFunction(() => ['ready', 'error'].includes(document.body.dataset.state ?? ''), undefined, { timeout: timeoutMs, polling: 100 });
+    await waitForRunState(page, ['ready', 'error'], timeoutMs, 100);
     const readyMs = performance.now() - started;
     const state = await page.evaluate(() => ({ state: document.body.dataset.state, start: document.body.dataset.start, message: document.getElementById('message')?.textContent }));
     if (state.state !== 'ready') throw new Error(`the run page failed: ${state.message}`);
     if (state.start !== (start === 'cold' ? 'boot' : 'restore')) throw new Error(`asked for ${start}, the page did ${state.start}`);
     await page.locator('#terminal .xterm-helper-textarea').focus();
     await page.keyboard.type('echo "answer $((6*7))"\n');
-    await page.waitForFunction(() => /answer 42/.test((window as unknown as { hostmeRun: { transcript: string } }).hostmeRun.transcript), undefined, { timeout: 60_000, polling: 50 });
+    await waitForTranscript(page, /answer 42/, 60_000, 50);
     const answeredMs = performance.now() - started;
     const pageTimings = await page.evaluate(() => (window as unknown as { hostmeRun: { timings: Record<string, number> } }).hostmeRun.timings);
     return { readyMs, answeredMs, pageTimings };
   } finally {
-    await context.close();
-    await rm(profile, { recursive: true, force: true });
+    await browser.close();
   }
 }
 

@@ -2,9 +2,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createKeyFiles, loadPrivateKey } from '../pack/publisher-key.js';
-import { packImage } from '../pack/pack-image.js';
-import { openRepository } from '../repo/repository.js';
+import { packWithNewKey } from '../testing/fixtures.js';
 import { loadReferenceGuest, type ReferenceGuest } from '../testing/reference-guest.js';
 
 export interface SmallImage {
@@ -20,15 +18,10 @@ export async function packSmallImage(): Promise<SmallImage> {
   const guest = loadReferenceGuest();
   const dir = await mkdtemp(join(tmpdir(), 'hostme-export-test-'));
   const repoDir = join(dir, 'repo');
-  const keyFile = join(dir, 'publisher.key');
-  await createKeyFiles(keyFile);
-  await packImage({
-    repo: openRepository(repoDir),
-    workDir: dir,
+  await packWithNewKey(dir, repoDir, {
     disk: guest.disk,
     name: 'small',
     version: '1',
-    key: await loadPrivateKey(keyFile),
     kernel: guest.kernel,
     cmdline: guest.cmdline,
     memoryMiB: guest.memoryMiB,

@@ -8,14 +8,12 @@ import assert from 'node:assert/strict';
 import { cp, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import type { BrowserContext, Page } from 'playwright-core';
 import { openRepository } from '../repo/repository.js';
 import { loadPrivateKey } from '../pack/publisher-key.js';
 import { startRepoServer, type RequestLogEntry } from '../server/server.js';
 import { runCli } from '../testing/published-guest.js';
-import { artifactsDir, CHROMIUM, CHROMIUM_ARGS, prepareWeb, publishWebRepo, tamperObject } from '../web/web-fixtures.js';
-import { decodeIndex } from '../format/chunk-index.js';
-import { decodeObject } from '../format/object-codec.js';
+import { artifactsDir, launchChromium, prepareWeb, publishWebRepo, runTranscript, tamperObject, waitForRunState, waitForTranscript } from '../web/web-fixtures.js';
 import { NodeMachine } from './node-machine.js';
 import { RepositoryChunks } from './repository-chunks.js';
 import { v86PackageVersion } from './v86-install.js';
@@ -29,8 +27,7 @@ let base = '';
 let repoDir = '';
 let keyFile = '';
 let snapshot: SnapshotResult;
-let context: BrowserContext | undefined;
-let profile = '';
+let chromiumSession: { context: BrowserContext; close(): Promise<void> } | undefined;
 
 before(async () => {
   if (skip || 'skip' in prepared) return;
@@ -45,25 +42,16 @@ before(async () => {
 });
 
 after(async () => {
-  await context?.close();
-  if (profile) await rm(profile, { recursive: true, force: true });
+  await chromiumSession?.close();
   if (base) await rm(base, { recursive: true, force: true });
 });
 
 async function browser(): Promise<BrowserContext> {
-  if (!context) {
-    profile = await mkdtemp(join(tmpdir(), 'hostme-chromium-'));
-    context = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, args: CHROMIUM_ARGS, viewport: { width: 1100, height: 700 } });
-  }
-  return context;
+  chromiumSession ??= await launchChromium();
+  return chromiumSession.context;
 }
 
-async function waitForState(page: Page, states: string[], timeout = BOOT_TIMEOUT_MS): Promise<string> {
-  await page.waitForFunction((s) => s.includes(document.body.dataset.state ?? ''), states, { timeout, polling: 200 });
-  return page.evaluate(() => document.body.dataset.state ?? '');
-}
-
-const transcriptOf = (page: Page): Promise<string> => page.evaluate(() => (window as unknown as { hostmeRun: { transcript: string } }).hostmeRun.transcript);
+const waitForState = (page: Page, states: string[], timeout = BOOT_TIMEOUT_MS): Promise<string> => waitForRunState(page, states, timeout);
 
 test('hostme snapshot publishes a signed version whose memorySnapshot records the v86 build and machine', { skip }, async () => {
   assert.equal(snapshot.baseVersion, '1');
@@ -120,11 +108,11 @@ test('the run page resumes the snapshot to an interactive shell', { skip, timeou
     assert.equal(await page.evaluate(() => document.body.dataset.start), 'restore');
     await page.locator('#terminal .xterm-helper-textarea').focus();
     await page.keyboard.type('echo "answer $((6*7))"\n');
-    await page.waitForFunction(() => /answer 42/.test((window as unknown as { hostmeRun: { transcript: string } }).hostmeRun.transcript), undefined, { timeout: 60_000 });
+    await waitForTranscript(page, /answer 42/, 60_000);
     const answeredMs = Math.round(performance.now() - clicked);
     const bootMs = await page.evaluate(() => document.body.dataset.bootMs);
     console.log(`run page: snapshot restored in ${bootMs} ms, command answered ${answeredMs} ms after navigation (cold boot under Node: ${snapshot.msToReady} ms)`);
-    assert.match(await transcriptOf(page), /answer 42/);
+    assert.match(await runTranscript(page), /answer 42/);
     await page.screenshot({ path: join(await artifactsDir(), 'run-page-snapshot.png') });
   } finally {
     await page.close();
@@ -165,10 +153,9 @@ test('a tampered snapshot chunk is rejected and named; the page does not run it'
   const copy = await mkdtemp(join(tmpdir(), 'hostme-snapshot-tampered-'));
   try {
     await cp(repoDir, copy, { recursive: true });
-    const s = (await openRepository(copy).loadImage('hello-i686', snapshot.version)).manifest.memorySnapshot!;
-    const n = Math.ceil(s.size / s.chunkSize);
-    const stored = await readFile(join(copy, 'objects', s.index.slice(0, 2), s.index));
-    const ids = decodeIndex(decodeObject(s.index, 32 + 32 * n, new Uint8Array(stored))).ids;
+    const copied = openRepository(copy);
+    const s = (await copied.loadImage('hello-i686', snapshot.version)).manifest.memorySnapshot!;
+    const { ids } = await copied.readIndex(s);
     // A chunk whose content occurs once, so the rejection names exactly that chunk.
     const unique = ids.findIndex((id, i) => i > 0 && ids.indexOf(id) === ids.lastIndexOf(id));
     await tamperObject(copy, ids[unique]!, Math.min(s.chunkSize, s.size - unique * s.chunkSize));

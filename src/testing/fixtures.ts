@@ -6,7 +6,9 @@ import { join } from 'node:path';
 import { generatePublisherKey, parsePrivateKeyPem, type PublisherKey } from '../format/signature.js';
 import { chunkLength, isHole, type ChunkIndex } from '../format/chunk-index.js';
 import type { BlobRef } from '../format/manifest.js';
-import type { Repository } from '../repo/repository.js';
+import { openRepository, type Repository } from '../repo/repository.js';
+import { packImage, type PackRequest } from '../pack/pack-image.js';
+import { createKeyFiles, loadPrivateKey } from '../pack/publisher-key.js';
 
 /** Test fixtures shared by the pack, repo and CLI tests. */
 
@@ -18,6 +20,23 @@ export async function tempDir(prefix = 'hostme-test-'): Promise<string> {
 
 export function removeDir(dir: string): Promise<void> {
   return rm(dir, { recursive: true, force: true });
+}
+
+/**
+ * What a publisher's first `hostme keygen` + `hostme pack` leave behind: a key
+ * pair at DIR/publisher.key(.pub) and the image packed into REPO_DIR with it.
+ */
+export async function packWithNewKey(
+  dir: string,
+  repoDir: string,
+  image: Omit<PackRequest, 'repo' | 'workDir' | 'key'>,
+): Promise<{ keyFile: string; key: PublisherKey; repo: Repository }> {
+  const keyFile = join(dir, 'publisher.key');
+  await createKeyFiles(keyFile);
+  const key = await loadPrivateKey(keyFile);
+  const repo = openRepository(repoDir);
+  await packImage({ ...image, repo, workDir: dir, key });
+  return { keyFile, key, repo };
 }
 
 export function newKey(): PublisherKey {

@@ -2,9 +2,8 @@ import { mkdir, readFile, rm, writeFile, cp } from 'node:fs/promises';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { createKeyFiles, loadPrivateKey } from '../pack/publisher-key.js';
-import { packImage } from '../pack/pack-image.js';
-import { openRepository } from '../repo/repository.js';
+import { loadPrivateKey } from '../pack/publisher-key.js';
+import { packWithNewKey } from './fixtures.js';
 import type { PublisherKey } from '../format/signature.js';
 import { loadReferenceGuest, referenceGuestDir, type ReferenceGuest } from './reference-guest.js';
 
@@ -30,14 +29,10 @@ export async function publishedReferenceGuest(): Promise<PublishedGuest> {
   if ((await readFile(done, 'utf8').catch(() => '')) !== stamp) {
     await rm(base, { recursive: true, force: true });
     await mkdir(base, { recursive: true });
-    await createKeyFiles(keyFile);
-    await packImage({
-      repo: openRepository(repoDir),
-      workDir: base,
+    await packWithNewKey(base, repoDir, {
       disk: guest.disk1g,
       name: 'hello',
       version: '1',
-      key: await loadPrivateKey(keyFile),
       kernel: guest.kernel,
       cmdline: guest.cmdline,
       memoryMiB: guest.memoryMiB,

@@ -7,9 +7,7 @@ import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { startRepoServer, type RunningRepoServer } from '../server/server.js';
-import { createKeyFiles, loadPrivateKey } from '../pack/publisher-key.js';
-import { packImage } from '../pack/pack-image.js';
-import { openRepository } from '../repo/repository.js';
+import { packWithNewKey } from '../testing/fixtures.js';
 import { NoObjectCache } from './reader/cache.js';
 import { parseManifest, ReaderError, verifyEnvelope } from './reader/format.js';
 import { ImageReader, type ReaderEvent } from './reader/reader.js';
@@ -44,15 +42,10 @@ before(async () => {
   await mkdir(repoDir, { recursive: true });
   // The good server runs first so the image can name it as its mirror.
   good = await startRepoServer({ repoDir });
-  const keyFile = join(base, 'k.key');
-  await createKeyFiles(keyFile);
-  await packImage({
-    repo: openRepository(repoDir),
-    workDir: base,
+  await packWithNewKey(base, repoDir, {
     disk: guest.disk,
     name: 'hello-i686',
     version: '1',
-    key: await loadPrivateKey(keyFile),
     kernel: guest.kernel,
     initrd: guest.initrd,
     cmdline: guest.cmdline,

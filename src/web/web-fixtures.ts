@@ -9,9 +9,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { createKeyFiles, loadPrivateKey } from '../pack/publisher-key.js';
+import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import { loadPrivateKey } from '../pack/publisher-key.js';
 import { packImage } from '../pack/pack-image.js';
 import { openRepository } from '../repo/repository.js';
+import { packWithNewKey } from '../testing/fixtures.js';
 import { decodeIndex, isHole } from '../format/chunk-index.js';
 import { decodeObject } from '../format/object-codec.js';
 
@@ -50,17 +52,10 @@ export function prepareWeb(): { guest: I686Guest } | { skip: string } {
 export async function publishWebRepo(guest: I686Guest): Promise<{ base: string; repoDir: string }> {
   const base = await mkdtemp(join(tmpdir(), 'hostme-web-'));
   const repoDir = join(base, 'repo');
-  const keyFile = join(base, 'publisher.key');
-  await createKeyFiles(keyFile);
-  const key = await loadPrivateKey(keyFile);
-  const repo = openRepository(repoDir);
-  await packImage({
-    repo,
-    workDir: base,
+  const { key, repo } = await packWithNewKey(base, repoDir, {
     disk: guest.disk,
     name: 'hello-i686',
     version: '1',
-    key,
     kernel: guest.kernel,
     initrd: guest.initrd,
     cmdline: guest.cmdline,
@@ -131,4 +126,37 @@ export async function artifactsDir(): Promise<string> {
   const dir = join(REPO_ROOT, 'test-artifacts');
   await mkdir(dir, { recursive: true });
   return dir;
+}
+
+/** Headless Debian Chromium with a fresh profile (an empty browser cache); close() also removes the profile. */
+export async function launchChromium(): Promise<{ context: BrowserContext; close(): Promise<void> }> {
+  const profile = await mkdtemp(join(tmpdir(), 'hostme-chromium-'));
+  const context = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, args: CHROMIUM_ARGS, viewport: { width: 1100, height: 700 } });
+  return {
+    context,
+    close: async () => {
+      await context.close();
+      await rm(profile, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Wait until the run page's state (body[data-state]) is one of `states`; returns it. */
+export async function waitForRunState(page: Page, states: string[], timeoutMs: number, pollingMs = 200): Promise<string> {
+  await page.waitForFunction((s) => s.includes(document.body.dataset.state ?? ''), states, { timeout: timeoutMs, polling: pollingMs });
+  return page.evaluate(() => document.body.dataset.state ?? '');
+}
+
+/** The guest's serial output so far, as the run page recorded it (window.hostmeRun.transcript). */
+export function runTranscript(page: Page): Promise<string> {
+  return page.evaluate(() => (window as unknown as { hostmeRun: { transcript: string } }).hostmeRun.transcript);
+}
+
+/** Wait until the guest's serial output matches `pattern` (polled every `pollingMs`). */
+export async function waitForTranscript(page: Page, pattern: RegExp, timeoutMs: number, pollingMs = 200): Promise<void> {
+  await page.waitForFunction(
+    ([source, flags]) => new RegExp(source, flags).test((window as unknown as { hostmeRun: { transcript: string } }).hostmeRun.transcript),
+    [pattern.source, pattern.flags] as const,
+    { timeout: timeoutMs, polling: pollingMs },
+  );
 }

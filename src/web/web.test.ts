@@ -3,21 +3,21 @@
 // No timing asserts; timeouts are generous (v86 cold boot: ~1 min on 2 busy cores).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, cp } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { rm, cp } from 'node:fs/promises';
 import { join } from 'node:path';
-import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import type { BrowserContext, Page } from 'playwright-core';
 import { startRepoServer, type RequestLogEntry, type RunningRepoServer } from '../server/server.js';
 import {
   artifactsDir,
-  CHROMIUM,
-  CHROMIUM_ARGS,
   diskChunkIds,
+  launchChromium,
   prepareWeb,
   publishWebRepo,
   publishWithPrefetch,
+  runTranscript,
   startPageServer,
   tamperObject,
+  waitForRunState,
 } from './web-fixtures.js';
 
 const BOOT_TIMEOUT_MS = 420_000;
@@ -30,32 +30,27 @@ let keyFile = '';
 let server: RunningRepoServer;
 const requests: RequestLogEntry[] = [];
 let context: BrowserContext;
-let profile = '';
+let browser: { context: BrowserContext; close(): Promise<void> } | undefined;
 
 before(async () => {
   if (skip || 'skip' in prepared) return;
   ({ base, repoDir } = await publishWebRepo(prepared.guest));
   keyFile = join(base, 'publisher.key');
   server = await startRepoServer({ repoDir, logger: (e) => requests.push(e) });
-  profile = await mkdtemp(join(tmpdir(), 'hostme-chromium-'));
-  context = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, args: CHROMIUM_ARGS, viewport: { width: 1100, height: 700 } });
+  browser = await launchChromium();
+  context = browser.context;
 });
 
 after(async () => {
-  await context?.close();
+  await browser?.close();
   await server?.close();
-  if (profile) await rm(profile, { recursive: true, force: true });
   if (base) await rm(base, { recursive: true, force: true });
 });
 
-async function waitForState(page: Page, states: string[], timeout = BOOT_TIMEOUT_MS): Promise<string> {
-  await page.waitForFunction((s) => s.includes(document.body.dataset.state ?? ''), states, { timeout, polling: 500 });
-  return page.evaluate(() => document.body.dataset.state ?? '');
-}
+const waitForState = (page: Page, states: string[], timeout = BOOT_TIMEOUT_MS): Promise<string> => waitForRunState(page, states, timeout, 500);
 
 const isObjectGet = (r: RequestLogEntry): boolean => r.url.startsWith('/objects/') && r.method === 'GET';
 const objectRequests = (from: number): RequestLogEntry[] => requests.slice(from).filter(isObjectGet);
-const transcriptOf = (page: Page): Promise<string> => page.evaluate(() => (window as unknown as { hostmeRun: { transcript: string } }).hostmeRun.transcript);
 
 test('button on another origin -> run page -> i686 guest prints HOSTME-READY; a small share of the disk is fetched; reload boots from the browser cache', { skip, timeout: 3 * BOOT_TIMEOUT_MS }, async () => {
   const embed = await startPageServer(`<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Embedder</title></head>
@@ -176,7 +171,7 @@ test('network lost while reading the disk: a visible error, and Retry resumes th
     await page.unroute(isDiskObject, cutDisk);
     await page.getByRole('button', { name: 'Retry' }).click();
     assert.equal(await waitForState(page, ['ready', 'error']), 'ready');
-    assert.match(await page.evaluate(() => (window as unknown as { hostmeRun: { transcript: string } }).hostmeRun.transcript), /HOSTME-READY/);
+    assert.match(await runTranscript(page), /HOSTME-READY/);
   } finally {
     await page.close();
     await second.close();
@@ -382,7 +377,7 @@ test('browser storage full: the page says so, keeps running without caching, and
     assert.ok(again.fetched > 0 && reloadObjects > 0, 'the reload fetched chunks again');
     assert.ok(again.cached <= first.cachedEntries, 'only entries that were completely stored (and verify) come from the cache');
     assert.match(again.warning, /^Browser storage is full/, 'the reload says so again');
-    assert.match(await transcriptOf(page), /HOSTME-READY/);
+    assert.match(await runTranscript(page), /HOSTME-READY/);
   } finally {
     await cdp.send('Storage.overrideQuotaForOrigin', { origin: full.url }).catch(() => undefined);
     await page.close();
