@@ -1,6 +1,6 @@
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
-import type { PublisherKey } from '../format/signature.js';
+import type { BootOnceRequest } from '../runner/profile.js';
 import { loadOrCreateDefaultKey } from '../pack/publisher-key.js';
 import { parseImageSpec, parsePositiveInt } from './output.js';
 
@@ -11,17 +11,6 @@ export interface BootOnceOptions {
   key?: string;
   timeout: string;
   json?: boolean;
-}
-
-/** What `hostme profile` and `hostme snapshot` both ask of their request. */
-export interface BootOnceRequest {
-  repoDir: string;
-  name: string;
-  version?: string;
-  newVersion?: string;
-  key: PublisherKey;
-  until: RegExp;
-  timeoutMs: number;
 }
 
 /**

@@ -5,14 +5,20 @@ import { publishDerived } from '../repo/versions.js';
 import type { Accel } from '../vm/accel.js';
 import { startImage } from './run-image.js';
 
-export interface ProfileRequest {
+/** Boot an image of a local repository once, until a ready point, and publish a version derived from it (profile, snapshot). */
+export interface BootOnceRequest {
   repoDir: string;
   name: string;
+  /** The version to boot (default: latest). */
   version?: string;
+  /** Version to publish (default: next integer). */
   newVersion?: string;
   key: PublisherKey;
   until: RegExp;
   timeoutMs?: number;
+}
+
+export interface ProfileRequest extends BootOnceRequest {
   cacheDir?: string;
   accel?: Accel;
 }

@@ -2,7 +2,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Manifest } from '../format/manifest.js';
-import type { PublisherKey } from '../format/signature.js';
+import type { BootOnceRequest } from '../runner/profile.js';
 import { HostmeError } from '../errors.js';
 import { openRepository, type Repository } from '../repo/repository.js';
 import { BOOT_BLOB_ZSTD_LEVEL } from '../pack/pack-image.js';
@@ -15,16 +15,7 @@ import { NodeMachine } from './node-machine.js';
 import { RepositoryChunks } from './repository-chunks.js';
 import { v86PackageVersion } from './v86-install.js';
 
-export interface SnapshotRequest {
-  repoDir: string;
-  name: string;
-  /** The version to boot (default: latest). */
-  version?: string;
-  /** Version of the published snapshot (default: next integer). */
-  newVersion?: string;
-  key: PublisherKey;
-  until: RegExp;
-  timeoutMs?: number;
+export interface SnapshotRequest extends BootOnceRequest {
   /** After the match, wait until the console is quiet this long (the prompt is printed) before saving. */
   quietMs?: number;
   onStep?: (step: SnapshotStep, detail: string) => void;
