@@ -14,22 +14,12 @@ import tar from 'tar-stream';
 import { buildImage, validateBuildManifest } from './index.js';
 import { parseInputPairs, renderTemplate, resolveInputs } from './inputs.js';
 import { rewriteUrl } from './fetch-base.js';
-import { isHostmeError } from '../errors.js';
 import { openRepository } from '../repo/repository.js';
-import { newKey, pseudoRandom, readBlob, removeDir, run, tempDir } from '../testing/fixtures.js';
+import { hasCode, newKey, pseudoRandom, readBlob, removeDir, run, tempDir } from '../testing/fixtures.js';
 import { hostmeBin, runCli } from '../testing/published-guest.js';
 import { createKeyFiles } from '../pack/publisher-key.js';
 
 const key = newKey();
-
-function hasCode(code: string, check?: (message: string) => void) {
-  return (err: unknown): boolean => {
-    assert.ok(isHostmeError(err), `expected a HostmeError, got ${String(err)}`);
-    assert.equal(err.code, code, err.message);
-    check?.(err.message);
-    return true;
-  };
-}
 
 interface TarEntry {
   name: string;

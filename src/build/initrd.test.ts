@@ -15,21 +15,11 @@ import { hasElfInterpreter } from './boot.js';
 import { moduleLoadOrder, type KernelModule } from './debian.js';
 import { INITRD_INIT, makeInitrd } from './initrd.js';
 import { writeRandomFile } from './random-file.js';
-import { isHostmeError } from '../errors.js';
 import { openRepository } from '../repo/repository.js';
-import { newKey, readBlob, removeDir, run, tempDir } from '../testing/fixtures.js';
+import { hasCode, newKey, readBlob, removeDir, run, tempDir } from '../testing/fixtures.js';
 
 const key = newKey();
 const HOST_BUSYBOX = '/bin/busybox'; // Debian's busybox-static, a hostme dependency (scripts/setup.sh)
-
-function hasCode(code: string, check?: (message: string) => void) {
-  return (err: unknown): boolean => {
-    assert.ok(isHostmeError(err), `expected a HostmeError, got ${String(err)}`);
-    assert.equal(err.code, code, err.message);
-    check?.(err.message);
-    return true;
-  };
-}
 
 /** Bytes that look like a .ko to hostme: its modinfo strings (name=, depends=) are all it reads. */
 function fakeModule(name: string, depends: string[]): Buffer {
