@@ -170,14 +170,18 @@ async function firstExisting(paths: string[], what: string, pkg: string): Promis
 
 async function tool(cmd: string, args: string[], pkg: string, env: NodeJS.ProcessEnv = process.env, input?: string): Promise<void> {
   await new Promise<void>((resolve, reject) => {
-    const child = spawn(cmd, args, { env, stdio: ['pipe', 'ignore', 'pipe'] });
+    const child = spawn(cmd, args, { env, stdio: [input === undefined ? 'ignore' : 'pipe', 'ignore', 'pipe'] });
     let stderr = '';
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
     child.on('error', (err: NodeJS.ErrnoException) =>
       reject(err.code === 'ENOENT' ? new HostmeError('tool-missing', `${cmd} is not installed (Debian package ${pkg})`, { package: pkg }) : err),
     );
     child.on('close', (code) => (code === 0 ? resolve() : reject(new HostmeError('disk-tool-failed', `${cmd} ${args.join(' ')} failed: ${stderr.trim().split('\n').slice(-2).join(' ')}`, { command: cmd }))));
-    child.stdin.end(input ?? '');
+    if (input !== undefined && child.stdin) {
+      // A tool that exits before reading all its input closes the pipe: its exit status, not EPIPE, says what happened.
+      child.stdin.on('error', () => {});
+      child.stdin.end(input);
+    }
   });
 }
 
