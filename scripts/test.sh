@@ -9,6 +9,14 @@ npx tsc -p tsconfig.web.json --noEmit
 echo "== reference guest"
 bash scripts/guest/build-reference.sh
 bash scripts/guest/build-i686.sh
+echo "== accelerator"
+# Decided once, from a real boot (a KVM that passes a probe may still hang a
+# real kernel): every QEMU test of this run uses the same answer.
+if [ -z "${HOSTME_ACCEL:-}" ]; then
+  HOSTME_ACCEL="$(node dist/testing/decide-accel.js)"
+  export HOSTME_ACCEL
+fi
+echo "tests run QEMU with HOSTME_ACCEL=$HOSTME_ACCEL"
 echo "== tests"
 mapfile -t files < <(find dist -name '*.test.js' | sort)
 if [ -n "${HOSTME_TEST_FILTER:-}" ]; then

@@ -18,7 +18,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { parseArgs } from 'node:util';
 import { launchVm } from '../vm/qemu.js';
-import { probeAccelDetailed } from '../vm/accel.js';
+import { chooseAccel } from '../vm/accel.js';
 import { loadReferenceGuest } from '../testing/reference-guest.js';
 import { openRepository } from '../repo/repository.js';
 import { manifestBlobs } from '../format/manifest.js';
@@ -76,7 +76,7 @@ async function main(): Promise<void> {
   const diskSize = (await stat(guest.disk1g)).size;
   const kernelSize = (await stat(guest.kernel)).size;
   const probeStart = performance.now();
-  const probe = await probeAccelDetailed();
+  const probe = await chooseAccel();
   const probeMs = performance.now() - probeStart;
   const accel = probe.accel;
   log(`accel ${accel} (${probe.reason}; probe ${probeMs.toFixed(0)} ms); link RTT ${rttMs} ms, ${mbit} Mbit/s down; ${runs} run(s) per scenario`);

@@ -170,4 +170,14 @@ describe('hostme CLI', () => {
     assert.equal(help.code, 0);
     assert.match(help.stdout, /keygen/);
   });
+
+  test("a subcommand's --version is its own, not hostme's", async () => {
+    const packed = await hostme(['pack', disk, '--repo', join(work, 'repo-version'), '--name', 'v', '--version', '7', '--key', keyFile, '--json'], env());
+    assert.equal(packed.code, 0, packed.stderr);
+    assert.doesNotMatch(packed.stdout, /^0\.1\.0/);
+    const listed = await hostme(['ls', join(work, 'repo-version'), '--json']);
+    assert.match(listed.stdout, /"7"/);
+    const top = await hostme(['--version']);
+    assert.equal(top.stdout.trim(), '0.1.0');
+  });
 });

@@ -25,6 +25,7 @@ const COMMANDS: Array<[names: string[], load: () => Promise<Register>]> = [
   [['profile'], async () => (await import('./profile.js')).registerProfile],
   [['snapshot'], async () => (await import('./snapshot.js')).registerSnapshot],
   [['reset', 'commit', 'cache', 'trust'], async () => (await import('./instances.js')).registerInstanceCommands],
+  [['doctor'], async () => (await import('./doctor.js')).registerDoctor],
   [['install-handler'], async () => (await import('./install-handler.js')).registerInstallHandler],
 ];
 
@@ -33,6 +34,8 @@ export async function buildProgram(only?: string): Promise<Command> {
   const program = new Command('hostme')
     .description('run virtual machines straight from the web')
     .version('0.1.0')
+    // Options after a subcommand's name are that subcommand's: `pack --version 1` is pack's version, not hostme's.
+    .enablePositionalOptions()
     .exitOverride()
     .configureOutput({ writeErr: (text) => process.stderr.write(text) });
   const one = COMMANDS.find(([names]) => only !== undefined && names.includes(only));

@@ -23,6 +23,7 @@ interface RunCliOptions {
   pubkey?: string;
   json?: boolean;
   seed?: string;
+  verbose?: boolean;
 }
 
 export function registerRun(program: Command): void {
@@ -44,6 +45,7 @@ export function registerRun(program: Command): void {
     .option('--pubkey <file>', 'require this publisher key')
     .option('--seed <file>', 'attach this seed image (hostme seed) as an extra read-only disk')
     .option('--json', 'print the summary as JSON')
+    .option('--verbose', 'say which accelerator was chosen and why')
     .action(async (link: string, name: string | undefined, options: RunCliOptions) => {
       if (options.console !== 'stdio' && options.console !== 'none') throw new HostmeError('usage', '--console must be stdio or none');
       let until: RegExp | undefined;
@@ -71,10 +73,12 @@ export function registerRun(program: Command): void {
         instance: options.instance,
         trusted: options.pubkey ? [await loadPublicKey(options.pubkey)] : undefined,
         extraDisks: options.seed ? [{ file: resolve(options.seed), readOnly: true }] : undefined,
+        onNotice: (message) => process.stderr.write(`hostme: ${message}\n`),
       });
       const { manifest } = running;
       for (const notice of running.notices) process.stderr.write(`hostme: ${notice}\n`);
       if (!options.json) process.stderr.write(`hostme: booting ${manifest.name}@${manifest.version} (${manifest.hardware.arch}, ${manifest.hardware.memoryMiB} MiB, accel ${running.vm.accel})${options.console === 'stdio' ? ' — Ctrl-] stops the VM' : ''}\n`);
+      if (options.verbose) process.stderr.write(`hostme: accelerator ${running.vm.accel}: ${running.vm.accelReason}\n`);
       if (options.fill) {
         void running.filled.then((complete) => {
           if (complete) process.stderr.write('\nhostme: the whole image is now in the local cache: it can run offline\n');

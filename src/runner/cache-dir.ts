@@ -1,9 +1,9 @@
 import { mkdir, readFile, readdir, rm, stat } from 'node:fs/promises';
-import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createHash } from 'node:crypto';
 import { DirStore } from '../store/transport-store.js';
 import { writeFileAtomic } from '../store/dir-transport.js';
+import { userCacheRoot } from '../user-dirs.js';
 
 /**
  * The machine-wide hostme cache (docs/run.md "Cache"):
@@ -18,7 +18,7 @@ export class CacheDir {
   readonly objects: DirStore;
 
   constructor(root?: string) {
-    this.root = resolve(root ?? process.env.HOSTME_CACHE_DIR ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'hostme'));
+    this.root = resolve(root ?? userCacheRoot());
     this.objects = new DirStore(this.root);
   }
 

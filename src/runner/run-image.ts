@@ -46,6 +46,8 @@ export interface RunOptions {
   extraQemuArgs?: string[];
   /** Local image files attached after the image's disks (raw), e.g. a cloud-init seed. */
   extraDisks?: Array<{ file: string; readOnly: boolean }>;
+  /** One-line messages while starting (the KVM watchdog's fallback): shown at once, not after start. */
+  onNotice?: (message: string) => void;
 }
 
 export interface RunningImage {
@@ -154,6 +156,9 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
       keepRunning: options.keepRunning,
       timeoutMs: options.timeoutMs,
       extraArgs: options.extraQemuArgs,
+      // A disk read through our NBD server proves the guest kernel runs (KVM watchdog).
+      activity: () => nbd.stats.requests.read,
+      onNotice: (message) => (options.onNotice ? options.onNotice(message) : notices.push(message)),
     });
     await instance.recordQemuPid(vm.pid);
     let readyError: unknown;

@@ -1,8 +1,11 @@
 /**
  * Decides between KVM and TCG. /dev/kvm existing (or even opening) proves
  * little: nested or software-only KVM modules exist that cannot run a stock
- * kernel. So KVM is chosen only if a tiny guest actually runs under it, with
- * the same CPU model the launcher will use (`-cpu host`), within a few seconds.
+ * kernel, and a tiny probe guest passing proves little more (measured: a
+ * probe that passes 4 times in 6 on a machine where a real kernel prints
+ * nothing in 40 s). So the probe only filters: KVM is trusted once a real
+ * guest has shown life under it (launchVm's watchdog), and that verdict is
+ * remembered per machine (accel-verdict.ts). docs/run.md "Accelerator".
  */
 import { spawn } from 'node:child_process';
 import { constants as fsConstants } from 'node:fs';
@@ -10,6 +13,7 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { HostmeError } from '../errors.js';
+import { machineIdentity, rememberVerdict, rememberedVerdict, type MachineIdentity } from './accel-verdict.js';
 
 export type Accel = 'kvm' | 'tcg';
 
@@ -47,41 +51,93 @@ const PROBE_EXIT_STATUS = 67;
 
 export interface ProbeResult {
   accel: Accel;
-  /** Why KVM was not chosen (or 'override' / 'probe ok'). */
+  /** Why KVM was not chosen (or 'probe ok'). */
   reason: string;
 }
 
-let cached: Promise<ProbeResult> | undefined;
-
-/** 'kvm' or 'tcg' for this machine; probed once per process. HOSTME_ACCEL=kvm|tcg overrides. */
-export async function probeAccel(options: { qemuBinary?: string; timeoutMs?: number } = {}): Promise<Accel> {
-  return (await probeAccelDetailed(options)).accel;
+/** How the accelerator for a launch was chosen (hostme doctor and run --verbose print it). */
+export interface AccelChoice {
+  accel: Accel;
+  /** One line: why. */
+  reason: string;
+  source: 'override' | 'caller' | 'remembered' | 'no-kvm' | 'probe';
+  /**
+   * KVM passed only the probe: no real guest has run under it on this
+   * machine yet, so the launcher's watchdog has the last word.
+   */
+  provisional: boolean;
+  machine?: MachineIdentity;
 }
 
-export function probeAccelDetailed(options: { qemuBinary?: string; timeoutMs?: number } = {}): Promise<ProbeResult> {
-  const override = process.env.HOSTME_ACCEL;
-  if (override !== undefined && override !== '') {
-    if (override !== 'kvm' && override !== 'tcg') {
-      return Promise.reject(new HostmeError('bad-accel', `HOSTME_ACCEL must be 'kvm' or 'tcg', not '${override}'`, { value: override }));
-    }
-    return Promise.resolve({ accel: override, reason: 'override (HOSTME_ACCEL)' });
+/** HOSTME_ACCEL=kvm|tcg, or undefined when unset. */
+export function accelOverride(): Accel | undefined {
+  const value = process.env.HOSTME_ACCEL;
+  if (value === undefined || value === '') return undefined;
+  if (value !== 'kvm' && value !== 'tcg') {
+    throw new HostmeError('bad-accel', `HOSTME_ACCEL must be 'kvm' or 'tcg', not '${value}'`, { value });
   }
-  cached ??= runProbe(options.qemuBinary ?? 'qemu-system-x86_64', options.timeoutMs ?? 4000);
-  return cached;
+  return value;
 }
 
-/** Forgets the per-process result (tests). */
+/** The KVM device ($HOSTME_KVM_DEVICE lets tests stand a file in for it). */
+export function kvmDevice(): string {
+  return process.env.HOSTME_KVM_DEVICE || '/dev/kvm';
+}
+
+const choices = new Map<string, Promise<AccelChoice>>();
+
+/**
+ * The accelerator for the next launch: HOSTME_ACCEL, else the verdict
+ * remembered for this machine, else TCG when /dev/kvm cannot be opened, else
+ * the probe guest (a failure is remembered; a pass is provisional until a
+ * real guest shows life under KVM, see launchVm's watchdog). Once per process
+ * and binary; `fresh` forgets that (hostme doctor).
+ */
+export async function chooseAccel(options: { qemuBinary?: string; probeTimeoutMs?: number; fresh?: boolean } = {}): Promise<AccelChoice> {
+  const override = accelOverride();
+  if (override) return { accel: override, reason: 'override (HOSTME_ACCEL)', source: 'override', provisional: false };
+  const qemu = options.qemuBinary ?? 'qemu-system-x86_64';
+  if (options.fresh) choices.delete(qemu);
+  let choice = choices.get(qemu);
+  if (!choice) {
+    choice = decide(qemu, options.probeTimeoutMs ?? 4000);
+    choices.set(qemu, choice);
+  }
+  return choice;
+}
+
+/** Forgets the per-process choice (after a verdict changed, and in tests). */
 export function resetAccelCache(): void {
-  cached = undefined;
+  choices.clear();
+}
+
+/** 'kvm' or 'tcg' for this machine, without starting a real guest (benchmarks, tests). */
+export async function probeAccel(options: { qemuBinary?: string } = {}): Promise<Accel> {
+  return (await chooseAccel(options)).accel;
+}
+
+async function decide(qemu: string, probeTimeoutMs: number): Promise<AccelChoice> {
+  const device = kvmDevice();
+  try {
+    const fh = await fs.open(device, fsConstants.O_RDWR);
+    await fh.close();
+  } catch (err) {
+    return { accel: 'tcg', reason: `${device} not usable: ${(err as Error).message}`, source: 'no-kvm', provisional: false };
+  }
+  const machine = await machineIdentity(qemu);
+  const remembered = await rememberedVerdict(machine);
+  if (remembered) {
+    return { accel: remembered.accel, reason: `remembered for this machine since ${remembered.decidedAt}: ${remembered.reason}`, source: 'remembered', provisional: false, machine };
+  }
+  const probe = await runProbe(qemu, probeTimeoutMs);
+  if (probe.accel === 'tcg') {
+    await rememberVerdict({ accel: 'tcg', reason: probe.reason, evidence: 'probe', machine });
+    return { accel: 'tcg', reason: probe.reason, source: 'probe', provisional: false, machine };
+  }
+  return { accel: 'kvm', reason: 'the KVM probe guest ran; no real guest has run under KVM here yet', source: 'probe', provisional: true, machine };
 }
 
 async function runProbe(qemu: string, timeoutMs: number): Promise<ProbeResult> {
-  try {
-    const fh = await fs.open('/dev/kvm', fsConstants.O_RDWR);
-    await fh.close();
-  } catch (err) {
-    return { accel: 'tcg', reason: `/dev/kvm not usable: ${(err as Error).message}` };
-  }
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'hostme-kvm-probe-'));
   const image = path.join(dir, 'probe.bin');
   try {

@@ -12,8 +12,9 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { Readable, Writable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { HostmeError } from '../errors.js';
-import { probeAccel, type Accel } from './accel.js';
+import { HostmeError, isHostmeError } from '../errors.js';
+import { chooseAccel, resetAccelCache, type Accel, type AccelChoice } from './accel.js';
+import { machineIdentity, rememberVerdict } from './accel-verdict.js';
 import { QmpClient } from './qmp.js';
 
 export type VmArch = 'x86_64' | 'i686';
@@ -56,8 +57,20 @@ export interface VmSpec {
   memoryMiB: number;
   cpus: number;
   arch: VmArch;
-  /** Default: probeAccel(). */
+  /**
+   * Default: chooseAccel(). Under KVM (chosen or given) a watchdog restarts
+   * the boot under TCG when the guest shows no sign of life (see launchVm).
+   */
   accel?: Accel;
+  /**
+   * A counter of guest I/O that hostme serves (e.g. NBD reads): a change
+   * means the guest is alive. Console output counts too.
+   */
+  activity?: () => number;
+  /** Bound for the KVM watchdog (default $HOSTME_KVM_WATCHDOG_MS or 12000 ms); 0 turns it off. */
+  kvmWatchdogMs?: number;
+  /** One-line messages for the user (the KVM watchdog's fallback). */
+  onNotice?: (message: string) => void;
   /**
    * How disks attach. Default by arch: x86_64 gets NVMe (root without an
    * initramfs on Debian's cloud kernel); i686 gets IDE, the PIIX controller
@@ -105,6 +118,8 @@ export interface VmExit {
 export interface VmHandle {
   readonly pid: number;
   readonly accel: Accel;
+  /** Why this accelerator (hostme run --verbose). */
+  readonly accelReason: string;
   /** The QEMU command line (binary first). */
   readonly argv: readonly string[];
   readonly ready: Promise<VmReady>;
@@ -218,10 +233,97 @@ function tail(text: string, lines = 12): string {
   return text.trimEnd().split('\n').slice(-lines).join('\n');
 }
 
+/**
+ * Starts QEMU for a spec. Under KVM it watches the guest: a guest that shows
+ * no sign of life (no console output past the boot stub's, no disk read
+ * through `activity`) within the watchdog bound, or a QEMU that dies at start
+ * under KVM, is stopped and the same boot starts under TCG, with one notice.
+ * The outcome is remembered for this machine (accel-verdict.ts), so the next
+ * run pays neither a probe nor the watchdog.
+ */
 export async function launchVm(spec: VmSpec): Promise<VmHandle> {
   validateSpec(spec);
   const binary = await resolveQemuBinary(spec.qemuBinary ?? process.env.HOSTME_QEMU ?? defaultQemuBinary(spec.arch));
-  const accel = spec.accel ?? (await probeAccel());
+  const choice: AccelChoice = spec.accel
+    ? { accel: spec.accel, reason: 'requested by the caller', source: 'caller', provisional: false }
+    : await chooseAccel({ qemuBinary: binary });
+  const boundMs = spec.kvmWatchdogMs ?? watchdogDefaultMs();
+  if (choice.accel === 'tcg' || boundMs === 0) return startQemu(spec, binary, choice.accel, choice.reason);
+
+  const t0 = performance.now();
+  const fallBack = async (why: string): Promise<VmHandle> => {
+    const machine = choice.machine ?? (await machineIdentity(binary));
+    await rememberVerdict({ accel: 'tcg', reason: why, evidence: 'guest', machine });
+    resetAccelCache();
+    spec.onNotice?.(`${why}: starting the same boot under TCG (remembered for this machine; 'hostme doctor' explains, HOSTME_ACCEL=kvm overrides)`);
+    const timeoutMs = spec.timeoutMs === undefined ? undefined : Math.max(1000, spec.timeoutMs - (performance.now() - t0));
+    return startQemu({ ...spec, timeoutMs }, binary, 'tcg', `KVM fallback: ${why}`);
+  };
+  let vm: VmHandle;
+  try {
+    vm = await startQemu(spec, binary, 'kvm', choice.reason);
+  } catch (err) {
+    if (!isHostmeError(err, 'qemu-failed')) throw err;
+    return fallBack(`QEMU could not start under KVM (${err.message.split('\n')[0]})`);
+  }
+  const life = await watchForLife(vm, spec.activity, boundMs);
+  if (life === 'silent') {
+    await vm.shutdown();
+    return fallBack(`the guest showed no sign of life under KVM within ${(boundMs / 1000).toFixed(0)} s (no console output, no disk read)`);
+  }
+  if (life === 'alive' && choice.source !== 'remembered') {
+    await rememberVerdict({ accel: 'kvm', reason: 'a real guest showed life under KVM', evidence: 'guest', machine: choice.machine ?? (await machineIdentity(binary)) });
+    resetAccelCache();
+  }
+  return vm;
+}
+
+function watchdogDefaultMs(): number {
+  const fromEnv = Number(process.env.HOSTME_KVM_WATCHDOG_MS);
+  return Number.isFinite(fromEnv) && fromEnv >= 0 && process.env.HOSTME_KVM_WATCHDOG_MS !== '' ? fromEnv : 12000;
+}
+
+/**
+ * Lines a boot stub prints before the kernel proper runs: seen under a KVM
+ * that then hangs in the kernel's early setup, so they prove nothing.
+ */
+const BOOT_STUB_PHRASES = ['Probing EDD', 'Decompressing Linux', 'Parsing ELF', 'Booting the kernel', 'early console'];
+
+export function consoleShowsLife(consoleText: string): boolean {
+  return consoleText.split(/\r?\n/).some((raw, i, lines) => {
+    const line = raw.trim();
+    if (line === '' || BOOT_STUB_PHRASES.some((phrase) => line.startsWith(phrase))) return false;
+    // The last line may still be arriving: "Probing ED" is not yet a sign of anything.
+    const incomplete = i === lines.length - 1;
+    return !(incomplete && BOOT_STUB_PHRASES.some((phrase) => phrase.startsWith(line)));
+  });
+}
+
+/** 'alive' at the first sign of life, 'silent' after boundMs without one, 'exited' if QEMU stopped first. */
+function watchForLife(vm: VmHandle, activity: (() => number) | undefined, boundMs: number): Promise<'alive' | 'silent' | 'exited'> {
+  const baseline = activity?.() ?? 0;
+  return new Promise((resolve) => {
+    let settled = false;
+    const finish = (result: 'alive' | 'silent' | 'exited') => {
+      if (settled) return;
+      settled = true;
+      clearInterval(poll);
+      clearTimeout(timer);
+      unsubscribe();
+      resolve(result);
+    };
+    const check = () => {
+      if (consoleShowsLife(vm.console) || (activity !== undefined && activity() !== baseline)) finish('alive');
+    };
+    const unsubscribe = vm.onConsole(check);
+    const poll = setInterval(check, 50);
+    const timer = setTimeout(() => finish('silent'), boundMs);
+    void vm.exited.then(() => finish('exited'));
+    check();
+  });
+}
+
+async function startQemu(spec: VmSpec, binary: string, accel: Accel, accelReason: string): Promise<VmHandle> {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'hostme-vm-'));
   const qmpSocket = path.join(dir, 'qmp.sock');
   const args = buildQemuArgs(spec, accel, qmpSocket);
@@ -435,6 +537,7 @@ export async function launchVm(spec: VmSpec): Promise<VmHandle> {
   const handle: VmHandle = {
     pid: child.pid ?? -1,
     accel,
+    accelReason,
     argv: [binary, ...args],
     ready,
     exited,
