@@ -2,8 +2,8 @@ import type { Command } from 'commander';
 import { constants as fsConstants } from 'node:fs';
 import fs from 'node:fs/promises';
 import { chooseAccel, accelOverride, kvmDevice } from '../vm/accel.js';
-import { machineIdentity, rememberedVerdict, forgetVerdict, verdictFile } from '../vm/accel-verdict.js';
-import { defaultQemuBinary, resolveQemuBinary } from '../vm/qemu.js';
+import { machineIdentity, qemuVersion, rememberedVerdict, forgetVerdict, verdictFile } from '../vm/accel-verdict.js';
+import { defaultQemuBinary, resolveQemuBinary } from '../vm/qemu-binary.js';
 import { errorMessage } from '../errors.js';
 
 interface DoctorOptions {
@@ -26,6 +26,7 @@ export function registerDoctor(program: Command): void {
       }
       const lines = [
         `qemu:        ${report.qemu.binary ?? `missing (${report.qemu.error})`}`,
+        `             ${report.qemuVersion}`,
         `             ${report.machine.qemu}`,
         `host kernel: ${report.machine.kernel}`,
         `cpu:         ${report.machine.cpu}`,
@@ -55,5 +56,5 @@ async function diagnose(recheck: boolean) {
   );
   const verdict = await rememberedVerdict(machine);
   const choice = await chooseAccel({ qemuBinary: qemu.binary ?? binaryName, fresh: true });
-  return { qemu, machine, kvmDevice: `${kvmDevice()}: ${device}`, verdict, verdictFile: verdictFile(), override: accelOverride(), choice: { accel: choice.accel, reason: choice.reason, source: choice.source, provisional: choice.provisional } };
+  return { qemu, qemuVersion: await qemuVersion(qemu.binary ?? binaryName), machine, kvmDevice: `${kvmDevice()}: ${device}`, verdict, verdictFile: verdictFile(), override: accelOverride(), choice: { accel: choice.accel, reason: choice.reason, source: choice.source, provisional: choice.provisional } };
 }

@@ -16,8 +16,10 @@ import { HostmeError, isHostmeError } from '../errors.js';
 import { chooseAccel, resetAccelCache, type Accel, type AccelChoice } from './accel.js';
 import { machineIdentity, rememberVerdict } from './accel-verdict.js';
 import { QmpClient } from './qmp.js';
+import { defaultQemuBinary, resolveQemuBinary, type VmArch } from './qemu-binary.js';
 
-export type VmArch = 'x86_64' | 'i686';
+export { defaultQemuBinary, resolveQemuBinary, type VmArch };
+
 
 export interface VmDisk {
   /** NBD server listening on this unix socket (export name: nbdExport or the default). */
@@ -148,30 +150,6 @@ const CONSOLE_KEEP = 1 << 20;
 const STDERR_KEEP = 8192;
 /** Ctrl-] on an interactive stdio console stops the VM (like telnet). */
 const ESCAPE_BYTE = 0x1d;
-
-export function defaultQemuBinary(arch: VmArch): string {
-  return arch === 'i686' ? 'qemu-system-i386' : 'qemu-system-x86_64';
-}
-
-/** Resolves a binary name through PATH; throws 'qemu-missing' if it is not there. */
-export async function resolveQemuBinary(binary: string): Promise<string> {
-  const candidates = binary.includes('/')
-    ? [path.resolve(binary)]
-    : (process.env.PATH ?? '').split(path.delimiter).filter(Boolean).map((dir) => path.join(dir, binary));
-  for (const candidate of candidates) {
-    try {
-      await fs.access(candidate, fsConstants.X_OK);
-      return candidate;
-    } catch {
-      /* next */
-    }
-  }
-  throw new HostmeError(
-    'qemu-missing',
-    `QEMU (${binary}) is not installed or not executable: install the Debian package qemu-system-x86 (apt-get install qemu-system-x86)`,
-    { binary, package: 'qemu-system-x86' },
-  );
-}
 
 function validateSpec(spec: VmSpec): void {
   const bad = (message: string) => new HostmeError('bad-vm-spec', message, {});
