@@ -5,7 +5,7 @@
  * and a QMP socket for control.
  */
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
-import { constants as fsConstants, createWriteStream, type WriteStream } from 'node:fs';
+import { createWriteStream, type WriteStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
