@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { decompress } from 'zstd-napi';
 import { StaticServer } from '../store/testing/static-server.js';
 import { publishedReferenceGuest, runCli, copyRepo, type PublishedGuest } from '../testing/published-guest.js';
-import { tempDir, removeDir, mountTmpfs } from '../testing/fixtures.js';
+import { tempDir, removeDir, mountTmpfs, skipUnlessCi } from '../testing/fixtures.js';
 import { sha256Hex, isObjectId } from '../format/digest.js';
 import { manifestPath } from '../repo/layout.js';
 import type { RunStats } from './run-stats.js';
@@ -116,7 +116,7 @@ test('tampered and unsigned manifests are refused', async () => {
 test('a full cache directory: the VM still boots, uncached, and says so', async (t) => {
   const cache = join(work, 'cache-full');
   const unmount = await mountTmpfs(cache, '3m');
-  if (!unmount) return t.skip('mounting a tmpfs is not permitted here');
+  if (!unmount) return t.skip(skipUnlessCi('mounting a tmpfs is not permitted here'));
   try {
     const server = await serve();
     const file = join(work, 'full.json');
@@ -133,7 +133,7 @@ test('a full cache directory: the VM still boots, uncached, and says so', async 
 test('a read-only cache directory: the VM still boots and the changes are kept for this run only', async (t) => {
   const cache = join(work, 'cache-ro');
   const unmount = await mountTmpfs(cache, '1m,ro');
-  if (!unmount) return t.skip('mounting a tmpfs is not permitted here');
+  if (!unmount) return t.skip(skipUnlessCi('mounting a tmpfs is not permitted here'));
   try {
     const server = await serve();
     const out = await runCli(runArgs([server.url, 'hello'], cache));

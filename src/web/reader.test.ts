@@ -7,7 +7,7 @@ import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { startRepoServer, type RunningRepoServer } from '../server/server.js';
-import { packWithNewKey } from '../testing/fixtures.js';
+import { packWithNewKey, skipUnlessCi } from '../testing/fixtures.js';
 import { NoObjectCache } from './reader/cache.js';
 import { parseManifest, ReaderError, verifyEnvelope } from './reader/format.js';
 import { ImageReader, type ReaderEvent } from './reader/reader.js';
@@ -17,7 +17,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { REPO_ROOT } from './web-fixtures.js';
 
 const guestDir = join(process.env.HOSTME_GUEST_DIR ?? join(REPO_ROOT, '.cache/guest'), 'hello-i686');
-const skip = existsSync(join(guestDir, 'guest.json')) ? false : 'the i686 guest is not built (scripts/guest/build-i686.sh)';
+const skip = existsSync(join(guestDir, 'guest.json')) ? false : skipUnlessCi('the i686 guest is not built (scripts/guest/build-i686.sh)');
 
 let base = '';
 let good: RunningRepoServer;

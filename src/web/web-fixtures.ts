@@ -13,7 +13,7 @@ import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { loadPrivateKey } from '../pack/publisher-key.js';
 import { packImage } from '../pack/pack-image.js';
 import { openRepository } from '../repo/repository.js';
-import { packWithNewKey } from '../testing/fixtures.js';
+import { packWithNewKey, skipUnlessCi } from '../testing/fixtures.js';
 import { decodeIndex, isHole } from '../format/chunk-index.js';
 import { decodeObject } from '../format/object-codec.js';
 
@@ -39,11 +39,11 @@ export interface I686Guest {
 
 /** Builds (or reuses) the i686 guest and the web bundle; undefined with a reason when that is impossible here. */
 export function prepareWeb(): { guest: I686Guest } | { skip: string } {
-  if (!existsSync(CHROMIUM)) return { skip: `no Chromium at ${CHROMIUM} (apt-get install chromium)` };
+  if (!existsSync(CHROMIUM)) return { skip: skipUnlessCi(`no Chromium at ${CHROMIUM} (apt-get install chromium)`) };
   const build = spawnSync('bash', [join(REPO_ROOT, 'scripts/guest/build-i686.sh')], { stdio: 'inherit' });
-  if (build.status !== 0) return { skip: 'the i686 guest could not be built (scripts/guest/build-i686.sh)' };
+  if (build.status !== 0) return { skip: skipUnlessCi('the i686 guest could not be built (scripts/guest/build-i686.sh)') };
   const web = spawnSync('bash', [join(REPO_ROOT, 'scripts/build-web.sh')], { stdio: 'inherit' });
-  if (web.status !== 0) return { skip: 'the web bundle could not be built (scripts/build-web.sh)' };
+  if (web.status !== 0) return { skip: skipUnlessCi('the web bundle could not be built (scripts/build-web.sh)') };
   const dir = join(process.env.HOSTME_GUEST_DIR ?? join(REPO_ROOT, '.cache/guest'), 'hello-i686');
   return { guest: JSON.parse(readFileSync(join(dir, 'guest.json'), 'utf8')) as I686Guest };
 }
