@@ -180,4 +180,16 @@ describe('hostme CLI', () => {
     const top = await hostme(['--version']);
     assert.equal(top.stdout.trim(), '0.1.0');
   });
+
+  test('publisher text with terminal escape sequences is printed escaped, never raw', async () => {
+    const evil = 'nice image\u001b]0;pwned\u0007\u001b[2J\u009b31m';
+    const repoDir = join(work, 'repo-escape');
+    const packed = await hostme(['pack', disk, '--repo', repoDir, '--name', 'esc', '--version', '1', '--key', keyFile, '--description', evil], env());
+    assert.equal(packed.code, 0, packed.stderr);
+    const inspected = await hostme(['inspect', repoDir, 'esc']);
+    assert.equal(inspected.code, 0, inspected.stderr);
+    assert.match(inspected.stdout, /nice image\\x1b\]0;pwned\\x07\\x1b\[2J\\x9b31m/);
+    assert.doesNotMatch(inspected.stdout, /[\u001b\u0007\u009b]/);
+  });
 });
+

@@ -7,7 +7,17 @@ export interface OutputOptions {
 
 export function emit(options: OutputOptions, value: unknown, human: () => string): void {
   if (options.json) process.stdout.write(JSON.stringify(value, null, 2) + '\n');
-  else process.stdout.write(human().replace(/\n?$/, '\n'));
+  else process.stdout.write(terminalSafe(human()).replace(/\n?$/, '\n'));
+}
+
+/**
+ * Text for a terminal with control characters made visible (`\x1b`):
+ * manifests, repository names and error messages carry publisher-controlled
+ * text, and an escape sequence in a description must not drive the user's
+ * terminal. Newlines and tabs stay.
+ */
+export function terminalSafe(text: string): string {
+  return text.replace(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
 }
 
 export function reportError(err: unknown, json: boolean): void {
@@ -16,7 +26,7 @@ export function reportError(err: unknown, json: boolean): void {
     const body = isHostmeError(err) ? err.toJSON() : { code, message: errorMessage(err) };
     process.stdout.write(JSON.stringify({ error: body }, null, 2) + '\n');
   }
-  process.stderr.write(`hostme: ${errorMessage(err).split('\n')[0]}\n`);
+  process.stderr.write(`hostme: ${terminalSafe(errorMessage(err).split('\n')[0]!)}\n`);
 }
 
 export function formatBytes(bytes: number): string {

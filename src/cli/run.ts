@@ -5,7 +5,7 @@ import { parseImageLink } from '../runner/link.js';
 import { startImage } from '../runner/run-image.js';
 import type { RunStats } from '../runner/run-stats.js';
 import { HostmeError, errorMessage } from '../errors.js';
-import { formatBytes, parsePositiveInt } from './output.js';
+import { formatBytes, parsePositiveInt, terminalSafe } from './output.js';
 import { ProgressBar } from './progress.js';
 import { loadPublicKey } from '../pack/publisher-key.js';
 
@@ -73,10 +73,10 @@ export function registerRun(program: Command): void {
         instance: options.instance,
         trusted: options.pubkey ? [await loadPublicKey(options.pubkey)] : undefined,
         extraDisks: options.seed ? [{ file: resolve(options.seed), readOnly: true }] : undefined,
-        onNotice: (message) => process.stderr.write(`hostme: ${message}\n`),
+        onNotice: (message) => process.stderr.write(`hostme: ${terminalSafe(message)}\n`),
       });
       const { manifest } = running;
-      for (const notice of running.notices) process.stderr.write(`hostme: ${notice}\n`);
+      for (const notice of running.notices) process.stderr.write(`hostme: ${terminalSafe(notice)}\n`);
       if (!options.json) process.stderr.write(`hostme: booting ${manifest.name}@${manifest.version} (${manifest.hardware.arch}, ${manifest.hardware.memoryMiB} MiB, accel ${running.vm.accel})${options.console === 'stdio' ? ' — Ctrl-] stops the VM' : ''}\n`);
       if (options.verbose) process.stderr.write(`hostme: accelerator ${running.vm.accel}: ${running.vm.accelReason}\n`);
       if (options.fill) {
