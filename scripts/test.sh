@@ -22,5 +22,11 @@ mapfile -t files < <(find dist -name '*.test.js' | sort)
 if [ -n "${HOSTME_TEST_FILTER:-}" ]; then
   mapfile -t files < <(printf '%s\n' "${files[@]}" | grep -E "$HOSTME_TEST_FILTER")
 fi
-# Tests that boot QEMU are heavy on a 2-core machine: run files one at a time.
-node --test --test-concurrency=1 --test-reporter=spec "${files[@]}"
+# Shared fixtures are made once, before files run side by side.
+node -e "import('./dist/testing/published-guest.js').then((m) => m.publishedReferenceGuest())"
+# Two files at a time (HOSTME_TEST_JOBS): every file uses its own ports, temp
+# dirs and homes, so they do not share state. The slow end-to-end files start
+# first so the two workers finish together.
+mapfile -t slow < <(printf '%s\n' "${files[@]}" | grep -E 'e2e|web\.test|faults|formats\.test' || true)
+mapfile -t rest < <(printf '%s\n' "${files[@]}" | grep -vE 'e2e|web\.test|faults|formats\.test' || true)
+node --test --test-concurrency="${HOSTME_TEST_JOBS:-2}" --test-reporter=spec "${slow[@]}" "${rest[@]}"
