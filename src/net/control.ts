@@ -5,6 +5,7 @@
  * in a 0700 state directory: only the user who owns it can talk to it.
  */
 import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { mkdirSync, openSync, closeSync } from 'node:fs';
 import net from 'node:net';
 import { homedir } from 'node:os';
@@ -112,4 +113,21 @@ export async function ensureSwitch(dir = netStateDir(), timeoutMs = 20_000): Pro
     if (await controlRequest(dir, { op: 'ping' }).then(() => true, () => false)) return;
   }
   throw new HostmeError('net-switch-start', `the network switch did not start within ${timeoutMs / 1000} s; see ${path.join(dir, 'switch.log')}`, { dir });
+}
+
+/**
+ * Puts a QEMU guest (listening on `socket`, see VmSpec.overlay) on `network`
+ * of this machine's switch, starting the switch if needed.
+ */
+export async function attachGuest(options: { network: string; instance: string; socket: string; site?: string; dir?: string }): Promise<{ subnet: string }> {
+  const dir = options.dir ?? netStateDir();
+  await ensureSwitch(dir);
+  const reply = await controlRequest(dir, { op: 'attach', network: options.network, instance: options.instance, socket: options.socket, site: options.site });
+  return { subnet: String(reply.subnet) };
+}
+
+/** A stable MAC for an instance on a network (QEMU's 52:54:00 prefix); the switch translates if two collide. */
+export function overlayMac(network: string, instance: string): string {
+  const digest = createHash('sha256').update(`${network}\0${instance}`).digest();
+  return ['52', '54', '00', ...[...digest.subarray(0, 3)].map((b) => b.toString(16).padStart(2, '0'))].join(':');
 }
