@@ -8,6 +8,7 @@ import { HostmeError, errorMessage } from '../errors.js';
 import { formatBytes, parsePositiveInt } from './output.js';
 import { ProgressBar } from './progress.js';
 import { loadPublicKey } from '../pack/publisher-key.js';
+import { networkNamePattern } from '../format/manifest.js';
 
 interface RunCliOptions {
   cache?: string;
@@ -23,6 +24,7 @@ interface RunCliOptions {
   pubkey?: string;
   json?: boolean;
   seed?: string;
+  net?: string;
 }
 
 export function registerRun(program: Command): void {
@@ -43,6 +45,7 @@ export function registerRun(program: Command): void {
     .option('--instance <name>', 'instance name for a separate copy with its own changes')
     .option('--pubkey <file>', 'require this publisher key')
     .option('--seed <file>', 'attach this seed image (hostme seed) as an extra read-only disk')
+    .option('--net <network>', "join this overlay network on this machine's switch (started on demand); default: the image's network")
     .option('--json', 'print the summary as JSON')
     .action(async (link: string, name: string | undefined, options: RunCliOptions) => {
       if (options.console !== 'stdio' && options.console !== 'none') throw new HostmeError('usage', '--console must be stdio or none');
@@ -55,6 +58,10 @@ export function registerRun(program: Command): void {
       if (options.seed) {
         const seedStat = await stat(options.seed).catch(() => undefined);
         if (!seedStat?.isFile()) throw new HostmeError('usage', `--seed ${options.seed}: no such file (make one with hostme seed)`);
+      }
+      if (options.net !== undefined && !networkNamePattern.test(options.net)) {
+        if (options.net.includes('@')) throw new HostmeError('usage', `--net ${options.net}: joining through a hub (NETWORK@HUB_URL) is not supported yet; use a network on this machine (--net NAME)`);
+        throw new HostmeError('usage', `--net ${options.net}: a network name is lowercase letters, digits and "-", at most 32`);
       }
       const parsed = parseImageLink(link, name);
       const bar = new ProgressBar('hostme', { enabled: process.stderr.isTTY === true && options.console !== 'stdio' });
@@ -71,6 +78,7 @@ export function registerRun(program: Command): void {
         instance: options.instance,
         trusted: options.pubkey ? [await loadPublicKey(options.pubkey)] : undefined,
         extraDisks: options.seed ? [{ file: resolve(options.seed), readOnly: true }] : undefined,
+        net: options.net ? { network: options.net } : undefined,
       });
       const { manifest } = running;
       for (const notice of running.notices) process.stderr.write(`hostme: ${notice}\n`);

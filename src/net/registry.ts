@@ -10,7 +10,8 @@ import path from 'node:path';
 import { HostmeError } from '../errors.js';
 import { formatIp, formatMac, parseIp } from './frame.js';
 
-export const networkNamePattern = /^[a-z0-9][a-z0-9-]{0,31}$/;
+export { networkNamePattern } from '../format/manifest.js';
+import { networkNamePattern } from '../format/manifest.js';
 /** Default subnets come from the shared address space (RFC 6598), one /24 each. */
 const POOL_BASE = parseIp('100.64.0.0')!;
 const POOL_PREFIX = 10;

@@ -18,6 +18,7 @@ import { Instance } from './instance.js';
 import { resolveImage, type ResolvedImage } from './image-source.js';
 import { materializeBlob } from './blob-file.js';
 import { RunStatsCollector, type RunStats } from './run-stats.js';
+import { attachGuest, overlayMac } from '../net/control.js';
 import type { ImageLink } from './link.js';
 
 export interface RunOptions {
@@ -46,6 +47,8 @@ export interface RunOptions {
   extraQemuArgs?: string[];
   /** Local image files attached after the image's disks (raw), e.g. a cloud-init seed. */
   extraDisks?: Array<{ file: string; readOnly: boolean }>;
+  /** Join this overlay network (default: the manifest's network.join); docs/net.md. */
+  net?: { network: string; site?: string; dir?: string };
 }
 
 export interface RunningImage {
@@ -138,6 +141,8 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
     const prefetching = prefetch(manifest, devices, resolved, collector, options.fill === true);
     cleanups.push(async () => prefetching.cancel());
     const boot = await bootFiles;
+    const network = options.net?.network ?? manifest.network?.join;
+    const overlay = network ? { socket: join(runDir, 'net.sock'), mac: overlayMac(network, instanceName) } : undefined;
 
     const vm = await launchVm({
       ...boot,
@@ -154,7 +159,16 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
       keepRunning: options.keepRunning,
       timeoutMs: options.timeoutMs,
       extraArgs: options.extraQemuArgs,
+      overlay,
     });
+    if (network && overlay) {
+      // QEMU listens; the machine's switch (started on demand) dials it.
+      const joined = await attachGuest({ network, instance: instanceName, socket: overlay.socket, site: options.net?.site, dir: options.net?.dir }).catch(async (err) => {
+        await vm.shutdown();
+        throw err;
+      });
+      notices.push(`joined network ${network} (${joined.subnet}) as ${instanceName}.${network}.hostme`);
+    }
     await instance.recordQemuPid(vm.pid);
     let readyError: unknown;
     vm.ready.then(
