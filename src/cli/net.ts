@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import { controlRequest, ensureSwitch, netStateDir } from '../net/control.js';
 import type { Lease } from '../net/registry.js';
 import type { PortInfo } from '../net/switch.js';
-import { emit } from './output.js';
+import { emit, parsePositiveInt } from './output.js';
 
 interface NetCliOptions {
   dir?: string;
@@ -65,10 +65,14 @@ export function registerNet(program: Command): void {
     .command('switchd', { hidden: true })
     .description('run the switch process (started on demand by hostme run --net)')
     .option('--dir <dir>')
-    .action(async (options: NetCliOptions) => {
+    .option('--frames-per-second <n>', 'per-port frame rate limit (benchmarks raise it)')
+    .action(async (options: NetCliOptions & { framesPerSecond?: string }) => {
       const { startSwitchDaemon } = await import('../net/switchd.js');
+      const { DEFAULT_LIMITS } = await import('../net/switch.js');
       const log = (line: string) => process.stderr.write(`${new Date().toISOString()} ${line}\n`);
-      const daemon = await startSwitchDaemon(stateDir(options), undefined, log);
+      const rate = options.framesPerSecond ? parsePositiveInt(options.framesPerSecond) : undefined;
+      const limits = rate ? { ...DEFAULT_LIMITS, framesPerSecond: rate, frameBurst: Math.max(DEFAULT_LIMITS.frameBurst, rate / 10) } : undefined;
+      const daemon = await startSwitchDaemon(stateDir(options), limits, log);
       if (!daemon) {
         log('another switch already serves this directory');
         return;
