@@ -25,6 +25,7 @@ interface RunCliOptions {
   json?: boolean;
   seed?: string;
   net?: string;
+  netToken?: string;
 }
 
 export function registerRun(program: Command): void {
@@ -45,7 +46,8 @@ export function registerRun(program: Command): void {
     .option('--instance <name>', 'instance name for a separate copy with its own changes')
     .option('--pubkey <file>', 'require this publisher key')
     .option('--seed <file>', 'attach this seed image (hostme seed) as an extra read-only disk')
-    .option('--net <network>', "join this overlay network on this machine's switch (started on demand); default: the image's network")
+    .option('--net <network>', "join this overlay network on this machine's switch (started on demand), or NETWORK@HUB_URL through a hub; default: the image's network")
+    .option('--net-token <token>', 'join token for --net NETWORK@HUB (default $HOSTME_NET_TOKEN)')
     .option('--json', 'print the summary as JSON')
     .action(async (link: string, name: string | undefined, options: RunCliOptions) => {
       if (options.console !== 'stdio' && options.console !== 'none') throw new HostmeError('usage', '--console must be stdio or none');
@@ -59,10 +61,7 @@ export function registerRun(program: Command): void {
         const seedStat = await stat(options.seed).catch(() => undefined);
         if (!seedStat?.isFile()) throw new HostmeError('usage', `--seed ${options.seed}: no such file (make one with hostme seed)`);
       }
-      if (options.net !== undefined && !networkNamePattern.test(options.net)) {
-        if (options.net.includes('@')) throw new HostmeError('usage', `--net ${options.net}: joining through a hub (NETWORK@HUB_URL) is not supported yet; use a network on this machine (--net NAME)`);
-        throw new HostmeError('usage', `--net ${options.net}: a network name is lowercase letters, digits and "-", at most 32`);
-      }
+      const net = options.net === undefined ? undefined : parseNetOption(options.net, options.netToken ?? process.env.HOSTME_NET_TOKEN);
       const parsed = parseImageLink(link, name);
       const bar = new ProgressBar('hostme', { enabled: process.stderr.isTTY === true && options.console !== 'stdio' });
       const running = await startImage({
@@ -78,7 +77,7 @@ export function registerRun(program: Command): void {
         instance: options.instance,
         trusted: options.pubkey ? [await loadPublicKey(options.pubkey)] : undefined,
         extraDisks: options.seed ? [{ file: resolve(options.seed), readOnly: true }] : undefined,
-        net: options.net ? { network: options.net } : undefined,
+        net,
       });
       const { manifest } = running;
       for (const notice of running.notices) process.stderr.write(`hostme: ${notice}\n`);
@@ -99,6 +98,18 @@ export function registerRun(program: Command): void {
         throw new HostmeError('vm-exited', `the VM stopped before the console matched /${options.until}/ (QEMU exit ${result.exit.code ?? result.exit.signal})`);
       }
     });
+}
+
+/** NETWORK or NETWORK@HUB_URL (the hub needs a token). */
+function parseNetOption(value: string, token: string | undefined): { network: string; hub?: string; token?: string } {
+  const at = value.indexOf('@');
+  const network = at < 0 ? value : value.slice(0, at);
+  if (!networkNamePattern.test(network)) throw new HostmeError('usage', `--net ${value}: a network name is lowercase letters, digits and "-", at most 32`);
+  if (at < 0) return { network };
+  const hub = value.slice(at + 1);
+  if (!/^(https?|wss?):\/\/[^\s]+$/.test(hub)) throw new HostmeError('usage', `--net ${value}: after "@" comes the hub's http(s):// URL`);
+  if (!token) throw new HostmeError('usage', `--net ${value}: joining through a hub needs a token (--net-token, or $HOSTME_NET_TOKEN); the hub's operator issues one with hostme net token ${network}`);
+  return { network, hub, token };
 }
 
 function statusLine(stats: RunStats, hitRate: number, rate: number): string {

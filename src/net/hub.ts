@@ -17,7 +17,7 @@ import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { HostmeError } from '../errors.js';
 import { MAX_FRAME } from './frame.js';
-import { networkNamePattern } from './registry.js';
+import { formatSubnet, networkNamePattern } from './registry.js';
 import { startSwitchDaemon, type SwitchDaemon } from './switchd.js';
 import type { SwitchLimits } from './switch.js';
 
@@ -54,10 +54,17 @@ export async function attachNetHub(server: Server, options: NetHubOptions): Prom
   const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     const url = new URL(req.url ?? '/', 'http://hub');
     if (!url.pathname.startsWith(NET_PATH_PREFIX)) return; // another handler's path
-    const network = url.pathname.slice(NET_PATH_PREFIX.length);
+    const [network = '', kind, ...rest] = url.pathname.slice(NET_PATH_PREFIX.length).split('/');
+    const trunk = kind === 'trunk' && rest.length === 0;
     const token = url.searchParams.get('token') ?? '';
     const instance = url.searchParams.get('instance') ?? '';
-    if (!networkNamePattern.test(network)) return refuse(socket, 400, 'the path must be /net/NETWORK with a network name (lowercase letters, digits, "-")');
+    if (!networkNamePattern.test(network) || (kind !== undefined && !trunk)) return refuse(socket, 400, 'the path must be /net/NETWORK (a guest) or /net/NETWORK/trunk (a switch), with a network name of lowercase letters, digits and "-"');
+    if (trunk) {
+      if (!daemon.sw.registry.checkToken(network, token)) return refuse(socket, 401, `no valid join token for network ${network}: ask the hub's operator for one (hostme net token ${network}) and give it to hostme run --net-token`);
+      if (sockets.size >= maxPorts) return refuse(socket, 503, 'the hub has no free ports; try again later');
+      wss.handleUpgrade(req, socket, head, (ws) => acceptTrunk(ws, network));
+      return;
+    }
     if (!instancePattern.test(instance)) return refuse(socket, 400, 'instance= must name this guest: letters, digits, ".", "_" or "-", at most 64');
     if (!daemon.sw.registry.checkToken(network, token)) return refuse(socket, 401, `no valid join token for network ${network}: ask the hub's operator for one (hostme net token ${network}) and pass it as ?token=`);
     if (sockets.size >= maxPorts) return refuse(socket, 503, 'the hub has no free ports; try again later');
@@ -94,6 +101,49 @@ export async function attachNetHub(server: Server, options: NetHubOptions): Prom
         sockets.delete(ws);
         port.detach();
       });
+    });
+  };
+  const acceptTrunk = (ws: WebSocket, name: string) => {
+    const network = daemon.sw.network(name);
+    const port = daemon.sw.attach(name, {
+      kind: 'trunk',
+      send: (frame) => {
+        if (ws.bufferedAmount < MAX_BUFFERED * 4) ws.send(frame);
+      },
+    });
+    sockets.add(ws);
+    options.log?.(`trunk port ${port.id} on ${name}`);
+    const sendLeases = (type: string) => ws.send(JSON.stringify({ type, subnet: formatSubnet(network.subnet), leases: network.leases() }));
+    const onLeases = () => sendLeases('leases');
+    network.leaseListeners.add(onLeases);
+    sendLeases('hello');
+    ws.on('message', (data: Buffer, isBinary: boolean) => {
+      if (isBinary) return port.receive(data);
+      // A lease request from the switch behind the trunk (the hub owns the network's leases).
+      let request: { type?: unknown; instance?: unknown; mac?: unknown; site?: unknown };
+      try {
+        request = JSON.parse(data.toString('utf8')) as typeof request;
+      } catch {
+        port.counters.drops.malformed++;
+        return;
+      }
+      const validMac = typeof request.mac === 'number' && Number.isInteger(request.mac) && request.mac >= 0 && request.mac < 2 ** 48;
+      const validSite = request.site === undefined || (typeof request.site === 'string' && networkNamePattern.test(request.site));
+      if (request.type !== 'lease' || typeof request.instance !== 'string' || !instancePattern.test(request.instance) || !validMac || !validSite) {
+        port.counters.drops.malformed++;
+        return;
+      }
+      try {
+        network.leaseHere(request.instance, request.mac as number, request.site as string | undefined);
+      } catch (err) {
+        options.log?.(`trunk ${name}: ${(err as Error).message}`);
+      }
+    });
+    ws.on('error', () => {});
+    ws.once('close', () => {
+      network.leaseListeners.delete(onLeases);
+      sockets.delete(ws);
+      port.detach();
     });
   };
   server.on('upgrade', onUpgrade);

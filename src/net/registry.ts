@@ -214,6 +214,19 @@ export class NetRegistry {
     throw new HostmeError('net-pool-full', `network ${name} (${record.subnet}) has no free address left; remove leases with hostme net release`, { network: name });
   }
 
+  /** Replaces the network's leases with the authority's (a hub, over a trunk). */
+  adoptLeases(name: string, leases: Lease[]): void {
+    const record = this.record(name);
+    const subnet = parseSubnet(record.subnet);
+    const valid = leases.filter((l) => {
+      const ip = typeof l.ip === 'string' ? parseIp(l.ip) : undefined;
+      return ip !== undefined && ((ip & maskOf(subnet.prefix)) >>> 0) === subnet.base && typeof l.instance === 'string' && typeof l.host === 'string' && /^[a-z0-9-]{1,63}$/.test(l.host);
+    });
+    const before = JSON.stringify(record.leases);
+    record.leases = valid.slice(0, 2 ** (32 - subnet.prefix)).map((l) => ({ instance: l.instance, host: l.host, ip: l.ip, mac: String(l.mac), ...(l.site ? { site: String(l.site) } : {}), updated: String(l.updated) }));
+    if (JSON.stringify(record.leases) !== before) this.save();
+  }
+
   release(name: string, instance: string): boolean {
     const record = this.record(name);
     const before = record.leases.length;

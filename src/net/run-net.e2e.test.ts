@@ -68,5 +68,5 @@ test('hostme run --net refuses bad names and hub links with a clear message', as
   assert.equal(bad.code, 1);
   assert.match(bad.stderr, /--net Not Valid: a network name is lowercase letters/);
   const hub = await runCli(['run', repoDir, 'netdemo', '--net', 'demo@https://hub.example', '--console', 'none'], { env: { HOSTME_NET_DIR: netDir } });
-  assert.match(hub.stderr, /not supported yet/);
+  assert.match(hub.stderr, /joining through a hub needs a token \(--net-token/);
 });

@@ -38,7 +38,7 @@ import {
   writeMac,
   type Ipv4Packet,
 } from './frame.js';
-import { gatewayOf, maskOf, type NetRegistry, type Subnet } from './registry.js';
+import { gatewayOf, maskOf, type Lease, type NetRegistry, type Subnet } from './registry.js';
 
 export type PortKind = 'qemu' | 'websocket' | 'trunk' | 'local';
 export type DropReason = 'malformed' | 'oversize' | 'spoofed' | 'rate' | 'broadcast' | 'unsupported' | 'unknown-destination';
@@ -167,10 +167,26 @@ function translate(frame: Buffer, from: number, to: number, ethOffset: number, a
   return out;
 }
 
+/**
+ * Where leases come from when this network is trunked to a hub: the hub owns
+ * them (so addresses are unique across switches); this switch asks and waits.
+ */
+export interface LeaseAuthority {
+  requestLease(instance: string, mac: number, site?: string): void;
+}
+
+/** MACs learned behind trunks, at most this many per network (a hostile peer cannot grow it). */
+const MAX_LEARNED = 4096;
+
 export class Network {
   readonly ports = new Set<SwitchPort>();
   private readonly macs = new Map<number, SwitchPort>();
+  private learned = 0;
   readonly taps = new Set<(frame: Buffer) => void>();
+  /** Set while the network is trunked to a hub (src/net/trunk.ts). */
+  upstream?: LeaseAuthority;
+  /** Called after a lease was made or changed here (the hub tells its trunks). */
+  readonly leaseListeners = new Set<() => void>();
   readonly gateway: number;
   readonly mask: number;
 
@@ -194,6 +210,64 @@ export class Network {
   remove(port: SwitchPort): void {
     this.ports.delete(port);
     if (port.netMac !== undefined && this.macs.get(port.netMac) === port) this.macs.delete(port.netMac);
+    if (port.kind === 'trunk') {
+      for (const [mac, owner] of this.macs) {
+        if (owner === port) {
+          this.macs.delete(mac);
+          this.learned--;
+        }
+      }
+    }
+  }
+
+  /** Remembers that `mac` is behind `trunk` (a local port's MAC is never overridden). */
+  private learn(trunk: SwitchPort, mac: number): void {
+    const current = this.macs.get(mac);
+    if (current === trunk || (current && current.kind !== 'trunk')) return;
+    if (!current) {
+      if (this.learned >= MAX_LEARNED) return;
+      this.learned++;
+    }
+    this.macs.set(mac, trunk);
+  }
+
+  /** The lease key of a port: its instance, or its MAC when it gave none. */
+  private instanceOf(port: SwitchPort): string {
+    return port.options.instance ?? `mac-${port.guestMac!.toString(16).padStart(12, '0')}`;
+  }
+
+  /**
+   * Leases decided elsewhere (the hub, for a trunked network): stored here for
+   * DNS and restarts, and given to the ports that were waiting for them.
+   */
+  adoptLeases(leases: Lease[]): void {
+    this.registry.adoptLeases(this.name, leases);
+    for (const port of this.ports) {
+      if (port.kind === 'trunk' || port.guestMac === undefined) continue;
+      const lease = leases.find((l) => l.instance === this.instanceOf(port));
+      if (lease) {
+        port.ip = parseIp(lease.ip);
+        port.host = lease.host;
+      }
+    }
+  }
+
+  /** Asks the upstream again for every port still without an address (after a trunk reconnects). */
+  requestPendingLeases(): void {
+    for (const port of this.ports) {
+      if (port.kind !== 'trunk' && port.guestMac !== undefined) this.upstream?.requestLease(this.instanceOf(port), port.netMac!, port.options.site);
+    }
+  }
+
+  /** Makes (or finds) a lease here, as the authority; tells the listeners. */
+  leaseHere(instance: string, mac: number, site?: string): Lease {
+    const lease = this.registry.lease(this.name, instance, mac, site);
+    for (const listener of this.leaseListeners) listener();
+    return lease;
+  }
+
+  leases(): Lease[] {
+    return this.registry.leases(this.name);
   }
 
   private tap(frame: Buffer): void {
@@ -211,8 +285,18 @@ export class Network {
     }
     port.netMac = netMac;
     this.macs.set(netMac, port);
-    const instance = port.options.instance ?? `mac-${src.toString(16).padStart(12, '0')}`;
-    const lease = this.registry.lease(this.name, instance, netMac, port.options.site);
+    const instance = this.instanceOf(port);
+    if (this.upstream) {
+      // Trunked: the hub decides. A lease it gave before is used at once.
+      const known = this.registry.leases(this.name).find((l) => l.instance === instance);
+      if (known) {
+        port.ip = parseIp(known.ip);
+        port.host = known.host;
+      }
+      this.upstream.requestLease(instance, netMac, port.options.site);
+      return;
+    }
+    const lease = this.leaseHere(instance, netMac, port.options.site);
     port.ip = parseIp(lease.ip);
     port.host = lease.host;
   }
@@ -223,6 +307,7 @@ export class Network {
     if (!eth || isGroupMac(eth.src)) return 'malformed';
     if (!port.frames.take()) return 'rate';
     if (port.kind === 'trunk') {
+      this.learn(port, eth.src);
       this.tap(frame);
       return this.forward(port, frame, eth.dst);
     }
@@ -310,6 +395,7 @@ export class Network {
   }
 
   private serveDhcp(port: SwitchPort, ip: Ipv4Packet): void {
+    if (port.ip === undefined) return; // waiting for the hub's lease: the client asks again
     const udp = parseUdp(ip);
     const request = udp && parseDhcp(udp.payload);
     if (!request) {

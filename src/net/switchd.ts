@@ -14,12 +14,16 @@ import { PCAP_HEADER, pcapRecord } from './pcap.js';
 import { formatSubnet, NetRegistry, networkNamePattern } from './registry.js';
 import { dialQemuPort } from './stream-port.js';
 import { NetSwitch, type SwitchLimits } from './switch.js';
+import { Trunk } from './trunk.js';
 
 interface PortRecord {
   network: string;
   instance: string;
   socket: string;
   site?: string;
+  /** Set when the network is joined through a hub (a trunk). */
+  hub?: string;
+  token?: string;
 }
 
 const MAX_REQUEST = 64 * 1024;
@@ -59,7 +63,32 @@ export async function startSwitchDaemon(dir: string, limits?: SwitchLimits, log:
 
   const sockets = new Set<net.Socket>();
   let closing = false;
+  const trunks = new Map<string, Trunk>();
+  const ensureTrunk = async (record: PortRecord) => {
+    if (!record.hub) {
+      if (trunks.has(record.network)) throw new HostmeError('net-trunked', `network ${record.network} is joined through ${trunks.get(record.network)!.options.hub} on this machine; join it the same way (--net ${record.network}@HUB)`);
+      return;
+    }
+    const existing = trunks.get(record.network);
+    if (existing) {
+      if (existing.options.hub !== record.hub) throw new HostmeError('net-trunked', `network ${record.network} is already joined through ${existing.options.hub}`);
+      return;
+    }
+    if (sw.registry.has(record.network) && sw.activeNetworks().some((n) => n.name === record.network && [...n.ports].length > 0)) {
+      throw new HostmeError('net-trunked', `network ${record.network} is a local network on this machine; pick another name to join the hub's`);
+    }
+    const trunk = new Trunk(sw, { network: record.network, hub: record.hub, token: record.token ?? '', log });
+    trunks.set(record.network, trunk);
+    try {
+      await trunk.ready();
+    } catch (err) {
+      trunk.close();
+      trunks.delete(record.network);
+      throw err;
+    }
+  };
   const dial = async (record: PortRecord) => {
+    await ensureTrunk(record);
     const { port, socket } = await dialQemuPort(sw, record, () => {
       sockets.delete(socket);
       log(`port ${record.instance} on ${record.network} closed`);
@@ -109,6 +138,7 @@ export async function startSwitchDaemon(dir: string, limits?: SwitchLimits, log:
       control.close();
       lock.close();
       for (const socket of sockets) socket.destroy();
+      for (const trunk of trunks.values()) trunk.close();
       markClosed();
     },
   };
@@ -167,8 +197,9 @@ async function answer(conn: net.Socket, request: ControlRequest, ctx: ControlCon
       if (typeof request.socket !== 'string' || !path.isAbsolute(request.socket) || !lstatSync(request.socket, { throwIfNoEntry: false })?.isSocket()) {
         throw new HostmeError('usage', 'socket: an absolute path to a unix socket');
       }
-      ctx.sw.network(network);
-      await ctx.dial({ network, instance: request.instance, socket: request.socket, site: request.site });
+      if (request.hub !== undefined && (typeof request.hub !== 'string' || typeof request.token !== 'string')) throw new HostmeError('usage', 'hub: a URL, with token: the join token');
+      if (!request.hub) ctx.sw.network(network);
+      await ctx.dial({ network, instance: request.instance, socket: request.socket, site: request.site, ...(request.hub ? { hub: request.hub, token: request.token } : {}) });
       return reply({ network, subnet: formatSubnet(ctx.registry.subnet(network)) });
     }
     case 'ls':

@@ -48,7 +48,7 @@ export interface RunOptions {
   /** Local image files attached after the image's disks (raw), e.g. a cloud-init seed. */
   extraDisks?: Array<{ file: string; readOnly: boolean }>;
   /** Join this overlay network (default: the manifest's network.join); docs/net.md. */
-  net?: { network: string; site?: string; dir?: string };
+  net?: { network: string; site?: string; dir?: string; hub?: string; token?: string };
 }
 
 export interface RunningImage {
@@ -163,7 +163,7 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
     });
     if (network && overlay) {
       // QEMU listens; the machine's switch (started on demand) dials it.
-      const joined = await attachGuest({ network, instance: instanceName, socket: overlay.socket, site: options.net?.site, dir: options.net?.dir }).catch(async (err) => {
+      const joined = await attachGuest({ network, instance: instanceName, socket: overlay.socket, site: options.net?.site, dir: options.net?.dir, hub: options.net?.hub, token: options.net?.token }).catch(async (err) => {
         await vm.shutdown();
         throw err;
       });
