@@ -61,6 +61,13 @@ export function registerNet(program: Command): void {
     await controlRequest(dir, { op: 'capture', network }, process.stdout);
   });
 
+  common(cmd.command('stop').description("stop this machine's switch (guests lose the network until the next hostme run --net or hostme net command starts it again)")).action(async (options: NetCliOptions) => {
+    const dir = stateDir(options);
+    const running = await controlRequest(dir, { op: 'ping' }).then(() => true, () => false);
+    if (running) await controlRequest(dir, { op: 'stop' });
+    emit(options, { stopped: running }, () => (running ? 'switch stopped' : 'no switch was running'));
+  });
+
   cmd
     .command('switchd', { hidden: true })
     .description('run the switch process (started on demand by hostme run --net)')

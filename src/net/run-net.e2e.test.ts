@@ -61,6 +61,9 @@ test('hostme run joins the network the image names, --net picks another, and hos
   assert.notEqual(networks[0]!.subnet, networks[1]!.subnet);
   const token = await runCli(['net', 'token', 'demo', '--dir', netDir]);
   assert.match(token.stdout, /^hmn_demo_[A-Za-z0-9_-]{32}\n$/);
+  const stop = await runCli(['net', 'stop', '--dir', netDir]);
+  assert.equal(stop.stdout, 'switch stopped\n', stop.stderr);
+  await assert.rejects(controlRequest(netDir, { op: 'ping' }), { code: 'net-switch-down' });
 });
 
 test('hostme run --net refuses bad names and hub links with a clear message', async () => {
