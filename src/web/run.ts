@@ -361,10 +361,11 @@ function overlayRelay(imageNetwork: string | undefined): string | undefined {
   }
   let instance = params.get('instance') ?? '';
   if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(instance)) {
-    // One name per browser profile and image: the same address next time.
+    // One name per tab and image (sessionStorage is per tab): a reload keeps the
+    // address, and two tabs, even resumed from one snapshot with one MAC, get two.
     const key = `hostme-net-instance:${name}`;
-    instance = localStorage.getItem(key) ?? `tab-${Math.random().toString(36).slice(2, 10)}`;
-    localStorage.setItem(key, instance);
+    instance = sessionStorage.getItem(key) ?? `tab-${Math.random().toString(36).slice(2, 10)}`;
+    sessionStorage.setItem(key, instance);
   }
   const query = `token=${encodeURIComponent(params.get('token') ?? '')}`;
   const base = `${location.origin.replace(/^http/, 'ws')}/net/${network}`;
