@@ -51,7 +51,7 @@ export function registerServe(program: Command): void {
       });
       // Loaded only with --net: the hub pulls in ws and the switch.
       const hub = options.net ? await (await import('../net/hub.js')).attachNetHub(server.server, { dir: resolve(options.netDir ?? join(repoDir, '.net')), log: options.quiet ? undefined : (line) => process.stderr.write(`net: ${line}\n`) }) : undefined;
-      emit(options, { url: server.url, repo: repoDir, push: Boolean(token), ...(hub ? { net: `${server.url.replace(/^http/, 'ws')}/net/` } : {}) }, () => `serving ${repoDir} at ${server.url} (${token ? 'push enabled with token' : 'read-only'}${render ? ', render service at /api/builds' : ''}); landing pages at ${server.url}/i/NAME`);
+      emit(options, { url: server.url, repo: repoDir, push: Boolean(token), ...(hub ? { net: `${server.url.replace(/^http/, 'ws')}/net/` } : {}) }, () => `serving ${repoDir} at ${server.url} (${token ? 'push enabled with token' : 'read-only'}${render ? ', render service at /api/builds' : ''}); landing pages at ${server.url}/i/NAME${hub ? `; network hub at ${server.url.replace(/^http/, 'ws')}/net/NETWORK (tokens: hostme net token NETWORK --dir ${hub.daemon.sw.registry.dir})` : ''}`);
       await new Promise<void>((done) => {
         const stop = () => void Promise.all([hub?.close(), server.close()]).then(() => render?.close()).then(done);
         process.once('SIGINT', stop);
