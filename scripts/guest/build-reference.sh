@@ -172,6 +172,60 @@ poweroff -f
 EOF
   chmod 0755 "$root/init"
   ln -s /init "$root/sbin/init"
+  add_network_client "$root"
+}
+
+# The overlay network client (hostme run --net, docs/net.md): the cloud
+# kernel has virtio-net as modules, so the rc script loads them (a few ms
+# without a NIC), then busybox udhcpc asks every NIC for an address and the
+# script prints it on the console ("HOSTME-NET eth0 100.64.7.2 web.demo.hostme").
+# /etc is read-only: resolv.conf lives on a tmpfs /run.
+NET_MODULES="virtio virtio_ring virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net"
+add_network_client() {
+  local root="$1"
+  ln -s /run/resolv.conf "$root/etc/resolv.conf"
+  cat >"$root/etc/hostme/rc.d/50-net" <<EOF
+#!/bin/sh
+for m in $NET_MODULES; do
+  [ -f /lib/modules/net/\$m.ko ] && insmod /lib/modules/net/\$m.ko 2>/dev/null
+done
+grep -q ' /run ' /proc/mounts || mount -t tmpfs -o mode=0755,size=1m tmpfs /run
+ifconfig lo 127.0.0.1 up
+for dev in /sys/class/net/eth*; do
+  [ -e "\$dev" ] || continue
+  udhcpc -i "\${dev##*/}" -s /etc/hostme/udhcpc.script -q -n -t 5 -T 2 2>/dev/null || echo "HOSTME-NET \${dev##*/} no address"
+done
+EOF
+  chmod 0755 "$root/etc/hostme/rc.d/50-net"
+  cat >"$root/etc/hostme/udhcpc.script" <<'EOF'
+#!/bin/sh
+# busybox udhcpc event script: configure the NIC from the lease, print it.
+case "$1" in
+  deconfig) ifconfig "$interface" 0.0.0.0 up ;;
+  bound|renew)
+    ifconfig "$interface" "$ip" netmask "${subnet:-255.255.255.0}" up
+    for r in $router; do route add default gw "$r" dev "$interface" 2>/dev/null; break; done
+    { [ -n "$domain" ] && echo "search $domain"; for s in $dns; do echo "nameserver $s"; done; } >/run/resolv.conf
+    [ -n "$hostname" ] && [ -n "$domain" ] && name="$hostname.$domain" || name="${hostname:-}"
+    echo "HOSTME-NET $interface $ip $name"
+    ;;
+esac
+exit 0
+EOF
+  chmod 0755 "$root/etc/hostme/udhcpc.script"
+}
+
+# Copies the virtio-net modules (flat, uncompressed in Debian's cloud kernel) from the kernel .deb.
+add_net_modules() {
+  local root="$1" kdeb="$2" m tmp
+  tmp="$(mktemp -d "${TMPDIR:-/tmp}/hostme-kmod.XXXXXX")"
+  dpkg-deb --fsys-tarfile "$kdeb" | tar -x -C "$tmp" --wildcards './lib/modules/*/kernel/drivers/net/*failover.ko' './lib/modules/*/kernel/net/core/failover.ko' \
+    './lib/modules/*/kernel/drivers/net/virtio_net.ko' './lib/modules/*/kernel/drivers/virtio/virtio*.ko'
+  mkdir -p "$root/lib/modules/net"
+  for m in $NET_MODULES; do
+    install -m 0644 "$(find "$tmp" -name "$m.ko" | head -n1)" "$root/lib/modules/net/$m.ko"
+  done
+  rm -rf "$tmp"
 }
 
 # Adds "path=content" files to a root tree.
@@ -229,6 +283,7 @@ build_disks() {
   mkdir -p "$work/bb"
   dpkg-deb -x "$bbdeb" "$work/bb"
   make_rootdir "$work/root" "$work/bb/bin/busybox"
+  add_net_modules "$work/root" "$(fetch_deb "$kernel_pkg" "$kernel_ver")"
   if ((${#extra_files[@]})); then add_extra_files "$work/root" "${extra_files[@]}"; fi
   make_ext4 "$work/root" "$dst/disk.raw.tmp" "${DISK_MIB}M" "$FS_UUID"
   # The 1 GiB variant: same tree plus incompressible filler the guest never reads.

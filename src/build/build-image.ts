@@ -218,6 +218,7 @@ export async function buildImage(request: BuildRequest): Promise<BuildResult> {
       cpus: manifest.hardware.cpus,
       arch: manifest.hardware.arch,
       description: manifest.description,
+      network: manifest.network,
     });
     const result: BuildResult = { name: manifest.name, version: pack.version, manifestDigest: pack.manifestDigest, pack, diskSha256 };
     if (request.outDir) {

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { HostmeError } from '../errors.js';
-import { imageNamePattern, versionPattern } from '../format/manifest.js';
+import { imageNamePattern, networkNamePattern, versionPattern } from '../format/manifest.js';
 
 const sha256 = z.string().regex(/^[0-9a-f]{64}$/, 'must be a sha256 digest (64 lowercase hex digits)');
 const imagePath = z.string().regex(/^\/.*/, 'must be an absolute path in the image (starting with "/")').refine((p) => !p.split('/').includes('..'), 'must not contain ".."');
@@ -113,6 +113,8 @@ export const buildManifestSchema = z
       })
       .strict()
       .default({ arch: 'x86_64', memoryMiB: 256, cpus: 1, diskSize: 'auto' }),
+    /** The overlay network the image joins by default (docs/net.md). */
+    network: z.object({ join: z.string().regex(networkNamePattern, 'must be a network name: lowercase letters, digits and "-", at most 32') }).strict().optional(),
     outputs: z.array(z.object({ format: z.string().min(1), to: z.string().min(1) }).strict()).optional(),
   })
   .strict();

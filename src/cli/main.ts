@@ -23,6 +23,7 @@ const COMMANDS: Array<[names: string[], load: () => Promise<Register>]> = [
   [['export'], async () => (await import('./export.js')).registerExport],
   [['seed'], async () => (await import('./seed.js')).registerSeed],
   [['profile'], async () => (await import('./profile.js')).registerProfile],
+  [['net'], async () => (await import('./net.js')).registerNet],
   [['snapshot'], async () => (await import('./snapshot.js')).registerSnapshot],
   [['reset', 'commit', 'cache', 'trust'], async () => (await import('./instances.js')).registerInstanceCommands],
   [['doctor'], async () => (await import('./doctor.js')).registerDoctor],

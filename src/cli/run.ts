@@ -8,6 +8,7 @@ import { HostmeError, errorMessage } from '../errors.js';
 import { formatBytes, parsePositiveInt, terminalSafe } from './output.js';
 import { ProgressBar } from './progress.js';
 import { loadPublicKey } from '../pack/publisher-key.js';
+import { networkNamePattern } from '../format/manifest.js';
 
 interface RunCliOptions {
   cache?: string;
@@ -24,6 +25,8 @@ interface RunCliOptions {
   json?: boolean;
   seed?: string;
   verbose?: boolean;
+  net?: string;
+  netToken?: string;
 }
 
 export function registerRun(program: Command): void {
@@ -44,6 +47,8 @@ export function registerRun(program: Command): void {
     .option('--instance <name>', 'instance name for a separate copy with its own changes')
     .option('--pubkey <file>', 'require this publisher key')
     .option('--seed <file>', 'attach this seed image (hostme seed) as an extra read-only disk')
+    .option('--net <network>', "join this overlay network on this machine's switch (started on demand), or NETWORK@HUB_URL through a hub; default: the image's network")
+    .option('--net-token <token>', 'join token for --net NETWORK@HUB (default $HOSTME_NET_TOKEN)')
     .option('--json', 'print the summary as JSON')
     .option('--verbose', 'say which accelerator was chosen and why')
     .action(async (link: string, name: string | undefined, options: RunCliOptions) => {
@@ -58,6 +63,7 @@ export function registerRun(program: Command): void {
         const seedStat = await stat(options.seed).catch(() => undefined);
         if (!seedStat?.isFile()) throw new HostmeError('usage', `--seed ${options.seed}: no such file (make one with hostme seed)`);
       }
+      const net = options.net === undefined ? undefined : parseNetOption(options.net, options.netToken ?? process.env.HOSTME_NET_TOKEN);
       const parsed = parseImageLink(link, name);
       const bar = new ProgressBar('hostme', { enabled: process.stderr.isTTY === true && options.console !== 'stdio' });
       const running = await startImage({
@@ -74,6 +80,7 @@ export function registerRun(program: Command): void {
         trusted: options.pubkey ? [await loadPublicKey(options.pubkey)] : undefined,
         extraDisks: options.seed ? [{ file: resolve(options.seed), readOnly: true }] : undefined,
         onNotice: (message) => process.stderr.write(`hostme: ${terminalSafe(message)}\n`),
+        net,
       });
       const { manifest } = running;
       for (const notice of running.notices) process.stderr.write(`hostme: ${terminalSafe(notice)}\n`);
@@ -95,6 +102,18 @@ export function registerRun(program: Command): void {
         throw new HostmeError('vm-exited', `the VM stopped before the console matched /${options.until}/ (QEMU exit ${result.exit.code ?? result.exit.signal})`);
       }
     });
+}
+
+/** NETWORK or NETWORK@HUB_URL (the hub needs a token). */
+function parseNetOption(value: string, token: string | undefined): { network: string; hub?: string; token?: string } {
+  const at = value.indexOf('@');
+  const network = at < 0 ? value : value.slice(0, at);
+  if (!networkNamePattern.test(network)) throw new HostmeError('usage', `--net ${value}: a network name is lowercase letters, digits and "-", at most 32`);
+  if (at < 0) return { network };
+  const hub = value.slice(at + 1);
+  if (!/^(https?|wss?):\/\/[^\s]+$/.test(hub)) throw new HostmeError('usage', `--net ${value}: after "@" comes the hub's http(s):// URL`);
+  if (!token) throw new HostmeError('usage', `--net ${value}: joining through a hub needs a token (--net-token, or $HOSTME_NET_TOKEN); the hub's operator issues one with hostme net token ${network}`);
+  return { network, hub, token };
 }
 
 function statusLine(stats: RunStats, hitRate: number, rate: number): string {

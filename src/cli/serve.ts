@@ -19,9 +19,11 @@ export function registerServe(program: Command): void {
     .option('--render-state <dir>', 'where render jobs are kept (default REPO/.render; dotfiles are never served)')
     .option('--concurrency <n>', 'render builds at once', '1')
     .option('--key <keyfile>', 'publisher key that signs rendered images (default ~/.config/hostme/publisher.key)')
+    .option('--net', 'also be an overlay network hub: WebSocket ports for browser guests at /net/NETWORK (docs/net.md)')
+    .option('--net-dir <dir>', 'hub state: networks, leases, join tokens (default REPO/.net; dotfiles are never served)')
     .option('--quiet', 'do not log requests')
     .option('--json', 'print the listening URL as JSON')
-    .action(async (repo: string, options: { host: string; port: string; token?: string; quiet?: boolean; json?: boolean; render?: boolean; renderState?: string; concurrency: string; key?: string }) => {
+    .action(async (repo: string, options: { host: string; port: string; token?: string; quiet?: boolean; json?: boolean; render?: boolean; renderState?: string; net?: boolean; netDir?: string; concurrency: string; key?: string }) => {
       const repoDir = resolve(repo);
       const info = await stat(repoDir).catch(() => null);
       if (!info?.isDirectory()) throw new HostmeError('repo-not-found', `${repoDir} is not a directory; pack an image into it first (hostme pack DISK --repo ${repo} --name NAME)`);
@@ -47,9 +49,11 @@ export function registerServe(program: Command): void {
         token,
         logger: options.quiet ? undefined : (e) => process.stderr.write(`${e.method} ${e.url} ${e.status} ${e.bytes}B ${e.ms.toFixed(0)}ms${e.error ? ` ${e.error}` : ''}\n`),
       });
-      emit(options, { url: server.url, repo: repoDir, push: Boolean(token) }, () => `serving ${repoDir} at ${server.url} (${token ? 'push enabled with token' : 'read-only'}${render ? ', render service at /api/builds' : ''}); landing pages at ${server.url}/i/NAME`);
+      // Loaded only with --net: the hub pulls in ws and the switch.
+      const hub = options.net ? await (await import('../net/hub.js')).attachNetHub(server.server, { dir: resolve(options.netDir ?? join(repoDir, '.net')), log: options.quiet ? undefined : (line) => process.stderr.write(`net: ${line}\n`) }) : undefined;
+      emit(options, { url: server.url, repo: repoDir, push: Boolean(token), ...(hub ? { net: `${server.url.replace(/^http/, 'ws')}/net/` } : {}) }, () => `serving ${repoDir} at ${server.url} (${token ? 'push enabled with token' : 'read-only'}${render ? ', render service at /api/builds' : ''}); landing pages at ${server.url}/i/NAME${hub ? `; network hub at ${server.url.replace(/^http/, 'ws')}/net/NETWORK (tokens: hostme net token NETWORK --dir ${hub.daemon.sw.registry.dir})` : ''}`);
       await new Promise<void>((done) => {
-        const stop = () => void server.close().then(() => render?.close()).then(done);
+        const stop = () => void Promise.all([hub?.close(), server.close()]).then(() => render?.close()).then(done);
         process.once('SIGINT', stop);
         process.once('SIGTERM', stop);
       });

@@ -33,6 +33,8 @@ export const diskSchema = blobRefSchema.extend({
 });
 
 export const imageNamePattern = /^[a-z0-9][a-z0-9._-]{0,63}$/;
+/** Overlay network names are DNS labels (INSTANCE.NETWORK.hostme); same rule as src/net/registry.ts. */
+export const networkNamePattern = /^[a-z0-9][a-z0-9-]{0,31}$/;
 export const versionPattern = /^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$/;
 
 export const manifestSchema = z.object({
@@ -68,6 +70,8 @@ export const manifestSchema = z.object({
   /** Boot working set, in the order the guest read it: [diskIndex, chunkNumber]. */
   prefetch: z.array(z.tuple([z.number().int().nonnegative(), z.number().int().nonnegative()])).max(1 << 20).optional(),
   mirrors: z.array(z.string().url()).default([]),
+  /** The overlay network the image joins by default (hostme run --net overrides; docs/net.md). */
+  network: z.object({ join: z.string().regex(networkNamePattern, 'a network name: lowercase letters, digits and "-", at most 32') }).optional(),
   /** The version this one was derived from (commit, profile, snapshot). */
   parent: z.object({ version: z.string(), digest: objectId }).optional(),
 });

@@ -28,6 +28,8 @@ export interface PackRequest {
   arch?: 'x86_64' | 'i686';
   chunkSize?: number;
   description?: string;
+  /** The overlay network the image joins by default. */
+  network?: { join: string };
   mirrors?: string[];
   onProgress?: (step: string, done: number, total: number) => void;
 }
@@ -76,6 +78,7 @@ export async function packImage(request: PackRequest): Promise<PackSummary> {
         : { mode: 'firmware' },
       disks: [{ name: 'disk0', ...disk.ref, storedBytes: disk.stats.storedBytes }],
       mirrors: request.mirrors ?? [],
+      ...(request.network ? { network: request.network } : {}),
     };
     const published = await request.repo.publish(manifest, request.key);
     const all = [disk.stats, kernel?.stats, initrd?.stats].filter((s): s is ChunkingStats => s !== undefined);

@@ -18,6 +18,7 @@ import { Instance } from './instance.js';
 import { resolveImage, type ResolvedImage } from './image-source.js';
 import { materializeBlob } from './blob-file.js';
 import { RunStatsCollector, type RunStats } from './run-stats.js';
+import { attachGuest, overlayMac } from '../net/control.js';
 import type { ImageLink } from './link.js';
 
 export interface RunOptions {
@@ -48,6 +49,8 @@ export interface RunOptions {
   extraDisks?: Array<{ file: string; readOnly: boolean }>;
   /** One-line messages while starting (the KVM watchdog's fallback): shown at once, not after start. */
   onNotice?: (message: string) => void;
+  /** Join this overlay network (default: the manifest's network.join); docs/net.md. */
+  net?: { network: string; site?: string; dir?: string; hub?: string; token?: string };
 }
 
 export interface RunningImage {
@@ -140,6 +143,8 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
     const prefetching = prefetch(manifest, devices, resolved, collector, options.fill === true);
     cleanups.push(async () => prefetching.cancel());
     const boot = await bootFiles;
+    const network = options.net?.network ?? manifest.network?.join;
+    const overlay = network ? { socket: join(runDir, 'net.sock'), mac: overlayMac(network, instanceName) } : undefined;
 
     const vm = await launchVm({
       ...boot,
@@ -159,7 +164,16 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
       // A disk read through our NBD server proves the guest kernel runs (KVM watchdog).
       activity: () => nbd.stats.requests.read,
       onNotice: (message) => (options.onNotice ? options.onNotice(message) : notices.push(message)),
+      overlay,
     });
+    if (network && overlay) {
+      // QEMU listens; the machine's switch (started on demand) dials it.
+      const joined = await attachGuest({ network, instance: instanceName, socket: overlay.socket, site: options.net?.site, dir: options.net?.dir, hub: options.net?.hub, token: options.net?.token }).catch(async (err) => {
+        await vm.shutdown();
+        throw err;
+      });
+      notices.push(`joined network ${network} (${joined.subnet}) as ${instanceName}.${network}.hostme`);
+    }
     await instance.recordQemuPid(vm.pid);
     let readyError: unknown;
     vm.ready.then(

@@ -46,6 +46,13 @@ export interface VmNetdev {
   model?: string;
 }
 
+/** A NIC on a hostme overlay network: QEMU listens on `socket` (stream framing) and the hostme switch dials it. */
+export interface VmOverlayNic {
+  socket: string;
+  /** The NIC's MAC, "52:54:00:xx:xx:xx". */
+  mac: string;
+}
+
 export type VmConsole = 'stdio' | 'none' | { logFile: string };
 
 export interface VmSpec {
@@ -98,6 +105,8 @@ export interface VmSpec {
   timeoutMs?: number;
   extraArgs?: string[];
   netdev?: VmNetdev;
+  /** A second, separate NIC on a hostme overlay network (src/net). */
+  overlay?: VmOverlayNic;
   /** QEMU binary (default: $HOSTME_QEMU, else qemu-system-x86_64 / qemu-system-i386 by arch). */
   qemuBinary?: string;
 }
@@ -162,6 +171,8 @@ function validateSpec(spec: VmSpec): void {
     if ((d.file === undefined) === (d.nbdSocket === undefined)) throw bad(`disk ${i} needs exactly one of file / nbdSocket`);
   });
   const ide = (spec.diskBus ?? (spec.arch === 'i686' ? 'ide' : 'nvme')) === 'ide';
+  // QEMU's option syntax splits on commas: a socket path must not contain one.
+  if (spec.overlay && (spec.overlay.socket.includes(',') || !/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/.test(spec.overlay.mac))) throw bad('overlay NIC needs a socket path without "," and a lowercase MAC');
   if (ide && spec.disks.length > 4) throw bad(`an IDE machine has 4 disk slots; ${spec.disks.length} disks were given`);
 }
 
@@ -202,6 +213,10 @@ export function buildQemuArgs(spec: VmSpec, accel: Accel, qmpSocket: string): st
     );
     args.push('-netdev', `user,id=n0${fwds.join('')}`);
     args.push('-device', `${spec.netdev.model ?? 'virtio-net-pci'},netdev=n0`);
+  }
+  if (spec.overlay) {
+    args.push('-netdev', `stream,id=ov0,server=on,addr.type=unix,addr.path=${spec.overlay.socket}`);
+    args.push('-device', `virtio-net-pci,netdev=ov0,mac=${spec.overlay.mac}`);
   }
   args.push(...(spec.extraArgs ?? []));
   return args;

@@ -26,6 +26,8 @@ interface RunState {
   guestReadChunks?: () => number[];
   prefetch?: PrefetchStats;
   errors: string[];
+  /** The overlay network (docs/net.md), when the page joined one. */
+  net?: { network: string; instance: string; address?: string; name?: string; unreachable?: boolean };
   /** Milestones in ms since navigation (performance.now()): where a start spends its time. */
   timings: Record<string, number>;
 }
@@ -271,9 +273,11 @@ async function main(): Promise<void> {
   });
   window.addEventListener('resize', () => fit.fit());
 
+  const relay = overlayRelay(m.network?.join);
   const started = performance.now();
   setState('booting');
   const vm = new V86({
+    ...(relay ? { net_device: { type: 'ne2k', relay_url: relay } } : {}),
     ...emulatorFiles,
     ...machineStart,
     hda: disk,
@@ -314,6 +318,7 @@ async function main(): Promise<void> {
       pending = (pending + ch).slice(-32);
       if (pending.includes('HOSTME-READY')) markReady();
     }
+    if (relay && !run.net?.address) watchNetLine(ch);
     run.disk = { chunks: Math.ceil(disk.byteLength / m.disks[0]!.chunkSize), touched: disk.touchedChunks.size };
   });
   term.onData((data) => vm.serial0_send(data));
@@ -338,6 +343,65 @@ async function main(): Promise<void> {
       () => {}, // refused (no user gesture, or not allowed in this frame): nothing to undo
     );
   });
+}
+
+/**
+ * The overlay network (docs/net.md): `?net=NETWORK` or the image's
+ * network.join, with `?token=` from the hub's operator. v86 speaks the hub's
+ * WebSocket framing itself (one Ethernet frame per binary message); the page
+ * checks once that the hub answers and says so when it does not: the VM runs
+ * on without a network.
+ */
+function overlayRelay(imageNetwork: string | undefined): string | undefined {
+  const network = params.get('net') ?? imageNetwork;
+  if (!network) return undefined;
+  if (!/^[a-z0-9][a-z0-9-]{0,31}$/.test(network)) {
+    eventsEl.append(text(`"${network}" is not a network name; the VM runs without a network.`, 'li'));
+    return undefined;
+  }
+  let instance = params.get('instance') ?? '';
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(instance)) {
+    // One name per tab and image (sessionStorage is per tab): a reload keeps the
+    // address, and two tabs, even resumed from one snapshot with one MAC, get two.
+    const key = `hostme-net-instance:${name}`;
+    instance = sessionStorage.getItem(key) ?? `tab-${Math.random().toString(36).slice(2, 10)}`;
+    sessionStorage.setItem(key, instance);
+  }
+  const query = `token=${encodeURIComponent(params.get('token') ?? '')}`;
+  const base = `${location.origin.replace(/^http/, 'ws')}/net/${network}`;
+  run.net = { network, instance };
+  body.dataset.net = network;
+  probeHub(`${base}?${query}&instance=${encodeURIComponent(`${instance}-probe`)}`, network);
+  return `${base}?${query}&instance=${encodeURIComponent(instance)}`;
+}
+
+function probeHub(url: string, network: string): void {
+  const probe = new WebSocket(url);
+  let opened = false;
+  probe.onopen = () => {
+    opened = true;
+    probe.close();
+  };
+  probe.onclose = () => {
+    if (opened) return;
+    run.net = { ...run.net!, unreachable: true };
+    body.dataset.netState = 'unreachable';
+    eventsEl.append(text(`The network ${network} is unreachable (no hub here, or the token was refused); the VM keeps running without it.`, 'li'));
+  };
+}
+
+let netLine = '';
+function watchNetLine(ch: string): void {
+  if (ch !== '\r' && ch !== '\n') {
+    netLine = (netLine + ch).slice(-120);
+    return;
+  }
+  const match = /HOSTME-NET \S+ (\d+\.\d+\.\d+\.\d+) ?(\S*)/.exec(netLine);
+  netLine = '';
+  if (!match) return;
+  run.net = { ...run.net!, address: match[1], name: match[2] || undefined };
+  body.dataset.netAddress = match[1];
+  eventsEl.append(text(`On network ${run.net.network} as ${match[2] || run.net.instance}, address ${match[1]}.`, 'li'));
 }
 
 function start(): void {

@@ -57,6 +57,8 @@ export interface Manifest {
   prefetch?: Array<[number, number]>;
   mirrors: string[];
   parent?: { version: string; digest: string };
+  /** The overlay network the image joins by default (docs/net.md). */
+  network?: { join: string };
 }
 
 // ------------------------------------------------------------------ bytes
@@ -379,6 +381,8 @@ export function parseManifest(bytes: Uint8Array, origin: string): Manifest {
     const p = obj(m.parent, 'parent');
     parent = { version: str(p.version, 'parent.version'), digest: str(p.digest, 'parent.digest', ID_RE) };
   }
+  let network: Manifest['network'];
+  if (m.network !== undefined) network = { join: str(obj(m.network, 'network').join, 'network.join', /^[a-z0-9][a-z0-9-]{0,31}$/) };
   return {
     formatVersion: 1,
     kind: 'hostme-image',
@@ -393,5 +397,6 @@ export function parseManifest(bytes: Uint8Array, origin: string): Manifest {
     ...(prefetch ? { prefetch } : {}),
     mirrors,
     ...(parent ? { parent } : {}),
+    ...(network ? { network } : {}),
   };
 }
