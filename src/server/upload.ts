@@ -1,6 +1,6 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, open, readFile, realpath, rename, rm, rmdir, stat } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, realpath, rename, rm, rmdir, stat } from 'node:fs/promises';
 import { dirname, join, sep } from 'node:path';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { errorMessage } from '../errors.js';
@@ -117,6 +117,17 @@ async function store(req: IncomingMessage, res: ServerResponse, segments: string
     if (target.kind === 'object') {
       await verifyObject(target.id!, tmp, body.sha256, body.length, options.maxObjectContentBytes);
     } else {
+      if (existing && (target.kind === 'manifest' || target.kind === 'key')) {
+        // Published versions and keys are never rewritten; the same bytes again are fine (a retried push).
+        if ((await readFile(file)).equals(body.bytes!)) {
+          await rm(tmp, { force: true });
+          sendJson(req, res, 200, { ok: true, path: segments.join('/'), created: false, existed: true });
+          return;
+        }
+        throw target.kind === 'manifest'
+          ? new HttpError(409, 'version-exists', `${target.name}@${target.version} is already published with other bytes; published versions are never rewritten: publish a new version`)
+          : new HttpError(409, 'key-exists', `keys/${target.id}.pub exists with other content`);
+      }
       await verifyMetadata(target, body.bytes!, options.rootReal);
     }
     await rename(tmp, file);
@@ -236,11 +247,20 @@ async function verifyMetadata(target: UploadTarget, bytes: Buffer, root: string)
           const found = await stat(join(root, objectPath(ref.index))).catch(() => null);
           if (!found?.isFile()) throw new Error(`the index object ${ref.index} of its ${label} is not here: upload objects before the manifest`);
         }
+        const pinned = await publisherKeys(root);
+        if (!pinned.includes(opened.signer.keyId)) {
+          throw new HttpError(409, 'publisher-key-not-pinned', `the manifest is signed by key ${opened.signer.keyId}, which is not one of this repository's publisher keys (keys/*.pub); the operator adds a publisher by copying its key into REPO/keys/`);
+        }
         return;
       }
       case 'key': {
         const key = parsePublicKeyLine(new TextDecoder('utf-8', { fatal: true }).decode(data), `keys/${target.id}.pub`);
         if (key.keyId !== target.id) throw new Error(`this public key has id ${key.keyId}, not ${target.id}`);
+        // The first key makes a new repository's publisher; later ones only the operator adds (on disk).
+        const pinned = await publisherKeys(root);
+        if (pinned.length > 0) {
+          throw new HttpError(409, 'publisher-key-not-pinned', `this repository is published with key(s) ${pinned.map((k) => k.slice(0, 16)).join(', ')}; a new publisher key is added by the operator (copy it into REPO/keys/), not by an upload`);
+        }
         return;
       }
       case 'marker': {
@@ -257,8 +277,14 @@ async function verifyMetadata(target: UploadTarget, bytes: Buffer, root: string)
         throw new Error(`unexpected upload kind ${target.kind}`);
     }
   } catch (err) {
+    if (err instanceof HttpError) throw err;
     throw new HttpError(422, target.kind === 'manifest' ? 'manifest-invalid' : 'invalid', errorMessage(err));
   }
+}
+
+async function publisherKeys(root: string): Promise<string[]> {
+  const files = await readdir(join(root, 'keys')).catch(() => [] as string[]);
+  return files.filter((f) => /^[0-9a-f]{64}\.pub$/.test(f)).map((f) => f.slice(0, -4));
 }
 
 function parseJson(data: Uint8Array): unknown {
