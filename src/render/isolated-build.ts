@@ -49,10 +49,19 @@ export function isolatedRepositoryBuild(repoDir: string, key: PublisherKey, cach
       child.on('message', (message: ChildMessage) => {
         if (message.type === 'step') context.step(message.name, message.done, message.total);
         else if (message.type === 'log') context.log(message.line);
-        else if (message.type === 'done') (settled = true), resolve(message.result);
-        else if (message.type === 'error') (settled = true), reject(new HostmeError(message.code, message.message));
+        else if (message.type === 'done') {
+          settled = true;
+          resolve(message.result);
+        } else if (message.type === 'error') {
+          settled = true;
+          reject(new HostmeError(message.code, message.message));
+        }
       });
-      child.on('error', (err) => !settled && ((settled = true), reject(new HostmeError('render-build-crashed', `the build process could not run: ${err.message}`))));
+      child.on('error', (err) => {
+        if (settled) return;
+        settled = true;
+        reject(new HostmeError('render-build-crashed', `the build process could not run: ${err.message}`));
+      });
       child.on('exit', (code, signal) => {
         context.signal.removeEventListener('abort', kill);
         killGroup(child); // whatever the build started and left behind
