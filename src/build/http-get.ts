@@ -93,7 +93,7 @@ function request(url: URL, guardFor: string | undefined, timeoutMs: number): Pro
     req.setTimeout(timeoutMs, () => req.destroy(new HostmeError('base-unreachable', `${url.href}: no answer for ${timeoutMs / 1000} s`, { url: url.href })));
     req.on('error', (err: NodeJS.ErrnoException) => {
       if (err instanceof HostmeError) return reject(err);
-      reject(new HostmeError('base-unreachable', `cannot fetch ${url.href}: ${err.code ?? err.message}`, { url: url.href }));
+      reject(new HostmeError('base-unreachable', `cannot fetch the base ${url.href}: ${err.code ?? err.message}`, { url: url.href }));
     });
   });
 }
