@@ -4,6 +4,7 @@ import type { RenderService } from '../render/render-service.js';
 import { loadOrCreateDefaultKey } from '../pack/publisher-key.js';
 import type { Command } from 'commander';
 import { startRepoServer } from '../server/server.js';
+import { removeStaleTemp } from '../repo/stale-temp.js';
 import { HostmeError } from '../errors.js';
 import { emit, parsePositiveInt } from './output.js';
 
@@ -67,6 +68,8 @@ export function registerServe(program: Command): void {
       if (!info?.isDirectory()) throw new HostmeError('repo-not-found', `${repoDir} is not a directory; pack an image into it first (hostme pack DISK --repo ${repo} --name NAME)`);
       const port = options.port === '0' ? 0 : parsePositiveInt(options.port);
       const token = options.token ?? process.env.HOSTME_PUSH_TOKEN;
+      const stale = await removeStaleTemp(repoDir);
+      if (stale) process.stderr.write(`removed ${stale} stale temporary file(s) left by an interrupted write\n`);
       let render: RenderService | undefined;
       if (options.render) {
         const stateDir = resolve(options.renderState ?? join(repoDir, '.render'));

@@ -198,6 +198,7 @@ export class RenderService {
     const timer = setTimeout(() => controller.abort(new HostmeError('render-limit-exceeded', `the build ran longer than the ${limit}-second limit and was stopped (not retried)`)), limit * 1000);
     timer.unref();
     let lastWrite = 0;
+    let ended = false; // late messages from a stopped build must not touch the job (or a closed database)
     const context: RenderContext = {
       jobId: job.id,
       workDir,
@@ -208,29 +209,32 @@ export class RenderService {
       signal: controller.signal,
       step: (name, done, total) => {
         const now = performance.now();
-        if (now - lastWrite < 200 && done < total) return; // keep database writes bounded
+        if (ended || (now - lastWrite < 200 && done < total)) return; // keep database writes bounded
         lastWrite = now;
         this.jobs.progress(job.id, name, total > 0 ? done / total : 0);
       },
-      log: (line) => this.jobs.appendLog(job.id, [line]),
+      log: (line) => {
+        if (!ended) this.jobs.appendLog(job.id, [line]);
+      },
     };
+    let result: { state: 'succeeded'; outputs: unknown } | { state: 'failed'; error: string };
     try {
       await rm(workDir, { recursive: true, force: true });
       await writeSources(join(workDir, 'src'), request);
       for (const output of request.outputs) checkOutputAllowed(output.to, this.policy); // the policy may have changed since it was queued
-      const outputs = await abortable(this.options.build(context), controller.signal);
-      this.jobs.finish(job.id, { state: 'succeeded', outputs });
+      result = { state: 'succeeded', outputs: await abortable(this.options.build(context), controller.signal) };
     } catch (err) {
-      const message = isHostmeError(err) ? `${err.code}: ${err.message}` : errorMessage(err);
-      this.jobs.appendLog(job.id, [`error: ${message}`]);
-      this.jobs.finish(job.id, { state: 'failed', error: message });
-    } finally {
-      clearTimeout(timer);
-      this.running_.delete(job.id);
-      await unmountUnder(workDir).catch(() => {});
-      await rm(workDir, { recursive: true, force: true }).catch(() => {});
-      this.jobs.prune(this.policy.limits.keepFinished);
+      result = { state: 'failed', error: isHostmeError(err) ? `${err.code}: ${err.message}` : errorMessage(err) };
     }
+    ended = true;
+    clearTimeout(timer);
+    this.running_.delete(job.id);
+    // The work goes before the job is reported finished: a finished job has left nothing behind.
+    await unmountUnder(workDir).catch(() => {});
+    await rm(workDir, { recursive: true, force: true }).catch(() => {});
+    if (result.state === 'failed') this.jobs.appendLog(job.id, [`error: ${result.error}`]);
+    this.jobs.finish(job.id, result);
+    this.jobs.prune(this.policy.limits.keepFinished);
   }
 }
 
