@@ -23,6 +23,7 @@ import { autoFsBytes, biosOverheadBytes, derivedUuid, makeBiosDisk, makeExt4, ne
 import { checkLocalFile, fetchByDigest, sha256File } from './fetch-base.js';
 import { renderTemplate, resolveInputs } from './inputs.js';
 import { writeRandomFile } from './random-file.js';
+import { matchesPrefix } from './url-prefix.js';
 import { entryComponents, resolveInRoot, unpackTar, type Ownership } from './safe-unpack.js';
 
 const isRoot = process.getuid?.() === 0;
@@ -54,6 +55,17 @@ export interface BuildRequest {
    * inside the manifest's directory, so a build cannot read the host's files.
    */
   confine?: boolean;
+  /** Untrusted manifests (the render service): the operator's allow-lists and limits. */
+  untrusted?: UntrustedBuildPolicy;
+}
+
+export interface UntrustedBuildPolicy {
+  /** Mirrors base.debootstrap.mirror may name (URL prefixes). */
+  mirrors: readonly string[];
+  /** Internal-address URL prefixes base.tarball.url may fetch anyway. */
+  fetchUrls: readonly string[];
+  maxFileBytes: number;
+  maxDiskBytes: number;
 }
 
 export interface BuildResult {
@@ -126,6 +138,29 @@ function assertConfined(manifest: BuildManifest): void {
   }
 }
 
+function limitExceeded(message: string): HostmeError {
+  return new HostmeError('build-limit-exceeded', message);
+}
+
+/** What an untrusted manifest declares is checked against the operator's policy before anything is built. */
+function assertWithinPolicy(manifest: BuildManifest, policy: UntrustedBuildPolicy): void {
+  const mirror = manifest.base.debootstrap?.mirror;
+  if (mirror !== undefined && !matchesPrefix(mirror, policy.mirrors)) {
+    const allowed = policy.mirrors.length ? policy.mirrors.join(', ') : 'none (the default mirror only)';
+    throw new HostmeError('build-mirror-refused', `base.debootstrap.mirror: "${mirror}" is not a mirror the operator allows (allowed: ${allowed}); leave it out to use the default`, { mirror });
+  }
+  let total = 0;
+  manifest.files.forEach((f, i) => {
+    if (!f.random) return;
+    const bytes = parseDiskSize(f.random.size)!;
+    total += bytes;
+    if (bytes > policy.maxFileBytes) throw limitExceeded(`files[${i}].random.size: ${f.random.size} is more than this service's ${policy.maxFileBytes}-byte file limit`);
+  });
+  if (total > policy.maxDiskBytes) throw limitExceeded(`files: ${total} bytes of random content is more than this service's ${policy.maxDiskBytes}-byte disk limit`);
+  const disk = parseDiskSize(manifest.hardware.diskSize);
+  if (disk !== undefined && disk > policy.maxDiskBytes) throw limitExceeded(`hardware.diskSize: ${manifest.hardware.diskSize} is more than this service's ${policy.maxDiskBytes}-byte disk limit`);
+}
+
 export function defaultBuildCacheDir(): string {
   if (process.env.HOSTME_BUILD_CACHE) return path.resolve(process.env.HOSTME_BUILD_CACHE);
   return path.join(process.env.XDG_CACHE_HOME || path.join(homedir(), '.cache'), 'hostme', 'build');
@@ -143,7 +178,8 @@ export async function buildImage(request: BuildRequest): Promise<BuildResult> {
   step('manifest');
   const manifest = await loadBuildManifest(manifestPath);
   if (request.confine) assertConfined(manifest);
-  const inputs = resolveInputs(manifest.inputs, request.inputs ?? {});
+  if (request.untrusted) assertWithinPolicy(manifest, request.untrusted);
+  const inputs = await resolveInputs(manifest.inputs, request.inputs ?? {});
   const kernelSource = manifest.boot?.kernel;
   if (typeof kernelSource === 'object') {
     const bios = manifest.boot?.bootloader === 'bios';
@@ -163,7 +199,7 @@ export async function buildImage(request: BuildRequest): Promise<BuildResult> {
   const owners = new Map<string, Ownership>();
   try {
     step('base');
-    await populateBase(manifest, manifestDir, root, cacheDir, owners, log);
+    await populateBase(manifest, manifestDir, root, cacheDir, owners, log, request.untrusted);
 
     step('kernel');
     const boot = await prepareBoot({ manifest, manifestDir, root, work, cacheDir, owners, log });
@@ -191,6 +227,8 @@ export async function buildImage(request: BuildRequest): Promise<BuildResult> {
     const uuid = derivedUuid(`hostme-build:${manifest.name}@${manifest.version}`);
     const hashSeed = derivedUuid(`hostme-build-hash:${manifest.name}@${manifest.version}`);
     const requested = parseDiskSize(manifest.hardware.diskSize);
+    const maxDisk = request.untrusted?.maxDiskBytes;
+    if (maxDisk !== undefined && neededFsBytes(tree) > maxDisk) throw limitExceeded(`the image's files need ${neededFsBytes(tree)} bytes, more than this service's ${maxDisk}-byte disk limit`);
     if (manifest.boot?.bootloader === 'bios') {
       const kernelBytes = (await stat(boot!.kernel)).size + (boot!.initrd ? (await stat(boot!.initrd)).size : 0);
       const diskBytes = requested ?? biosOverheadBytes(kernelBytes) + autoFsBytes(tree);
@@ -250,11 +288,12 @@ async function decompressor(file: string): Promise<{ stream: Readable; done: Pro
   return { stream: child.stdout, done };
 }
 
-async function populateBase(manifest: BuildManifest, manifestDir: string, root: string, cacheDir: string, owners: Map<string, Ownership>, log: (l: string) => void): Promise<void> {
+async function populateBase(manifest: BuildManifest, manifestDir: string, root: string, cacheDir: string, owners: Map<string, Ownership>, log: (l: string) => void, untrusted?: UntrustedBuildPolicy): Promise<void> {
   const base = manifest.base;
   if (base.tarball) {
+    const guard = untrusted ? { allowPrefixes: untrusted.fetchUrls, matches: matchesPrefix } : undefined;
     const file = base.tarball.url
-      ? await fetchByDigest(base.tarball.url, base.tarball.sha256, cacheDir, log)
+      ? await fetchByDigest(base.tarball.url, base.tarball.sha256, cacheDir, log, guard)
       : await checkLocalFile(path.resolve(manifestDir, base.tarball.path!), base.tarball.sha256);
     const { stream, done } = await decompressor(file);
     const result = await unpackTar(stream, root, base.tarball.url ?? base.tarball.path!, owners);

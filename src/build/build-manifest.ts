@@ -18,6 +18,17 @@ const mode = z.union([z.string().regex(/^0?[0-7]{3,4}$/, 'must be an octal mode 
 /** A Debian package, optionally pinned; its architecture follows hardware.arch (amd64 for x86_64, i386 for i686). */
 const debSpec = z.string().regex(/^[a-z0-9][a-z0-9+.-]*(=[^\s]+)?$/, 'must be a Debian package name, optionally name=version (no ":arch": the architecture follows hardware.arch)');
 
+/**
+ * Suites debootstrap is asked for: known names only (debootstrap takes its
+ * positional arguments after options, so "--version" as a suite would be an
+ * option). Debian's codenames and aliases, and Ubuntu's supported releases.
+ */
+export const DEBOOTSTRAP_SUITES = [
+  'buster', 'bullseye', 'bookworm', 'trixie', 'forky', 'duke', 'sid',
+  'oldoldstable', 'oldstable', 'stable', 'testing', 'unstable',
+  'focal', 'jammy', 'noble', 'oracular', 'plucky', 'questing',
+] as const;
+
 const tarballBase = z
   .object({ path: z.string().min(1).optional(), url: z.string().url('must be a URL').optional(), sha256 })
   .strict()
@@ -29,10 +40,10 @@ const base = z
     dir: z.string().min(1).optional(),
     debootstrap: z
       .object({
-        suite: z.string().min(1),
+        suite: z.enum(DEBOOTSTRAP_SUITES),
         variant: z.enum(['minbase', 'buildd', 'fakechroot']).default('minbase'),
-        packages: z.array(z.string().min(1)).default([]),
-        mirror: z.string().url('must be a URL').optional(),
+        packages: z.array(z.string().regex(/^[a-z0-9][a-z0-9+.-]*$/, 'must be a Debian package name')).default([]),
+        mirror: z.string().regex(/^(https?|file):\/\/[^\s,]+$/, 'must be an http(s):// or file:// URL').optional(),
       })
       .strict()
       .optional(),
@@ -40,6 +51,7 @@ const base = z
   })
   .strict()
   .refine((b) => [b.tarball, b.dir, b.debootstrap, b.debs].filter((x) => x !== undefined).length === 1, 'must have exactly one of "tarball", "dir", "debootstrap" or "debs"');
+
 
 const moduleName = z.string().regex(/^[A-Za-z0-9_-]+$/, 'must be a module name');
 

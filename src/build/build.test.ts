@@ -75,16 +75,16 @@ describe('build manifest and inputs', () => {
     assert.equal(ok.hardware.memoryMiB, 256);
   });
 
-  test('inputs are checked against their JSON Schema, with defaults and type coercion', () => {
+  test('inputs are checked against their JSON Schema, with defaults and type coercion', async () => {
     const schema = {
       type: 'object',
       properties: { hostname: { type: 'string', pattern: '^[a-z]+$', default: 'hello' }, port: { type: 'integer', minimum: 1 } },
       required: ['port'],
     };
-    assert.deepEqual(resolveInputs(schema, parseInputPairs(['port=8080'])), { hostname: 'hello', port: 8080 });
-    assert.throws(() => resolveInputs(schema, { hostname: 'hello' }), hasCode('inputs-invalid', (m) => assert.match(m, /inputs\.port: is required/)));
-    assert.throws(() => resolveInputs(schema, { port: 'eighty' }), hasCode('inputs-invalid', (m) => assert.match(m, /inputs\.port: must be integer/)));
-    assert.throws(() => resolveInputs(schema, { port: 1, hostname: 'NOPE!' }), hasCode('inputs-invalid', (m) => assert.match(m, /inputs\.hostname: must match pattern/)));
+    assert.deepEqual(await resolveInputs(schema, parseInputPairs(['port=8080'])), { hostname: 'hello', port: 8080 });
+    await assert.rejects(resolveInputs(schema, { hostname: 'hello' }), hasCode('inputs-invalid', (m) => assert.match(m, /inputs\.port: is required/)));
+    await assert.rejects(resolveInputs(schema, { port: 'eighty' }), hasCode('inputs-invalid', (m) => assert.match(m, /inputs\.port: must be integer/)));
+    await assert.rejects(resolveInputs(schema, { port: 1, hostname: 'NOPE!' }), hasCode('inputs-invalid', (m) => assert.match(m, /inputs\.hostname: must match pattern/)));
     assert.throws(() => parseInputPairs(['novalue']), hasCode('usage'));
   });
 

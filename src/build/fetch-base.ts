@@ -9,9 +9,9 @@ import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import path from 'node:path';
-import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { HostmeError } from '../errors.js';
+import { httpGet } from './http-get.js';
 
 export interface MirrorRule {
   from: string;
@@ -72,7 +72,13 @@ export async function checkLocalFile(file: string, expected: string): Promise<st
  * Returns the cached file for `sha256`, downloading it (through the mirror
  * rules) when missing. Verified before it enters the cache.
  */
-export async function fetchByDigest(url: string, expected: string, cacheDir: string, log?: (line: string) => void): Promise<string> {
+export interface FetchGuard {
+  /** URL prefixes on internal addresses that may be fetched anyway (the operator's allow-list). */
+  allowPrefixes: readonly string[];
+  matches: (href: string, prefixes: readonly string[]) => boolean;
+}
+
+export async function fetchByDigest(url: string, expected: string, cacheDir: string, log?: (line: string) => void, guard?: FetchGuard): Promise<string> {
   const dir = path.join(cacheDir, 'bases');
   const cached = path.join(dir, expected);
   if (await stat(cached).then((s) => s.isFile(), () => false)) {
@@ -85,19 +91,10 @@ export async function fetchByDigest(url: string, expected: string, cacheDir: str
   else log?.(`fetching ${url}`);
   await mkdir(dir, { recursive: true });
   const partial = `${cached}.${process.pid}.${randomBytes(4).toString('hex')}.partial`;
-  let response: Response;
-  try {
-    response = await fetch(effective, { signal: AbortSignal.timeout(300_000) });
-  } catch (err) {
-    const cause = (err as { cause?: { code?: string; message?: string } }).cause;
-    throw new HostmeError('base-unreachable', `cannot fetch the base ${effective}: ${cause?.code ?? cause?.message ?? (err as Error).message}`, { url, effective }, { cause: err });
-  }
-  if (!response.ok || !response.body) {
-    throw new HostmeError('base-unreachable', `cannot fetch the base ${effective}: HTTP ${response.status}`, { url, effective, status: response.status });
-  }
+  // A URL the mirror rules produced is the operator's: only the request's own URL is guarded.
+  const { body } = await httpGet(effective, { what: 'base.tarball.url', guard: effective === url ? guard : undefined });
   const hash = createHash('sha256');
   try {
-    const body = Readable.fromWeb(response.body as import('node:stream/web').ReadableStream<Uint8Array>);
     body.on('data', (chunk: Buffer) => hash.update(chunk));
     await pipeline(body, createWriteStream(partial));
   } catch (err) {
@@ -107,6 +104,8 @@ export async function fetchByDigest(url: string, expected: string, cacheDir: str
   const actual = hash.digest('hex');
   if (actual !== expected) {
     await rm(partial, { force: true });
+    // An untrusted request learns that the bytes differ, not what they hash to (that would leak internal content).
+    if (guard) throw new HostmeError('base-digest-mismatch', `base.tarball.url: the download does not match base.tarball.sha256 ${expected}`, { expected });
     throw mismatch(effective, expected, actual);
   }
   await rename(partial, cached);

@@ -4,6 +4,7 @@
  * types, defaults, required), and `{{ name }}` templates rendered with them.
  */
 import { readFile } from 'node:fs/promises';
+import { Worker } from 'node:worker_threads';
 import { Ajv } from 'ajv';
 import { HostmeError } from '../errors.js';
 
@@ -32,21 +33,55 @@ export async function readInputsFile(file: string): Promise<Record<string, unkno
   return doc as Record<string, unknown>;
 }
 
+/** How long checking inputs against a manifest's schema may take (its patterns are the manifest author's regexes). */
+export const DEFAULT_VALIDATION_MS = 2000;
+
 /**
  * Applies defaults and checks `given` against the manifest's inputs schema
  * (an object schema, or a map of property schemas which is wrapped into one).
  * Strings from the command line are coerced to the declared types.
+ *
+ * The schema's `pattern`s are regular expressions from the manifest; one with
+ * nested repetition ("^(a|a)+$") takes exponential time on a short input. So
+ * validation runs in a worker thread, off the event loop, and is stopped after
+ * `timeoutMs`.
  */
-export function resolveInputs(schema: Record<string, unknown> | undefined, given: Record<string, unknown>): Record<string, unknown> {
+export async function resolveInputs(schema: Record<string, unknown> | undefined, given: Record<string, unknown>, timeoutMs = DEFAULT_VALIDATION_MS): Promise<Record<string, unknown>> {
+  if (!schema) return structuredClone(given);
+  const worker = new Worker(new URL('./inputs-worker.js', import.meta.url));
+  try {
+    const answer = await new Promise<InputsAnswer>((resolve, reject) => {
+      const timer = setTimeout(
+        () => reject(new HostmeError('inputs-timeout', `checking the inputs against the manifest's inputs schema took longer than ${timeoutMs / 1000} s and was stopped: simplify its patterns (nested repetition such as "(a|a)+" takes exponential time)`)),
+        timeoutMs,
+      );
+      worker.once('message', (message: InputsAnswer) => (clearTimeout(timer), resolve(message)));
+      worker.once('error', (err) => (clearTimeout(timer), reject(new HostmeError('inputs-invalid', `inputs: cannot be checked (${err.message})`))));
+      worker.postMessage({ schema, given } satisfies InputsQuestion);
+    });
+    if ('values' in answer) return answer.values;
+    throw new HostmeError(answer.code, answer.message, answer.problems ? { problems: answer.problems } : {});
+  } finally {
+    void worker.terminate();
+  }
+}
+
+export interface InputsQuestion {
+  schema: Record<string, unknown>;
+  given: Record<string, unknown>;
+}
+export type InputsAnswer = { values: Record<string, unknown> } | { code: string; message: string; problems?: string[] };
+
+/** The validation itself (run by inputs-worker.ts). */
+export function validateInputs({ schema, given }: InputsQuestion): InputsAnswer {
   const values = structuredClone(given);
-  if (!schema) return values;
   const full = schema.type === 'object' || 'properties' in schema ? schema : { type: 'object', properties: schema };
   const ajv = new Ajv({ useDefaults: true, coerceTypes: true, allErrors: true, strict: false });
   let validate;
   try {
     validate = ajv.compile(full);
   } catch (err) {
-    throw new HostmeError('build-manifest-invalid', `inputs: not a valid JSON Schema (${(err as Error).message})`);
+    return { code: 'build-manifest-invalid', message: `inputs: not a valid JSON Schema (${(err as Error).message})` };
   }
   if (!validate(values)) {
     const problems = (validate.errors ?? []).map((e) => {
@@ -54,9 +89,9 @@ export function resolveInputs(schema: Record<string, unknown> | undefined, given
       const missing = e.keyword === 'required' ? `.${String((e.params as { missingProperty?: string }).missingProperty)}` : '';
       return `${where}${missing}: ${e.keyword === 'required' ? 'is required' : e.message ?? e.keyword}`;
     });
-    throw new HostmeError('inputs-invalid', `input values do not match the manifest's inputs schema: ${problems.join('; ')}`, { problems });
+    return { code: 'inputs-invalid', message: `input values do not match the manifest's inputs schema: ${problems.join('; ')}`, problems };
   }
-  return values;
+  return { values };
 }
 
 const PLACEHOLDER = /\{\{\s*([A-Za-z_][A-Za-z0-9_.-]*)\s*\}\}/g;

@@ -4,8 +4,42 @@ import type { RenderService } from '../render/render-service.js';
 import { loadOrCreateDefaultKey } from '../pack/publisher-key.js';
 import type { Command } from 'commander';
 import { startRepoServer } from '../server/server.js';
+import { removeStaleTemp } from '../repo/stale-temp.js';
 import { HostmeError } from '../errors.js';
 import { emit, parsePositiveInt } from './output.js';
+
+interface ServeOptions {
+  host: string;
+  port: string;
+  token?: string;
+  quiet?: boolean;
+  json?: boolean;
+  render?: boolean;
+  renderState?: string;
+  concurrency: string;
+  key?: string;
+  renderOutputRoot: string[];
+  renderAllowUrl: string[];
+  renderAllowBucket: string[];
+  renderAllowMirror: string[];
+  renderAllowFetch: string[];
+  renderMaxDisk: string;
+  renderMaxSeconds: string;
+  renderMaxQueued: string;
+  renderRate: string;
+  net?: boolean;
+  netDir?: string;
+}
+
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
+
+function parseSize(text: string): number {
+  const m = /^(\d+)([KMGT]?)$/.exec(text);
+  if (!m) throw new HostmeError('usage', `"${text}" is not a size like 512M or 8G`);
+  return Number(m[1]) * 1024 ** ' KMGT'.indexOf(m[2] || ' ');
+}
 
 export function registerServe(program: Command): void {
   program
@@ -21,14 +55,25 @@ export function registerServe(program: Command): void {
     .option('--key <keyfile>', 'publisher key that signs rendered images (default ~/.config/hostme/publisher.key)')
     .option('--net', 'also be an overlay network hub: WebSocket ports for browser guests at /net/NETWORK (docs/net.md)')
     .option('--net-dir <dir>', 'hub state: networks, leases, join tokens (default REPO/.net; dotfiles are never served)')
+    .option('--render-output-root <dir>', 'render outputs may go to directories under DIR (repeatable)', collect, [])
+    .option('--render-allow-url <prefix>', 'render outputs may be PUT under this http(s) URL prefix, with $HOSTME_EXPORT_TOKEN (repeatable)', collect, [])
+    .option('--render-allow-bucket <s3url>', 'render outputs may go under s3://BUCKET/PREFIX, with the server\'s AWS credentials (repeatable)', collect, [])
+    .option('--render-allow-mirror <url>', 'Debian mirror a request may name in base.debootstrap.mirror (repeatable)', collect, [])
+    .option('--render-allow-fetch <prefix>', 'URL prefix on a private or loopback address a request may fetch a base tarball from (repeatable)', collect, [])
+    .option('--render-max-disk <size>', 'largest disk or file a render build may make, e.g. 8G', '8G')
+    .option('--render-max-seconds <n>', 'wall-time limit of one render build', '3600')
+    .option('--render-max-queued <n>', 'render builds waiting at once before new ones get 503', '20')
+    .option('--render-rate <n>', 'render builds a token may submit per minute before 429', '10')
     .option('--quiet', 'do not log requests')
     .option('--json', 'print the listening URL as JSON')
-    .action(async (repo: string, options: { host: string; port: string; token?: string; quiet?: boolean; json?: boolean; render?: boolean; renderState?: string; net?: boolean; netDir?: string; concurrency: string; key?: string }) => {
+    .action(async (repo: string, options: ServeOptions) => {
       const repoDir = resolve(repo);
       const info = await stat(repoDir).catch(() => null);
       if (!info?.isDirectory()) throw new HostmeError('repo-not-found', `${repoDir} is not a directory; pack an image into it first (hostme pack DISK --repo ${repo} --name NAME)`);
       const port = options.port === '0' ? 0 : parsePositiveInt(options.port);
       const token = options.token ?? process.env.HOSTME_PUSH_TOKEN;
+      const stale = await removeStaleTemp(repoDir);
+      if (stale) process.stderr.write(`removed ${stale} stale temporary file(s) left by an interrupted write\n`);
       let render: RenderService | undefined;
       if (options.render) {
         const stateDir = resolve(options.renderState ?? join(repoDir, '.render'));
@@ -36,9 +81,19 @@ export function registerServe(program: Command): void {
         const { key } = await loadOrCreateDefaultKey(options.key);
         // Loaded only with --render: the builder and exporter are heavy to import.
         const { RenderService } = await import('../render/render-service.js');
-        const { repositoryBuild } = await import('../render/repository-build.js');
-        render = new RenderService({ stateDir, token, concurrency: parsePositiveInt(options.concurrency), build: repositoryBuild(repoDir, key) });
-        const recovered = render.start();
+        const { isolatedRepositoryBuild } = await import('../render/isolated-build.js');
+        const { renderPolicy } = await import('../render/policy.js');
+        const maxDisk = parseSize(options.renderMaxDisk);
+        const policy = renderPolicy({
+          outputRoots: options.renderOutputRoot,
+          outputUrls: options.renderAllowUrl,
+          outputBuckets: options.renderAllowBucket,
+          mirrors: options.renderAllowMirror,
+          fetchUrls: options.renderAllowFetch,
+          limits: { maxDiskBytes: maxDisk, maxFileBytes: maxDisk, maxJobSeconds: parsePositiveInt(options.renderMaxSeconds), maxQueued: parsePositiveInt(options.renderMaxQueued), submitsPerMinute: parsePositiveInt(options.renderRate) },
+        });
+        render = new RenderService({ stateDir, token, concurrency: parsePositiveInt(options.concurrency), build: isolatedRepositoryBuild(repoDir, key), policy });
+        const recovered = await render.start();
         if (recovered.requeued || recovered.failed) process.stderr.write(`render: after a restart, ${recovered.requeued} job(s) queued again, ${recovered.failed} failed\n`);
       }
       const server = await startRepoServer({
@@ -53,7 +108,8 @@ export function registerServe(program: Command): void {
       const hub = options.net ? await (await import('../net/hub.js')).attachNetHub(server.server, { dir: resolve(options.netDir ?? join(repoDir, '.net')), log: options.quiet ? undefined : (line) => process.stderr.write(`net: ${line}\n`) }) : undefined;
       emit(options, { url: server.url, repo: repoDir, push: Boolean(token), ...(hub ? { net: `${server.url.replace(/^http/, 'ws')}/net/` } : {}) }, () => `serving ${repoDir} at ${server.url} (${token ? 'push enabled with token' : 'read-only'}${render ? ', render service at /api/builds' : ''}); landing pages at ${server.url}/i/NAME${hub ? `; network hub at ${server.url.replace(/^http/, 'ws')}/net/NETWORK (tokens: hostme net token NETWORK --dir ${hub.daemon.sw.registry.dir})` : ''}`);
       await new Promise<void>((done) => {
-        const stop = () => void Promise.all([hub?.close(), server.close()]).then(() => render?.close()).then(done);
+        // Running builds are killed and cleaned up at once, not waited for (a build may take an hour).
+        const stop = () => void Promise.all([hub?.close(), server.close(), render?.close()]).then(() => done());
         process.once('SIGINT', stop);
         process.once('SIGTERM', stop);
       });

@@ -104,7 +104,20 @@ export class JobStore {
     this.db.prepare(`UPDATE jobs SET log = ?, updated = ? WHERE id = ?`).run(JSON.stringify(log), new Date().toISOString(), id);
   }
 
+  queuedCount(): number {
+    return (this.db.prepare(`SELECT COUNT(*) AS n FROM jobs WHERE state = 'queued'`).get() as { n: number }).n;
+  }
+
+  /** Deletes finished jobs beyond the newest `keep` (their logs and outputs go with them). */
+  prune(keep: number): number {
+    return this.db
+      .prepare(`DELETE FROM jobs WHERE state IN ('succeeded', 'failed') AND id NOT IN (SELECT id FROM jobs WHERE state IN ('succeeded', 'failed') ORDER BY updated DESC LIMIT ?)`)
+      .run(keep).changes;
+  }
+
+  /** A finished job keeps its log, outputs and error; its request (manifest and files, up to the body limit) is dropped. */
   finish(id: string, result: { state: 'succeeded'; outputs: unknown } | { state: 'failed'; error: string }): void {
+    this.db.prepare(`UPDATE jobs SET request = 'null' WHERE id = ?`).run(id);
     const now = new Date().toISOString();
     if (result.state === 'succeeded') {
       this.db.prepare(`UPDATE jobs SET state = 'succeeded', outputs = ?, progress = 1, step = 'done', updated = ? WHERE id = ?`).run(JSON.stringify(result.outputs), now, id);

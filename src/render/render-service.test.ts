@@ -7,6 +7,7 @@ import { tempDir, removeDir } from '../testing/fixtures.js';
 import { RenderService, type RenderBuild, type RenderContext } from './render-service.js';
 
 const TOKEN = 'render-secret';
+const auth = { authorization: `Bearer ${TOKEN}` };
 
 async function waitFor<T>(probe: () => T | undefined, what: string): Promise<T> {
   for (let i = 0; i < 400; i++) {
@@ -22,7 +23,7 @@ async function withService(build: RenderBuild, body: (url: string, service: Rend
   const repoDir = join(dir, 'repo');
   await mkdir(repoDir);
   const service = new RenderService({ stateDir: dir, token: TOKEN, build });
-  service.start();
+  await service.start();
   const server = await startRepoServer({ repoDir, port: 0, render: service });
   try {
     await body(server.url, service, dir);
@@ -60,14 +61,14 @@ test('a build is accepted with 202, runs with progress and log, and reports its 
     assert.ok(final.log.includes('rendering templates'));
     assert.equal(final.progress, 1);
     assert.deepEqual(seen[0]!.inputs, { title: 'x' });
-    const list = (await (await fetch(`${url}/api/builds`)).json()) as { builds: Array<{ id: string }> };
+    const list = (await (await fetch(`${url}/api/builds`, { headers: auth })).json()) as { builds: Array<{ id: string }> };
     assert.ok(list.builds.some((b) => b.id === created.id));
   });
 });
 
 async function waitForState(url: string, id: string, state: string): Promise<{ state: string; outputs: unknown; log: string[]; progress: number; error: string | null }> {
   for (let i = 0; i < 400; i++) {
-    const job = (await (await fetch(`${url}/api/builds/${id}`)).json()) as { state: string; outputs: unknown; log: string[]; progress: number; error: string | null };
+    const job = (await (await fetch(`${url}/api/builds/${id}`, { headers: auth })).json()) as { state: string; outputs: unknown; log: string[]; progress: number; error: string | null };
     if (job.state === state) return job;
     if (job.state === 'failed' && state !== 'failed') throw new Error(`build failed: ${job.error}`);
     await new Promise((r) => setTimeout(r, 25));
@@ -93,7 +94,8 @@ test('writes need the bearer token; bad bodies and unsafe file paths are refused
     const escape = await post(url, { manifest: {}, files: { '../../etc/passwd': 'eA==' } });
     assert.equal(escape.status, 400);
     assert.match(((await escape.json()) as { error: { message: string } }).error.message, /relative path/);
-    assert.equal((await fetch(`${url}/api/builds/unknown-id`)).status, 404);
+    assert.equal((await fetch(`${url}/api/builds/unknown-id`, { headers: auth })).status, 404);
+    assert.equal((await fetch(`${url}/api/builds`)).status, 401, 'jobs are readable only with the token');
   });
 });
 
@@ -103,27 +105,27 @@ test('a service killed mid-build requeues the job on restart, and gives up after
     const hang: RenderBuild = () => new Promise(() => {});
     // First life: the build hangs, then the process "dies" (the service is abandoned, not closed).
     const first = new RenderService({ stateDir: dir, token: TOKEN, build: hang });
-    first.start();
+    await first.start();
     const job = first.submit({ manifest: {}, files: {}, inputs: {}, outputs: [] });
     await waitFor(() => (first.get(job.id)?.state === 'running' ? true : undefined), 'running');
 
     // Second life: the interrupted job is queued again and this time succeeds.
     const second = new RenderService({ stateDir: dir, token: TOKEN, build: async () => ({ ok: true }) });
-    assert.deepEqual(second.start(), { requeued: 1, failed: 0 });
+    assert.deepEqual(await second.start(), { requeued: 1, failed: 0 });
     const done = await waitFor(() => (second.get(job.id)?.state === 'succeeded' ? second.get(job.id) : undefined), 'succeeded');
     assert.equal(done.attempts, 2);
     await second.close();
 
     // A job interrupted twice is failed cleanly instead of looping forever.
     const third = new RenderService({ stateDir: dir, token: TOKEN, build: hang });
-    third.start();
+    await third.start();
     const stuck = third.submit({ manifest: {}, files: {}, inputs: {}, outputs: [] });
     await waitFor(() => (third.get(stuck.id)?.state === 'running' ? true : undefined), 'running');
     const fourth = new RenderService({ stateDir: dir, token: TOKEN, build: hang });
-    fourth.start();
+    await fourth.start();
     await waitFor(() => (fourth.get(stuck.id)?.state === 'running' ? true : undefined), 'running again');
     const fifth = new RenderService({ stateDir: dir, token: TOKEN, build: hang });
-    assert.deepEqual(fifth.start(), { requeued: 0, failed: 1 });
+    assert.deepEqual(await fifth.start(), { requeued: 0, failed: 1 });
     assert.match(fifth.get(stuck.id)?.error ?? '', /interrupted by a service restart/);
     assert.notEqual(fifth.get(stuck.id)?.state, 'running');
   } finally {

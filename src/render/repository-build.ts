@@ -4,9 +4,11 @@ import { exportImage } from '../export/export-image.js';
 import { exportFormat } from '../export/formats/index.js';
 import { openDestination } from '../export/destinations/index.js';
 import type { RenderBuild } from './render-service.js';
+import { checkOutputAllowed } from './policy.js';
 
 /**
- * The render service's build: the manifest (confined to its own directory,
+ * The render service's build (run in a child process by isolated-build.ts):
+ * the manifest (confined to its own directory and to the operator's policy,
  * since it comes over the network) is built and signed into the served
  * repository, then exported to each requested destination. Outputs are
  * checked before the build starts, so a bad format fails in a second, not
@@ -15,6 +17,7 @@ import type { RenderBuild } from './render-service.js';
 export function repositoryBuild(repoDir: string, key: PublisherKey, cacheDir?: string): RenderBuild {
   return async (context) => {
     for (const output of context.outputs) {
+      checkOutputAllowed(output.to, context.policy);
       exportFormat(output.format);
       openDestination(output.to);
     }
@@ -26,6 +29,7 @@ export function repositoryBuild(repoDir: string, key: PublisherKey, cacheDir?: s
       workDir: context.workDir,
       cacheDir,
       confine: true,
+      untrusted: { mirrors: context.policy.mirrors, fetchUrls: context.policy.fetchUrls, maxFileBytes: context.policy.limits.maxFileBytes, maxDiskBytes: context.policy.limits.maxDiskBytes },
       onStep: context.step,
       log: context.log,
     });

@@ -109,6 +109,8 @@ export class Repository {
   async publish(manifest: Manifest, key: PublisherKey): Promise<LoadedImage> {
     const write = this.requireWritable();
     const payload = serializeManifest(manifest);
+    const republished = await this.checkPublishable(manifest, payload, key);
+    if (republished) return republished;
     // Every object the manifest refers to must be on disk before the manifest is.
     await this.transport.sync?.();
     const envelope = signEnvelope(payload, key);
@@ -118,6 +120,45 @@ export class Repository {
     const published = await this.loadImage(manifest.name, manifest.version, { trusted: [key] });
     await this.updateListing(published);
     return published;
+  }
+
+  /**
+   * Published versions are immutable and signed by the repository's own
+   * publisher keys (docs/format.md): a second publish of NAME@VERSION is
+   * refused unless it is the same image again (same content and signer, only
+   * the timestamp differs: a reproducible rebuild), which returns the version
+   * already there; a key that is not among the repository's keys/ is refused
+   * until the operator adds it.
+   */
+  private async checkPublishable(manifest: Manifest, payload: Uint8Array, key: PublisherKey): Promise<LoadedImage | undefined> {
+    const path = manifestPath(manifest.name, manifest.version);
+    const existing = await this.transport.read(path, { maxBytes: MAX_MANIFEST_BYTES });
+    if (existing) {
+      const current = await this.loadImage(manifest.name, manifest.version).catch(() => undefined);
+      const same = current && current.signer.keyId === key.keyId && Buffer.from(serializeManifest({ ...current.manifest, created: manifest.created })).equals(Buffer.from(payload));
+      if (same) return current;
+      throw new HostmeError(
+        'version-exists',
+        `${manifest.name}@${manifest.version} is already published${current ? ` (digest ${current.digest.slice(0, 16)}…)` : ''} with other content or another key; published versions are never rewritten: publish a new version`,
+        { name: manifest.name, version: manifest.version },
+      );
+    }
+    const keys = await this.publisherKeyIds();
+    if (keys && keys.length > 0 && !keys.includes(key.keyId)) {
+      throw new HostmeError(
+        'publisher-key-not-pinned',
+        `${this.location} is published with key(s) ${keys.map((k) => k.slice(0, 16)).join(', ')}, not with ${key.keyId.slice(0, 16)}; to add a publisher, the repository's operator copies its keys/${key.keyId}.pub into the repository first`,
+        { keyId: key.keyId, keys },
+      );
+    }
+    return undefined;
+  }
+
+  /** Key ids under keys/ (local repositories; undefined where a transport cannot list). */
+  async publisherKeyIds(): Promise<string[] | undefined> {
+    if (!(this.transport instanceof DirTransport)) return undefined;
+    const files = await readdir(join(this.transport.root, 'keys')).catch(() => [] as string[]);
+    return files.filter((f) => /^[0-9a-f]{64}\.pub$/.test(f)).map((f) => f.slice(0, -4));
   }
 
   /** Rebuild index.json from the manifests present (dir) or merge the newest (remote). */

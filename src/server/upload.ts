@@ -1,12 +1,10 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, open, readFile, realpath, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, realpath, rename, rm, rmdir, stat } from 'node:fs/promises';
 import { dirname, join, sep } from 'node:path';
-import { Writable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { DecompressStream } from 'zstd-napi';
 import { errorMessage } from '../errors.js';
+import { declaredContentSize, inflateStreaming } from '../format/zstd-capped.js';
 import { isObjectId, objectPath, sha256Hex } from '../format/digest.js';
 import { imageNamePattern, manifestBlobs, parseManifest, versionPattern } from '../format/manifest.js';
 import { openEnvelope, parsePublicKeyLine } from '../format/signature.js';
@@ -28,9 +26,10 @@ export interface UploadOptions {
 }
 
 type UploadKind = 'object' | 'manifest' | 'key' | 'listing' | 'marker';
+type UploadTarget = { kind: UploadKind; name?: string; version?: string; id?: string };
 
 /** The only paths a PUT may write, each with its own validation. */
-export function classifyUploadPath(segments: string[]): { kind: UploadKind; name?: string; version?: string; id?: string } | undefined {
+export function classifyUploadPath(segments: string[]): UploadTarget | undefined {
   const [a, b, c] = segments;
   if (segments.length === 1 && a === 'index.json') return { kind: 'listing' };
   if (segments.length === 1 && a === 'hostme-repo.json') return { kind: 'marker' };
@@ -80,6 +79,23 @@ export async function handleUpload(req: IncomingMessage, res: ServerResponse, se
   await mkdir(dir, { recursive: true }).catch((err: NodeJS.ErrnoException) => {
     throw storageError(err, req);
   });
+  try {
+    await store(req, res, segments, options, target, limit, file, dir);
+  } catch (err) {
+    // A refused upload leaves nothing behind, not even the directories made for it
+    // (nor empty ones a concurrent refused upload made: rmdir only removes empty ones).
+    await removeEmptyDirs(dir, options.rootReal);
+    throw err;
+  }
+}
+
+async function removeEmptyDirs(from: string, root: string): Promise<void> {
+  for (let at = from; at.startsWith(root + sep); at = dirname(at)) {
+    if (!(await rmdir(at).then(() => true, () => false))) return;
+  }
+}
+
+async function store(req: IncomingMessage, res: ServerResponse, segments: string[], options: UploadOptions, target: UploadTarget, limit: number, file: string, dir: string): Promise<void> {
   // Never write through a symlinked directory that leaves the repository.
   const dirReal = await realpath(dir);
   if (dirReal !== options.rootReal && !dirReal.startsWith(options.rootReal + sep)) throw refuse(req, 403, 'forbidden', 'refusing to write outside the repository');
@@ -101,6 +117,17 @@ export async function handleUpload(req: IncomingMessage, res: ServerResponse, se
     if (target.kind === 'object') {
       await verifyObject(target.id!, tmp, body.sha256, body.length, options.maxObjectContentBytes);
     } else {
+      if (existing && (target.kind === 'manifest' || target.kind === 'key')) {
+        // Published versions and keys are never rewritten; the same bytes again are fine (a retried push).
+        if ((await readFile(file)).equals(body.bytes!)) {
+          await rm(tmp, { force: true });
+          sendJson(req, res, 200, { ok: true, path: segments.join('/'), created: false, existed: true });
+          return;
+        }
+        throw target.kind === 'manifest'
+          ? new HttpError(409, 'version-exists', `${target.name}@${target.version} is already published with other bytes; published versions are never rewritten: publish a new version`)
+          : new HttpError(409, 'key-exists', `keys/${target.id}.pub exists with other content`);
+      }
       await verifyMetadata(target, body.bytes!, options.rootReal);
     }
     await rename(tmp, file);
@@ -131,7 +158,12 @@ async function drain(req: IncomingMessage, limit: number): Promise<void> {
 
 /** Stream the body into `tmp` (fsynced), counting and hashing; keep it in memory too when `keep`. */
 async function receive(req: IncomingMessage, tmp: string, limit: number, keep: boolean): Promise<{ length: number; sha256: string; bytes?: Buffer }> {
-  const handle = await open(tmp, 'wx', 0o644);
+  // The directory may have just been removed as empty by a concurrent refused upload.
+  const handle = await open(tmp, 'wx', 0o644).catch(async (err: NodeJS.ErrnoException) => {
+    if (err.code !== 'ENOENT') throw err;
+    await mkdir(dirname(tmp), { recursive: true });
+    return open(tmp, 'wx', 0o644);
+  });
   const hash = createHash('sha256');
   const parts: Buffer[] = [];
   let length = 0;
@@ -163,31 +195,25 @@ async function receive(req: IncomingMessage, tmp: string, limit: number, keep: b
  */
 async function verifyObject(id: string, tmp: string, bodySha256: string, bodyLength: number, maxContent: number): Promise<void> {
   if (bodySha256 === id) return;
-  const head = Buffer.alloc(4);
-  const handle = await open(tmp, 'r');
-  try {
-    await handle.read(head, 0, 4, 0);
-  } finally {
-    await handle.close();
-  }
+  const head = await readHead(tmp, 4);
   if (bodyLength < 4 || !head.equals(ZSTD_MAGIC)) {
     throw new HttpError(422, 'object-invalid', `body is neither a zstd frame nor raw content with id ${id} (it hashes to ${bodySha256})`);
   }
-  const hash = createHash('sha256');
-  let length = 0;
-  const sink = new Writable({
-    write(chunk: Buffer, _encoding, done) {
-      length += chunk.length;
-      if (length > maxContent) return done(new Error(`decompresses to more than ${maxContent} bytes`));
-      hash.update(chunk);
-      done();
-    },
-  });
-  try {
-    await pipeline(createReadStream(tmp), new DecompressStream(), sink);
-  } catch (err) {
-    throw new HttpError(422, 'object-invalid', `body starts like a zstd frame but does not decode (${errorMessage(err)}), and as raw bytes it hashes to ${bodySha256}, not ${id}`);
+  // Capped at what the frame header declares (else the server's limit), decoded
+  // in fixed steps from the file: a zstd bomb costs CPU time, never memory.
+  const declared = declaredContentSize(await readHead(tmp, 18));
+  const cap = Math.min(declared ?? maxContent, maxContent);
+  if (declared !== undefined && declared > maxContent) {
+    throw new HttpError(422, 'object-invalid', `zstd frame declares ${declared} bytes of content, more than this server's ${maxContent}-byte limit`);
   }
+  const hash = createHash('sha256');
+  const decoded = await inflateStreaming(createReadStream(tmp, { highWaterMark: 64 * 1024 }), cap, (piece) => hash.update(piece));
+  if (!decoded.ok) {
+    const why = decoded.reason === 'too-long' ? `${decoded.detail}${declared !== undefined ? ' (what its header declares)' : ' (this server\'s limit)'}` : `does not decode: ${decoded.detail}`;
+    throw new HttpError(422, 'object-invalid', `body starts like a zstd frame but ${why}; as raw bytes it hashes to ${bodySha256}, not ${id}`);
+  }
+  if (declared !== undefined && decoded.length !== declared) throw new HttpError(422, 'object-invalid', `zstd frame declares ${declared} bytes but holds ${decoded.length}`);
+  const length = decoded.length;
   const actual = hash.digest('hex');
   if (actual !== id) throw new HttpError(422, 'object-invalid', `content hashes to ${actual}, not to the id ${id} it was uploaded under`);
   if (length <= bodyLength) {
@@ -195,7 +221,18 @@ async function verifyObject(id: string, tmp: string, bodySha256: string, bodyLen
   }
 }
 
-async function verifyMetadata(target: { kind: UploadKind; name?: string; version?: string; id?: string }, bytes: Buffer, root: string): Promise<void> {
+async function readHead(file: string, bytes: number): Promise<Buffer> {
+  const head = Buffer.alloc(bytes);
+  const handle = await open(file, 'r');
+  try {
+    const { bytesRead } = await handle.read(head, 0, bytes, 0);
+    return head.subarray(0, bytesRead);
+  } finally {
+    await handle.close();
+  }
+}
+
+async function verifyMetadata(target: UploadTarget, bytes: Buffer, root: string): Promise<void> {
   const data = new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.length);
   try {
     switch (target.kind) {
@@ -210,11 +247,20 @@ async function verifyMetadata(target: { kind: UploadKind; name?: string; version
           const found = await stat(join(root, objectPath(ref.index))).catch(() => null);
           if (!found?.isFile()) throw new Error(`the index object ${ref.index} of its ${label} is not here: upload objects before the manifest`);
         }
+        const pinned = await publisherKeys(root);
+        if (!pinned.includes(opened.signer.keyId)) {
+          throw new HttpError(409, 'publisher-key-not-pinned', `the manifest is signed by key ${opened.signer.keyId}, which is not one of this repository's publisher keys (keys/*.pub); the operator adds a publisher by copying its key into REPO/keys/`);
+        }
         return;
       }
       case 'key': {
         const key = parsePublicKeyLine(new TextDecoder('utf-8', { fatal: true }).decode(data), `keys/${target.id}.pub`);
         if (key.keyId !== target.id) throw new Error(`this public key has id ${key.keyId}, not ${target.id}`);
+        // The first key makes a new repository's publisher; later ones only the operator adds (on disk).
+        const pinned = await publisherKeys(root);
+        if (pinned.length > 0) {
+          throw new HttpError(409, 'publisher-key-not-pinned', `this repository is published with key(s) ${pinned.map((k) => k.slice(0, 16)).join(', ')}; a new publisher key is added by the operator (copy it into REPO/keys/), not by an upload`);
+        }
         return;
       }
       case 'marker': {
@@ -231,8 +277,14 @@ async function verifyMetadata(target: { kind: UploadKind; name?: string; version
         throw new Error(`unexpected upload kind ${target.kind}`);
     }
   } catch (err) {
+    if (err instanceof HttpError) throw err;
     throw new HttpError(422, target.kind === 'manifest' ? 'manifest-invalid' : 'invalid', errorMessage(err));
   }
+}
+
+async function publisherKeys(root: string): Promise<string[]> {
+  const files = await readdir(join(root, 'keys')).catch(() => [] as string[]);
+  return files.filter((f) => /^[0-9a-f]{64}\.pub$/.test(f)).map((f) => f.slice(0, -4));
 }
 
 function parseJson(data: Uint8Array): unknown {

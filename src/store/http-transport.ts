@@ -116,6 +116,8 @@ export class HttpTransport implements RepoTransport {
       } catch (err) {
         if (err instanceof StoreError) throw err;
         if (outerSignal?.aborted) throw err;
+        const permanent = permanentNetworkError(err);
+        if (permanent) throw new StoreError('store-bad-redirect', `${url}: ${permanent} (not retried)`, { url, method });
         lastError = timeout.aborted ? `no answer within ${this.timeoutMs} ms` : describeNetworkError(err);
         httpRequestChannel.publish({ url, method, status: 0, bytes: 0, ms: performance.now() - started, attempt: n, error: lastError });
       } finally {
@@ -147,6 +149,14 @@ async function readBody(response: Response, maxBytes: number, url: string): Prom
     at += part.length;
   }
   return out;
+}
+
+/** Failures no retry can fix, named: undici reports them all as "fetch failed". */
+function permanentNetworkError(err: unknown): string | undefined {
+  const cause = errorMessage((err as { cause?: unknown }).cause ?? '');
+  if (/redirect count exceeded/i.test(cause)) return 'the server redirects in a loop (more than 20 redirects)';
+  if (/scheme must be a? ?HTTP/i.test(cause) || /not implemented/i.test(cause)) return 'the server redirects to a URL that is not http(s) (only http and https redirects are followed)';
+  return undefined;
 }
 
 function describeNetworkError(err: unknown): string {

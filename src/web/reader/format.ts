@@ -110,6 +110,13 @@ export async function decodeObject(stored: Uint8Array, id: string, length: numbe
   } else if (stored.length > length) {
     throw new ReaderError('invalid-object', `${origin}: object ${id} is ${stored.length} bytes, longer than its content (${length})`, { id, origin });
   } else {
+    // zstddec decodes into a buffer of exactly `length` bytes (the index's
+    // figure), so a frame holding more fails instead of growing the heap; a
+    // header that declares another size is refused before any decoding.
+    const declared = zstdDeclaredSize(stored);
+    if (declared !== undefined && declared !== length) {
+      throw new ReaderError('invalid-object', `${origin}: object ${id} declares ${declared} bytes of content, expected ${length}`, { id, origin });
+    }
     try {
       content = (await zstd()).decode(stored, length);
     } catch (err) {
@@ -124,6 +131,20 @@ export async function decodeObject(stored: Uint8Array, id: string, length: numbe
     throw new ReaderError('invalid-object', `${origin}: object ${id} has the wrong content (SHA-256 ${actual})`, { id, origin, actual });
   }
   return content;
+}
+
+/** Frame_Content_Size from a zstd frame header (RFC 8878 §3.1.1.1), undefined when absent or not a frame. */
+export function zstdDeclaredSize(frame: Uint8Array): number | undefined {
+  if (frame.length < 6 || frame[0] !== 0x28 || frame[1] !== 0xb5 || frame[2] !== 0x2f || frame[3] !== 0xfd) return undefined;
+  const descriptor = frame[4]!;
+  const singleSegment = (descriptor >> 5) & 1;
+  const fcsBytes = [singleSegment ? 1 : 0, 2, 4, 8][descriptor >> 6]!;
+  if (fcsBytes === 0) return undefined;
+  const at = 5 + (singleSegment ? 0 : 1) + [0, 1, 2, 4][descriptor & 3]!;
+  if (frame.length < at + fcsBytes) return undefined;
+  let value = 0;
+  for (let i = fcsBytes - 1; i >= 0; i--) value = value * 256 + frame[at + i]!;
+  return fcsBytes === 2 ? value + 256 : value;
 }
 
 // zstd in WebAssembly (zstddec, the reference decoder compiled to wasm): about
