@@ -8,6 +8,7 @@ import { HostmeError, errorMessage } from '../errors.js';
 import { formatBytes, parsePositiveInt } from './output.js';
 import { ProgressBar } from './progress.js';
 import { loadPublicKey } from '../pack/publisher-key.js';
+import { parsePublish } from '../runner/publish.js';
 
 interface RunCliOptions {
   cache?: string;
@@ -23,6 +24,8 @@ interface RunCliOptions {
   pubkey?: string;
   json?: boolean;
   seed?: string;
+  publish?: string[];
+  internet?: boolean;
 }
 
 export function registerRun(program: Command): void {
@@ -43,6 +46,8 @@ export function registerRun(program: Command): void {
     .option('--instance <name>', 'instance name for a separate copy with its own changes')
     .option('--pubkey <file>', 'require this publisher key')
     .option('--seed <file>', 'attach this seed image (hostme seed) as an extra read-only disk')
+    .option('-p, --publish <ports...>', 'forward [HOSTADDR:]HOSTPORT:GUESTPORT[/udp] to the guest (host side on 127.0.0.1 unless an address is given); the guest stays cut off from the host and the internet')
+    .option('--internet', 'give the guest a network with access to the host and the internet (QEMU user networking)')
     .option('--json', 'print the summary as JSON')
     .action(async (link: string, name: string | undefined, options: RunCliOptions) => {
       if (options.console !== 'stdio' && options.console !== 'none') throw new HostmeError('usage', '--console must be stdio or none');
@@ -56,6 +61,7 @@ export function registerRun(program: Command): void {
         const seedStat = await stat(options.seed).catch(() => undefined);
         if (!seedStat?.isFile()) throw new HostmeError('usage', `--seed ${options.seed}: no such file (make one with hostme seed)`);
       }
+      const publish = (options.publish ?? []).map(parsePublish);
       const parsed = parseImageLink(link, name);
       const bar = new ProgressBar('hostme', { enabled: process.stderr.isTTY === true && options.console !== 'stdio' });
       const running = await startImage({
@@ -71,9 +77,12 @@ export function registerRun(program: Command): void {
         instance: options.instance,
         trusted: options.pubkey ? [await loadPublicKey(options.pubkey)] : undefined,
         extraDisks: options.seed ? [{ file: resolve(options.seed), readOnly: true }] : undefined,
+        publish,
+        internet: options.internet,
       });
       const { manifest } = running;
       for (const notice of running.notices) process.stderr.write(`hostme: ${notice}\n`);
+      for (const p of publish) process.stderr.write(`hostme: guest port ${p.guestPort}/${p.proto} published on ${p.hostAddr}:${p.hostPort}\n`);
       if (!options.json) process.stderr.write(`hostme: booting ${manifest.name}@${manifest.version} (${manifest.hardware.arch}, ${manifest.hardware.memoryMiB} MiB, accel ${running.vm.accel})${options.console === 'stdio' ? ' — Ctrl-] stops the VM' : ''}\n`);
       if (options.fill) {
         void running.filled.then((complete) => {

@@ -19,6 +19,7 @@ import { resolveImage, type ResolvedImage } from './image-source.js';
 import { materializeBlob } from './blob-file.js';
 import { RunStatsCollector, type RunStats } from './run-stats.js';
 import type { ImageLink } from './link.js';
+import { userNetwork, type PortPublish } from './publish.js';
 
 export interface RunOptions {
   link: ImageLink;
@@ -46,6 +47,10 @@ export interface RunOptions {
   extraQemuArgs?: string[];
   /** Local image files attached after the image's disks (raw), e.g. a cloud-init seed. */
   extraDisks?: Array<{ file: string; readOnly: boolean }>;
+  /** Host ports forwarded to guest ports over QEMU user networking (see publish.ts). */
+  publish?: PortPublish[];
+  /** Let the guest reach the host's networks and the internet (otherwise a published guest is restricted). */
+  internet?: boolean;
 }
 
 export interface RunningImage {
@@ -75,6 +80,7 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
   const cleanup = async () => {
     for (const step of cleanups.reverse()) await step().catch(() => {});
   };
+  const netdev = userNetwork(options.publish, options.internet);
   try {
     const instanceName = options.instance ?? options.link.name;
     const ephemeral = options.overlay === 'ephemeral';
@@ -154,6 +160,7 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
       keepRunning: options.keepRunning,
       timeoutMs: options.timeoutMs,
       extraArgs: options.extraQemuArgs,
+      ...(netdev ? { netdev } : {}),
     });
     await instance.recordQemuPid(vm.pid);
     let readyError: unknown;
