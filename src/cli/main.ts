@@ -25,6 +25,7 @@ const COMMANDS: Array<[names: string[], load: () => Promise<Register>]> = [
   [['profile'], async () => (await import('./profile.js')).registerProfile],
   [['snapshot'], async () => (await import('./snapshot.js')).registerSnapshot],
   [['reset', 'commit', 'cache', 'trust'], async () => (await import('./instances.js')).registerInstanceCommands],
+  [['host'], async () => (await import('./host.js')).registerHost],
   [['install-handler'], async () => (await import('./install-handler.js')).registerInstallHandler],
 ];
 

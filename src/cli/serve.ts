@@ -7,6 +7,23 @@ import { startRepoServer } from '../server/server.js';
 import { HostmeError } from '../errors.js';
 import { emit, parsePositiveInt } from './output.js';
 
+interface ServeCliOptions {
+  host: string;
+  port: string;
+  token?: string;
+  quiet?: boolean;
+  json?: boolean;
+  render?: boolean;
+  renderState?: string;
+  concurrency: string;
+  key?: string;
+  hub?: boolean;
+  hubDomain?: string;
+  hosting: string;
+  invite?: string[];
+  hubState?: string;
+}
+
 export function registerServe(program: Command): void {
   program
     .command('serve')
@@ -19,9 +36,14 @@ export function registerServe(program: Command): void {
     .option('--render-state <dir>', 'where render jobs are kept (default REPO/.render; dotfiles are never served)')
     .option('--concurrency <n>', 'render builds at once', '1')
     .option('--key <keyfile>', 'publisher key that signs rendered images (default ~/.config/hostme/publisher.key)')
+    .option('--hub', 'also be a HostMe hub: nodes host the images as sites, served at /s/NAME/ (docs/host.md)')
+    .option('--hub-domain <domain>', 'with --hub: also route Host: NAME.DOMAIN to site NAME')
+    .option('--hosting <policy>', 'with --hub: open (any node may host) or invite (nodes need an invite token)', 'open')
+    .option('--invite <site:token...>', 'with --hub: create invite tokens (SITE:TOKEN)')
+    .option('--hub-state <file>', 'with --hub: SQLite file of the hub registry (default REPO/.hub/hub.db)')
     .option('--quiet', 'do not log requests')
     .option('--json', 'print the listening URL as JSON')
-    .action(async (repo: string, options: { host: string; port: string; token?: string; quiet?: boolean; json?: boolean; render?: boolean; renderState?: string; concurrency: string; key?: string }) => {
+    .action(async (repo: string, options: ServeCliOptions) => {
       const repoDir = resolve(repo);
       const info = await stat(repoDir).catch(() => null);
       if (!info?.isDirectory()) throw new HostmeError('repo-not-found', `${repoDir} is not a directory; pack an image into it first (hostme pack DISK --repo ${repo} --name NAME)`);
@@ -39,7 +61,9 @@ export function registerServe(program: Command): void {
         const recovered = render.start();
         if (recovered.requeued || recovered.failed) process.stderr.write(`render: after a restart, ${recovered.requeued} job(s) queued again, ${recovered.failed} failed\n`);
       }
+      const hub = options.hub ? await startHub(repoDir, options) : undefined;
       const server = await startRepoServer({
+        hub,
         render,
         repoDir,
         host: options.host,
@@ -47,11 +71,51 @@ export function registerServe(program: Command): void {
         token,
         logger: options.quiet ? undefined : (e) => process.stderr.write(`${e.method} ${e.url} ${e.status} ${e.bytes}B ${e.ms.toFixed(0)}ms${e.error ? ` ${e.error}` : ''}\n`),
       });
-      emit(options, { url: server.url, repo: repoDir, push: Boolean(token) }, () => `serving ${repoDir} at ${server.url} (${token ? 'push enabled with token' : 'read-only'}${render ? ', render service at /api/builds' : ''}); landing pages at ${server.url}/i/NAME`);
+      if (hub) {
+        // Slow and hostile gateway clients are bounded in time.
+        server.server.headersTimeout = 10_000;
+        server.server.requestTimeout = 120_000;
+      }
+      emit(options, { url: server.url, repo: repoDir, push: Boolean(token) }, () => `serving ${repoDir} at ${server.url} (${token ? 'push enabled with token' : 'read-only'}${render ? ', render service at /api/builds' : ''}); landing pages at ${server.url}/i/NAME${hub ? `; hub: sites at ${server.url}/s/NAME/` : ''}`);
       await new Promise<void>((done) => {
-        const stop = () => void server.close().then(() => render?.close()).then(done);
+        const stop = () => {
+          hub?.close();
+          void server.close().then(() => render?.close()).then(done);
+        };
         process.once('SIGINT', stop);
         process.once('SIGTERM', stop);
       });
     });
+}
+
+async function startHub(repoDir: string, options: ServeCliOptions) {
+  if (options.hosting !== 'open' && options.hosting !== 'invite') throw new HostmeError('usage', '--hosting must be open or invite');
+  const { Hub } = await import('../hub/hub.js');
+  const { SqliteHubStore } = await import('../hub/hub-store.js');
+  const { openRepository } = await import('../repo/repository.js');
+  const store = new SqliteHubStore(resolve(options.hubState ?? join(repoDir, '.hub', 'hub.db')));
+  for (const invite of options.invite ?? []) {
+    const m = /^([a-z0-9-]+):(.{16,256})$/.exec(invite);
+    if (!m) throw new HostmeError('usage', `--invite ${invite}: expected SITE:TOKEN with a token of at least 16 characters`);
+    store.createInvite(m[1]!, m[2]!);
+  }
+  const repo = openRepository(repoDir);
+  let names: { at: number; list: string[] } | undefined;
+  const hub = new Hub({
+    store,
+    hosting: options.hosting,
+    domain: options.hubDomain,
+    siteExists: async (site) => {
+      // The listing is re-read at most once a second, not per gateway request.
+      if (!names || Date.now() - names.at > 1000) names = { at: Date.now(), list: Object.keys((await repo.listing()).images) };
+      return names.list.includes(site);
+    },
+    log: options.quiet ? undefined : (line) => process.stderr.write(`${line}\n`),
+  });
+  return Object.assign(hub, {
+    close: () => {
+      Hub.prototype.close.call(hub);
+      store.close();
+    },
+  });
 }

@@ -1,0 +1,195 @@
+import { createServer as createH2Server, constants, type Http2ServerRequest, type Http2ServerResponse, type Http2Server } from 'node:http2';
+import { request as httpRequest, type IncomingMessage } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import type { Socket } from 'node:net';
+import type { KeyObject } from 'node:crypto';
+import { errorMessage } from '../errors.js';
+import { CHALLENGE_PATH, NODE_HEADER, RETRY_HEADER, SITE_HEADER, STATUS_PATH, TUNNEL_PATH, TUNNEL_PROTOCOL, nodeIdOf, nodeKeyText, signTunnelRequest, type NodeStatus, type SiteClaim } from '../hub/tunnel-protocol.js';
+
+/** What the tunnel needs from the node: where each site's VM answers. */
+export interface TunnelTarget {
+  /** The loopback port of a serving site this tunnel may forward to, or undefined. */
+  portOf(site: string): number | undefined;
+  ready(): string[];
+  counted(site: string): void;
+}
+
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'trailer', 'host', 'http2-settings']);
+const BACKOFF_MIN_MS = 500;
+const BACKOFF_MAX_MS = 30_000;
+
+/**
+ * The node's side of one hub's tunnel: dials out, authenticates, then serves
+ * HTTP/2 on the upgraded socket, forwarding each request to the site's VM.
+ * Reconnects with backoff; a changed site list re-dials (claims are signed
+ * at connect time).
+ */
+export class TunnelClient {
+  private socket?: Socket;
+  private claimsKey = '';
+  private closed = false;
+  private backoffMs = BACKOFF_MIN_MS;
+  private timer?: NodeJS.Timeout;
+  private connecting = false;
+  private inflight = 0;
+  /** Sites the hub admitted on the current connection. */
+  admitted: string[] = [];
+  connected = false;
+  lastError?: string;
+  private readonly h2: Http2Server;
+  readonly nodeId: string;
+
+  constructor(
+    readonly hub: string,
+    private readonly key: { privateKey: KeyObject; publicKey: KeyObject },
+    private readonly target: TunnelTarget,
+    private readonly log: (line: string) => void,
+  ) {
+    this.nodeId = nodeIdOf(nodeKeyText(key.publicKey));
+    this.h2 = createH2Server({ maxSessionMemory: 64 }, (req, res) => this.serve(req, res));
+    this.h2.on('sessionError', () => {});
+  }
+
+  /** Sets the sites to claim; re-dials when they changed. */
+  update(claims: SiteClaim[]): void {
+    const key = JSON.stringify(claims);
+    if (key === this.claimsKey && (this.socket || this.connecting)) return;
+    this.claimsKey = key;
+    this.socket?.destroy();
+    if (!this.connecting) this.dial(0);
+  }
+
+  close(): void {
+    this.closed = true;
+    clearTimeout(this.timer);
+    this.socket?.destroy();
+    this.h2.close();
+  }
+
+  private dial(delayMs: number): void {
+    clearTimeout(this.timer);
+    if (this.closed) return;
+    this.connecting = true;
+    this.timer = setTimeout(() => {
+      void this.connect().then(
+        () => {
+          this.backoffMs = BACKOFF_MIN_MS;
+        },
+        (err: unknown) => {
+          this.connecting = false;
+          this.lastError = errorMessage(err);
+          this.log(`tunnel ${this.hub}: ${this.lastError}; retrying in ${(this.backoffMs / 1000).toFixed(1)} s`);
+          const wait = this.backoffMs;
+          this.backoffMs = Math.min(BACKOFF_MAX_MS, this.backoffMs * 2);
+          this.dial(wait);
+        },
+      );
+    }, delayMs);
+  }
+
+  private async connect(): Promise<void> {
+    const claims = JSON.parse(this.claimsKey || '[]') as SiteClaim[];
+    const challenge = await fetch(new URL(CHALLENGE_PATH, this.hub), { signal: AbortSignal.timeout(10_000) });
+    if (!challenge.ok) throw new Error(`challenge: HTTP ${challenge.status}`);
+    const { nonce } = (await challenge.json()) as { nonce: string };
+    const headers = signTunnelRequest(this.key.privateKey, this.key.publicKey, nonce, claims);
+    const url = new URL(TUNNEL_PATH, this.hub);
+    const { socket, admitted } = await new Promise<{ socket: Socket; admitted: string[] }>((resolve, reject) => {
+      const req = (url.protocol === 'https:' ? httpsRequest : httpRequest)(url, { headers: { ...headers, Connection: 'Upgrade', Upgrade: TUNNEL_PROTOCOL }, timeout: 10_000 });
+      req.on('upgrade', (res: IncomingMessage, sock: Socket, head: Buffer) => {
+        if (head.length) sock.unshift(head);
+        const list = String(res.headers['x-hostme-admitted'] ?? '');
+        resolve({ socket: sock, admitted: list ? list.split(',') : [] });
+      });
+      req.on('response', (res: IncomingMessage) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => (body = (body + d).slice(0, 2000)));
+        res.on('end', () => reject(new Error(`the hub refused the tunnel: HTTP ${res.statusCode} ${body}`)));
+      });
+      req.on('timeout', () => req.destroy(new Error('timed out connecting to the hub')));
+      req.on('error', reject);
+      req.end();
+    });
+    this.connecting = false;
+    this.socket = socket;
+    this.admitted = admitted;
+    this.connected = true;
+    this.lastError = undefined;
+    const refused = claims.filter((c) => !admitted.includes(c.site)).map((c) => c.site);
+    this.log(`tunnel ${this.hub}: connected as ${this.nodeId}, hosting ${admitted.join(', ') || 'nothing'}${refused.length ? `; the hub refused ${refused.join(', ')}` : ''}`);
+    socket.setNoDelay(true);
+    socket.setKeepAlive(true, 10_000);
+    socket.on('close', () => {
+      if (this.socket !== socket) return;
+      this.socket = undefined;
+      this.connected = false;
+      this.admitted = [];
+      if (!this.closed) {
+        this.log(`tunnel ${this.hub}: disconnected; reconnecting`);
+        this.dial(this.backoffMs);
+        this.backoffMs = Math.min(BACKOFF_MAX_MS, this.backoffMs * 2);
+      }
+    });
+    socket.on('error', () => {});
+    this.h2.emit('connection', socket);
+  }
+
+  private serve(req: Http2ServerRequest, res: Http2ServerResponse): void {
+    const site = req.headers[SITE_HEADER];
+    if (site === undefined && req.url === STATUS_PATH) {
+      const status: NodeStatus = { ready: this.target.ready().filter((s) => this.admitted.includes(s)), inflight: this.inflight };
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(status));
+      return;
+    }
+    const port = typeof site === 'string' && this.admitted.includes(site) ? this.target.portOf(site) : undefined;
+    if (port === undefined || typeof site !== 'string') {
+      res.writeHead(503, { [RETRY_HEADER]: '1', [NODE_HEADER]: this.nodeId, 'content-type': 'text/plain' });
+      res.end('this node is not serving that site right now\n');
+      return;
+    }
+    this.target.counted(site);
+    this.inflight++;
+    const headers: Record<string, string | string[]> = {};
+    for (const [name, value] of Object.entries(req.headers)) {
+      if (name.startsWith(':') || value === undefined || HOP_BY_HOP.has(name)) continue;
+      headers[name] = value;
+    }
+    headers.host = String(req.headers[':authority'] ?? site);
+    const upstream = httpRequest({ host: '127.0.0.1', port, method: req.method, path: req.url, headers, timeout: 120_000 }, (vmRes) => {
+      const out: Record<string, string | string[]> = {};
+      for (const [name, value] of Object.entries(vmRes.headers)) {
+        if (value === undefined || HOP_BY_HOP.has(name)) continue;
+        out[name] = value;
+      }
+      out[NODE_HEADER] = this.nodeId;
+      try {
+        res.writeHead(vmRes.statusCode ?? 502, out);
+      } catch {
+        res.stream.close(constants.NGHTTP2_INTERNAL_ERROR);
+        vmRes.destroy();
+        return;
+      }
+      vmRes.pipe(res);
+    });
+    const done = () => {
+      this.inflight--;
+    };
+    res.on('close', () => {
+      done();
+      upstream.destroy();
+    });
+    upstream.on('timeout', () => upstream.destroy(new Error('the VM did not answer in time')));
+    upstream.on('error', () => {
+      if (!res.headersSent) {
+        // The VM went away under the request: the hub may retry on another node.
+        res.writeHead(503, { [RETRY_HEADER]: '1', [NODE_HEADER]: this.nodeId });
+        res.end();
+      } else {
+        res.stream.close(constants.NGHTTP2_INTERNAL_ERROR);
+      }
+    });
+    req.pipe(upstream);
+  }
+}
