@@ -9,6 +9,7 @@ import { formatBytes, parsePositiveInt } from './output.js';
 import { ProgressBar } from './progress.js';
 import { loadPublicKey } from '../pack/publisher-key.js';
 import { parsePublish } from '../runner/publish.js';
+import { isReferenceFile, readReferenceFile } from '../runner/reference-file.js';
 
 interface RunCliOptions {
   cache?: string;
@@ -32,7 +33,7 @@ export function registerRun(program: Command): void {
   program
     .command('run')
     .description('boot a published image in QEMU, streaming its disk on demand')
-    .argument('<link>', 'landing page URL, repository URL, hostme+https:// link, or local repository directory')
+    .argument('<link>', 'landing page URL, repository URL, hostme+https:// link, NAME.hostme reference file, or local repository directory')
     .argument('[name]', 'image name (NAME or NAME@VERSION) when the link is a repository')
     .option('--cache <dir>', 'cache directory (default $HOSTME_CACHE_DIR or ~/.cache/hostme)')
     .option('--mirror <url...>', 'additional mirrors of the repository')
@@ -62,7 +63,9 @@ export function registerRun(program: Command): void {
         if (!seedStat?.isFile()) throw new HostmeError('usage', `--seed ${options.seed}: no such file (make one with hostme seed)`);
       }
       const publish = (options.publish ?? []).map(parsePublish);
-      const parsed = parseImageLink(link, name);
+      // A downloaded NAME.hostme reference pins the publisher key.
+      const reference = (await isReferenceFile(link)) ? await readReferenceFile(link) : undefined;
+      const parsed = reference?.link ?? parseImageLink(link, name);
       const bar = new ProgressBar('hostme', { enabled: process.stderr.isTTY === true && options.console !== 'stdio' });
       const running = await startImage({
         link: parsed,
@@ -75,7 +78,7 @@ export function registerRun(program: Command): void {
         console: options.console,
         append: options.append,
         instance: options.instance,
-        trusted: options.pubkey ? [await loadPublicKey(options.pubkey)] : undefined,
+        trusted: options.pubkey ? [await loadPublicKey(options.pubkey)] : reference ? [reference.trusted] : undefined,
         extraDisks: options.seed ? [{ file: resolve(options.seed), readOnly: true }] : undefined,
         publish,
         internet: options.internet,

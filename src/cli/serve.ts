@@ -22,6 +22,8 @@ interface ServeCliOptions {
   hosting: string;
   invite?: string[];
   hubState?: string;
+  package?: string;
+  publicUrl?: string;
 }
 
 export function registerServe(program: Command): void {
@@ -40,6 +42,8 @@ export function registerServe(program: Command): void {
     .option('--hub-domain <domain>', 'with --hub: also route Host: NAME.DOMAIN to site NAME')
     .option('--hosting <policy>', 'with --hub: open (any node may host) or invite (nodes need an invite token)', 'open')
     .option('--invite <site:token...>', 'with --hub: create invite tokens (SITE:TOKEN)')
+    .option('--package <tgz>', 'with --hub: serve this hostme package (npm pack) at /hostme.tgz for /install.sh')
+    .option('--public-url <url>', 'with --hub: the hub\'s public origin, used in /install.sh')
     .option('--hub-state <file>', 'with --hub: SQLite file of the hub registry (default REPO/.hub/hub.db)')
     .option('--quiet', 'do not log requests')
     .option('--json', 'print the listening URL as JSON')
@@ -105,6 +109,8 @@ async function startHub(repoDir: string, options: ServeCliOptions) {
     store,
     hosting: options.hosting,
     domain: options.hubDomain,
+    ...(options.package ? { packageFile: resolve(options.package) } : {}),
+    ...(options.publicUrl ? { publicUrl: new URL(options.publicUrl).origin } : {}),
     siteExists: async (site) => {
       // The listing is re-read at most once a second, not per gateway request.
       if (!names || Date.now() - names.at > 1000) names = { at: Date.now(), list: Object.keys((await repo.listing()).images) };

@@ -83,6 +83,12 @@ export class Dashboard {
     if (!m[1]) {
       const entry = await this.describe(form.get('u') ?? '');
       const added = this.node.add({ name: entry.name, repo: entry.repo, image: entry.image, hub: entry.hub, guestPort: entry.guestPort, ...(form.get('invite') ? { invite: form.get('invite')! } : {}) });
+      // The confirmation page's form lands on the dashboard; API clients get JSON.
+      if (String(req.headers.accept ?? '').includes('text/html')) {
+        res.writeHead(303, { Location: '/', 'Cache-Control': 'no-store' });
+        res.end();
+        return;
+      }
       return this.json(res, 201, { added });
     }
     const [, name, action] = m;
@@ -183,7 +189,7 @@ export class Dashboard {
 <title>${escapeHtml(title)}</title><link rel="manifest" href="/manifest.webmanifest"><link rel="icon" href="/icon.svg">
 <style>body{font-family:system-ui,sans-serif;margin:2rem;max-width:70rem}table{border-collapse:collapse}td,th{padding:.3rem .8rem;border-bottom:1px solid #ddd;text-align:left}button{margin-right:.3rem}</style>
 <script src="/dashboard.js" defer></script></head><body>${body}</body></html>`;
-    res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8', 'Content-Security-Policy': PAGE_CSP, 'X-Frame-Options': 'DENY', 'Cache-Control': 'no-store', 'Referrer-Policy': 'no-referrer' });
+    res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8', 'Content-Security-Policy': PAGE_CSP, 'X-Frame-Options': 'DENY', 'Cache-Control': 'no-store', 'Referrer-Policy': 'same-origin' });
     res.end(html);
   }
 

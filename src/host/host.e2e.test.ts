@@ -10,6 +10,8 @@ import { publishedWebSite, type PublishedWebSite } from '../testing/web-site.js'
 import { startCli, type CliProcess } from '../testing/cli-process.js';
 import { runCli } from '../testing/published-guest.js';
 import { removeDir, tempDir } from '../testing/fixtures.js';
+import { artifactsDir, launchChromium } from '../web/web-fixtures.js';
+import { freeLoopbackPort } from './ports.js';
 
 let site: PublishedWebSite;
 let work: string;
@@ -31,8 +33,8 @@ after(async () => {
 
 const hubUrl = () => String(hub.info.url);
 
-async function startNode(name: string): Promise<CliProcess> {
-  const node = await startCli(['host', '--home', join(work, name), '--port', '0', '--json'], { env });
+async function startNode(name: string, port = 0): Promise<CliProcess> {
+  const node = await startCli(['host', '--home', join(work, name), '--port', String(port), '--json'], { env });
   nodes.push(node);
   return node;
 }
@@ -75,9 +77,35 @@ test('two nodes host examples/web through the hub; kill -9 of one loses no GET; 
   assert.match(offline.body, /Host this site on my computer/);
   assert.equal((await get('/s/nosuchsite/')).status, 404);
 
-  const a = await startNode('node-a');
-  const add = await runCli(['host', 'add', `${hubUrl()}/i/web`, '--home', join(work, 'node-a')], { env, timeoutMs: 30_000 });
-  assert.equal(add.code, 0, add.stderr);
+  // Node A is added the way a visitor does it: the site's page offers "Host this site on my computer"
+  // (the local node answered /api/hello), and the node's own page asks for confirmation.
+  const aPort = await freeLoopbackPort();
+  const a = await startNode('node-a', aPort);
+  const nodeUrl = String(a.info.url);
+  const browser = await launchChromium();
+  const shots = await artifactsDir();
+  try {
+    const page = await browser.context.newPage();
+    await page.goto(`${hubUrl()}/i/web`);
+    // The visitor told the button where the node listens (the default is port 7480).
+    await page.evaluate((url) => localStorage.setItem('hostme.node', url), nodeUrl);
+    await page.reload();
+    const offer = page.locator('#host-link');
+    await offer.waitFor({ state: 'visible', timeout: 30_000 });
+    await page.screenshot({ path: join(shots, 'host-1-site-page.png') });
+    await offer.click();
+    await page.waitForURL(`${nodeUrl}/add?**`, { timeout: 30_000 });
+    await page.locator('#host-confirm').waitFor({ timeout: 30_000 });
+    assert.match(await page.content(), /Host web on this computer\?/);
+    await page.screenshot({ path: join(shots, 'host-2-confirm.png') });
+    await page.click('#host-confirm');
+    await page.waitForURL(`${nodeUrl}/`, { timeout: 30_000 });
+    await page.locator('tr[data-site="web"]').waitFor({ timeout: 30_000 });
+    await page.waitForFunction(() => document.querySelector('tr[data-site="web"]')?.textContent?.includes('running'), undefined, { timeout: 240_000, polling: 500 });
+    await page.screenshot({ path: join(shots, 'host-3-dashboard.png') });
+  } finally {
+    await browser.close();
+  }
   const listed = await runCli(['host', 'ls', '--home', join(work, 'node-a'), '--json'], { env, timeoutMs: 30_000 });
   assert.match(listed.stdout, /"name": "web"/);
 

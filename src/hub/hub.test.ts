@@ -9,7 +9,8 @@ import { connect } from 'node:net';
 import { generateKeyPairSync } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { startRepoServer, type RunningRepoServer } from '../server/server.js';
-import { removeDir, tempDir } from '../testing/fixtures.js';
+import { removeDir, run, tempDir } from '../testing/fixtures.js';
+import { writeFile } from 'node:fs/promises';
 import { TunnelClient } from '../host/tunnel-client.js';
 import { Hub, type HubOptions } from './hub.js';
 import { SqliteHubStore } from './hub-store.js';
@@ -214,4 +215,23 @@ test('1,000 concurrent gateway requests are all answered (200, or 503 beyond the
   assert.ok(statuses.every((s) => s === 200 || s === 503 || s === 429), `${JSON.stringify(counts)} ${[...errors].join('; ')}`);
   assert.ok((counts[200] ?? 0) > 0);
   assert.equal((await fetch(`${url}/s/web/`)).status, 200, 'still serving afterwards');
+});
+
+test('/install.sh is a valid shell script naming this hub; /hostme.tgz is the package given to the hub', async () => {
+  const pkg = `${dir}/hostme-test.tgz`;
+  await writeFile(pkg, Buffer.from('not really a tarball'));
+  const { url } = await startHub({ packageFile: pkg });
+  const script = await fetch(`${url}/install.sh`);
+  assert.equal(script.status, 200);
+  const text = await script.text();
+  assert.match(text, new RegExp(`HUB=\\$\\{HOSTME_HUB:-'${url}'\\}`));
+  assert.match(text, /npm install --global --prefix "\$PREFIX" "\$HUB\/hostme\.tgz"/);
+  assert.match(text, /sudo apt-get install/);
+  await writeFile(`${dir}/install.sh`, text);
+  await run('sh', ['-n', `${dir}/install.sh`]);
+  const tgz = await fetch(`${url}/hostme.tgz`);
+  assert.equal(tgz.status, 200);
+  assert.equal(await tgz.text(), 'not really a tarball');
+  const { url: bare } = await startHub();
+  assert.equal((await fetch(`${bare}/hostme.tgz`)).status, 404);
 });

@@ -7,6 +7,7 @@ import { escapeHtml } from '../server/http-util.js';
 import { NodeSession } from './node-session.js';
 import { CHALLENGE_PATH, NODE_HEADER, RETRY_HEADER, SITE_HEADER, SITE_NAME, TUNNEL_PATH, TUNNEL_PROTOCOL, verifyTunnelRequest, type SiteClaim } from './tunnel-protocol.js';
 import type { HubStore } from './hub-store.js';
+import { INSTALL_PATH, PACKAGE_PATH, handleInstaller } from './installer.js';
 
 export type HostingPolicy = 'open' | 'invite';
 
@@ -29,6 +30,10 @@ export interface HubOptions {
   /** Nodes connected at once (default 1000). */
   maxNodes?: number;
   log?: (line: string) => void;
+  /** The hostme package (npm pack output) served at /hostme.tgz for /install.sh. */
+  packageFile?: string;
+  /** Public origin used in /install.sh (default: from the Host header). */
+  publicUrl?: string;
 }
 
 const NONCE_TTL_MS = 30_000;
@@ -55,7 +60,7 @@ export class Hub {
   private readonly nodes = new Map<string, NodeSession>();
   private inflight = 0;
   private rr = 0;
-  private readonly opts: Required<Omit<HubOptions, 'domain' | 'log'>> & Pick<HubOptions, 'domain' | 'log'>;
+  private readonly opts: Required<Omit<HubOptions, 'domain' | 'log' | 'packageFile' | 'publicUrl'>> & Pick<HubOptions, 'domain' | 'log' | 'packageFile' | 'publicUrl'>;
 
   constructor(options: HubOptions) {
     this.opts = {
@@ -84,6 +89,17 @@ export class Hub {
     const url = req.url ?? '/';
     if (target) {
       void this.proxy(req, res, target.site, target.path);
+      return true;
+    }
+    if (url.startsWith(INSTALL_PATH) || url.startsWith(PACKAGE_PATH)) {
+      const host = /^[A-Za-z0-9.:[\]-]{1,255}$/.test(req.headers.host ?? '') ? req.headers.host! : 'localhost';
+      const origin = this.opts.publicUrl ?? `http://${host}`;
+      void handleInstaller(req, res, origin, this.opts.packageFile).then(
+        (handled) => {
+          if (!handled) this.sendError(req, res, new GatewayError(404, 'this hub serves no package (hostme serve --hub --package FILE.tgz)'));
+        },
+        () => this.sendError(req, res, new GatewayError(500, 'cannot read the package')),
+      );
       return true;
     }
     if (url === CHALLENGE_PATH && req.method === 'GET') {

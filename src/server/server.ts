@@ -5,7 +5,7 @@ import type { Duplex } from 'node:stream';
 import { errorMessage, isHostmeError } from '../errors.js';
 import { handleApi } from './api.js';
 import { CORS_ALLOW_HEADERS, CORS_ALLOW_METHODS, CORS_MAX_AGE, HttpError, sendJsonError, setCommonHeaders } from './http-util.js';
-import { handleImagePage, handleIndexPage } from './landing-page.js';
+import { handleImagePage, handleIndexPage, handleReferenceFile } from './landing-page.js';
 import { RepoView } from './repo-view.js';
 import { parseRequestPath } from './request-path.js';
 import { handleWebRoute } from './run-page.js';
@@ -114,6 +114,8 @@ export function createRepoServer(options: RepoServerOptions): Server {
       await handleIndexPage(req, res, view);
     } else if (segments[0] === 'api') {
       await handleApi(req, res, segments.slice(1), view, fallbackHost());
+    } else if (segments[0] === 'r') {
+      await handleReferenceFile(req, res, segments.slice(1), view, fallbackHost());
     } else if (segments[0] === 'i') {
       await handleImagePage(req, res, segments.slice(1), view, fallbackHost());
     } else {
