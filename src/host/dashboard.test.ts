@@ -130,3 +130,23 @@ test('hostme host --install writes a systemd user unit and an autostart entry wi
   assert.ok(!existsSync(join(home, 'config', 'systemd', 'user', 'hostme-host.service')));
   assert.ok(!existsSync(join(home, 'config', 'autostart', 'hostme-host.desktop')));
 });
+
+test('the console WebSocket is refused to other origins, other Hosts and without the secret', async () => {
+  const { WebSocket } = await import('ws');
+  const attempt = (headers: Record<string, string>, secret: string) =>
+    new Promise<number>((resolve) => {
+      const ws = new WebSocket(`${url.replace('http', 'ws')}/api/sites/web/console?secret=${encodeURIComponent(secret)}`, { headers });
+      ws.on('unexpected-response', (_req, res) => resolve(res.statusCode ?? 0));
+      ws.on('open', () => {
+        ws.close();
+        resolve(101);
+      });
+      ws.on('error', () => resolve(-1));
+    });
+  const own = new URL(url).origin;
+  assert.equal(await attempt({ Origin: 'https://evil.example' }, node.home.secret), 403);
+  assert.equal(await attempt({ Origin: own, Host: 'evil.example' }, node.home.secret), 403);
+  assert.equal(await attempt({ Origin: own }, 'wrong'), 403);
+  // With every proof, it gets as far as "no VM running" (maxVms 0 here).
+  assert.equal(await attempt({ Origin: own }, node.home.secret), 409);
+});

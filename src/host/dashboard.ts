@@ -1,6 +1,12 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { timingSafeEqual } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
+import { createReadStream } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Duplex } from 'node:stream';
+import { WebSocketServer } from 'ws';
 import { HostmeError, errorMessage, isHostmeError } from '../errors.js';
 import { escapeHtml } from '../server/http-util.js';
 import { parseImageLink } from '../runner/link.js';
@@ -8,7 +14,17 @@ import { openRepository } from '../repo/repository.js';
 import type { HostNode } from './node.js';
 
 const MAX_FORM_BYTES = 16 * 1024;
-const PAGE_CSP = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self'; connect-src 'self'; manifest-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+/** Console scrollback sent when a console opens, and the largest keystroke message accepted. */
+const CONSOLE_REPLAY = 64 * 1024;
+const CONSOLE_MAX_MESSAGE = 4096;
+const MAX_CONSOLES = 16;
+const require = createRequire(import.meta.url);
+/** Files the console page loads: the bundled script and xterm.js's stylesheet. */
+const ASSETS: Record<string, [() => string, string]> = {
+  '/node-console.js': [() => join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'dist-web', 'node-console.js'), 'text/javascript; charset=utf-8'],
+  '/xterm.css': [() => join(dirname(require.resolve('@xterm/xterm/package.json')), 'css', 'xterm.css'), 'text/css; charset=utf-8'],
+};
+const PAGE_CSP = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self'; connect-src 'self' ws://127.0.0.1:* ws://localhost:* ws://[::1]:*; manifest-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
 const ICON_SVG = `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 64 64"><rect width="64" height="64" rx="12" fill="#1d4ed8"/><path d="M14 34 32 16l18 18v16H38V38H26v12H14z" fill="#fff"/></svg>`;
 
 /**
@@ -32,6 +48,7 @@ export class Dashboard {
         else res.destroy();
       });
     });
+    server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => this.upgrade(req, socket, head));
     server.headersTimeout = 10_000;
     server.requestTimeout = 30_000;
     this.server = server;
@@ -45,6 +62,7 @@ export class Dashboard {
   }
 
   close(): Promise<void> {
+    for (const ws of this.wss.clients) ws.terminate();
     return new Promise((resolve) => {
       if (!this.server) return resolve();
       this.server.close(() => resolve());
@@ -68,6 +86,17 @@ export class Dashboard {
           return this.json(res, 200, { node: this.node.nodeId, limits: this.node.limits, sites: this.node.status() });
         case '/dashboard.js':
           return this.send(res, 200, 'text/javascript; charset=utf-8', DASHBOARD_JS);
+        case '/console':
+          return this.consolePage(res, url.searchParams.get('site') ?? '');
+        case '/node-console.js':
+        case '/xterm.css': {
+          const [file, type] = ASSETS[url.pathname]!;
+          res.writeHead(200, { 'Content-Type': type, 'X-Content-Type-Options': 'nosniff' });
+          createReadStream(file())
+            .on('error', () => res.destroy())
+            .pipe(res);
+          return;
+        }
         case '/manifest.webmanifest':
           return this.send(res, 200, 'application/manifest+json', JSON.stringify({ name: 'HostMe node', short_name: 'HostMe', start_url: '/', display: 'standalone', background_color: '#ffffff', theme_color: '#1d4ed8', icons: [{ src: '/icon.svg', sizes: 'any', type: 'image/svg+xml' }] }));
         case '/icon.svg':
@@ -98,6 +127,47 @@ export class Dashboard {
       this.node.setEnabled(name!, action === 'start');
     }
     return this.json(res, 200, { ok: true });
+  }
+
+  private readonly wss = new WebSocketServer({ noServer: true, maxPayload: CONSOLE_MAX_MESSAGE });
+
+  /**
+   * /api/sites/NAME/console: the VM's serial console over a WebSocket. Same
+   * checks as a POST (own Host, own Origin, the node secret in the query:
+   * browsers cannot set headers on a WebSocket).
+   */
+  private upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    const refuse = (status: number, text: string): void => void socket.end(`HTTP/1.1 ${status} ${text}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+    const url = new URL(req.url ?? '/', 'http://dashboard');
+    const m = /^\/api\/sites\/([a-z0-9-]{1,63})\/console$/.exec(url.pathname);
+    if (!m) return refuse(404, 'Not Found');
+    if (!this.origins.has(`http://${req.headers.host ?? ''}`) || typeof req.headers.origin !== 'string' || !this.origins.has(req.headers.origin)) return refuse(403, 'Forbidden');
+    const given = Buffer.from(url.searchParams.get('secret') ?? '');
+    const secret = Buffer.from(this.node.home.secret);
+    if (given.length !== secret.length || !timingSafeEqual(given, secret)) return refuse(403, 'Forbidden');
+    const vm = this.node.vm(m[1]!)?.vm;
+    if (!vm) return refuse(409, 'Conflict');
+    if (this.wss.clients.size >= MAX_CONSOLES) return refuse(503, 'Service Unavailable');
+    this.wss.handleUpgrade(req, socket, head, (ws) => {
+      ws.send(vm.console.slice(-CONSOLE_REPLAY));
+      const off = vm.onConsole((text) => ws.send(text));
+      void vm.exited.then(() => ws.close(1001, 'the VM stopped'));
+      ws.on('message', (data: Buffer) => vm.sendConsole(new Uint8Array(data)));
+      ws.on('close', off);
+      ws.on('error', off);
+    });
+  }
+
+  private consolePage(res: ServerResponse, site: string): void {
+    if (!/^[a-z0-9-]{1,63}$/.test(site)) return this.json(res, 404, { error: 'not-found' });
+    this.page(
+      res,
+      `${site} console — HostMe node`,
+      `<p><a href="/">Sites</a> · <strong>${escapeHtml(site)}</strong> serial console <span id="console-status">connecting…</span> <button type="button" id="fullscreen">Fullscreen</button></p>
+<div id="terminal" data-site="${escapeHtml(site)}" style="height:80vh"></div>
+<meta name="hostme-secret" content="${escapeHtml(this.node.home.secret)}">`,
+      ['<link rel="stylesheet" href="/xterm.css">', '<script src="/node-console.js" type="module"></script>'],
+    );
   }
 
   /** The local-node probe the HostMe button makes from any site (CORS + Private Network Access). */
@@ -184,11 +254,11 @@ export class Dashboard {
 <meta name="hostme-secret" content="${escapeHtml(this.node.home.secret)}">`;
   }
 
-  private page(res: ServerResponse, title: string, body: string): void {
+  private page(res: ServerResponse, title: string, body: string, head: string[] = ['<script src="/dashboard.js" defer></script>']): void {
     const html = `<!doctype html><html><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
 <title>${escapeHtml(title)}</title><link rel="manifest" href="/manifest.webmanifest"><link rel="icon" href="/icon.svg">
 <style>body{font-family:system-ui,sans-serif;margin:2rem;max-width:70rem}table{border-collapse:collapse}td,th{padding:.3rem .8rem;border-bottom:1px solid #ddd;text-align:left}button{margin-right:.3rem}</style>
-<script src="/dashboard.js" defer></script></head><body>${body}</body></html>`;
+${head.join('')}</head><body>${body}</body></html>`;
     res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8', 'Content-Security-Policy': PAGE_CSP, 'X-Frame-Options': 'DENY', 'Cache-Control': 'no-store', 'Referrer-Policy': 'same-origin' });
     res.end(html);
   }
@@ -225,6 +295,7 @@ async function refresh() {
       const td = document.createElement('td'); td.textContent = text; tr.append(td);
     }
     const td = document.createElement('td');
+    const link = document.createElement('a'); link.href = '/console?site=' + encodeURIComponent(s.name); link.textContent = 'console'; link.className = 'console'; td.append(link, ' ');
     for (const a of [s.enabled ? 'stop' : 'start', 'remove']) {
       const b = document.createElement('button'); b.textContent = a; b.onclick = () => act(s.name, a); td.append(b);
     }

@@ -16,13 +16,15 @@ import { freeLoopbackPort } from './ports.js';
 let site: PublishedWebSite;
 let work: string;
 let hub: CliProcess;
+let hubPort: number;
 const nodes: CliProcess[] = [];
 const env = { HOSTME_ACCEL: process.env.HOSTME_ACCEL ?? 'tcg' };
 
 before(async () => {
   site = await publishedWebSite();
   work = await tempDir('hostme-host-e2e-');
-  hub = await startCli(['serve', site.repoDir, '--port', '0', '--hub', '--hub-state', join(work, 'hub.db'), '--json', '--quiet'], { env });
+  hubPort = await freeLoopbackPort();
+  hub = await startCli(['serve', site.repoDir, '--port', String(hubPort), '--hub', '--hub-state', join(work, 'hub.db'), '--json', '--quiet'], { env });
 });
 
 after(async () => {
@@ -103,6 +105,13 @@ test('two nodes host examples/web through the hub; kill -9 of one loses no GET; 
     await page.locator('tr[data-site="web"]').waitFor({ timeout: 30_000 });
     await page.waitForFunction(() => document.querySelector('tr[data-site="web"]')?.textContent?.includes('running'), undefined, { timeout: 240_000, polling: 500 });
     await page.screenshot({ path: join(shots, 'host-3-dashboard.png') });
+    // The site VM's serial console in xterm.js, over the dashboard's WebSocket: the guest names itself.
+    await page.click('tr[data-site="web"] a.console');
+    await page.waitForFunction(() => document.body.dataset.console === 'open', undefined, { timeout: 30_000 });
+    await page.locator('#terminal').click();
+    await page.keyboard.type('hostname\n');
+    await page.waitForFunction((name) => (window as unknown as { hostmeConsole: { text(): string } }).hostmeConsole.text().split('\n').some((l) => l.trim() === name), site.guestHostname, { timeout: 60_000, polling: 300 });
+    await page.screenshot({ path: join(shots, 'host-4-console.png') });
   } finally {
     await browser.close();
   }
@@ -159,6 +168,15 @@ test('two nodes host examples/web through the hub; kill -9 of one loses no GET; 
   });
   assert.equal(restarted.bytesFetched, 0, 'the restarted node fetched nothing: every chunk came from its cache');
   await until('node A ready at the hub again', async () => ((await hubNodes()).some((n) => n.id === a2.info.node && n.ready.includes('web')) ? true : undefined), 30_000);
+
+  // The hub goes away: the nodes keep their VMs and reconnect with backoff when it is back.
+  hub.child.kill('SIGKILL');
+  await hub.exited;
+  await new Promise((r) => setTimeout(r, 1500));
+  assert.equal((await sites(b))[0]?.state, 'running', 'the VM keeps running while the hub is unreachable');
+  hub = await startCli(['serve', site.repoDir, '--port', String(hubPort), '--hub', '--hub-state', join(work, 'hub.db'), '--json', '--quiet'], { env });
+  await until('both nodes back at the restarted hub', async () => ((await hubNodes()).filter((n) => n.ready.includes('web')).length === 2 ? true : undefined), 60_000);
+  assert.equal((await get('/s/web/')).status, 200);
 
   // SIGTERM stops the VMs cleanly and the node exits 0.
   assert.equal(await b.kill('SIGTERM'), 0, b.stderr());
