@@ -1,7 +1,7 @@
 import { createServer as createH2Server, constants, type Http2ServerRequest, type Http2ServerResponse, type Http2Server } from 'node:http2';
 import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
-import type { Socket } from 'node:net';
+import { connect as netConnect, type Socket } from 'node:net';
 import type { KeyObject } from 'node:crypto';
 import { errorMessage } from '../errors.js';
 import { CHALLENGE_PATH, NODE_HEADER, RETRY_HEADER, SITE_HEADER, STATUS_PATH, TUNNEL_PATH, TUNNEL_PROTOCOL, nodeIdOf, nodeKeyText, signTunnelRequest, type NodeStatus, type SiteClaim } from '../hub/tunnel-protocol.js';
@@ -46,7 +46,9 @@ export class TunnelClient {
     private readonly log: (line: string) => void,
   ) {
     this.nodeId = nodeIdOf(nodeKeyText(key.publicKey));
-    this.h2 = createH2Server({ maxSessionMemory: 64 }, (req, res) => this.serve(req, res));
+    // Extended CONNECT (RFC 8441) carries upgraded connections (WebSocket) to the VM.
+    this.h2 = createH2Server({ maxSessionMemory: 64, settings: { enableConnectProtocol: true } }, (req, res) => this.serve(req, res));
+    this.h2.on('connect', (req: Http2ServerRequest, res: Http2ServerResponse) => this.serveUpgrade(req, res));
     this.h2.on('sessionError', () => {});
   }
 
@@ -133,6 +135,52 @@ export class TunnelClient {
     });
     socket.on('error', () => {});
     this.h2.emit('connection', socket);
+  }
+
+  /** The port a gateway request may go to, or undefined (then the hub is told to try another node). */
+  private portFor(req: Http2ServerRequest): number | undefined {
+    const site = req.headers[SITE_HEADER];
+    return typeof site === 'string' && this.admitted.includes(site) ? this.target.portOf(site) : undefined;
+  }
+
+  /**
+   * An upgraded request (WebSocket): replay it to the VM as HTTP/1.1 with its
+   * Upgrade header, then relay raw bytes both ways; the VM's own 101 answer
+   * reaches the client through the hub unchanged.
+   */
+  private serveUpgrade(req: Http2ServerRequest, res: Http2ServerResponse): void {
+    const port = this.portFor(req);
+    const protocol = String(req.headers[':protocol'] ?? '');
+    const path = String(req.headers[':path'] ?? '');
+    if (port === undefined || !/^[A-Za-z0-9._-]{1,64}$/.test(protocol) || !path.startsWith('/')) {
+      res.writeHead(port === undefined ? 503 : 400, { [RETRY_HEADER]: port === undefined ? '1' : '0', [NODE_HEADER]: this.nodeId });
+      res.end();
+      return;
+    }
+    this.target.counted(String(req.headers[SITE_HEADER]));
+    const lines = [`GET ${path} HTTP/1.1`, `Host: ${String(req.headers[':authority'] ?? 'localhost')}`, 'Connection: Upgrade', `Upgrade: ${protocol}`];
+    for (const [name, value] of Object.entries(req.headers)) {
+      if (name.startsWith(':') || value === undefined || HOP_BY_HOP.has(name) || name === SITE_HEADER) continue;
+      for (const v of Array.isArray(value) ? value : [value]) lines.push(`${name}: ${v}`);
+    }
+    const vm = netConnect(port, '127.0.0.1');
+    const stream = req.stream;
+    vm.on('connect', () => {
+      res.writeHead(200, { [NODE_HEADER]: this.nodeId });
+      vm.write(`${lines.join('\r\n')}\r\n\r\n`);
+      vm.pipe(stream);
+      stream.pipe(vm);
+    });
+    vm.on('error', () => {
+      if (!res.headersSent) {
+        res.writeHead(503, { [RETRY_HEADER]: '1', [NODE_HEADER]: this.nodeId });
+        res.end();
+      } else {
+        stream.close(constants.NGHTTP2_CONNECT_ERROR);
+      }
+    });
+    stream.on('close', () => vm.destroy());
+    stream.on('error', () => vm.destroy());
   }
 
   private serve(req: Http2ServerRequest, res: Http2ServerResponse): void {

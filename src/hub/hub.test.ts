@@ -235,3 +235,29 @@ test('/install.sh is a valid shell script naming this hub; /hostme.tgz is the pa
   const { url: bare } = await startHub();
   assert.equal((await fetch(`${bare}/hostme.tgz`)).status, 404);
 });
+
+test('WebSocket upgrades pass through the gateway to the VM and back', async () => {
+  const { WebSocket, WebSocketServer } = await import('ws');
+  const { url, hub } = await startHub();
+  const vm = await backend('web-vm');
+  const wss = new WebSocketServer({ server: vm.server });
+  wss.on('connection', (ws, req) => ws.on('message', (data: Buffer) => ws.send(`web-vm ${req.url} ${data.toString()}`)));
+  cleanups.push(() => wss.close());
+  const x = node(url, { web: vm.port });
+  await readyAt(hub, 'web');
+  const ws = new WebSocket(`${url.replace('http', 'ws')}/s/web/echo?q=1`);
+  const reply = await new Promise<string>((resolve, reject) => {
+    ws.on('open', () => ws.send('ping'));
+    ws.on('message', (data: Buffer) => resolve(data.toString()));
+    ws.on('error', reject);
+  });
+  assert.equal(reply, 'web-vm /echo?q=1 ping');
+  ws.close();
+  assert.ok(x.nodeId);
+  const refused = await new Promise<number>((resolve) => {
+    const other = new WebSocket(`${url.replace('http', 'ws')}/s/nope/`);
+    other.on('unexpected-response', (_req, res) => resolve(res.statusCode ?? 0));
+    other.on('error', () => resolve(-1));
+  });
+  assert.equal(refused, 404);
+});

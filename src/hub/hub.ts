@@ -59,6 +59,7 @@ export class Hub {
   private readonly nonces = new Map<string, number>();
   private readonly nodes = new Map<string, NodeSession>();
   private inflight = 0;
+  private upgrades = 0;
   private rr = 0;
   private readonly opts: Required<Omit<HubOptions, 'domain' | 'log' | 'packageFile' | 'publicUrl'>> & Pick<HubOptions, 'domain' | 'log' | 'packageFile' | 'publicUrl'>;
 
@@ -115,7 +116,12 @@ export class Hub {
 
   /** The tunnel: an authenticated node's connection becomes an HTTP/2 session. */
   handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): boolean {
-    if ((req.url ?? '') !== TUNNEL_PATH) return false;
+    if ((req.url ?? '') !== TUNNEL_PATH) {
+      const target = this.gatewayTarget(req);
+      if (!target) return false;
+      void this.proxyUpgrade(req, socket, head, target.site, target.path);
+      return true;
+    }
     void this.acceptTunnel(req, socket, head).catch((err: unknown) => {
       const status = isHostmeError(err) && err.code === 'tunnel-auth' ? 401 : isHostmeError(err) && err.code === 'tunnel-refused' ? 403 : 503;
       const body = JSON.stringify({ error: isHostmeError(err) ? err.code : 'tunnel-error', message: errorMessage(err) });
@@ -185,6 +191,61 @@ export class Hub {
     if (!m) return undefined;
     const rest = m[2] ?? '';
     return { site: m[1]!, path: rest.startsWith('/') ? rest : `/${rest}` };
+  }
+
+  /**
+   * A WebSocket (any Upgrade) to a site: an extended CONNECT stream (RFC 8441)
+   * down one node's tunnel; the node replays the upgrade to the VM and bytes
+   * flow raw both ways. Retried on another node until one accepts.
+   */
+  private async proxyUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer, site: string, path: string): Promise<void> {
+    const refuse = (status: number, text: string) => void socket.end(`HTTP/1.1 ${status} ${text}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+    socket.on('error', () => socket.destroy());
+    const protocol = String(req.headers.upgrade ?? '').toLowerCase();
+    if (!/^[a-z0-9._-]{1,64}$/.test(protocol)) return refuse(400, 'Bad Request');
+    if (!SITE_NAME.test(site) || !(await this.opts.siteExists(site))) return refuse(404, 'Not Found');
+    if (this.upgrades >= this.opts.maxInflight) return refuse(503, 'Service Unavailable');
+    const headers: Record<string, string | string[]> = {};
+    for (const [name, value] of Object.entries(req.headers)) {
+      if (value === undefined || HOP_BY_HOP.has(name) || name.startsWith('x-hostme-')) continue;
+      headers[name] = value;
+    }
+    const tried = new Set<NodeSession>();
+    for (;;) {
+      const node = this.pick(site, tried);
+      if (!node) return refuse(503, 'Service Unavailable');
+      tried.add(node);
+      const stream = (() => {
+        try {
+          return node.h2.request({ ...headers, ':method': 'CONNECT', ':protocol': protocol, ':scheme': 'http', ':path': path, ':authority': site, [SITE_HEADER]: site, 'x-forwarded-for': req.socket.remoteAddress ?? '' }, { endStream: false });
+        } catch {
+          return undefined;
+        }
+      })();
+      if (!stream) continue;
+      const status = await new Promise<number>((resolve) => {
+        stream.once('response', (h: H2Headers) => resolve(Number(h[':status'] ?? 502)));
+        stream.once('error', () => resolve(0));
+        stream.once('close', () => resolve(0));
+      });
+      if (status !== 200) {
+        if (!stream.closed) stream.close(constants.NGHTTP2_CANCEL);
+        continue;
+      }
+      this.upgrades++;
+      stream.once('close', () => this.upgrades--);
+      if (head.length) stream.write(head);
+      stream.pipe(socket);
+      socket.pipe(stream);
+      const end = () => {
+        if (!stream.closed) stream.close(constants.NGHTTP2_CANCEL);
+        socket.destroy();
+      };
+      stream.on('close', end);
+      stream.on('error', end);
+      socket.on('close', end);
+      return;
+    }
   }
 
   private pick(site: string, tried: Set<NodeSession>): NodeSession | undefined {
