@@ -1,5 +1,5 @@
 import { createServer as createH2Server, constants, type Http2ServerRequest, type Http2ServerResponse, type Http2Server } from 'node:http2';
-import { request as httpRequest, type IncomingMessage } from 'node:http';
+import { Agent, request as httpRequest, type IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { connect as netConnect, type Socket } from 'node:net';
 import type { KeyObject } from 'node:crypto';
@@ -37,6 +37,8 @@ export class TunnelClient {
   connected = false;
   lastError?: string;
   private readonly h2: Http2Server;
+  /** Keep-alive connections to the VMs (a guest server that closes each connection just gets new ones). */
+  private readonly agent = new Agent({ keepAlive: true, maxSockets: 64, maxFreeSockets: 16 });
   readonly nodeId: string;
 
   constructor(
@@ -66,6 +68,7 @@ export class TunnelClient {
     clearTimeout(this.timer);
     this.socket?.destroy();
     this.h2.close();
+    this.agent.destroy();
   }
 
   private dial(delayMs: number): void {
@@ -205,7 +208,7 @@ export class TunnelClient {
       headers[name] = value;
     }
     headers.host = String(req.headers[':authority'] ?? site);
-    const upstream = httpRequest({ host: '127.0.0.1', port, method: req.method, path: req.url, headers, timeout: 120_000 }, (vmRes) => {
+    const upstream = httpRequest({ agent: this.agent, host: '127.0.0.1', port, method: req.method, path: req.url, headers, timeout: 120_000 }, (vmRes) => {
       const out: Record<string, string | string[]> = {};
       for (const [name, value] of Object.entries(vmRes.headers)) {
         if (value === undefined || HOP_BY_HOP.has(name)) continue;
