@@ -261,3 +261,25 @@ test('WebSocket upgrades pass through the gateway to the VM and back', async () 
   });
   assert.equal(refused, 404);
 });
+
+test('Host: SITE.DOMAIN routes to the site like /s/SITE/', async () => {
+  const { url, hub } = await startHub({ domain: 'hub.example' });
+  const vm = await backend('web-vm');
+  node(url, { web: vm.port });
+  await readyAt(hub, 'web');
+  const get = (host: string, path: string) =>
+    new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const req = request(`${url}${path}`, { headers: { Host: host } }, (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => (body += d));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      });
+      req.on('error', reject);
+      req.end();
+    });
+  assert.deepEqual(await get('web.hub.example:8080', '/a?b=1'), { status: 200, body: 'web-vm GET /a?b=1' });
+  assert.equal((await get('nope.hub.example', '/')).status, 404);
+  // Other hosts get the repository server (its index page), not a site.
+  assert.equal((await get('hub.example', '/')).status, 200);
+});
