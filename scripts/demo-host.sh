@@ -23,9 +23,10 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT INT TERM
 echo "== hub at http://127.0.0.1:$hub_port"
-hostme serve "$demo/repo" --hub --port "$hub_port" --quiet --hub-state "$demo/hub.db" & pids+=($!)
+# Started directly (not through the hostme function): $! must be node itself, so Ctrl-C reaches it.
+node bin/hostme.js serve "$demo/repo" --hub --port "$hub_port" --quiet --hub-state "$demo/hub.db" & pids+=($!)
 echo "== node (dashboard http://127.0.0.1:$node_port/)"
-hostme host --home "$demo/node" --port "$node_port" & pids+=($!)
+node bin/hostme.js host --home "$demo/node" --port "$node_port" & pids+=($!)
 sleep 2
 hostme host add "http://127.0.0.1:$hub_port/i/web" --home "$demo/node"
 url="http://127.0.0.1:$hub_port/s/web/"

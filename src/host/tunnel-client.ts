@@ -31,6 +31,7 @@ export class TunnelClient {
   private backoffMs = BACKOFF_MIN_MS;
   private timer?: NodeJS.Timeout;
   private connecting = false;
+  private readonly aborter = new AbortController();
   private inflight = 0;
   /** Sites the hub admitted on the current connection. */
   admitted: string[] = [];
@@ -65,6 +66,8 @@ export class TunnelClient {
 
   close(): void {
     this.closed = true;
+    // A login in progress must not keep the process alive after SIGTERM.
+    this.aborter.abort();
     clearTimeout(this.timer);
     this.socket?.destroy();
     this.h2.close();
@@ -94,13 +97,13 @@ export class TunnelClient {
 
   private async connect(): Promise<void> {
     const claims = JSON.parse(this.claimsKey || '[]') as SiteClaim[];
-    const challenge = await fetch(new URL(CHALLENGE_PATH, this.hub), { signal: AbortSignal.timeout(10_000) });
+    const challenge = await fetch(new URL(CHALLENGE_PATH, this.hub), { signal: AbortSignal.any([AbortSignal.timeout(10_000), this.aborter.signal]) });
     if (!challenge.ok) throw new Error(`challenge: HTTP ${challenge.status}`);
     const { nonce } = (await challenge.json()) as { nonce: string };
     const headers = signTunnelRequest(this.key.privateKey, this.key.publicKey, nonce, claims);
     const url = new URL(TUNNEL_PATH, this.hub);
     const { socket, admitted } = await new Promise<{ socket: Socket; admitted: string[] }>((resolve, reject) => {
-      const req = (url.protocol === 'https:' ? httpsRequest : httpRequest)(url, { headers: { ...headers, Connection: 'Upgrade', Upgrade: TUNNEL_PROTOCOL }, timeout: 10_000 });
+      const req = (url.protocol === 'https:' ? httpsRequest : httpRequest)(url, { headers: { ...headers, Connection: 'Upgrade', Upgrade: TUNNEL_PROTOCOL }, timeout: 10_000, signal: this.aborter.signal });
       req.on('upgrade', (res: IncomingMessage, sock: Socket, head: Buffer) => {
         if (head.length) sock.unshift(head);
         const list = String(res.headers['x-hostme-admitted'] ?? '');
