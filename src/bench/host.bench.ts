@@ -12,7 +12,7 @@ import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { buildImage } from '../build/index.js';
 import { createKeyFiles, loadPrivateKey } from '../pack/publisher-key.js';
-import { startCli, type CliProcess } from '../testing/cli-process.js';
+import { killLeftoverVms, startCli, type CliProcess } from '../testing/cli-process.js';
 import { Cleanup, fmtRatio, log, machineInfo, repoRoot, table, writeJson } from './bench-util.js';
 
 const DURATION_MS = Number(process.env.HOSTME_BENCH_SECONDS ?? 4) * 1000;
@@ -152,6 +152,7 @@ async function main(): Promise<void> {
     await new Promise((r) => setTimeout(r, 1000));
     killedAt = performance.now();
     a.child.kill('SIGKILL');
+    cleanup.add('node A\'s QEMU', () => killLeftoverVms(path.join(work, 'node-a')));
     await new Promise((r) => setTimeout(r, 3000));
     stop = true;
     await Promise.all(clients);

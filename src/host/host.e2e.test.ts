@@ -7,7 +7,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { publishedWebSite, type PublishedWebSite } from '../testing/web-site.js';
-import { startCli, type CliProcess } from '../testing/cli-process.js';
+import { killLeftoverVms, startCli, type CliProcess } from '../testing/cli-process.js';
 import { runCli } from '../testing/published-guest.js';
 import { removeDir, tempDir } from '../testing/fixtures.js';
 import { artifactsDir, launchChromium } from '../web/web-fixtures.js';
@@ -30,6 +30,8 @@ before(async () => {
 after(async () => {
   await Promise.all(nodes.map((n) => n.kill('SIGTERM')));
   await hub?.kill('SIGTERM');
+  // A run that failed between kill -9 and the restart leaves node A's QEMU behind.
+  await killLeftoverVms(join(work, 'node-a'));
   await removeDir(work);
 });
 

@@ -58,3 +58,38 @@ export async function startCli(args: string[], options: { env?: Record<string, s
     },
   };
 }
+
+/**
+ * After `kill -9` of a node, its QEMU processes outlive it (the node's next
+ * start stops them through the instance lock). Tests and benchmarks that do
+ * not restart the node call this: every QEMU recorded in HOME's instance
+ * locks whose hostme process is gone is killed.
+ */
+export async function killLeftoverVms(home: string): Promise<number> {
+  const { readdir, readFile } = await import('node:fs/promises');
+  const { join } = await import('node:path');
+  const alive = (pid: number) => {
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  let killed = 0;
+  const dir = join(home, 'cache', 'instances');
+  for (const name of await readdir(dir).catch(() => [] as string[])) {
+    const lock = await readFile(join(dir, name, 'lock'), 'utf8').catch(() => '');
+    let holder: { pid?: number; qemuPid?: number } = {};
+    try {
+      holder = JSON.parse(lock) as typeof holder;
+    } catch {
+      continue;
+    }
+    if (holder.qemuPid && holder.pid && !alive(holder.pid) && alive(holder.qemuPid)) {
+      process.kill(holder.qemuPid, 'SIGKILL');
+      killed++;
+    }
+  }
+  return killed;
+}
