@@ -6,5 +6,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p dist-web
-npx --no-install esbuild src/web/run.ts src/web/handler.ts --bundle --format=esm --target=es2022 --platform=browser \
+npx --no-install esbuild src/web/run.ts src/web/handler.ts src/web/node-console.ts --bundle --format=esm --target=es2022 --platform=browser \
   --minify --sourcemap --legal-comments=linked --log-level=warning --outdir=dist-web

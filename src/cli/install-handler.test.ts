@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { readFile, writeFile, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { runCli } from '../testing/published-guest.js';
-import { tempDir, removeDir } from '../testing/fixtures.js';
+import { tempDir, removeDir, run } from '../testing/fixtures.js';
 import { withDefaults } from './install-handler.js';
 
 test('install-handler writes a desktop entry and makes it the default for the hostme link schemes', async () => {
@@ -16,11 +16,14 @@ test('install-handler writes a desktop entry and makes it the default for the ho
     assert.equal(out.code, 0, out.stderr);
     const desktop = await readFile(join(env.XDG_DATA_HOME, 'applications', 'hostme-handler.desktop'), 'utf8');
     assert.match(desktop, /^Exec=.*hostme\.js run %u$/m);
-    assert.match(desktop, /^MimeType=x-scheme-handler\/hostme\+https;x-scheme-handler\/hostme\+http;x-scheme-handler\/web\+hostme;$/m);
+    assert.match(desktop, /^MimeType=x-scheme-handler\/hostme\+https;x-scheme-handler\/hostme\+http;x-scheme-handler\/web\+hostme;application\/vnd\.hostme\.reference\+json;$/m);
     const mimeapps = await readFile(join(env.XDG_CONFIG_HOME, 'mimeapps.list'), 'utf8');
     assert.match(mimeapps, /^text\/html=firefox\.desktop$/m, 'other defaults must be kept');
     assert.match(mimeapps, /^x-scheme-handler\/hostme\+https=hostme-handler\.desktop$/m);
     assert.doesNotMatch(mimeapps, /old\.desktop/);
+    // The desktop itself answers: the reference file type opens in hostme.
+    const query = await run('xdg-mime', ['query', 'default', 'application/vnd.hostme.reference+json'], { env: { ...process.env, ...env } });
+    assert.equal(query.stdout.trim(), 'hostme-handler.desktop');
   } finally {
     await removeDir(home);
   }

@@ -27,6 +27,7 @@ const COMMANDS: Array<[names: string[], load: () => Promise<Register>]> = [
   [['snapshot'], async () => (await import('./snapshot.js')).registerSnapshot],
   [['reset', 'commit', 'cache', 'trust'], async () => (await import('./instances.js')).registerInstanceCommands],
   [['doctor'], async () => (await import('./doctor.js')).registerDoctor],
+  [['host'], async () => (await import('./host.js')).registerHost],
   [['install-handler'], async () => (await import('./install-handler.js')).registerInstallHandler],
 ];
 

@@ -9,6 +9,8 @@ import { formatBytes, parsePositiveInt, terminalSafe } from './output.js';
 import { ProgressBar } from './progress.js';
 import { loadPublicKey } from '../pack/publisher-key.js';
 import { networkNamePattern } from '../format/manifest.js';
+import { parsePublish } from '../runner/publish.js';
+import { isReferenceFile, readReferenceFile } from '../runner/reference-file.js';
 
 interface RunCliOptions {
   cache?: string;
@@ -27,13 +29,15 @@ interface RunCliOptions {
   verbose?: boolean;
   net?: string;
   netToken?: string;
+  publish?: string[];
+  internet?: boolean;
 }
 
 export function registerRun(program: Command): void {
   program
     .command('run')
     .description('boot a published image in QEMU, streaming its disk on demand')
-    .argument('<link>', 'landing page URL, repository URL, hostme+https:// link, or local repository directory')
+    .argument('<link>', 'landing page URL, repository URL, hostme+https:// link, NAME.hostme reference file, or local repository directory')
     .argument('[name]', 'image name (NAME or NAME@VERSION) when the link is a repository')
     .option('--cache <dir>', 'cache directory (default $HOSTME_CACHE_DIR or ~/.cache/hostme)')
     .option('--mirror <url...>', 'additional mirrors of the repository')
@@ -49,6 +53,8 @@ export function registerRun(program: Command): void {
     .option('--seed <file>', 'attach this seed image (hostme seed) as an extra read-only disk')
     .option('--net <network>', "join this overlay network on this machine's switch (started on demand), or NETWORK@HUB_URL through a hub; default: the image's network")
     .option('--net-token <token>', 'join token for --net NETWORK@HUB (default $HOSTME_NET_TOKEN)')
+    .option('-p, --publish <ports...>', 'forward [HOSTADDR:]HOSTPORT:GUESTPORT[/udp] to the guest (host side on 127.0.0.1 unless an address is given); the guest stays cut off from the host and the internet')
+    .option('--internet', 'give the guest a network with access to the host and the internet (QEMU user networking)')
     .option('--json', 'print the summary as JSON')
     .option('--verbose', 'say which accelerator was chosen and why')
     .action(async (link: string, name: string | undefined, options: RunCliOptions) => {
@@ -64,7 +70,10 @@ export function registerRun(program: Command): void {
         if (!seedStat?.isFile()) throw new HostmeError('usage', `--seed ${options.seed}: no such file (make one with hostme seed)`);
       }
       const net = options.net === undefined ? undefined : parseNetOption(options.net, options.netToken ?? process.env.HOSTME_NET_TOKEN);
-      const parsed = parseImageLink(link, name);
+      const publish = (options.publish ?? []).map(parsePublish);
+      // A downloaded NAME.hostme reference pins the publisher key.
+      const reference = (await isReferenceFile(link)) ? await readReferenceFile(link) : undefined;
+      const parsed = reference?.link ?? parseImageLink(link, name);
       const bar = new ProgressBar('hostme', { enabled: process.stderr.isTTY === true && options.console !== 'stdio' });
       const running = await startImage({
         link: parsed,
@@ -77,13 +86,16 @@ export function registerRun(program: Command): void {
         console: options.console,
         append: options.append,
         instance: options.instance,
-        trusted: options.pubkey ? [await loadPublicKey(options.pubkey)] : undefined,
+        trusted: options.pubkey ? [await loadPublicKey(options.pubkey)] : reference ? [reference.trusted] : undefined,
         extraDisks: options.seed ? [{ file: resolve(options.seed), readOnly: true }] : undefined,
         onNotice: (message) => process.stderr.write(`hostme: ${terminalSafe(message)}\n`),
         net,
+        publish,
+        internet: options.internet,
       });
       const { manifest } = running;
       for (const notice of running.notices) process.stderr.write(`hostme: ${terminalSafe(notice)}\n`);
+      for (const p of publish) process.stderr.write(`hostme: guest port ${p.guestPort}/${p.proto} published on ${p.hostAddr}:${p.hostPort}\n`);
       if (!options.json) process.stderr.write(`hostme: booting ${manifest.name}@${manifest.version} (${manifest.hardware.arch}, ${manifest.hardware.memoryMiB} MiB, accel ${running.vm.accel})${options.console === 'stdio' ? ' — Ctrl-] stops the VM' : ''}\n`);
       if (options.verbose) process.stderr.write(`hostme: accelerator ${running.vm.accel}: ${running.vm.accelReason}\n`);
       if (options.fill) {

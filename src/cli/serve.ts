@@ -8,7 +8,7 @@ import { removeStaleTemp } from '../repo/stale-temp.js';
 import { HostmeError } from '../errors.js';
 import { emit, parsePositiveInt } from './output.js';
 
-interface ServeOptions {
+interface ServeCliOptions {
   host: string;
   port: string;
   token?: string;
@@ -29,6 +29,13 @@ interface ServeOptions {
   renderRate: string;
   net?: boolean;
   netDir?: string;
+  hub?: boolean;
+  hubDomain?: string;
+  hosting: string;
+  invite?: string[];
+  hubState?: string;
+  package?: string;
+  publicUrl?: string;
 }
 
 function collect(value: string, previous: string[]): string[] {
@@ -64,9 +71,16 @@ export function registerServe(program: Command): void {
     .option('--render-max-seconds <n>', 'wall-time limit of one render build', '3600')
     .option('--render-max-queued <n>', 'render builds waiting at once before new ones get 503', '20')
     .option('--render-rate <n>', 'render builds a token may submit per minute before 429', '10')
+    .option('--hub', 'also be a HostMe hub: nodes host the images as sites, served at /s/NAME/ (docs/host.md)')
+    .option('--hub-domain <domain>', 'with --hub: also route Host: NAME.DOMAIN to site NAME')
+    .option('--hosting <policy>', 'with --hub: open (any node may host) or invite (nodes need an invite token)', 'open')
+    .option('--invite <site:token...>', 'with --hub: create invite tokens (SITE:TOKEN)')
+    .option('--package <tgz>', 'with --hub: serve this hostme package (npm pack) at /hostme.tgz for /install.sh')
+    .option('--public-url <url>', 'with --hub: the hub\'s public origin, used in /install.sh')
+    .option('--hub-state <file>', 'with --hub: SQLite file of the hub registry (default REPO/.hub/hub.db)')
     .option('--quiet', 'do not log requests')
     .option('--json', 'print the listening URL as JSON')
-    .action(async (repo: string, options: ServeOptions) => {
+    .action(async (repo: string, options: ServeCliOptions) => {
       const repoDir = resolve(repo);
       const info = await stat(repoDir).catch(() => null);
       if (!info?.isDirectory()) throw new HostmeError('repo-not-found', `${repoDir} is not a directory; pack an image into it first (hostme pack DISK --repo ${repo} --name NAME)`);
@@ -96,7 +110,9 @@ export function registerServe(program: Command): void {
         const recovered = await render.start();
         if (recovered.requeued || recovered.failed) process.stderr.write(`render: after a restart, ${recovered.requeued} job(s) queued again, ${recovered.failed} failed\n`);
       }
+      const hub = options.hub ? await startHub(repoDir, options) : undefined;
       const server = await startRepoServer({
+        hub,
         render,
         repoDir,
         host: options.host,
@@ -104,14 +120,57 @@ export function registerServe(program: Command): void {
         token,
         logger: options.quiet ? undefined : (e) => process.stderr.write(`${e.method} ${e.url} ${e.status} ${e.bytes}B ${e.ms.toFixed(0)}ms${e.error ? ` ${e.error}` : ''}\n`),
       });
-      // Loaded only with --net: the hub pulls in ws and the switch.
-      const hub = options.net ? await (await import('../net/hub.js')).attachNetHub(server.server, { dir: resolve(options.netDir ?? join(repoDir, '.net')), log: options.quiet ? undefined : (line) => process.stderr.write(`net: ${line}\n`) }) : undefined;
-      emit(options, { url: server.url, repo: repoDir, push: Boolean(token), ...(hub ? { net: `${server.url.replace(/^http/, 'ws')}/net/` } : {}) }, () => `serving ${repoDir} at ${server.url} (${token ? 'push enabled with token' : 'read-only'}${render ? ', render service at /api/builds' : ''}); landing pages at ${server.url}/i/NAME${hub ? `; network hub at ${server.url.replace(/^http/, 'ws')}/net/NETWORK (tokens: hostme net token NETWORK --dir ${hub.daemon.sw.registry.dir})` : ''}`);
+      if (hub) {
+        // Slow and hostile gateway clients are bounded in time.
+        server.server.headersTimeout = 10_000;
+        server.server.requestTimeout = 120_000;
+      }
+      // Loaded only with --net: the network hub pulls in ws and the switch.
+      const netHub = options.net ? await (await import('../net/hub.js')).attachNetHub(server.server, { dir: resolve(options.netDir ?? join(repoDir, '.net')), log: options.quiet ? undefined : (line) => process.stderr.write(`net: ${line}\n`) }) : undefined;
+      const netUrl = `${server.url.replace(/^http/, 'ws')}/net/`;
+      emit(options, { url: server.url, repo: repoDir, push: Boolean(token), ...(netHub ? { net: netUrl } : {}) }, () => `serving ${repoDir} at ${server.url} (${token ? 'push enabled with token' : 'read-only'}${render ? ', render service at /api/builds' : ''}); landing pages at ${server.url}/i/NAME${hub ? `; hub: sites at ${server.url}/s/NAME/` : ''}${netHub ? `; network hub at ${netUrl}NETWORK (tokens: hostme net token NETWORK --dir ${netHub.daemon.sw.registry.dir})` : ''}`);
       await new Promise<void>((done) => {
         // Running builds are killed and cleaned up at once, not waited for (a build may take an hour).
-        const stop = () => void Promise.all([hub?.close(), server.close(), render?.close()]).then(() => done());
+        const stop = () => {
+          hub?.close();
+          void Promise.all([netHub?.close(), server.close(), render?.close()]).then(() => done());
+        };
         process.once('SIGINT', stop);
         process.once('SIGTERM', stop);
       });
     });
+}
+
+async function startHub(repoDir: string, options: ServeCliOptions) {
+  if (options.hosting !== 'open' && options.hosting !== 'invite') throw new HostmeError('usage', '--hosting must be open or invite');
+  const { Hub } = await import('../hub/hub.js');
+  const { SqliteHubStore } = await import('../hub/hub-store.js');
+  const { openRepository } = await import('../repo/repository.js');
+  const store = new SqliteHubStore(resolve(options.hubState ?? join(repoDir, '.hub', 'hub.db')));
+  for (const invite of options.invite ?? []) {
+    const m = /^([a-z0-9-]+):(.{16,256})$/.exec(invite);
+    if (!m) throw new HostmeError('usage', `--invite ${invite}: expected SITE:TOKEN with a token of at least 16 characters`);
+    store.createInvite(m[1]!, m[2]!);
+  }
+  const repo = openRepository(repoDir);
+  let names: { at: number; list: string[] } | undefined;
+  const hub = new Hub({
+    store,
+    hosting: options.hosting,
+    domain: options.hubDomain,
+    ...(options.package ? { packageFile: resolve(options.package) } : {}),
+    ...(options.publicUrl ? { publicUrl: new URL(options.publicUrl).origin } : {}),
+    siteExists: async (site) => {
+      // The listing is re-read at most once a second, not per gateway request.
+      if (!names || Date.now() - names.at > 1000) names = { at: Date.now(), list: Object.keys((await repo.listing()).images) };
+      return names.list.includes(site);
+    },
+    log: options.quiet ? undefined : (line) => process.stderr.write(`${line}\n`),
+  });
+  return Object.assign(hub, {
+    close: () => {
+      Hub.prototype.close.call(hub);
+      store.close();
+    },
+  });
 }

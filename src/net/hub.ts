@@ -53,7 +53,11 @@ export async function attachNetHub(server: Server, options: NetHubOptions): Prom
 
   const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     const url = new URL(req.url ?? '/', 'http://hub');
-    if (!url.pathname.startsWith(NET_PATH_PREFIX)) return; // another handler's path
+    if (!url.pathname.startsWith(NET_PATH_PREFIX)) {
+      // Another handler's path (the HostMe hub's); with no other handler, nobody would ever answer it.
+      if (server.listenerCount('upgrade') === 1) socket.destroy();
+      return;
+    }
     const [network = '', kind, ...rest] = url.pathname.slice(NET_PATH_PREFIX.length).split('/');
     const trunk = kind === 'trunk' && rest.length === 0;
     const token = url.searchParams.get('token') ?? '';

@@ -20,6 +20,7 @@ import { materializeBlob } from './blob-file.js';
 import { RunStatsCollector, type RunStats } from './run-stats.js';
 import { attachGuest, overlayMac } from '../net/control.js';
 import type { ImageLink } from './link.js';
+import { userNetwork, type PortPublish } from './publish.js';
 
 export interface RunOptions {
   link: ImageLink;
@@ -51,6 +52,10 @@ export interface RunOptions {
   onNotice?: (message: string) => void;
   /** Join this overlay network (default: the manifest's network.join); docs/net.md. */
   net?: { network: string; site?: string; dir?: string; hub?: string; token?: string };
+  /** Host ports forwarded to guest ports over QEMU user networking (see publish.ts). */
+  publish?: PortPublish[];
+  /** Let the guest reach the host's networks and the internet (otherwise a published guest is restricted). */
+  internet?: boolean;
 }
 
 export interface RunningImage {
@@ -80,6 +85,7 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
   const cleanup = async () => {
     for (const step of cleanups.reverse()) await step().catch(() => {});
   };
+  const netdev = userNetwork(options.publish, options.internet);
   try {
     const instanceName = options.instance ?? options.link.name;
     const ephemeral = options.overlay === 'ephemeral';
@@ -165,6 +171,7 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
       activity: () => nbd.stats.requests.read,
       onNotice: (message) => (options.onNotice ? options.onNotice(message) : notices.push(message)),
       overlay,
+      ...(netdev ? { netdev } : {}),
     });
     if (network && overlay) {
       // QEMU listens; the machine's switch (started on demand) dials it.

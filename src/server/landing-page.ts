@@ -2,6 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { RepoListing } from '../repo/layout.js';
 import { HttpError, escapeHtml as e, formatBytes, publicBaseUrl, sendHtml } from './http-util.js';
 import { summarize, type ImageSummary, type RepoView } from './repo-view.js';
+import { REFERENCE_MEDIA_TYPE, makeReference } from '../runner/reference-file.js';
 
 const STYLE = `
 body{font:15px/1.5 system-ui,-apple-system,"Segoe UI",sans-serif;max-width:46rem;margin:2rem auto;padding:0 1rem;color:#1d2330;background:#fbfbfd}
@@ -38,7 +39,8 @@ export function runPagePath(name: string, version?: string): string {
 }
 
 /** The image page's one script: the "Open web+hostme: links with this site" button (src/web/handler.ts). */
-export const IMAGE_PAGE_CSP = "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+// connect-src: the "Host this site" offer probes a HostMe node on this computer (any loopback port).
+export const IMAGE_PAGE_CSP = "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; connect-src http://127.0.0.1:* http://localhost:*; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /** Group a hex key id in fours so it can be compared by eye. */
 function fingerprint(keyId: string): string {
@@ -81,6 +83,8 @@ ${s.description ? `<p>${e(s.description)}</p>` : ''}
 ${inBrowser ? `<p><a href="${e(runHere)}">Run here, in this tab</a> <span class="muted">(in your browser, with v86)</span></p>
 ` : ''}<p><a href="${e(`hostme+${s.pageUrl}`)}">Run on my computer</a> <span class="muted">(opens <code>hostme run</code>; <code>hostme install-handler</code> sets up these links), or type:</span></p>
 <pre><code>${e(s.runCommand)}</code></pre>
+<p id="host-offer" data-page="${e(s.pageUrl)}" hidden><a id="host-link" href="">Host this site on my computer</a> <span class="muted">(your HostMe node runs it in a VM and serves it to the web; you confirm on the node's page)</span></p>
+<p><a href="${e(`/r/${encodeURIComponent(s.name)}.hostme`)}" download>Download ${e(s.name)}.hostme</a> <span class="muted">(a reference file: opens in <code>hostme run</code> once <code>hostme install-handler</code> registered it)</span></p>
 <p class="muted">The disk streams on demand; every piece is checked against the signed manifest.</p>
 <p><button type="button" id="register-handler" hidden>Open web+hostme: links with this site</button> <span id="handler-status" role="status"></span></p>
 <h2>Details</h2>
@@ -139,4 +143,20 @@ export async function handleImagePage(req: IncomingMessage, res: ServerResponse,
     }
     throw err;
   }
+}
+
+/** GET /r/NAME.hostme: the reference file (application/vnd.hostme.reference+json). */
+export async function handleReferenceFile(req: IncomingMessage, res: ServerResponse, segments: string[], view: RepoView, fallbackHost: string): Promise<void> {
+  const m = segments.length === 1 ? /^(.+)\.hostme$/.exec(segments[0]!) : null;
+  if (!m) throw new HttpError(404, 'not-found', 'no such reference');
+  const { image, listing } = await view.image(m[1]!);
+  const summary = summarize(image, listing, publicBaseUrl(req, fallbackHost), false);
+  const body = JSON.stringify(makeReference({ pageUrl: summary.pageUrl, name: summary.name, version: summary.version, signer: image.signer, manifestDigest: summary.manifestDigest }), null, 2) + '\n';
+  res.writeHead(200, {
+    'Content-Type': REFERENCE_MEDIA_TYPE,
+    'Content-Disposition': `attachment; filename="${summary.name}.hostme"`,
+    'Content-Length': Buffer.byteLength(body),
+    'Cache-Control': 'no-cache',
+  });
+  res.end(req.method === 'HEAD' ? undefined : body);
 }

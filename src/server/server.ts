@@ -1,10 +1,11 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { realpathSync, statSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { errorMessage, isHostmeError } from '../errors.js';
 import { handleApi } from './api.js';
 import { CORS_ALLOW_HEADERS, CORS_ALLOW_METHODS, CORS_MAX_AGE, HttpError, sendJsonError, setCommonHeaders } from './http-util.js';
-import { handleImagePage, handleIndexPage } from './landing-page.js';
+import { handleImagePage, handleIndexPage, handleReferenceFile } from './landing-page.js';
 import { RepoView } from './repo-view.js';
 import { parseRequestPath } from './request-path.js';
 import { handleWebRoute } from './run-page.js';
@@ -41,6 +42,11 @@ export interface RepoServerOptions {
   logger?: RepoServerLogger;
   /** The render service (hostme serve --render): handles /api/builds. */
   render?: { handle(req: IncomingMessage, res: ServerResponse, segments: string[]): Promise<boolean> };
+  /** The hub (hostme serve --hub): gateway /s/…, Host-header sites, /api/hub/… and the node tunnels (upgrade). */
+  hub?: {
+    handleRequest(req: IncomingMessage, res: ServerResponse): boolean;
+    handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): boolean;
+  };
 }
 
 export interface StartRepoServerOptions extends RepoServerOptions {
@@ -108,6 +114,8 @@ export function createRepoServer(options: RepoServerOptions): Server {
       await handleIndexPage(req, res, view);
     } else if (segments[0] === 'api') {
       await handleApi(req, res, segments.slice(1), view, fallbackHost());
+    } else if (segments[0] === 'r') {
+      await handleReferenceFile(req, res, segments.slice(1), view, fallbackHost());
     } else if (segments[0] === 'i') {
       await handleImagePage(req, res, segments.slice(1), view, fallbackHost());
     } else {
@@ -136,6 +144,8 @@ export function createRepoServer(options: RepoServerOptions): Server {
         // A broken logger must not take the server down.
       }
     });
+    // The gateway answers every method and sets its own headers.
+    if (options.hub?.handleRequest(req, res)) return;
     setCommonHeaders(res);
     route(req, res).catch((err: unknown) => {
       if (!(err instanceof HttpError)) failure = errorMessage(err);
@@ -156,6 +166,13 @@ export function createRepoServer(options: RepoServerOptions): Server {
       }
     });
   });
+  if (options.hub) {
+    const hub = options.hub;
+    server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+      // /net/ upgrades belong to the network hub (hostme serve --net), which listens beside this one.
+      if (!hub.handleUpgrade(req, socket, head) && !(req.url ?? '').startsWith('/net/')) socket.destroy();
+    });
+  }
   // Expect: 100-continue is answered by the upload handler once auth and size checks pass.
   server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => server.emit('request', req, res));
   return server;

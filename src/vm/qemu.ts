@@ -44,6 +44,8 @@ export interface VmNetdev {
   hostfwd?: HostForward[];
   /** NIC model (default virtio-net-pci). */
   model?: string;
+  /** Isolate the guest: no packets to the host or beyond; the forwards above still work. */
+  restrict?: boolean;
 }
 
 /** A NIC on a hostme overlay network: QEMU listens on `socket` (stream framing) and the hostme switch dials it. */
@@ -211,7 +213,7 @@ export function buildQemuArgs(spec: VmSpec, accel: Accel, qmpSocket: string): st
     const fwds = (spec.netdev.hostfwd ?? []).map(
       (f) => `,hostfwd=${f.proto ?? 'tcp'}:${f.hostAddr ?? '127.0.0.1'}:${f.hostPort}-:${f.guestPort}`,
     );
-    args.push('-netdev', `user,id=n0${fwds.join('')}`);
+    args.push('-netdev', `user,id=n0${spec.netdev.restrict ? ',restrict=on' : ''}${fwds.join('')}`);
     args.push('-device', `${spec.netdev.model ?? 'virtio-net-pci'},netdev=n0`);
   }
   if (spec.overlay) {

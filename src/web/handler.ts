@@ -1,5 +1,8 @@
 // The landing page's only script (/_hostme/handler.js): the "Open web+hostme:
-// links with this site" button. Bundled by scripts/build-web.sh.
+// links with this site" button and the "Host this site" offer. Bundled by scripts/build-web.sh.
 import { offerProtocolHandler } from './protocol-handler.js';
+import { offerHosting } from './host-button.js';
 
 offerProtocolHandler(document.getElementById('register-handler') as HTMLButtonElement | null, document.getElementById('handler-status'));
+const hostOffer = document.getElementById('host-offer');
+void offerHosting(hostOffer, document.getElementById('host-link') as HTMLAnchorElement | null, hostOffer?.dataset.page ?? location.href);
