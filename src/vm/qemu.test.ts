@@ -1,5 +1,8 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { isHostmeError } from '../errors.js';
 import { loadReferenceGuest, type ReferenceGuest } from '../testing/reference-guest.js';
 import { buildQemuArgs, launchVm, type VmHandle, type VmSpec } from './qemu.js';
@@ -144,4 +147,37 @@ describe('reference guest under TCG', () => {
     assert.equal(a, b);
     assert.equal(vm.qmp.closed, true);
   });
+
+  test('QEMU does not outlive a hostme killed with SIGKILL', async () => {
+    const qemuModule = new URL('./qemu.js', import.meta.url).href;
+    const script = `
+      const { launchVm } = await import(${JSON.stringify(qemuModule)});
+      const vm = await launchVm(${JSON.stringify(guestSpec(guest, { keepRunning: true }))});
+      process.stdout.write(String(vm.pid) + '\\n');
+      setInterval(() => {}, 1000);
+    `;
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const pid = await new Promise<number>((resolve, reject) => {
+      let out = '';
+      child.stdout.on('data', (d: Buffer) => {
+        out += d.toString();
+        if (out.includes('\n')) resolve(Number(out.trim()));
+      });
+      child.once('exit', () => reject(new Error(`the launcher exited before printing QEMU's pid: ${out}`)));
+    });
+    assert.ok(alive(pid), 'QEMU runs while its parent does');
+    child.kill('SIGKILL');
+    for (let i = 0; i < 100 && alive(pid); i++) await sleep(100);
+    assert.equal(alive(pid), false, `QEMU ${pid} outlived its killed parent`);
+  });
 });
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return !readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.startsWith('Z');
+  } catch {
+    return false;
+  }
+}
+

@@ -318,6 +318,13 @@ function watchForLife(vm: VmHandle, activity: (() => number) | undefined, boundM
   });
 }
 
+let setprivLookup: Promise<string | undefined> | undefined;
+
+function setprivBinary(): Promise<string | undefined> {
+  setprivLookup ??= resolveQemuBinary('setpriv').catch(() => undefined);
+  return setprivLookup;
+}
+
 async function startQemu(spec: VmSpec, binary: string, accel: Accel, accelReason: string): Promise<VmHandle> {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'hostme-vm-'));
   const qmpSocket = path.join(dir, 'qmp.sock');
@@ -332,7 +339,12 @@ async function startQemu(spec: VmSpec, binary: string, accel: Accel, accelReason
   }
 
   const t0 = performance.now();
-  const child: ChildProcessByStdio<Writable, Readable, Readable> = spawn(binary, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+  // QEMU dies with us even on kill -9 (no 'exit' handler runs then): the kernel
+  // sends it SIGKILL when this process goes (util-linux setpriv, where present).
+  const setpriv = await setprivBinary();
+  const child: ChildProcessByStdio<Writable, Readable, Readable> = setpriv
+    ? spawn(setpriv, ['--pdeathsig', 'KILL', '--', binary, ...args], { stdio: ['pipe', 'pipe', 'pipe'] })
+    : spawn(binary, args, { stdio: ['pipe', 'pipe', 'pipe'] });
 
   // ---- console and stderr
   let consoleText = '';
