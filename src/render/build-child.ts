@@ -8,6 +8,9 @@ function send(message: ChildMessage): Promise<void> {
   return new Promise((resolve) => process.send!(message, () => resolve()));
 }
 
+// The service died (even by SIGKILL): nothing may go on building without it.
+process.on('disconnect', () => process.kill(-process.pid, 'SIGKILL'));
+
 process.once('message', (request: ChildBuildRequest) => {
   void (async () => {
     const build = repositoryBuild(request.repoDir, parsePrivateKeyPem(request.keyPem), request.cacheDir);
@@ -27,6 +30,7 @@ process.once('message', (request: ChildBuildRequest) => {
     } catch (err) {
       await send({ type: 'error', code: isHostmeError(err) ? err.code : 'render-build-failed', message: errorMessage(err) });
     }
+    process.removeAllListeners('disconnect');
     process.exit(0); // worker pools or sockets the build left open must not keep the process alive
   })();
 });

@@ -13,6 +13,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 // qcow2 export in the requested destination.
 const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
 const TOKEN = 'render-e2e-token';
+const auth = { authorization: `Bearer ${TOKEN}` };
 
 async function filesOf(dir: string): Promise<Record<string, string>> {
   const out: Record<string, string> = {};
@@ -28,7 +29,7 @@ async function filesOf(dir: string): Promise<Record<string, string>> {
 }
 
 function startServe(repo: string, port: number, env: Record<string, string>): ChildProcess {
-  return spawn(process.execPath, [hostmeBin, 'serve', repo, '--port', String(port), '--render', '--token', TOKEN, '--key', env.KEY!, '--quiet'], {
+  return spawn(process.execPath, [hostmeBin, 'serve', repo, '--port', String(port), '--render', '--token', TOKEN, '--key', env.KEY!, '--quiet', '--render-output-root', env.OUT!], {
     env: { ...process.env, ...env },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
@@ -36,7 +37,7 @@ function startServe(repo: string, port: number, env: Record<string, string>): Ch
 
 async function waitUp(url: string): Promise<void> {
   for (let i = 0; i < 200; i++) {
-    if (await fetch(`${url}/api/builds`).then((r) => r.ok, () => false)) return;
+    if (await fetch(`${url}/api/builds`, { headers: auth }).then((r) => r.ok, () => false)) return;
     await new Promise((r) => setTimeout(r, 100));
   }
   throw new Error('render service did not start');
@@ -45,7 +46,7 @@ async function waitUp(url: string): Promise<void> {
 type BuildStatus = { state: string; step: string; error: string | null; attempts: number; outputs: { image: string; exports: Array<{ files: Array<{ url: string }> }> } };
 
 async function status(url: string, id: string): Promise<BuildStatus> {
-  return (await (await fetch(`${url}/api/builds/${id}`)).json()) as BuildStatus;
+  return (await (await fetch(`${url}/api/builds/${id}`, { headers: auth })).json()) as BuildStatus;
 }
 
 test('render API: build over HTTP, survive a kill -9 mid-build, finish with image and export', async () => {
@@ -55,7 +56,7 @@ test('render API: build over HTTP, survive a kill -9 mid-build, finish with imag
   const key = join(dir, 'publisher.key');
   await runCli(['keygen', key]);
   await run('mkdir', ['-p', repo, out]);
-  const env = { KEY: key, HOSTME_BUILD_CACHE: join(repoRoot, '.cache', 'build') };
+  const env = { KEY: key, OUT: out, HOSTME_BUILD_CACHE: join(repoRoot, '.cache', 'build') };
   const port = 20000 + Math.floor(Math.random() * 20000);
   const url = `http://127.0.0.1:${port}`;
   let server = startServe(repo, port, env);
