@@ -7,8 +7,7 @@
 #   npm run demo:host            # needs the set-up of the README (scripts/setup.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ -d dist ] || npx tsc -p tsconfig.json
-[ -f dist-web/handler.js ] || bash scripts/build-web.sh
+bash scripts/setup.sh
 hostme() { node bin/hostme.js "$@"; }
 demo=.cache/demo-host
 mkdir -p "$demo"

@@ -51,6 +51,9 @@ fi
 echo "Browser:      http://127.0.0.1:$port/i/hello-i686 (the HostMe button; 'Run here' resumes the snapshot in the tab)"
 echo "Landing page: http://127.0.0.1:$port/i/hello (while 'hostme serve $demo/repo' runs)"
 echo "Interactive:  node bin/hostme.js run http://127.0.0.1:$port/i/hello --cache $demo/cache   (Ctrl-] stops the VM)"
+echo "Accelerator:  node bin/hostme.js doctor   (KVM or TCG, and why)"
+echo "Next demos:   npm run demo:net    (a hub, two guests on one overlay network, each with its own address and name)"
+echo "              npm run demo:host   (a hub and a visitor's node: the web example hosted in the node's VM, served through the hub)"
 if [ "$serve_after" = 1 ]; then
   echo "Serving $demo/repo at http://127.0.0.1:$port until Ctrl-C"
   wait "$server"
