@@ -16,6 +16,7 @@ interface ExportCliOptions {
   compress?: boolean;
   provider?: string;
   workDir?: string;
+  bootloader?: boolean;
   pubkey?: string;
   json?: boolean;
 }
@@ -31,6 +32,7 @@ export function registerExport(program: Command): void {
       .requiredOption('--to <dest>', `destination: ${DESTINATIONS.map((d) => d.example).join(' | ')}`)
       .option('--compress', 'qcow2: compress clusters')
       .option('--provider <provider>', 'vagrant: libvirt or virtualbox', undefined)
+      .option('--no-bootloader', 'direct-boot images: do not write a BIOS bootloader with the kernel into the disk (the disk is then byte-identical to the published one; boot it with -kernel)')
       .option('--work-dir <dir>', 'where to build temporary files (default: the destination directory, or the OS temp dir)'),
   )
     .option('--json', 'machine-readable summary on stdout')
@@ -71,6 +73,7 @@ export function registerExport(program: Command): void {
         compress: options.compress,
         provider: options.provider as 'libvirt' | 'virtualbox' | undefined,
         workDir: options.workDir,
+        bootloader: options.bootloader,
         ...(await trustFrom(options)),
         onProgress,
         onWorkDir: (dir) => (workDir = dir),

@@ -6,6 +6,8 @@ import { errorMessage } from '../errors.js';
 import type { PublisherKey } from '../format/signature.js';
 import { openRepository, type Repository } from '../repo/repository.js';
 import { openDestination, type Destination } from './destinations/index.js';
+import { prepareBootKit } from './boot-kit.js';
+import { addBiosBootloader } from './bootloader.js';
 import { ExportError } from './errors.js';
 import { exportFormat, type ExportedFile } from './formats/index.js';
 import { sha256File } from './hash.js';
@@ -28,6 +30,13 @@ export interface ExportOptions {
   /** Parent of the temporary work directory (default: the local destination, else the OS temp dir). */
   workDir?: string;
   env?: NodeJS.ProcessEnv;
+  /**
+   * Direct-boot images: write a BIOS bootloader (syslinux) with the image's
+   * kernel, initrd and command line into the exported disk (default true).
+   */
+  bootloader?: boolean;
+  /** Debian package cache for matching an ELF kernel to its bzImage and modules (default: hostme build's cache). */
+  cacheDir?: string;
   onProgress?: (event: ExportProgress) => void;
   /** Called with the temporary work directory once created (the CLI removes it on SIGINT). */
   onWorkDir?: (dir: string | undefined) => void;
@@ -52,6 +61,8 @@ export interface ExportResult {
   format: string;
   destination: string;
   diskSize: number;
+  /** How the exported disk boots without -kernel: 'syslinux' (written by this export), 'firmware' (the image's own), 'none' (--no-bootloader). */
+  boot: 'syslinux' | 'firmware' | 'none';
   files: ExportedFileSummary[];
   seconds: number;
 }
@@ -85,6 +96,14 @@ export async function exportImage(options: ExportOptions): Promise<ExportResult>
     options.onWorkDir?.(workDir);
     const rawPath = join(workDir, 'disk0.raw');
     await materializeDisk(repo, image, rawPath, { onProgress: (done, total) => options.onProgress?.({ phase: 'materialize', done, total }) });
+    let boot: ExportResult['boot'] = manifest.boot.mode === 'firmware' ? 'firmware' : 'none';
+    if (manifest.boot.mode === 'direct' && options.bootloader !== false) {
+      options.onProgress?.({ phase: 'convert', step: 'writing a BIOS bootloader (syslinux) with the kernel' });
+      const kit = await prepareBootKit(repo, image, workDir, { cacheDir: options.cacheDir });
+      await addBiosBootloader(rawPath, kit!, image.digest.slice(0, 8));
+      boot = 'syslinux';
+    }
+    const diskSize = (await stat(rawPath)).size;
     const baseName = `${manifest.name}-${manifest.version}`;
     const files = await format.write(rawPath, manifest, workDir, {
       baseName,
@@ -98,7 +117,8 @@ export async function exportImage(options: ExportOptions): Promise<ExportResult>
       digest: image.digest,
       format: format.name,
       destination: destination.location,
-      diskSize: manifest.disks[0]!.size,
+      diskSize,
+      boot,
       files: summaries,
       seconds: Math.round((performance.now() - started) / 100) / 10,
     };
