@@ -19,9 +19,12 @@ export function registerServe(program: Command): void {
     .option('--render-state <dir>', 'where render jobs are kept (default REPO/.render; dotfiles are never served)')
     .option('--concurrency <n>', 'render builds at once', '1')
     .option('--key <keyfile>', 'publisher key that signs rendered images (default ~/.config/hostme/publisher.key)')
+    .option('--iso', 'generate and offer each direct-boot image\'s bootable ISO and its torrent (/i/NAME/NAME.iso[.torrent])')
+    .option('--public-url <url>', 'the public base URL written into ISOs and torrents (default: the listening address)')
+    .option('--iso-cache <dir>', 'where generated ISOs are kept (default REPO/.iso-cache; dotfiles are never served)')
     .option('--quiet', 'do not log requests')
     .option('--json', 'print the listening URL as JSON')
-    .action(async (repo: string, options: { host: string; port: string; token?: string; quiet?: boolean; json?: boolean; render?: boolean; renderState?: string; concurrency: string; key?: string }) => {
+    .action(async (repo: string, options: { host: string; port: string; token?: string; quiet?: boolean; json?: boolean; render?: boolean; renderState?: string; concurrency: string; key?: string; iso?: boolean; publicUrl?: string; isoCache?: string }) => {
       const repoDir = resolve(repo);
       const info = await stat(repoDir).catch(() => null);
       if (!info?.isDirectory()) throw new HostmeError('repo-not-found', `${repoDir} is not a directory; pack an image into it first (hostme pack DISK --repo ${repo} --name NAME)`);
@@ -41,6 +44,7 @@ export function registerServe(program: Command): void {
       }
       const server = await startRepoServer({
         render,
+        iso: options.iso ? { cacheDir: resolve(options.isoCache ?? join(repoDir, '.iso-cache')), publicUrl: options.publicUrl } : undefined,
         repoDir,
         host: options.host,
         port,
