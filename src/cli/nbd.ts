@@ -16,9 +16,13 @@ export function registerNbd(program: Command): void {
     .argument('[name]', 'image name when the link is a repository')
     .requiredOption('--socket <path>', 'unix socket to listen on (exports disk0, disk1, … and "" for disk 0)')
     .option('--cache <dir>', 'cache directory')
+    .option('--mirror <url...>', 'additional mirrors of the repository (manifests and objects)')
     .option('--json', 'machine-readable output')
-    .action(async (link: string, name: string | undefined, options: { socket: string; cache?: string; json?: boolean }) => {
-      const resolved = await resolveImage(parseImageLink(link, name), { cache: new CacheDir(options.cache) });
+    .action(async (link: string, name: string | undefined, options: { socket: string; cache?: string; mirror?: string[]; json?: boolean }) => {
+      const resolved = await resolveImage(parseImageLink(link, name), { cache: new CacheDir(options.cache), extraMirrors: options.mirror });
+      // One line per source that was refused, slow or unreachable, and when the cache had to stand in.
+      if (resolved.offline) process.stderr.write(`hostme: repository unreachable (${resolved.offline}); serving from the local cache\n`);
+      for (const notice of resolved.notices) process.stderr.write(`hostme: ${notice}\n`);
       const scheduler = new FetchScheduler(resolved.source, 8);
       const exports = new Map<string, BlockDevice>();
       for (const [i, disk] of resolved.image.manifest.disks.entries()) {
