@@ -64,7 +64,7 @@ describe('hostme export formats', () => {
 
   test('every registered format has a distinct name and a writer', () => {
     const names = EXPORT_FORMATS.map((f) => f.name);
-    assert.deepEqual(names, ['raw', 'qcow2', 'vmdk', 'vdi', 'vhd', 'vhdx', 'ova', 'vagrant']);
+    assert.deepEqual(names, ['raw', 'qcow2', 'vmdk', 'vdi', 'vhd', 'vhdx', 'ova', 'vagrant', 'iso']);
     assert.equal(new Set(names).size, names.length);
   });
 
