@@ -114,7 +114,7 @@ async function generateInitrd(ctx: BootContext, spec: GeneratedInitrd, contents:
 }
 
 /** The busybox binary from a Debian package; it must be statically linked (nothing else is in the initrd). */
-async function staticBusybox(spec: string, cacheDir: string, arch: string, log: (line: string) => void): Promise<Buffer> {
+export async function staticBusybox(spec: string, cacheDir: string, arch: string, log: (line: string) => void): Promise<Buffer> {
   const deb = await fetchDeb(spec, cacheDir, { arch, log });
   const { stream, done } = debDataTar(deb.file);
   const extract = tar.extract();

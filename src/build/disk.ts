@@ -204,7 +204,6 @@ export interface BiosDiskRequest {
  * and syslinux.cfg; partition 2 the ext4 root (/dev/nvme0n1p2, /dev/sda2...).
  */
 export async function makeBiosDisk(req: BiosDiskRequest): Promise<void> {
-  const mbr = await firstExisting(SYSLINUX_MBR, 'syslinux mbr.bin', 'syslinux-common');
   const kernelBytes = (await stat(req.kernel)).size + (req.initrd ? (await stat(req.initrd)).size : 0);
   const bootBytes = Math.max(16 * MiB, Math.ceil((kernelBytes * 1.1 + 2 * MiB) / MiB) * MiB);
   const bootStart = MiB;
@@ -218,9 +217,33 @@ export async function makeBiosDisk(req: BiosDiskRequest): Promise<void> {
   const labelId = req.uuid.replace(/-/g, '').slice(0, 8);
   const script = `label: dos\nlabel-id: 0x${labelId}\nunit: sectors\nstart=${bootStart / 512}, size=${bootBytes / 512}, type=e, bootable\nstart=${rootStart / 512}, size=${rootBytes / 512}, type=83\n`;
   await tool('sfdisk', ['-q', '--no-reread', '--no-tell-kernel', req.image], 'fdisk', process.env, script);
+  await writeSyslinuxPartition({ image: req.image, start: bootStart, bytes: bootBytes, volumeId: labelId, kernel: req.kernel, initrd: req.initrd, cmdline: req.cmdline });
+  await writeSyslinuxMbr(req.image);
+  await makeExt4({ root: req.root, image: req.image, offset: rootStart, sizeBytes: rootBytes, uuid: req.uuid, hashSeed: req.hashSeed, label: req.label, tree: req.tree, owners: req.owners });
+}
+
+export interface SyslinuxPartition {
+  image: string;
+  /** Byte offset and size of the partition (whole sectors; the MBR entry is written by the caller). */
+  start: number;
+  bytes: number;
+  /** FAT volume id: 8 hex digits. */
+  volumeId: string;
+  /** A bzImage (syslinux speaks the Linux boot protocol; an ELF vmlinux does not boot this way). */
+  kernel: string;
+  initrd?: string;
+  cmdline: string;
+}
+
+/**
+ * Formats the partition at `start` as FAT16 (mkfs.vfat --offset) holding
+ * syslinux.cfg, /vmlinuz and /initrd, and installs syslinux's boot sector and
+ * ldlinux.sys there (syslinux --offset): no root, no loop device.
+ */
+export async function writeSyslinuxPartition(req: SyslinuxPartition): Promise<void> {
   const env = { ...process.env, TZ: 'UTC', SOURCE_DATE_EPOCH: String(BUILD_EPOCH), MTOOLS_SKIP_CHECK: '1' };
-  await tool('mkfs.vfat', ['-F', '16', '--offset', String(bootStart / 512), '-i', labelId, '-n', 'HOSTMEBOOT', '--invariant', req.image, String(bootBytes / 1024)], 'dosfstools', env);
-  const fat = `${req.image}@@${bootStart}`;
+  await tool('mkfs.vfat', ['-F', '16', '--offset', String(req.start / 512), '-i', req.volumeId, '-n', 'HOSTMEBOOT', '--invariant', req.image, String(req.bytes / 1024)], 'dosfstools', env);
+  const fat = `${req.image}@@${req.start}`;
   const staging = `${req.image}.boot`;
   await rm(staging, { recursive: true, force: true });
   await mkdir(staging);
@@ -235,15 +258,19 @@ export async function makeBiosDisk(req: BiosDiskRequest): Promise<void> {
   } finally {
     await rm(staging, { recursive: true, force: true });
   }
-  await tool('syslinux', ['--offset', String(bootStart), '--install', req.image], 'syslinux', env);
+  await tool('syslinux', ['--offset', String(req.start), '--install', req.image], 'syslinux', env);
+}
+
+/** Writes syslinux's MBR boot code (the first 440 bytes: it chain-loads the active partition); the partition table is left as it is. */
+export async function writeSyslinuxMbr(image: string): Promise<void> {
+  const mbr = await firstExisting(SYSLINUX_MBR, 'syslinux mbr.bin', 'syslinux-common');
   const mbrBytes = (await readFile(mbr)).subarray(0, 440);
-  const handle = await open(req.image, 'r+');
+  const handle = await open(image, 'r+');
   try {
     await handle.write(mbrBytes, 0, mbrBytes.length, 0);
   } finally {
     await handle.close();
   }
-  await makeExt4({ root: req.root, image: req.image, offset: rootStart, sizeBytes: rootBytes, uuid: req.uuid, hashSeed: req.hashSeed, label: req.label, tree: req.tree, owners: req.owners });
 }
 
 /** Bytes the BIOS layout adds in front of the root file system for a kernel(+initrd) of `kernelBytes`. */

@@ -28,6 +28,10 @@ export interface InitrdRequest {
   out: string;
   /** Scratch directory for the tree (created, then removed). */
   work: string;
+  /** Another /init script (default INITRD_INIT: mount root= and switch_root). */
+  init?: string;
+  /** Extra files (path relative to the initrd root, in an existing directory such as etc/ → content), mode 0644. */
+  files?: Record<string, string>;
 }
 
 export interface InitrdResult {
@@ -88,7 +92,11 @@ function initrdEntries(req: InitrdRequest): { entries: Map<string, Entry>; modul
   for (const dir of ['bin', 'dev', 'proc', 'sys', 'newroot', 'lib', 'lib/modules']) entries.set(dir, { kind: 'dir' });
   entries.set('bin/busybox', { kind: 'file', data: req.busybox, mode: 0o755 });
   entries.set('bin/sh', { kind: 'link', target: 'busybox' });
-  entries.set('init', { kind: 'file', data: INITRD_INIT, mode: 0o755 });
+  entries.set('init', { kind: 'file', data: req.init ?? INITRD_INIT, mode: 0o755 });
+  for (const [rel, data] of Object.entries(req.files ?? {})) {
+    for (let dir = path.posix.dirname(rel); dir !== '.'; dir = path.posix.dirname(dir)) if (!entries.has(dir)) entries.set(dir, { kind: 'dir' });
+    entries.set(rel, { kind: 'file', data, mode: 0o644 });
+  }
   // Numbered names keep the load order visible and make two modules of the same name impossible to confuse.
   const width = String(req.modules.length).length < 2 ? 2 : String(req.modules.length).length;
   const moduleFiles = req.modules.map((m, i) => `${String(i + 1).padStart(width, '0')}-${m.name}.ko`);

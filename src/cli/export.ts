@@ -4,6 +4,7 @@ import { HostmeError } from '../errors.js';
 import { DESTINATIONS } from '../export/destinations/index.js';
 import { exportImage, type ExportProgress } from '../export/export-image.js';
 import { EXPORT_FORMATS } from '../export/formats/index.js';
+import type { SiteReference } from '../export/iso.js';
 import { killActiveTools } from '../export/tools.js';
 import { emit, formatBytes, parseImageSpec } from './output.js';
 import { ProgressBar } from './progress.js';
@@ -16,6 +17,10 @@ interface ExportCliOptions {
   compress?: boolean;
   provider?: string;
   workDir?: string;
+  bootloader?: boolean;
+  siteLink?: string;
+  hub?: string;
+  joinToken?: string;
   pubkey?: string;
   json?: boolean;
 }
@@ -31,6 +36,10 @@ export function registerExport(program: Command): void {
       .requiredOption('--to <dest>', `destination: ${DESTINATIONS.map((d) => d.example).join(' | ')}`)
       .option('--compress', 'qcow2: compress clusters')
       .option('--provider <provider>', 'vagrant: libvirt or virtualbox', undefined)
+      .option('--no-bootloader', 'direct-boot images: do not write a BIOS bootloader with the kernel into the disk (the disk is then byte-identical to the published one; boot it with -kernel)')
+      .option('--site-link <url>', 'iso: the hostme link written into the ISO (default: REPO/i/NAME when --repo is a URL)')
+      .option('--hub <url>', 'iso: the hub URL written into the ISO (default: the repository URL)')
+      .option('--join-token <token>', 'iso: join token of an invite-only site, written into the ISO (or HOSTME_JOIN_TOKEN)')
       .option('--work-dir <dir>', 'where to build temporary files (default: the destination directory, or the OS temp dir)'),
   )
     .option('--json', 'machine-readable summary on stdout')
@@ -71,6 +80,8 @@ export function registerExport(program: Command): void {
         compress: options.compress,
         provider: options.provider as 'libvirt' | 'virtualbox' | undefined,
         workDir: options.workDir,
+        bootloader: options.bootloader,
+        site: siteFrom(options, name),
         ...(await trustFrom(options)),
         onProgress,
         onWorkDir: (dir) => (workDir = dir),
@@ -86,4 +97,14 @@ export function registerExport(program: Command): void {
         ].join('\n'),
       );
     });
+}
+
+/** --site-link/--hub/--join-token → the ISO's website reference (undefined: exportImage derives it from --repo). */
+function siteFrom(options: ExportCliOptions, name: string): SiteReference | undefined {
+  const token = options.joinToken ?? (process.env.HOSTME_JOIN_TOKEN || undefined);
+  if (!options.siteLink && !options.hub && !token) return undefined;
+  const repoUrl = /^https?:\/\//i.test(options.repo) ? options.repo.replace(/\/+$/, '') : undefined;
+  const link = options.siteLink ?? (repoUrl ? `${repoUrl}/i/${name}` : undefined);
+  if (!link) throw new HostmeError('usage', '--hub/--join-token need --site-link when --repo is a local directory');
+  return { link, hub: options.hub ?? repoUrl, ...(token ? { token } : {}) };
 }

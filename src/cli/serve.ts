@@ -36,6 +36,8 @@ interface ServeCliOptions {
   hubState?: string;
   package?: string;
   publicUrl?: string;
+  iso?: boolean;
+  isoCache?: string;
 }
 
 function collect(value: string, previous: string[]): string[] {
@@ -76,8 +78,10 @@ export function registerServe(program: Command): void {
     .option('--hosting <policy>', 'with --hub: open (any node may host) or invite (nodes need an invite token)', 'open')
     .option('--invite <site:token...>', 'with --hub: create invite tokens (SITE:TOKEN)')
     .option('--package <tgz>', 'with --hub: serve this hostme package (npm pack) at /hostme.tgz for /install.sh')
-    .option('--public-url <url>', 'with --hub: the hub\'s public origin, used in /install.sh')
+    .option('--public-url <url>', 'the public origin written into /install.sh (--hub), ISOs and torrents (--iso); default: the listening address')
     .option('--hub-state <file>', 'with --hub: SQLite file of the hub registry (default REPO/.hub/hub.db)')
+    .option('--iso', 'generate and offer each direct-boot image\'s bootable ISO and its torrent (/i/NAME/NAME.iso[.torrent])')
+    .option('--iso-cache <dir>', 'where generated ISOs are kept (default REPO/.iso-cache; dotfiles are never served)')
     .option('--quiet', 'do not log requests')
     .option('--json', 'print the listening URL as JSON')
     .action(async (repo: string, options: ServeCliOptions) => {
@@ -114,6 +118,7 @@ export function registerServe(program: Command): void {
       const server = await startRepoServer({
         hub,
         render,
+        iso: options.iso ? { cacheDir: resolve(options.isoCache ?? join(repoDir, '.iso-cache')), publicUrl: options.publicUrl } : undefined,
         repoDir,
         host: options.host,
         port,

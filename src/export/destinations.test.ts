@@ -165,7 +165,7 @@ describe('export destinations', () => {
     test('big file: multipart upload (CreateMultipartUpload/UploadPart/Complete), object whole', async () => {
       // 64 MiB raw disk with a 16 MiB threshold and 5 MiB parts: 13 parts.
       const destination = new S3Destination('s3://images/multi', env, { multipartThreshold: 16 * 1024 * 1024, partSize: 5 * 1024 * 1024 });
-      const result = await exportImage({ repo: img.repoDir, name: img.name, format: 'raw', to: 's3://images/multi', destination, workDir: work, env });
+      const result = await exportImage({ repo: img.repoDir, name: img.name, format: 'raw', bootloader: false, to: 's3://images/multi', destination, workDir: work, env });
       const head = await client.send(new HeadObjectCommand({ Bucket: 'images', Key: 'multi/small-1.raw' }));
       assert.equal(head.ContentLength, 64 * 1024 * 1024);
       assert.deepEqual(destination.stats, { putObjects: 0, multipartUploads: 1, parts: 13, aborted: 0 });
@@ -199,7 +199,7 @@ describe('export destinations', () => {
       try {
         const destination = new S3Destination('s3://images/aborted', { ...env, AWS_ENDPOINT_URL: proxyUrl }, { multipartThreshold: 16 * 1024 * 1024, partSize: 5 * 1024 * 1024 });
         await assert.rejects(
-          exportImage({ repo: img.repoDir, name: img.name, format: 'raw', to: 's3://images/aborted', destination, workDir: work }),
+          exportImage({ repo: img.repoDir, name: img.name, format: 'raw', bootloader: false, to: 's3://images/aborted', destination, workDir: work }),
           (err: unknown) => isHostmeError(err, 'export-destination-failed') && /injected failure|InternalError/.test(err.message),
         );
         assert.equal(destination.stats.aborted, 1);

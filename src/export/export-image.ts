@@ -6,8 +6,14 @@ import { errorMessage } from '../errors.js';
 import type { PublisherKey } from '../format/signature.js';
 import { openRepository, type Repository } from '../repo/repository.js';
 import { openDestination, type Destination } from './destinations/index.js';
+import { prepareBootKit } from './boot-kit.js';
+import { addBiosBootloader } from './bootloader.js';
 import { ExportError } from './errors.js';
-import { exportFormat, type ExportedFile } from './formats/index.js';
+import { exportFormat, type ExportedFile, type FormatOptions } from './formats/index.js';
+import { checkSiteReference, type SiteReference } from './iso.js';
+import { defaultBuildCacheDir } from '../build/build-image.js';
+import { staticBusybox } from '../build/boot.js';
+import { debianArch } from '../build/debian.js';
 import { sha256File } from './hash.js';
 import { materializeDisk } from './materialize.js';
 
@@ -28,6 +34,15 @@ export interface ExportOptions {
   /** Parent of the temporary work directory (default: the local destination, else the OS temp dir). */
   workDir?: string;
   env?: NodeJS.ProcessEnv;
+  /**
+   * Direct-boot images: write a BIOS bootloader (syslinux) with the image's
+   * kernel, initrd and command line into the exported disk (default true).
+   */
+  bootloader?: boolean;
+  /** Debian package cache for matching an ELF kernel to its bzImage and modules (default: hostme build's cache). */
+  cacheDir?: string;
+  /** iso: the website reference written into the ISO (default: the repository URL's /i/NAME page when the repository is a URL). */
+  site?: SiteReference;
   onProgress?: (event: ExportProgress) => void;
   /** Called with the temporary work directory once created (the CLI removes it on SIGINT). */
   onWorkDir?: (dir: string | undefined) => void;
@@ -52,6 +67,8 @@ export interface ExportResult {
   format: string;
   destination: string;
   diskSize: number;
+  /** How the exported disk boots without -kernel: 'syslinux' (written by this export), 'firmware' (the image's own), 'none' (--no-bootloader). */
+  boot: 'syslinux' | 'firmware' | 'none';
   files: ExportedFileSummary[];
   seconds: number;
 }
@@ -85,11 +102,30 @@ export async function exportImage(options: ExportOptions): Promise<ExportResult>
     options.onWorkDir?.(workDir);
     const rawPath = join(workDir, 'disk0.raw');
     await materializeDisk(repo, image, rawPath, { onProgress: (done, total) => options.onProgress?.({ phase: 'materialize', done, total }) });
+    let bootVia: ExportResult['boot'] = manifest.boot.mode === 'firmware' ? 'firmware' : 'none';
+    let iso: FormatOptions['iso'];
+    if (format.name === 'iso' && manifest.boot.mode === 'direct') {
+      const site = options.site ?? defaultSite(typeof options.repo === 'string' ? options.repo : repo.location, manifest.name);
+      checkSiteReference(site);
+      options.onProgress?.({ phase: 'convert', step: 'matching the kernel to its Debian package (bzImage, modules)' });
+      const cacheDir = options.cacheDir ?? defaultBuildCacheDir();
+      const boot = (await prepareBootKit(repo, image, workDir, { cacheDir, modules: true }))!;
+      const busybox = await staticBusybox('busybox-static', cacheDir, debianArch(manifest.hardware.arch), () => {});
+      iso = { boot, busybox, site, digest: image.digest };
+      bootVia = 'syslinux';
+    } else if (manifest.boot.mode === 'direct' && options.bootloader !== false) {
+      options.onProgress?.({ phase: 'convert', step: 'writing a BIOS bootloader (syslinux) with the kernel' });
+      const kit = await prepareBootKit(repo, image, workDir, { cacheDir: options.cacheDir });
+      await addBiosBootloader(rawPath, kit!, image.digest.slice(0, 8));
+      bootVia = 'syslinux';
+    }
+    const diskSize = (await stat(rawPath)).size;
     const baseName = `${manifest.name}-${manifest.version}`;
     const files = await format.write(rawPath, manifest, workDir, {
       baseName,
       compress: options.compress,
       provider: options.provider,
+      iso,
       onStep: (step) => options.onProgress?.({ phase: 'convert', step }),
     });
     const summaries = await storeFiles(destination, files, options.onProgress);
@@ -98,7 +134,8 @@ export async function exportImage(options: ExportOptions): Promise<ExportResult>
       digest: image.digest,
       format: format.name,
       destination: destination.location,
-      diskSize: manifest.disks[0]!.size,
+      diskSize,
+      boot: bootVia,
       files: summaries,
       seconds: Math.round((performance.now() - started) / 100) / 10,
     };
@@ -107,6 +144,15 @@ export async function exportImage(options: ExportOptions): Promise<ExportResult>
     options.onWorkDir?.(undefined);
     destination.close?.();
   }
+}
+
+/** The reference an ISO carries when none is given: the repository's landing page, when it is served over http(s). */
+function defaultSite(repoLocation: string, name: string): SiteReference {
+  if (!/^https?:\/\//i.test(repoLocation)) {
+    throw new ExportError('usage', 'an ISO carries the website reference: give --site-link URL (the repository is a local directory, so there is no web address to default to)');
+  }
+  const hub = repoLocation.replace(/\/+$/, '');
+  return { link: `${hub}/i/${name}`, hub };
 }
 
 /**

@@ -3,7 +3,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { packWithNewKey } from '../testing/fixtures.js';
-import { loadReferenceGuest, type ReferenceGuest } from '../testing/reference-guest.js';
+import { loadReferenceGuest, referenceGuestDir, type ReferenceGuest } from '../testing/reference-guest.js';
 
 export interface SmallImage {
   guest: ReferenceGuest;
@@ -14,8 +14,19 @@ export interface SmallImage {
   cleanup(): Promise<void>;
 }
 
+/**
+ * The Debian package cache of the reference guest build (<guest dir>/debs):
+ * exports that write a bootloader match the image's ELF kernel to its
+ * package there, without the network.
+ */
+export function guestDebCache(): string {
+  return join(referenceGuestDir(), '..');
+}
+
 export async function packSmallImage(): Promise<SmallImage> {
   const guest = loadReferenceGuest();
+  // Child processes (the CLI tests) inherit it: hostme build's cache is where exports look for kernel packages.
+  process.env.HOSTME_BUILD_CACHE ??= guestDebCache();
   const dir = await mkdtemp(join(tmpdir(), 'hostme-export-test-'));
   const repoDir = join(dir, 'repo');
   await packWithNewKey(dir, repoDir, {

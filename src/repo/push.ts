@@ -1,3 +1,4 @@
+import { HostmeError } from '../errors.js';
 import { isHole, chunkLength, indexByteLength } from '../format/chunk-index.js';
 import { manifestBlobs } from '../format/manifest.js';
 import { objectPath } from '../format/digest.js';
@@ -20,7 +21,7 @@ export interface PushResult {
 export async function pushImage(from: Repository, to: Repository, name: string, version: string | undefined, onProgress?: (done: number, total: number) => void): Promise<PushResult> {
   const image = await from.loadImage(name, version);
   const write = to.transport.write?.bind(to.transport);
-  if (!write) throw new Error(`${to.location} is read-only`);
+  if (!write) throw new HostmeError('store-readonly', `${to.location} is read-only`);
   const objects = new Map<string, number>();
   for (const { label, ref } of manifestBlobs(image.manifest)) {
     objects.set(ref.index, indexByteLength(ref.size, ref.chunkSize));
@@ -45,11 +46,20 @@ export async function pushImage(from: Repository, to: Repository, name: string, 
     }
   };
   await Promise.all(Array.from({ length: 6 }, worker));
+  // Nothing that exists is rewritten: the marker and key are the same bytes anyway, and a version is never replaced.
+  const present = (path: string) => (to.transport.exists ? to.transport.exists(path) : to.transport.read(path).then((b) => b !== null));
   const marker = await from.transport.read(REPO_MARKER);
-  if (marker) await write(REPO_MARKER, marker);
-  const key = await from.transport.read(keyPath(image.signer.keyId));
-  if (key) await write(keyPath(image.signer.keyId), key);
-  await write(manifestPath(name, image.manifest.version), image.envelope);
+  if (marker && !(await present(REPO_MARKER))) await write(REPO_MARKER, marker);
+  const keyFile = keyPath(image.signer.keyId);
+  const key = await from.transport.read(keyFile);
+  if (key && !(await present(keyFile))) await write(keyFile, key);
+  const target = manifestPath(name, image.manifest.version);
+  const existing = await to.transport.read(target);
+  if (existing && Buffer.compare(Buffer.from(existing), Buffer.from(image.envelope)) !== 0) {
+    throw new HostmeError('push-version-exists', `${to.location} already has ${name}@${image.manifest.version} with other content; a published version is never rewritten: publish a new version`, { image: result.image });
+  }
+  // Every object is there before the manifest that names them: an interrupted push leaves at worst unreferenced objects.
+  if (!existing) await write(target, image.envelope);
   await to.updateListing(image);
   return result;
 }

@@ -6,6 +6,7 @@ import { ID_BYTES } from '../format/digest.js';
 import { parseManifest, serializeManifest, type BlobRef, type Manifest } from '../format/manifest.js';
 import { formatPublicKeyLine, openEnvelope, signEnvelope, type PublisherKey } from '../format/signature.js';
 import { DirTransport } from '../store/dir-transport.js';
+import { S3Transport } from './s3-transport.js';
 import { HttpTransport, type HttpTransportOptions } from '../store/http-transport.js';
 import type { RepoTransport } from '../store/transport.js';
 import type { ObjectSource } from '../store/object-store.js';
@@ -184,6 +185,7 @@ export class Repository {
 
 export function openRepository(location: string, http: HttpTransportOptions = {}): Repository {
   if (/^https?:\/\//i.test(location)) return new Repository(new HttpTransport(location, http));
+  if (/^s3:\/\//i.test(location)) return new Repository(new S3Transport(location));
   return new Repository(new DirTransport(location));
 }
 

@@ -32,7 +32,14 @@ export interface ResolveOptions {
   http?: HttpTransportOptions;
   /** Pin this version (the instance's base) unless the link names one. */
   preferVersion?: string;
+  /** How long one source may take to hand over the listing + manifest, or the latency probe (default 5 s). */
+  metadataDeadlineMs?: number;
 }
+
+/** One source's manifest, or why it was not used. */
+type Offer = { url: string; image: LoadedImage } | { url: string; problem: string; unavailable: boolean; error: unknown };
+
+const created = (image: LoadedImage) => Date.parse(image.manifest.created);
 
 /**
  * Find the signed manifest (from the repository, or from the cache when the
@@ -49,16 +56,25 @@ export async function resolveImage(link: ImageLink, options: ResolveOptions): Pr
   // A version, once published, never changes: with its signed manifest cached, no network is needed.
   const pinned = version && !repo.isLocal ? await options.cache.cachedManifest(link.repo, link.name, version) : null;
   if (pinned) image = openCached(options.cache, link, pinned, options.trusted);
+  const urls = unique([link.repo, ...(options.extraMirrors ?? [])]);
+  const reports: string[] = [];
+  // Rollback protection: unless a version is asked for, never go back behind the newest one this machine has seen.
+  const seenRaw = version || repo.isLocal ? null : await options.cache.cachedManifest(link.repo, link.name);
+  const seen = seenRaw ? openCachedQuietly(options.cache, link, seenRaw, options.trusted) : undefined;
   try {
-    if (!image) {
+    if (!image && urls.length > 1 && !repo.isLocal) {
+      contacted = true;
+      image = await newestOffer(link, urls, version, { ...options, http, pins, seen, reports });
+    } else if (!image) {
       contacted = true;
       image = await repo.loadImage(link.name, version, { trusted: options.trusted });
+      if (seen && created(image) < created(seen)) throw rollback(link.repo, image, seen);
     }
   } catch (err) {
     if (!isHostmeError(err, 'store-unavailable') || repo.isLocal) throw err;
     const cached = await options.cache.cachedManifest(link.repo, link.name, version);
     if (!cached) {
-      throw new HostmeError('repo-unreachable', `cannot reach ${link.repo} (${errorMessage(err)}) and ${link.name} has never been run here, so nothing is cached; check the URL or your network`, { repo: link.repo });
+      throw new HostmeError('repo-unreachable', `cannot reach ${urls.join(' or ')} (${errorMessage(err)}) and ${link.name} has never been run here, so nothing is cached; check the URL or your network`, { repo: link.repo });
     }
     image = openCached(options.cache, link, cached, options.trusted);
     offline = errorMessage(err);
@@ -67,15 +83,19 @@ export async function resolveImage(link: ImageLink, options: ResolveOptions): Pr
   if (!options.trusted) await pins.check(link.repo, link.name, image.signer);
   if (repo.isLocal) return { image, repo, source: repo.objects, offline, notices: [] };
 
-  const notices: string[] = [];
+  const notices: string[] = [...reports];
   if (contacted) {
     await options.cache.saveManifest(link.repo, link.name, image.manifest.version, image.envelope).catch((err) => {
       notices.push(`cannot save the manifest in the cache, so the next start needs the network: ${errorMessage(err)}`);
     });
   }
-  const urls = unique([link.repo, ...(options.extraMirrors ?? []), ...image.manifest.mirrors]);
-  const mirrors = new MirrorGroup(urls.map((url) => new TransportStore(new HttpTransport(url, http))));
-  if (urls.length > 1 && contacted) await mirrors.measure((s) => (s as TransportStore).transport.read(REPO_MARKER, { maxBytes: 4096 }));
+  const objectUrls = unique([...urls, ...image.manifest.mirrors]);
+  const mirrors = new MirrorGroup(objectUrls.map((url) => new TransportStore(new HttpTransport(url, http))));
+  if (objectUrls.length > 1 && contacted) {
+    // All sources at once, each with a deadline: a dead or trickling one is ranked last instead of delaying the start.
+    const slow = await mirrors.measure((s) => (s as TransportStore).transport.read(REPO_MARKER, { maxBytes: 4096 }), options.metadataDeadlineMs ?? 5_000, 500);
+    for (const { name, problem } of slow) notices.push(`source ${name}: ${problem}; objects come from the other sources first`);
+  }
   try {
     await options.cache.ensure();
   } catch (err) {
@@ -85,6 +105,92 @@ export async function resolveImage(link: ImageLink, options: ResolveOptions): Pr
   }
   const cache = new CacheStore(options.cache.objects, mirrors);
   return { image, repo, source: cache, mirrors, cache, offline, notices };
+}
+
+interface OfferContext extends ResolveOptions {
+  http: HttpTransportOptions;
+  pins: TrustPins;
+  seen?: LoadedImage;
+  reports: string[];
+}
+
+/**
+ * The manifest from every source at once (the link's repository and each
+ * --mirror: manifests are signed, so any of them may serve one), each with
+ * a deadline; the newest trusted one wins, and none older than the newest
+ * this machine has seen. Every source that was not used gets a report line.
+ */
+async function newestOffer(link: ImageLink, urls: string[], version: string | undefined, ctx: OfferContext): Promise<LoadedImage> {
+  const deadline = ctx.metadataDeadlineMs ?? 5_000;
+  const grace = Math.min(1_000, deadline);
+  const offers: Offer[] = urls.map((url) => ({ url, problem: `no answer within ${grace} ms of the first source's, still waiting`, unavailable: true, error: undefined }));
+  let firstAnswer: (() => void) | undefined;
+  const answered = new Promise<void>((resolve) => (firstAnswer = resolve));
+  const all = Promise.all(
+    urls.map(async (url, i) => {
+      const source = openRepository(url, { ...ctx.http, retries: 0, timeoutMs: deadline });
+      try {
+        const image = await withDeadline(source.loadImage(link.name, version, { trusted: ctx.trusted }), deadline);
+        if (!ctx.trusted) await ctx.pins.check(link.repo, link.name, image.signer);
+        offers[i] = { url, image };
+        firstAnswer?.();
+      } catch (err) {
+        offers[i] = { url, problem: errorMessage(err), unavailable: isHostmeError(err, 'store-unavailable') || isHostmeError(err, 'deadline'), error: err };
+      }
+    }),
+  );
+  // Rank on the first answers: once one source has handed over a trusted manifest, the others get a short grace period, not the full deadline.
+  await Promise.race([all, answered.then(() => new Promise<void>((resolve) => setTimeout(resolve, grace).unref()))]);
+  const settled = offers.slice();
+  let best: LoadedImage | undefined;
+  for (const offer of settled) {
+    if ('problem' in offer) {
+      ctx.reports.push(`source ${offer.url}: ${offer.unavailable ? 'unreachable or slow' : 'refused'} for the manifest (${offer.problem})`);
+    } else if (ctx.seen && created(offer.image) < created(ctx.seen)) {
+      ctx.reports.push(`source ${offer.url}: refused for the manifest: it offers ${link.name}@${offer.image.manifest.version}, older than ${link.name}@${ctx.seen.manifest.version} already seen here (rollback)`);
+    } else if (!best || created(offer.image) > created(best)) {
+      best = offer.image;
+    }
+  }
+  if (best) {
+    for (const offer of settled) {
+      if ('image' in offer && offer.image.digest !== best.digest && !(ctx.seen && created(offer.image) < created(ctx.seen))) {
+        ctx.reports.push(`source ${offer.url}: offers ${link.name}@${offer.image.manifest.version}, not the newest (${best.manifest.version})`);
+      }
+    }
+    return best;
+  }
+  const stale = settled.find((o): o is { url: string; image: LoadedImage } => 'image' in o);
+  if (stale && ctx.seen) throw rollback(stale.url, stale.image, ctx.seen);
+  const refused = settled.find((o) => 'problem' in o && !o.unavailable);
+  if (refused && 'error' in refused) throw refused.error;
+  throw new HostmeError('store-unavailable', settled.map((o) => ('problem' in o ? `${o.url}: ${o.problem}` : o.url)).join('; '));
+}
+
+function rollback(url: string, image: LoadedImage, seen: LoadedImage): HostmeError {
+  const name = image.manifest.name;
+  return new HostmeError(
+    'manifest-rollback',
+    `${url} offers ${name}@${image.manifest.version} (${image.manifest.created}), older than ${name}@${seen.manifest.version} (${seen.manifest.created}) already seen on this machine: refusing to go back (a stale mirror, or a replayed manifest); run ${name}@${image.manifest.version} explicitly if that is what you want`,
+    { url, version: image.manifest.version, seen: seen.manifest.version },
+  );
+}
+
+function withDeadline<T>(work: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const expired = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new HostmeError('deadline', `no answer within ${ms} ms`)), ms);
+    timer.unref();
+  });
+  return Promise.race([work, expired]).finally(() => clearTimeout(timer));
+}
+
+function openCachedQuietly(cache: CacheDir, link: ImageLink, cached: { version: string; envelope: Uint8Array }, trusted?: PublisherKey[]): LoadedImage | undefined {
+  try {
+    return openCached(cache, link, cached, trusted);
+  } catch {
+    return undefined;
+  }
 }
 
 function openCached(cache: CacheDir, link: ImageLink, cached: { version: string; envelope: Uint8Array }, trusted?: PublisherKey[]): LoadedImage {

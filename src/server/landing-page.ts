@@ -48,7 +48,7 @@ function fingerprint(keyId: string): string {
 }
 
 /** `pinned`: the page of one version (/i/NAME/VERSION), so its run page is that version's too. */
-export function renderImagePage(s: ImageSummary, listing: RepoListing, pinned = false): string {
+export function renderImagePage(s: ImageSummary, listing: RepoListing, pinned = false, offerIso = false): string {
   const inBrowser = s.hardware.arch === 'i686' && s.bootMode === 'direct';
   const runHere = runPagePath(s.name, pinned ? s.version : undefined);
   const versions = [...(listing.images[s.name]?.versions ?? [])].reverse();
@@ -87,7 +87,7 @@ ${inBrowser ? `<p><a href="${e(runHere)}">Run here, in this tab</a> <span class=
 <p><a href="${e(`/r/${encodeURIComponent(s.name)}.hostme`)}" download>Download ${e(s.name)}.hostme</a> <span class="muted">(a reference file: opens in <code>hostme run</code> once <code>hostme install-handler</code> registered it)</span></p>
 <p class="muted">The disk streams on demand; every piece is checked against the signed manifest.</p>
 <p><button type="button" id="register-handler" hidden>Open web+hostme: links with this site</button> <span id="handler-status" role="status"></span></p>
-<h2>Details</h2>
+${offerIso && s.bootMode === 'direct' ? isoSection(s) : ''}<h2>Details</h2>
 <table>
 ${rows.map(([k, v]) => `<tr><th>${k}</th><td>${v}</td></tr>`).join('\n')}
 </table>
@@ -98,6 +98,14 @@ ${versionItems}
 <p class="muted">JSON: <a href="${e(`/api/images/${encodeURIComponent(s.name)}/${encodeURIComponent(s.version)}`)}">image summary</a></p>
 <script type="module" src="/_hostme/handler.js"></script>`,
   );
+}
+
+/** The ISO (always the pinned version's, so a saved link or torrent keeps meaning this version) and its torrent. */
+function isoSection(s: ImageSummary): string {
+  const iso = `/i/${encodeURIComponent(s.name)}/${encodeURIComponent(s.version)}/${encodeURIComponent(s.name)}.iso`;
+  return `<h2>Download</h2>
+<p><a href="${e(iso)}">Bootable ISO</a> <span class="muted">(CD, DVD or USB stick; carries this site's link)</span> · <a href="${e(`${iso}.torrent`)}">torrent</a> <span class="muted">(downloads from this site as a web seed and from other peers)</span></p>
+`;
 }
 
 export function renderIndexPage(listing: RepoListing): string {
@@ -128,14 +136,14 @@ export async function handleIndexPage(req: IncomingMessage, res: ServerResponse,
 }
 
 /** GET /i/NAME, /i/NAME/, /i/NAME/VERSION. `segments` follow "i". */
-export async function handleImagePage(req: IncomingMessage, res: ServerResponse, segments: string[], view: RepoView, fallbackHost: string): Promise<void> {
+export async function handleImagePage(req: IncomingMessage, res: ServerResponse, segments: string[], view: RepoView, fallbackHost: string, offerIso = false): Promise<void> {
   const parts = segments[segments.length - 1] === '' ? segments.slice(0, -1) : segments;
   try {
     if (parts.length < 1 || parts.length > 2) throw new HttpError(404, 'not-found', 'no such page');
     const { image, listing } = await view.image(parts[0]!, parts[1]);
     const pinned = parts[1] !== undefined;
     const summary = summarize(image, listing, publicBaseUrl(req, fallbackHost), pinned);
-    sendHtml(req, res, 200, renderImagePage(summary, listing, pinned), IMAGE_PAGE_CSP);
+    sendHtml(req, res, 200, renderImagePage(summary, listing, pinned, offerIso), IMAGE_PAGE_CSP);
   } catch (err) {
     if (err instanceof HttpError && err.status === 404) {
       sendHtml(req, res, 404, renderNotFoundPage(err.message));

@@ -6,6 +6,7 @@ import { errorMessage, isHostmeError } from '../errors.js';
 import { handleApi } from './api.js';
 import { CORS_ALLOW_HEADERS, CORS_ALLOW_METHODS, CORS_MAX_AGE, HttpError, sendJsonError, setCommonHeaders } from './http-util.js';
 import { handleImagePage, handleIndexPage, handleReferenceFile } from './landing-page.js';
+import { IsoService, type IsoServiceOptions } from './iso-service.js';
 import { RepoView } from './repo-view.js';
 import { parseRequestPath } from './request-path.js';
 import { handleWebRoute } from './run-page.js';
@@ -47,6 +48,8 @@ export interface RepoServerOptions {
     handleRequest(req: IncomingMessage, res: ServerResponse): boolean;
     handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): boolean;
   };
+  /** Generate and offer each direct-boot image's ISO and its torrent (/i/NAME/NAME.iso[.torrent]). */
+  iso?: IsoServiceOptions;
 }
 
 export interface StartRepoServerOptions extends RepoServerOptions {
@@ -83,6 +86,7 @@ export function createRepoServer(options: RepoServerOptions): Server {
   };
   if (upload.token !== undefined && upload.token.length === 0) throw new Error('the upload token must not be empty');
 
+  const iso = options.iso ? new IsoService(options.iso) : undefined;
   const server = createServer();
   const fallbackHost = (): string => {
     const address = server.address() as AddressInfo | null;
@@ -117,7 +121,8 @@ export function createRepoServer(options: RepoServerOptions): Server {
     } else if (segments[0] === 'r') {
       await handleReferenceFile(req, res, segments.slice(1), view, fallbackHost());
     } else if (segments[0] === 'i') {
-      await handleImagePage(req, res, segments.slice(1), view, fallbackHost());
+      if (iso && (await iso.handle(req, res, segments.slice(1), view, fallbackHost()))) return;
+      await handleImagePage(req, res, segments.slice(1), view, fallbackHost(), Boolean(iso));
     } else {
       await serveFile(req, res, rootReal, segments, etags);
     }

@@ -7,6 +7,8 @@ import type { GetOptions, ObjectRef, ObjectSource, ObjectStore, VerifiedObject }
 export const cacheHitChannel = channel('hostme:cache:hit');
 /** { id, bytes, source, priority } for every object fetched from upstream. */
 export const cacheMissChannel = channel('hostme:cache:miss');
+/** { id, reason } when a cached object failed verification: it was deleted and is fetched again. */
+export const cacheRepairedChannel = channel('hostme:cache:repaired');
 /** { reason } once when the cache stops persisting (full, read-only). */
 export const cacheDegradedChannel = channel('hostme:cache:degraded');
 
@@ -52,7 +54,10 @@ export class CacheStore implements ObjectSource {
     try {
       return await this.cache.get(ref, options);
     } catch (err) {
-      if (isHostmeError(err, 'object-invalid')) await this.cache.remove?.(ref.id).catch(() => {});
+      if (isHostmeError(err, 'object-invalid')) {
+        await this.cache.remove?.(ref.id).catch(() => {});
+        cacheRepairedChannel.publish({ id: ref.id, reason: errorMessage(err) });
+      }
       // Genuine object, inconsistent reference: not a cache problem, and upstream would say the same.
       else if (isHostmeError(err, 'object-length-mismatch')) throw err;
       else if (!isHostmeError(err, 'object-missing')) this.degrade(`cache read failed: ${errorMessage(err)}`);

@@ -41,20 +41,50 @@ export class MirrorGroup implements ObjectSource {
     return this.ordered().map((m) => ({ name: m.source.name, latencyMs: Math.round(m.latencyMs), failures: m.failures, lying: m.lying, served: m.served }));
   }
 
-  /** Time one request per mirror so the first real reads go to the fastest. */
-  async measure(probe: (source: ObjectSource) => Promise<unknown>): Promise<void> {
-    await Promise.all(
+  /**
+   * Time one request per mirror, all at once, so the first real reads go to
+   * the fastest. A mirror that fails or does not answer within `deadlineMs`
+   * is ranked last (it stays a fallback); the returned list names each one.
+   */
+  async measure(probe: (source: ObjectSource) => Promise<unknown>, deadlineMs = Infinity, graceMs = Infinity): Promise<Array<{ name: string; problem: string }>> {
+    const problems: Array<{ name: string; problem: string }> = [];
+    const pending = new Set(this.mirrors);
+    let firstOk: (() => void) | undefined;
+    const ok = new Promise<void>((resolve) => (firstOk = resolve));
+    const all = Promise.all(
       this.mirrors.map(async (m) => {
         const started = performance.now();
+        let timer: NodeJS.Timeout | undefined;
+        const late = new Promise<'late'>((resolve) => {
+          if (Number.isFinite(deadlineMs)) timer = setTimeout(() => resolve('late'), deadlineMs).unref();
+        });
         try {
-          await probe(m.source);
-          m.latencyMs = performance.now() - started;
-        } catch {
+          const outcome = await Promise.race([probe(m.source).then(() => 'ok' as const), late]);
+          if (outcome === 'late') {
+            m.failures++;
+            m.latencyMs = Number.MAX_SAFE_INTEGER / 8;
+            problems.push({ name: m.source.name, problem: `no answer within ${Math.round(deadlineMs / 100) / 10} s (slow)` });
+          } else {
+            m.latencyMs = performance.now() - started;
+            firstOk?.();
+          }
+        } catch (err) {
           m.failures++;
           m.latencyMs = Number.MAX_SAFE_INTEGER / 4;
+          problems.push({ name: m.source.name, problem: `unreachable (${errorMessage(err)})` });
+        } finally {
+          clearTimeout(timer);
+          pending.delete(m);
         }
       }),
     );
+    // Rank on the first answers: after one mirror answered, the rest get `graceMs`; a late one is ranked last until it answers.
+    await (Number.isFinite(graceMs) ? Promise.race([all, ok.then(() => new Promise<void>((resolve) => setTimeout(resolve, graceMs).unref()))]) : all);
+    for (const m of pending) {
+      m.latencyMs = Number.MAX_SAFE_INTEGER / 8;
+      problems.push({ name: m.source.name, problem: `no answer within ${graceMs} ms of the fastest source (slow)` });
+    }
+    return [...problems];
   }
 
   async get(ref: ObjectRef, options: GetOptions = {}): Promise<VerifiedObject> {

@@ -5,7 +5,7 @@ import type { CompletedPart, S3Client, S3ClientConfig } from '@aws-sdk/client-s3
 type Sdk = typeof import('@aws-sdk/client-s3');
 let sdkModule: Sdk | undefined;
 /** The AWS SDK takes ~0.2 s to load: only pay for it when an s3:// destination is used. */
-async function sdk(): Promise<Sdk> {
+export async function sdk(): Promise<Sdk> {
   return (sdkModule ??= await import('@aws-sdk/client-s3'));
 }
 import { ExportError } from '../errors.js';
@@ -30,6 +30,25 @@ export function parseS3Url(dest: string): { bucket: string; prefix: string } {
   return { bucket: match[1], prefix: prefix ? `${prefix}/` : '' };
 }
 
+/** Client settings from the environment (AWS_ENDPOINT_URL/HOSTME_S3_ENDPOINT, keys, region): path-style, checksums only when required. */
+export function s3ClientConfig(env: NodeJS.ProcessEnv): S3ClientConfig {
+  const endpoint = env.AWS_ENDPOINT_URL || env.HOSTME_S3_ENDPOINT || undefined;
+  const accessKeyId = env.AWS_ACCESS_KEY_ID;
+  const secretAccessKey = env.AWS_SECRET_ACCESS_KEY;
+  return {
+    region: env.AWS_REGION || env.AWS_DEFAULT_REGION || 'us-east-1',
+    ...(endpoint ? { endpoint } : {}),
+    forcePathStyle: true,
+    maxAttempts: 2,
+    // Only checksum when S3 requires it: the default streams bodies as aws-chunked with a CRC
+    // trailer, which many S3-compatible servers (and s3rver) store verbatim or reject.
+    requestChecksumCalculation: 'WHEN_REQUIRED',
+    responseChecksumValidation: 'WHEN_REQUIRED',
+    requestHandler: { connectionTimeout: 10_000, requestTimeout: 300_000 },
+    ...(accessKeyId && secretAccessKey ? { credentials: { accessKeyId, secretAccessKey, ...(env.AWS_SESSION_TOKEN ? { sessionToken: env.AWS_SESSION_TOKEN } : {}) } } : {}),
+  };
+}
+
 export class S3Destination implements Destination {
   readonly kind = 's3';
   readonly location: string;
@@ -43,21 +62,7 @@ export class S3Destination implements Destination {
   constructor(dest: string, env: NodeJS.ProcessEnv, options: S3DestinationOptions = {}) {
     ({ bucket: this.bucket, prefix: this.prefix } = parseS3Url(dest));
     this.location = `s3://${this.bucket}/${this.prefix}`;
-    const endpoint = env.AWS_ENDPOINT_URL || env.HOSTME_S3_ENDPOINT || undefined;
-    const accessKeyId = env.AWS_ACCESS_KEY_ID;
-    const secretAccessKey = env.AWS_SECRET_ACCESS_KEY;
-    this.config = {
-      region: env.AWS_REGION || env.AWS_DEFAULT_REGION || 'us-east-1',
-      ...(endpoint ? { endpoint } : {}),
-      forcePathStyle: true,
-      maxAttempts: 2,
-      // Only checksum when S3 requires it: the default streams bodies as aws-chunked with a CRC
-      // trailer, which many S3-compatible servers (and s3rver) store verbatim or reject.
-      requestChecksumCalculation: 'WHEN_REQUIRED',
-      responseChecksumValidation: 'WHEN_REQUIRED',
-      requestHandler: { connectionTimeout: 10_000, requestTimeout: 300_000 },
-      ...(accessKeyId && secretAccessKey ? { credentials: { accessKeyId, secretAccessKey, ...(env.AWS_SESSION_TOKEN ? { sessionToken: env.AWS_SESSION_TOKEN } : {}) } } : {}),
-    };
+    this.config = s3ClientConfig(env);
     this.threshold = options.multipartThreshold ?? MULTIPART_THRESHOLD;
     this.partSize = options.partSize ?? DEFAULT_PART_SIZE;
   }

@@ -1,4 +1,5 @@
 import { ExportError } from '../errors.js';
+import { iso } from './iso.js';
 import { ova } from './ova.js';
 import { qcow2 } from './qcow2.js';
 import { raw } from './raw.js';
@@ -12,7 +13,7 @@ import { vmdk } from './vmdk.js';
 export type { ExportFormat, ExportedFile, FormatOptions } from './types.js';
 
 /** Every export format, in the order `hostme export --help` lists them. */
-export const EXPORT_FORMATS: readonly ExportFormat[] = [raw, qcow2, vmdk, vdi, vhd, vhdx, ova, vagrant];
+export const EXPORT_FORMATS: readonly ExportFormat[] = [raw, qcow2, vmdk, vdi, vhd, vhdx, ova, vagrant, iso];
 
 export function exportFormat(name: string): ExportFormat {
   const found = EXPORT_FORMATS.find((f) => f.name === name.toLowerCase());

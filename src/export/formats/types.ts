@@ -1,4 +1,6 @@
 import type { Manifest } from '../../format/manifest.js';
+import type { BootKit } from '../boot-kit.js';
+import type { SiteReference } from '../iso.js';
 
 /** One file an export produces, ready to hand to a destination. */
 export interface ExportedFile {
@@ -15,6 +17,8 @@ export interface FormatOptions {
   compress?: boolean;
   /** vagrant only. */
   provider?: 'libvirt' | 'virtualbox';
+  /** iso only (set by exportImage for direct-boot images): kernel kit with modules, a static busybox, the website reference. */
+  iso?: { boot: BootKit; busybox: Buffer; site: SiteReference; digest: string };
   /** Progress lines ("converting to qcow2"). */
   onStep?: (step: string) => void;
 }
