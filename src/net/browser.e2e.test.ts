@@ -4,10 +4,9 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { removeDir, tempDir } from '../testing/fixtures.js';
 import { hostmeBin, runCli } from '../testing/published-guest.js';
-import { loadReferenceGuest } from '../testing/reference-guest.js';
-import { launchVm, type VmHandle } from '../vm/qemu.js';
+import { bootNetGuest } from '../testing/net-guest.js';
+import type { VmHandle } from '../vm/qemu.js';
 import { launchChromium, prepareWeb, publishWebRepo, runTranscript, waitForRunState, waitForTranscript } from '../web/web-fixtures.js';
-import { attachGuest, overlayMac } from './control.js';
 
 // The i686 guest in v86 in Chromium joins the hub's network from the run
 // page (?net=&token=) and fetches a page by name from a QEMU guest serving
@@ -60,23 +59,9 @@ test('a browser guest fetches a page by name from a QEMU guest on the same hub n
   const token = issued.stdout.trim();
 
   // The QEMU guest "web": busybox httpd serving /etc on port 80.
-  const guest = loadReferenceGuest();
-  const socket = path.join(work, 'web.sock');
-  vm = await launchVm({
-    kernel: guest.kernel,
-    cmdline: guest.cmdline,
-    disks: [{ file: guest.disk, readOnly: true }],
-    memoryMiB: guest.memoryMiB,
-    cpus: 1,
-    arch: 'x86_64',
-    accel: 'tcg',
-    console: 'none',
-    keepRunning: true,
-    overlay: { socket, mac: overlayMac('demo', 'web') },
-  });
-  await attachGuest({ dir: netDir, network: 'demo', instance: 'web', socket });
-  const [, webIp] = await vm.waitForConsole(/HOSTME-NET eth0 (\S+) web\.demo\.hostme/, { timeoutMs: 240_000, since: 0 });
-  await vm.waitForConsole(/HOSTME-READY/, { timeoutMs: 120_000, since: 0 });
+  const web = await bootNetGuest({ work, network: 'demo', instance: 'web', join: { dir: netDir }, onLaunch: (launched) => (vm = launched) });
+  const webIp = web.ip;
+  vm = web.vm;
   const since = vm.consoleLength;
   vm.sendConsole('httpd -p 80 -h /etc; echo HTTPD rc=$?\n');
   await vm.waitForConsole(/HTTPD rc=0/, { timeoutMs: 30_000, since });

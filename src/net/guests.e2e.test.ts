@@ -1,23 +1,20 @@
 import assert from 'node:assert/strict';
-import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { removeDir, tempDir } from '../testing/fixtures.js';
-import { loadReferenceGuest, type ReferenceGuest } from '../testing/reference-guest.js';
-import { launchVm, type VmHandle } from '../vm/qemu.js';
-import { attachGuest, controlRequest, overlayMac } from './control.js';
+import type { VmHandle } from '../vm/qemu.js';
+import { bootNetGuest, guestShell, type NetGuest } from '../testing/net-guest.js';
+import { controlRequest } from './control.js';
 import type { Lease } from './registry.js';
 
-// Two reference guests (real QEMU, TCG) on one overlay network, the switch a
+// Two reference guests (real QEMU) on one overlay network, the switch a
 // separate process started on demand: distinct addresses by DHCP, ping by
 // address and by name, and the same addresses after the switch is killed and
 // after a guest reboots.
 let dir: string;
-let guest: ReferenceGuest;
 const vms: VmHandle[] = [];
 const NETWORK = 'duo';
 
 before(async () => {
-  guest = loadReferenceGuest();
   dir = await tempDir('hmnet-');
 });
 
@@ -27,37 +24,11 @@ after(async () => {
   await removeDir(dir);
 });
 
-async function boot(instance: string, run: number): Promise<{ vm: VmHandle; ip: string; name: string }> {
-  const socket = path.join(dir, `${instance}-${run}.sock`);
-  const vm = await launchVm({
-    kernel: guest.kernel,
-    cmdline: guest.cmdline,
-    disks: [{ file: guest.disk, readOnly: true }],
-    memoryMiB: guest.memoryMiB,
-    cpus: 1,
-    arch: 'x86_64',
-    accel: 'tcg',
-    console: 'none',
-    keepRunning: true,
-    overlay: { socket, mac: overlayMac(NETWORK, instance) },
-  });
-  vms.push(vm);
-  await attachGuest({ dir, network: NETWORK, instance, socket });
-  const [, ip, name] = await vm.waitForConsole(/HOSTME-NET eth0 (\d+\.\d+\.\d+\.\d+) (\S+)/, { timeoutMs: 240_000, since: 0 });
-  await vm.waitForConsole(/HOSTME-READY/, { timeoutMs: 120_000, since: 0 });
-  return { vm, ip: ip!, name: name! };
+function boot(instance: string, run: number): Promise<NetGuest> {
+  return bootNetGuest({ work: dir, network: NETWORK, instance, join: { dir }, socketName: `${instance}-${run}.sock`, onLaunch: (vm) => vms.push(vm) });
 }
 
-let marker = 0;
-async function shell(vm: VmHandle, command: string, timeoutMs = 60_000): Promise<string> {
-  const tag = `DONE-${++marker}`;
-  const since = vm.consoleLength;
-  vm.sendConsole(`${command}; echo ${tag} rc=$?\n`);
-  const match = await vm.waitForConsole(new RegExp(`${tag} rc=(\\d+)`), { timeoutMs, since });
-  const output = vm.console.slice(-(vm.consoleLength - since));
-  assert.equal(match[1], '0', `${command} failed:\n${output}`);
-  return output;
-}
+const shell = guestShell;
 
 test('two guests get distinct addresses, ping each other by address and name, and keep them across a switch restart and a reboot', { timeout: 900_000 }, async () => {
   const [alpha, beta] = await Promise.all([boot('alpha', 1), boot('beta', 1)]);

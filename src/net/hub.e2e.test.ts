@@ -6,9 +6,8 @@ import { after, before, test } from 'node:test';
 import { WebSocket } from 'ws';
 import { removeDir, tempDir } from '../testing/fixtures.js';
 import { hostmeBin, runCli } from '../testing/published-guest.js';
-import { loadReferenceGuest } from '../testing/reference-guest.js';
-import { launchVm, type VmHandle } from '../vm/qemu.js';
-import { attachGuest, overlayMac } from './control.js';
+import { bootNetGuest } from '../testing/net-guest.js';
+import type { VmHandle } from '../vm/qemu.js';
 import {
   BROADCAST_MAC,
   buildArp,
@@ -180,23 +179,9 @@ test('a QEMU guest on the hub and a WebSocket guest get addresses, resolve and p
   assert.equal(issued.code, 0, issued.stderr);
   const token = issued.stdout.trim();
 
-  const guest = loadReferenceGuest();
-  const socket = path.join(work, 'web.sock');
-  vm = await launchVm({
-    kernel: guest.kernel,
-    cmdline: guest.cmdline,
-    disks: [{ file: guest.disk, readOnly: true }],
-    memoryMiB: guest.memoryMiB,
-    cpus: 1,
-    arch: 'x86_64',
-    accel: 'tcg',
-    console: 'none',
-    keepRunning: true,
-    overlay: { socket, mac: overlayMac('demo', 'web') },
-  });
-  await attachGuest({ dir: netDir, network: 'demo', instance: 'web', socket });
-  const [, webIp] = await vm.waitForConsole(/HOSTME-NET eth0 (\S+) web\.demo\.hostme/, { timeoutMs: 240_000, since: 0 });
-  await vm.waitForConsole(/HOSTME-READY/, { timeoutMs: 120_000, since: 0 });
+  const web = await bootNetGuest({ work, network: 'demo', instance: 'web', join: { dir: netDir }, onLaunch: (launched) => (vm = launched) });
+  const webIp = web.ip;
+  vm = web.vm;
 
   const tab = await WsGuest.open(`${hubUrl.replace('http', 'ws')}/net/demo?token=${encodeURIComponent(token)}&instance=tab1`);
   try {

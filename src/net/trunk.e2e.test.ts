@@ -7,9 +7,9 @@ import { after, before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { removeDir, tempDir } from '../testing/fixtures.js';
 import { hostmeBin, runCli } from '../testing/published-guest.js';
-import { loadReferenceGuest } from '../testing/reference-guest.js';
-import { launchVm, type VmHandle } from '../vm/qemu.js';
-import { attachGuest, controlRequest, overlayMac } from './control.js';
+import { bootNetGuest, guestShell, type NetGuest } from '../testing/net-guest.js';
+import type { VmHandle } from '../vm/qemu.js';
+import { attachGuest, controlRequest } from './control.js';
 import type { Lease } from './registry.js';
 import type { PortInfo } from './switch.js';
 
@@ -59,35 +59,12 @@ after(async () => {
   await removeDir(work);
 });
 
-async function boot(instance: string, join: { dir: string; hub?: string; token?: string }): Promise<{ vm: VmHandle; ip: string }> {
-  const guest = loadReferenceGuest();
-  const socket = path.join(work, `${instance}.sock`);
-  const vm = await launchVm({
-    kernel: guest.kernel,
-    cmdline: guest.cmdline,
-    disks: [{ file: guest.disk, readOnly: true }],
-    memoryMiB: guest.memoryMiB,
-    cpus: 1,
-    arch: 'x86_64',
-    accel: 'tcg',
-    console: 'none',
-    keepRunning: true,
-    overlay: { socket, mac: overlayMac('demo', instance) },
-  });
-  vms.push(vm);
-  await attachGuest({ network: 'demo', instance, socket, ...join });
-  const [, ip] = await vm.waitForConsole(new RegExp(`HOSTME-NET eth0 (\\S+) ${instance}\\.demo\\.hostme`), { timeoutMs: 240_000, since: 0 });
-  await vm.waitForConsole(/HOSTME-READY/, { timeoutMs: 120_000, since: 0 });
-  return { vm, ip: ip! };
+function boot(instance: string, join: { dir: string; hub?: string; token?: string }): Promise<NetGuest> {
+  return bootNetGuest({ work, network: 'demo', instance, join, onLaunch: (vm) => vms.push(vm) });
 }
 
-let marker = 0;
 async function shell(vm: VmHandle, command: string): Promise<void> {
-  const tag = `TRUNK-${++marker}`;
-  const since = vm.consoleLength;
-  vm.sendConsole(`${command}; echo ${tag} rc=$?\n`);
-  const [, rc] = await vm.waitForConsole(new RegExp(`${tag} rc=(\\d+)`), { timeoutMs: 60_000, since });
-  assert.equal(rc, '0', `${command}:\n${vm.console.slice(-600)}`);
+  await guestShell(vm, command);
 }
 
 async function trunkUp(): Promise<boolean> {
