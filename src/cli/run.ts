@@ -23,6 +23,8 @@ interface RunCliOptions {
   pubkey?: string;
   json?: boolean;
   seed?: string;
+  resume: boolean;
+  type?: string;
 }
 
 export function registerRun(program: Command): void {
@@ -43,6 +45,8 @@ export function registerRun(program: Command): void {
     .option('--instance <name>', 'instance name for a separate copy with its own changes')
     .option('--pubkey <file>', 'require this publisher key')
     .option('--seed <file>', 'attach this seed image (hostme seed) as an extra read-only disk')
+    .option('--no-resume', "boot from scratch even if the image has a QEMU snapshot")
+    .option('--type <text>', 'type this into the console once the guest runs (after a resume, or at the ready mark of a boot); \\n is a newline')
     .option('--json', 'print the summary as JSON')
     .action(async (link: string, name: string | undefined, options: RunCliOptions) => {
       if (options.console !== 'stdio' && options.console !== 'none') throw new HostmeError('usage', '--console must be stdio or none');
@@ -71,10 +75,13 @@ export function registerRun(program: Command): void {
         instance: options.instance,
         trusted: options.pubkey ? [await loadPublicKey(options.pubkey)] : undefined,
         extraDisks: options.seed ? [{ file: resolve(options.seed), readOnly: true }] : undefined,
+        resume: options.resume,
+        type: options.type?.replace(/\\n/g, '\n'),
       });
       const { manifest } = running;
       for (const notice of running.notices) process.stderr.write(`hostme: ${notice}\n`);
-      if (!options.json) process.stderr.write(`hostme: booting ${manifest.name}@${manifest.version} (${manifest.hardware.arch}, ${manifest.hardware.memoryMiB} MiB, accel ${running.vm.accel})${options.console === 'stdio' ? ' — Ctrl-] stops the VM' : ''}\n`);
+      if (!options.json && running.resumed) process.stderr.write(`hostme: resumed ${manifest.name}@${manifest.version} from its snapshot in ${(running.resumed.ms / 1000).toFixed(2)} s (accel ${running.vm.accel})\n`);
+      else if (!options.json) process.stderr.write(`hostme: booting ${manifest.name}@${manifest.version} (${manifest.hardware.arch}, ${manifest.hardware.memoryMiB} MiB, accel ${running.vm.accel})${options.console === 'stdio' ? ' — Ctrl-] stops the VM' : ''}\n`);
       if (options.fill) {
         void running.filled.then((complete) => {
           if (complete) process.stderr.write('\nhostme: the whole image is now in the local cache: it can run offline\n');

@@ -9,8 +9,9 @@ import type { BlockDevice } from '../device/block-device.js';
 import { ChunkedImageDevice } from '../device/chunked-image.js';
 import { CowOverlay } from '../device/cow-overlay.js';
 import { NbdServer } from '../nbd/server.js';
-import { launchVm, type VmConsole, type VmHandle, type VmExit } from '../vm/qemu.js';
+import { launchVm, type VmConsole, type VmHandle, type VmExit, type VmSpec } from '../vm/qemu.js';
 import type { Accel } from '../vm/accel.js';
+import { planResume, resumeVm, type ResumePlan } from './resume.js';
 import { FetchScheduler } from '../store/fetch-scheduler.js';
 import type { HttpTransportOptions } from '../store/http-transport.js';
 import { CacheDir, defaultCacheLimit } from './cache-dir.js';
@@ -46,6 +47,12 @@ export interface RunOptions {
   extraQemuArgs?: string[];
   /** Local image files attached after the image's disks (raw), e.g. a cloud-init seed. */
   extraDisks?: Array<{ file: string; readOnly: boolean }>;
+  /** Resume the image's QEMU snapshot when it matches (default true); false always boots. */
+  resume?: boolean;
+  /** Typed into the console once the guest runs: right after a resume, or when a cold boot prints the snapshot's ready mark (or HOSTME-READY). */
+  type?: string;
+  /** Machine overrides for the boot (hostme snapshot: RAM in a shared file, virtio disks). */
+  vm?: Pick<VmSpec, 'diskBus' | 'machine' | 'cpuModel' | 'memoryFile'>;
 }
 
 export interface RunningImage {
@@ -56,6 +63,8 @@ export interface RunningImage {
   devices: ChunkedImageDevice[];
   offline?: string;
   notices: string[];
+  /** Set when the guest was resumed from the image's QEMU snapshot instead of booted. */
+  resumed?: { ms: number };
   /** With `fill`: resolves true once every chunk of every disk is in the local cache (false if cut short). */
   filled: Promise<boolean>;
   /** Resolves after QEMU exited and everything was closed, with the final stats. */
@@ -118,9 +127,12 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
     // 16 requests in flight fill a 50 Mbit/s, 100 ms link with 256 KiB chunks; 8 do not.
     const scheduler = new FetchScheduler(resolved.source, 16);
     cleanups.push(() => scheduler.close());
-    // The kernel is on the critical path: start it now, in parallel with the disk indexes.
-    const bootFiles = prepareBoot(resolved, scheduler, runDir, resolved.cache ? cache.root : undefined, options.append);
-    bootFiles.catch(() => {});
+    // The kernel is on the critical path of a boot: start it now, in parallel with the disk
+    // indexes, unless a matching snapshot will be resumed (then it is fetched only on fallback).
+    const willResume = options.resume !== false && manifest.qemuSnapshot !== undefined;
+    let bootFiles: ReturnType<typeof prepareBoot> | undefined;
+    const startBoot = () => (bootFiles ??= prepareBoot(resolved, scheduler, runDir, resolved.cache ? cache.root : undefined, options.append));
+    if (!willResume) startBoot().catch(() => {});
     const devices = await openDisks(resolved, scheduler, options.onFirstAccess);
     const exported = new Map<string, BlockDevice>();
     for (const [i, device] of devices.entries()) {
@@ -134,13 +146,7 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
     await nbd.listen(socket);
     cleanups.push(() => nbd.close());
 
-    // Start the boot working set now: it overlaps with the kernel download (demand priority).
-    const prefetching = prefetch(manifest, devices, resolved, collector, options.fill === true);
-    cleanups.push(async () => prefetching.cancel());
-    const boot = await bootFiles;
-
-    const vm = await launchVm({
-      ...boot,
+    const base: VmSpec = {
       disks: [
         ...devices.map((_, i) => ({ nbdSocket: socket, nbdExport: `disk${i}` })),
         ...(options.extraDisks ?? []).map((d) => ({ file: d.file, format: 'raw' as const, readOnly: d.readOnly })),
@@ -154,10 +160,40 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
       keepRunning: options.keepRunning,
       timeoutMs: options.timeoutMs,
       extraArgs: options.extraQemuArgs,
-    });
-    await instance.recordQemuPid(vm.pid);
+      ...options.vm,
+    };
+    let vm: VmHandle | undefined;
+    let resumed: { ms: number } | undefined;
+    const plan: ResumePlan | undefined = options.resume === false ? undefined : await planResume({ resolved, scheduler, cacheRoot: resolved.cache ? cache.root : undefined, runDir, overlays: [...exported.values()] as CowOverlay[], accel: options.accel, extraDisks: options.extraDisks?.length ?? 0, notices });
+    const readyAtResume = options.until !== undefined && options.until.source === manifest.qemuSnapshot?.readyMark;
+    if (plan) {
+      try {
+        const started = await resumeVm(plan, base, collector, readyAtResume);
+        vm = started.vm;
+        collector.stats.msToResume = started.ms;
+        resumed = { ms: started.ms };
+      } catch (err) {
+        notices.push(`snapshot not resumed (${errorMessage(err)}); booting from scratch`);
+      }
+    }
+    // The boot working set overlaps with the kernel download (demand priority); a resumed guest has it in RAM.
+    const prefetching = prefetch(manifest, devices, resolved, collector, options.fill === true, resumed === undefined);
+    cleanups.push(async () => prefetching.cancel());
+    const machine = vm ?? (await launchVm({ ...(await startBoot()), ...base }));
+    const readyMark = new RegExp(manifest.qemuSnapshot?.readyMark ?? 'HOSTME-READY');
+    if (options.type !== undefined) {
+      const text = options.type;
+      const running = machine;
+      if (resumed) running.sendConsole(text);
+      else void running.waitForConsole(readyMark, { since: 0 }).then(() => running.sendConsole(text), () => {});
+    }
+    await instance.recordQemuPid(machine.pid);
     let readyError: unknown;
-    vm.ready.then(
+    if (resumed && readyAtResume) {
+      // The guest printed its ready mark before it was saved: resumed is ready.
+      collector.stats.msToReady = Math.round(collector.elapsedMs());
+      if (!options.keepRunning) void machine.shutdown();
+    } else machine.ready.then(
       () => {
         // From the user's point of view: since the run started, manifest and kernel fetch included.
         collector.stats.msToReady = Math.round(collector.elapsedMs());
@@ -167,8 +203,8 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
       },
     );
     const finished = (async () => {
-      const exit = await vm.exited;
-      await vm.ready.catch(() => {});
+      const exit = await machine.exited;
+      await machine.ready.catch(() => {});
       prefetching.cancel();
       await cleanup();
       // gc lists every cached object: only worth it when this run added some.
@@ -176,7 +212,7 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
       collector.close();
       return { exit, stats: collector.stats, readyError };
     })();
-    return { manifest, digest: resolved.image.digest, vm, collector, devices, offline: resolved.offline, notices, finished, filled: prefetching.done };
+    return { manifest, digest: resolved.image.digest, vm: machine, collector, devices, offline: resolved.offline, notices, finished, filled: prefetching.done, resumed };
   } catch (err) {
     await cleanup();
     collector.close();
@@ -213,6 +249,7 @@ function prefetch(
   resolved: ResolvedImage,
   collector: RunStatsCollector,
   fill: boolean,
+  bootSet = true,
 ): { cancel(): void; done: Promise<boolean> } {
   let cancelled = false;
   let failures = 0;
@@ -233,7 +270,7 @@ function prefetch(
     );
   };
   const done = (async () => {
-    await Promise.all((manifest.prefetch ?? []).map(([disk, chunk]) => fetchAhead(disk, chunk, 'prefetch')));
+    await Promise.all((bootSet ? (manifest.prefetch ?? []) : []).map(([disk, chunk]) => fetchAhead(disk, chunk, 'prefetch')));
     if (!fill || cancelled) return false;
     for (const [disk, device] of devices.entries()) {
       const pending: Promise<void>[] = [];
