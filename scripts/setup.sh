@@ -9,6 +9,7 @@ APT_PACKAGES=(
   qemu-system-x86 qemu-utils qemu-block-extra e2fsprogs busybox-static
   nbdkit libnbd-bin casync seabios zstd cpio mtools iproute2 ca-certificates curl jq openssl lz4 xz-utils
   syslinux syslinux-common dosfstools fdisk chromium debootstrap
+  wrk nginx-light
 )
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 

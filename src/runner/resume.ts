@@ -2,6 +2,13 @@ import { join } from 'node:path';
 import type { Manifest } from '../format/manifest.js';
 import { errorMessage, HostmeError } from '../errors.js';
 import type { CowOverlay } from '../device/cow-overlay.js';
+
+/** Writes made after the saved point would not match the resumed guest's page cache. */
+export function overlaysUnchanged(overlays: CowOverlay[], notices: string[]): boolean {
+  if (overlays.every((o) => o.writtenBlocks === 0)) return true;
+  notices.push('snapshot not resumed: this instance has disk changes made after the saved point (hostme reset, or --fresh, starts over); booting from scratch');
+  return false;
+}
 import type { ObjectSource } from '../store/object-store.js';
 import { probeAccel, type Accel } from '../vm/accel.js';
 import { defaultQemuBinary, launchVm, type VmHandle, type VmSpec } from '../vm/qemu.js';
@@ -26,7 +33,6 @@ export interface ResumeContext {
   /** The cache root (RAM and state kept under blobs/, shared by instances), or undefined: files in runDir. */
   cacheRoot?: string;
   runDir: string;
-  overlays: CowOverlay[];
   accel?: Accel;
   extraDisks: number;
   /** One-line reasons for not resuming go here. */
@@ -52,7 +58,6 @@ export async function planResume(ctx: ResumeContext): Promise<ResumePlan | undef
   const accel = ctx.accel ?? (await probeAccel());
   if (accel !== snapshot.accel) return refuse(`it was saved under ${snapshot.accel} and this machine runs ${accel}`);
   if (ctx.extraDisks > 0) return refuse('extra disks change the machine it was saved from');
-  if (ctx.overlays.some((o) => o.writtenBlocks > 0)) return refuse('this instance has disk changes made after the saved point (hostme reset, or --fresh, starts over)');
   const fetch = (ref: QemuSnapshot['ram'], label: string, file: string) =>
     materializeBlob(ctx.resolved.repo, ctx.scheduler, ref, label, { cacheDir: ctx.cacheRoot, fallbackFile: join(ctx.runDir, file) }).catch((err: unknown) => {
       throw new HostmeError('snapshot-refused', `${label} refused: ${errorMessage(err)}`, { label }, { cause: err });

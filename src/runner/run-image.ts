@@ -11,7 +11,7 @@ import { CowOverlay } from '../device/cow-overlay.js';
 import { NbdServer } from '../nbd/server.js';
 import { launchVm, type VmConsole, type VmHandle, type VmExit, type VmSpec } from '../vm/qemu.js';
 import type { Accel } from '../vm/accel.js';
-import { planResume, resumeVm, type ResumePlan } from './resume.js';
+import { overlaysUnchanged, planResume, resumeVm } from './resume.js';
 import { FetchScheduler } from '../store/fetch-scheduler.js';
 import type { HttpTransportOptions } from '../store/http-transport.js';
 import { CacheDir, defaultCacheLimit } from './cache-dir.js';
@@ -133,13 +133,18 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
     let bootFiles: ReturnType<typeof prepareBoot> | undefined;
     const startBoot = () => (bootFiles ??= prepareBoot(resolved, scheduler, runDir, resolved.cache ? cache.root : undefined, options.append));
     if (!willResume) startBoot().catch(() => {});
+    // A snapshot's RAM is the critical path of a resume: start it now, in parallel with the disk indexes.
+    const planning = willResume ? planResume({ resolved, scheduler, cacheRoot: resolved.cache ? cache.root : undefined, runDir, accel: options.accel, extraDisks: options.extraDisks?.length ?? 0, notices }) : Promise.resolve(undefined);
+    planning.catch(() => {});
     const devices = await openDisks(resolved, scheduler, options.onFirstAccess);
     const exported = new Map<string, BlockDevice>();
+    const overlays: CowOverlay[] = [];
     for (const [i, device] of devices.entries()) {
       const overlayDir = i === 0 ? instance.dir : join(instance.dir, `disk${i}`);
       const overlay = await CowOverlay.open(device, overlayDir);
       cleanups.push(() => overlay.close());
       exported.set(`disk${i}`, overlay);
+      overlays.push(overlay);
     }
     const nbd = new NbdServer({ exports: exported, onError: (err) => collector.error(`nbd: ${errorMessage(err)}`) });
     const socket = join(runDir, 'nbd.sock');
@@ -164,7 +169,7 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
     };
     let vm: VmHandle | undefined;
     let resumed: { ms: number } | undefined;
-    const plan: ResumePlan | undefined = options.resume === false ? undefined : await planResume({ resolved, scheduler, cacheRoot: resolved.cache ? cache.root : undefined, runDir, overlays: [...exported.values()] as CowOverlay[], accel: options.accel, extraDisks: options.extraDisks?.length ?? 0, notices });
+    const plan = (await planning) && overlaysUnchanged(overlays, notices) ? await planning : undefined;
     const readyAtResume = options.until !== undefined && options.until.source === manifest.qemuSnapshot?.readyMark;
     if (plan) {
       try {

@@ -47,6 +47,7 @@ export async function resolveInside(rootReal: string, segments: string[]): Promi
 }
 
 const LARGE_FILE_BYTES = 16 * 1024 * 1024;
+const SMALL_FILE_BYTES = 256 * 1024;
 
 /** Strong ETags of mutable files, by path + inode + size + mtime, so each version is hashed once. */
 export class EtagCache {
@@ -112,7 +113,14 @@ export async function serveFile(req: IncomingMessage, res: ServerResponse, rootR
       sendBody(req, res, etag, IMMUTABLE, lastModified, type, body.length, (start, end) => res.end(body.subarray(start, end + 1)));
       return;
     }
-    sendBody(req, res, etag, objectId ? IMMUTABLE : 'no-cache', lastModified, type, info.size, (start, end) => {
+    const cacheControl = objectId ? IMMUTABLE : 'no-cache';
+    if (info.size <= SMALL_FILE_BYTES) {
+      // Manifests, index.json: one read and one write beat a file stream per request.
+      const body = await handle.readFile();
+      sendBody(req, res, etag, cacheControl, lastModified, type, body.length, (start, end) => res.end(body.subarray(start, end + 1)));
+      return;
+    }
+    sendBody(req, res, etag, cacheControl, lastModified, type, info.size, (start, end) => {
       const stream = handle.createReadStream({ start, end, autoClose: true });
       handedOver = true;
       // pipeline destroys the file stream (closing the handle) when the client goes away.
