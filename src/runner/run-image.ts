@@ -7,6 +7,7 @@ import type { PublisherKey } from '../format/signature.js';
 import { HostmeError, errorMessage, isHostmeError } from '../errors.js';
 import type { BlockDevice } from '../device/block-device.js';
 import { ChunkedImageDevice } from '../device/chunked-image.js';
+import { VerifiedChunkFile } from '../device/verified-chunks.js';
 import { CowOverlay } from '../device/cow-overlay.js';
 import { NbdServer } from '../nbd/server.js';
 import { launchVm, type VmConsole, type VmHandle, type VmExit, type VmSpec } from '../vm/qemu.js';
@@ -136,7 +137,8 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
     // A snapshot's RAM is the critical path of a resume: start it now, in parallel with the disk indexes.
     const planning = willResume ? planResume({ resolved, scheduler, cacheRoot: resolved.cache ? cache.root : undefined, runDir, accel: options.accel, extraDisks: options.extraDisks?.length ?? 0, notices }) : Promise.resolve(undefined);
     planning.catch(() => {});
-    const devices = await openDisks(resolved, scheduler, options.onFirstAccess);
+    const devices = await openDisks(resolved, scheduler, options.onFirstAccess, resolved.cache ? join(cache.root, 'verified') : undefined);
+    cleanups.push(() => Promise.all(devices.map((d) => d.close())));
     const exported = new Map<string, BlockDevice>();
     const overlays: CowOverlay[] = [];
     for (const [i, device] of devices.entries()) {
@@ -225,11 +227,13 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
   }
 }
 
-async function openDisks(resolved: ResolvedImage, scheduler: FetchScheduler, onFirstAccess?: (disk: number, chunk: number) => void): Promise<ChunkedImageDevice[]> {
+async function openDisks(resolved: ResolvedImage, scheduler: FetchScheduler, onFirstAccess?: (disk: number, chunk: number) => void, verifiedDir?: string): Promise<ChunkedImageDevice[]> {
   return Promise.all(
     resolved.image.manifest.disks.map(async (disk, i) => {
       const index = await resolved.repo.readIndex(disk, scheduler, `disk ${disk.name}`);
-      return new ChunkedImageDevice(index, scheduler, { label: `disk ${disk.name}`, onFirstAccess: onFirstAccess ? (chunk) => onFirstAccess(i, chunk) : undefined });
+      // A cache that cannot hold it only costs speed: run without.
+      const verified = verifiedDir ? await VerifiedChunkFile.open(join(verifiedDir, disk.index), index).catch(() => undefined) : undefined;
+      return new ChunkedImageDevice(index, scheduler, { label: `disk ${disk.name}`, verified, onFirstAccess: onFirstAccess ? (chunk) => onFirstAccess(i, chunk) : undefined });
     }),
   );
 }
