@@ -54,6 +54,8 @@ async function writeBlob(index: ChunkIndex, source: ObjectSource, file: string):
         await handle.write(object.data, 0, object.data.length, i * index.chunkSize);
       }),
     );
+    // Durable before it gets its final name (and, with a cache, its verified stamp).
+    await handle.datasync();
     await handle.close();
     await rename(tmp, file);
   } catch (err) {

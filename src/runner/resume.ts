@@ -14,6 +14,7 @@ import { probeAccel, type Accel } from '../vm/accel.js';
 import { defaultQemuBinary, launchVm, type VmHandle, type VmSpec } from '../vm/qemu.js';
 import { qemuBinaryVersion, restoreMachine } from '../vm/snapshot.js';
 import { materializeBlob } from './blob-file.js';
+import { FetchScheduler } from '../store/fetch-scheduler.js';
 import type { ResolvedImage } from './image-source.js';
 import type { RunStatsCollector } from './run-stats.js';
 
@@ -58,8 +59,10 @@ export async function planResume(ctx: ResumeContext): Promise<ResumePlan | undef
   const accel = ctx.accel ?? (await probeAccel());
   if (accel !== snapshot.accel) return refuse(`it was saved under ${snapshot.accel} and this machine runs ${accel}`);
   if (ctx.extraDisks > 0) return refuse('extra disks change the machine it was saved from');
+  // With a cache, the verified RAM file is the cache: its chunks skip the object cache (one fsync each).
+  const source = ctx.cacheRoot && ctx.resolved.mirrors ? new FetchScheduler(ctx.resolved.mirrors, 16) : ctx.scheduler;
   const fetch = (ref: QemuSnapshot['ram'], label: string, file: string) =>
-    materializeBlob(ctx.resolved.repo, ctx.scheduler, ref, label, { cacheDir: ctx.cacheRoot, fallbackFile: join(ctx.runDir, file) }).catch((err: unknown) => {
+    materializeBlob(ctx.resolved.repo, source, ref, label, { cacheDir: ctx.cacheRoot, fallbackFile: join(ctx.runDir, file) }).catch((err: unknown) => {
       throw new HostmeError('snapshot-refused', `${label} refused: ${errorMessage(err)}`, { label }, { cause: err });
     });
   try {
