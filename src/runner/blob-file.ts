@@ -27,17 +27,19 @@ export async function materializeBlob(
   ref: BlobRef,
   label: string,
   where: { cacheDir?: string; fallbackFile: string },
+  /** Where the chunks come from, if not `source` (the index always comes from `source`, usually the cache). */
+  chunkSource: ObjectSource = source,
 ): Promise<string> {
   const index = await repo.readIndex(ref, source, label);
-  if (!where.cacheDir) return writeBlob(index, source, where.fallbackFile);
+  if (!where.cacheDir) return writeBlob(index, chunkSource, where.fallbackFile);
   const cached = join(where.cacheDir, 'blobs', ref.index);
   if (await stampMatches(cached)) return cached;
   if (await matchesIndex(cached, index)) return stamp(cached);
   try {
-    return await stamp(await writeBlob(index, source, cached));
+    return await stamp(await writeBlob(index, chunkSource, cached));
   } catch (err) {
     if (!(err as NodeJS.ErrnoException).code) throw err; // a fetch failure, not the file system
-    return writeBlob(index, source, where.fallbackFile); // cache full or read-only
+    return writeBlob(index, chunkSource, where.fallbackFile); // cache full or read-only
   }
 }
 

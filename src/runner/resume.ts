@@ -60,9 +60,10 @@ export async function planResume(ctx: ResumeContext): Promise<ResumePlan | undef
   if (accel !== snapshot.accel) return refuse(`it was saved under ${snapshot.accel} and this machine runs ${accel}`);
   if (ctx.extraDisks > 0) return refuse('extra disks change the machine it was saved from');
   // With a cache, the verified RAM file is the cache: its chunks skip the object cache (one fsync each).
-  const source = ctx.cacheRoot && ctx.resolved.mirrors ? new FetchScheduler(ctx.resolved.mirrors, 16) : ctx.scheduler;
+  // The (small) indexes still go through the object cache, so a warm start needs no request.
+  const chunks = ctx.cacheRoot && ctx.resolved.mirrors ? new FetchScheduler(ctx.resolved.mirrors, 16) : ctx.scheduler;
   const fetch = (ref: QemuSnapshot['ram'], label: string, file: string) =>
-    materializeBlob(ctx.resolved.repo, source, ref, label, { cacheDir: ctx.cacheRoot, fallbackFile: join(ctx.runDir, file) }).catch((err: unknown) => {
+    materializeBlob(ctx.resolved.repo, ctx.scheduler, ref, label, { cacheDir: ctx.cacheRoot, fallbackFile: join(ctx.runDir, file) }, chunks).catch((err: unknown) => {
       throw new HostmeError('snapshot-refused', `${label} refused: ${errorMessage(err)}`, { label }, { cause: err });
     });
   try {

@@ -1,6 +1,6 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdir, stat, writeFile } from 'node:fs/promises';
+import { readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { openRepository } from '../repo/repository.js';
@@ -120,6 +120,14 @@ test('kill -9 during the RAM fetch over a slow link, then a second run: nothing 
     assert.equal(second.code, 0, second.stderr);
     assert.match(second.stderr, /resumed hello@2 from its snapshot/);
     assert.ok((await readdir(blobs)).includes(snapshot.ram.index));
+
+    // Warm: the verified RAM file and the cached indexes and manifest need no request at all.
+    const statsFile = join(work, 'warm-stats.json');
+    const warm = await runCli(['run', url, 'hello@2', '--cache', cache, ...ANSWER, '--timeout', '120', '--console', 'none', '--stats-json', statsFile], { env });
+    assert.equal(warm.code, 0, warm.stderr);
+    assert.match(warm.stderr, /resumed hello@2 from its snapshot/);
+    const stats = JSON.parse(await readFile(statsFile, 'utf8')) as { requests: number; bytesFetched: number };
+    assert.equal(stats.requests, 0, 'a warm resume makes no request');
   } finally {
     await proxy?.close();
     await server?.close();
