@@ -24,6 +24,7 @@ import { openRepository } from '../repo/repository.js';
 import { manifestBlobs } from '../format/manifest.js';
 import { isHole } from '../format/chunk-index.js';
 import { startWanProxy, type WanCounters } from './wan-proxy.js';
+import { snapshotReferenceGuest } from '../testing/snapshot-guest.js';
 import type { Trace } from './trace-hook.js';
 import { Cleanup, fmtBytes, fmtRatio, fmtSeconds, hostmeBin, log, machineInfo, median, repoRoot, runCommand, startHostmeServe, table, withTimeout, writeJson } from './bench-util.js';
 
@@ -32,7 +33,7 @@ const { values: opts } = parseArgs({
     runs: { type: 'string', default: '3' },
     rtt: { type: 'string', default: '100' },
     mbit: { type: 'string', default: '50' },
-    scenarios: { type: 'string', default: 'a,b,c,d,e,f' },
+    scenarios: { type: 'string', default: 'a,b,c,d,e,f,g,h' },
     full: { type: 'boolean', default: false },
     'skip-download': { type: 'boolean', default: false },
     timeout: { type: 'string', default: '180' },
@@ -88,7 +89,8 @@ async function main(): Promise<void> {
   if (!opts['keep-tmp']) cleanup.add('tmp', () => rm(tmp, { recursive: true, force: true }));
 
   // Warm the page cache for every local input once, equally for all scenarios.
-  await runCommand('cat', [guest.disk1g, guest.kernel], { timeoutMs: 120_000 }).then(() => undefined);
+  // (to /dev/null: piping 1 GiB through this process's string buffer took minutes on a loaded machine)
+  await runCommand('sh', ['-c', 'cat "$0" "$1" >/dev/null', guest.disk1g, guest.kernel], { timeoutMs: 300_000 }).then(() => undefined);
 
   const needHostme = ['d', 'e', 'f'].some((s) => wanted.has(s));
   const needPlain = ['b', 'c'].some((s) => wanted.has(s));
@@ -149,6 +151,24 @@ async function main(): Promise<void> {
     log(`kernel blob: ${fmtBytes(kernelSize)} raw, ${fmtBytes(kernelStored)} stored in ${kernelObjects.size} objects`);
     plainRepoPort = (await startHostmeServe(repoPlain, cleanup)).port;
     profRepoPort = (await startHostmeServe(repoProf, cleanup)).port;
+  }
+
+  // (g) (h): the reference disk and kernel with a virtio-blk initrd, snapshotted at HOSTME-READY.
+  let snapRepoPort = 0;
+  const snapshotObjects = new Set<string>();
+  if (wanted.has('g') || wanted.has('h')) {
+    const t = performance.now();
+    const snap = await snapshotReferenceGuest(path.join(tmp, 'snap'), { disk1g: true });
+    const made = await runCommand(process.execPath, [hostmeBin, 'snapshot', 'hello', '--repo', snap.repoDir, '--key', snap.keyFile, '--json'], { timeoutMs: 600_000, env });
+    prepare = { ...prepare, snapshotMs: performance.now() - t, snapshot: JSON.parse(made.stdout) };
+    log(`snapshot image prepared in ${((performance.now() - t) / 1000).toFixed(1)} s: ${made.stdout.trim().replace(/\s+/g, ' ')}`);
+    const repo = openRepository(snap.repoDir);
+    const image = await repo.loadImage('hello', undefined);
+    for (const ref of [image.manifest.qemuSnapshot!.ram, image.manifest.qemuSnapshot!.deviceState]) {
+      indexObjects.add(ref.index);
+      for (const id of (await repo.readIndex(ref, repo.objects, 'snapshot')).ids) if (!isHole(id)) snapshotObjects.add(id);
+    }
+    snapRepoPort = (await startHostmeServe(snap.repoDir, cleanup)).port;
   }
 
   const withProxy = async <T>(targetPort: number, fn: (proxyPort: number) => Promise<T>, port?: number): Promise<{ result: T; counters: WanCounters }> => {
@@ -251,15 +271,15 @@ async function main(): Promise<void> {
   // The profiled image is always reached at the same URL, as a user would: the warm run (f)
   // then finds its instance pinned to the version the cold run (e) used.
   const stableProxyPort = await freePort();
-  const hostmeRun = async (port: number, cacheDir: string, label: string, fresh = true): Promise<Run> => {
+  const hostmeRun = async (port: number, cacheDir: string, label: string, fresh = true, answer = false): Promise<Run> => {
     const traceFile = path.join(tmp, `trace-${label}-${Date.now()}.json`);
     const statsFile = path.join(tmp, `stats-${label}-${Date.now()}.json`);
     const { result, counters } = await withProxy(port, async (proxyPort) => {
       const t = performance.timeOrigin + performance.now();
       await runCommand(
         process.execPath,
-        ['--import', path.join(repoRoot, 'dist', 'bench', 'trace-hook.js'), hostmeBin, 'run', `http://127.0.0.1:${proxyPort}/i/hello`, '--cache', cacheDir, '--until', 'HOSTME-READY', '--timeout', String(timeoutMs / 1000), '--console', 'none', '--stats-json', statsFile, ...(fresh ? ['--fresh'] : [])],
-        { timeoutMs: timeoutMs + 60_000, env: { ...env, HOSTME_BENCH_TRACE: traceFile } },
+        ['--import', path.join(repoRoot, 'dist', 'bench', 'trace-hook.js'), hostmeBin, 'run', `http://127.0.0.1:${proxyPort}/i/hello`, '--cache', cacheDir, ...(answer ? ['--until', 'hi-42', '--type', 'echo hi-$((6*7))\\n'] : ['--until', 'HOSTME-READY']), '--timeout', String(timeoutMs / 1000), '--console', 'none', '--stats-json', statsFile, ...(fresh ? ['--fresh'] : [])],
+        { timeoutMs: timeoutMs + 60_000, env: { ...env, HOSTME_BENCH_TRACE: traceFile, ...(answer ? { HOSTME_BENCH_READY: 'hi-42' } : {}) } },
       );
       return { spawnWall: t };
     }, stableProxyPort);
@@ -271,7 +291,7 @@ async function main(): Promise<void> {
     for (const r of trace.requests) {
       const url = new URL(r.url);
       const id = /\/objects\/[0-9a-f]{2}\/([0-9a-f]{64})$/.exec(url.pathname)?.[1];
-      const kind = id ? (indexObjects.has(id) ? 'index' : kernelObjects.has(id) ? 'kernel' : diskObjects.has(id) ? 'disk' : 'object?') : 'metadata';
+      const kind = id ? (indexObjects.has(id) ? 'index' : kernelObjects.has(id) ? 'kernel' : diskObjects.has(id) ? 'disk' : snapshotObjects.has(id) ? 'snapshot' : 'object?') : 'metadata';
       const k = (kinds[kind] ??= { requests: 0, bytes: 0, firstStart: Infinity, lastEnd: 0, beforeQemu: 0 });
       k.requests++;
       k.bytes += r.bytes;
@@ -305,6 +325,14 @@ async function main(): Promise<void> {
     else steps.push({ scenario: { id: 'fill', title: 'fill the cache for f (not reported)', runs: [] }, once: cold });
   }
   if (wanted.has('f')) steps.push({ scenario: scenarioF, once: async (i) => hostmeRun(profRepoPort, lastCache, `f${i}`, false) });
+  const scenarioG: Scenario = { id: 'g', title: 'hostme resume of a QEMU snapshot, cold cache (to a typed command answered)', runs: [] };
+  const scenarioH: Scenario = { id: 'h', title: 'hostme resume, warm (cache and instance from g: no network)', runs: [] };
+  let snapCache = '';
+  if (wanted.has('g') || wanted.has('h')) {
+    const cold = async (i: number) => hostmeRun(snapRepoPort, (snapCache = await freshCache()), `g${i}`, true, true);
+    steps.push({ scenario: wanted.has('g') ? scenarioG : { id: 'fill-g', title: 'fill the cache for h (not reported)', runs: [] }, once: cold });
+  }
+  if (wanted.has('h')) steps.push({ scenario: scenarioH, once: async (i) => hostmeRun(snapRepoPort, snapCache, `h${i}`, false, true) });
 
   for (let i = 0; i < runs; i++) {
     for (const { scenario, once } of steps) {
@@ -327,7 +355,7 @@ async function main(): Promise<void> {
     }
     scenarios.push(scenarioB);
   }
-  for (const s of [scenarioC, scenarioD, scenarioE, scenarioF]) if (wanted.has(s.id)) scenarios.push(s);
+  for (const s of [scenarioC, scenarioD, scenarioE, scenarioF, scenarioG, scenarioH]) if (wanted.has(s.id)) scenarios.push(s);
 
   // ---- medians, ratios, goals
   for (const s of scenarios) {
@@ -338,6 +366,8 @@ async function main(): Promise<void> {
   const c = get('c');
   const e = get('e');
   const f = get('f');
+  const g = get('g');
+  const h = get('h');
   const ratios = Object.fromEntries(scenarios.map((s) => [s.id, { toA: a ? s.median!.ms / a.ms : null, toC: c ? s.median!.ms / c.ms : null, bytesToC: c ? s.median!.bytesDown / c.bytesDown : null }]));
   const goal = (name: string, ok: boolean | undefined, detail: string) => ({ goal: name, status: ok === undefined ? 'N/A' : ok ? 'PASS' : 'MISS', detail });
   const goals = [
@@ -345,6 +375,8 @@ async function main(): Promise<void> {
     goal('(e) <= 0.8 x (c)', e && c ? e.ms <= 0.8 * c.ms : undefined, e && c ? `${fmtSeconds(e.ms)} vs limit ${fmtSeconds(0.8 * c.ms)} (${fmtRatio(e.ms / c.ms)})` : 'needs c and e'),
     goal('bytes(e) <= 0.7 x bytes(c)', e && c ? e.bytesDown <= 0.7 * c.bytesDown : undefined, e && c ? `${fmtBytes(e.bytesDown)} vs limit ${fmtBytes(0.7 * c.bytesDown)} (${fmtRatio(e.bytesDown / c.bytesDown)})` : 'needs c and e'),
     goal('(f) <= 1.05 x (a) with 0 bytes', f && a ? f.ms <= 1.05 * a.ms && f.bytesDown === 0 : undefined, f && a ? `${fmtSeconds(f.ms)} vs limit ${fmtSeconds(1.05 * a.ms)} (${fmtRatio(f.ms / a.ms)}), ${fmtBytes(f.bytesDown)} on the wire` : 'needs a and f'),
+    goal('(g) <= 0.8 x (a)', g && a ? g.ms <= 0.8 * a.ms : undefined, g && a ? `${fmtSeconds(g.ms)} vs limit ${fmtSeconds(0.8 * a.ms)} (${fmtRatio(g.ms / a.ms)})` : 'needs a and g'),
+    goal('(h) <= 0.5 x (a)', h && a ? h.ms <= 0.5 * a.ms : undefined, h && a ? `${fmtSeconds(h.ms)} vs limit ${fmtSeconds(0.5 * a.ms)} (${fmtRatio(h.ms / a.ms)})` : 'needs a and h'),
   ];
 
   // ---- report
@@ -358,11 +390,11 @@ async function main(): Promise<void> {
   out.push(`\nboot benchmark: 1 GiB reference disk, link RTT ${rttMs} ms / ${mbit} Mbit/s down (Node TCP proxy), accel ${accel}, ${runs} run(s), medians\n`);
   out.push(table(rows));
   for (const s of scenarios) if (s.note) out.push(`  (${s.id}) ${s.note}`);
-  const phaseRows = [['hostme phases (median, s since command start)', 'node up', '1st req', 'manifest', 'index', 'kernel done', 'QEMU spawn', 'ready', 'guest boot', 'kernel bytes', 'disk bytes', 'meta+index bytes']];
-  for (const s of scenarios.filter((x) => ['d', 'e', 'f'].includes(x.id))) {
+  const phaseRows = [['hostme phases (median, s since command start)', 'node up', '1st req', 'manifest', 'index', 'kernel done', 'QEMU spawn', 'ready', 'guest boot', 'kernel bytes', 'disk bytes', 'snapshot bytes', 'meta+index bytes']];
+  for (const s of scenarios.filter((x) => ['d', 'e', 'f', 'g', 'h'].includes(x.id))) {
     const ph = (k: string) => median(s.runs.map((r) => Number((r.detail!.phases as Record<string, number | undefined>)[k] ?? NaN)));
     const bk = (k: string) => median(s.runs.map((r) => (r.detail!.byKind as Record<string, { bytes: number }>)[k]?.bytes ?? 0));
-    phaseRows.push([`(${s.id})`, ...['nodeStartedMs', 'firstRequestMs', 'metadataDoneMs', 'indexDoneMs', 'kernelDoneMs', 'qemuSpawnMs', 'readyMs', 'guestBootMs'].map((k) => fmtSeconds(ph(k))), fmtBytes(bk('kernel')), fmtBytes(bk('disk')), fmtBytes(bk('metadata') + bk('index'))]);
+    phaseRows.push([`(${s.id})`, ...['nodeStartedMs', 'firstRequestMs', 'metadataDoneMs', 'indexDoneMs', 'kernelDoneMs', 'qemuSpawnMs', 'readyMs', 'guestBootMs'].map((k) => fmtSeconds(ph(k))), fmtBytes(bk('kernel')), fmtBytes(bk('disk')), fmtBytes(bk('snapshot')), fmtBytes(bk('metadata') + bk('index'))]);
   }
   if (phaseRows.length > 1) out.push('\n' + table(phaseRows));
   const cs = scenarios.find((x) => x.id === 'c');

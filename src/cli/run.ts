@@ -31,6 +31,8 @@ interface RunCliOptions {
   netToken?: string;
   publish?: string[];
   internet?: boolean;
+  resume: boolean;
+  type?: string;
 }
 
 export function registerRun(program: Command): void {
@@ -55,6 +57,8 @@ export function registerRun(program: Command): void {
     .option('--net-token <token>', 'join token for --net NETWORK@HUB (default $HOSTME_NET_TOKEN)')
     .option('-p, --publish <ports...>', 'forward [HOSTADDR:]HOSTPORT:GUESTPORT[/udp] to the guest (host side on 127.0.0.1 unless an address is given); the guest stays cut off from the host and the internet')
     .option('--internet', 'give the guest a network with access to the host and the internet (QEMU user networking)')
+    .option('--no-resume', "boot from scratch even if the image has a QEMU snapshot")
+    .option('--type <text>', 'type this into the console once the guest runs (after a resume, or at the ready mark of a boot); \\n is a newline')
     .option('--json', 'print the summary as JSON')
     .option('--verbose', 'say which accelerator was chosen and why')
     .action(async (link: string, name: string | undefined, options: RunCliOptions) => {
@@ -92,11 +96,14 @@ export function registerRun(program: Command): void {
         net,
         publish,
         internet: options.internet,
+        resume: options.resume,
+        type: options.type?.replace(/\\n/g, '\n'),
       });
       const { manifest } = running;
       for (const notice of running.notices) process.stderr.write(`hostme: ${terminalSafe(notice)}\n`);
       for (const p of publish) process.stderr.write(`hostme: guest port ${p.guestPort}/${p.proto} published on ${p.hostAddr}:${p.hostPort}\n`);
-      if (!options.json) process.stderr.write(`hostme: booting ${manifest.name}@${manifest.version} (${manifest.hardware.arch}, ${manifest.hardware.memoryMiB} MiB, accel ${running.vm.accel})${options.console === 'stdio' ? ' — Ctrl-] stops the VM' : ''}\n`);
+      if (!options.json && running.resumed) process.stderr.write(`hostme: resumed ${manifest.name}@${manifest.version} from its snapshot in ${(running.resumed.ms / 1000).toFixed(2)} s (accel ${running.vm.accel})\n`);
+      else if (!options.json) process.stderr.write(`hostme: booting ${manifest.name}@${manifest.version} (${manifest.hardware.arch}, ${manifest.hardware.memoryMiB} MiB, accel ${running.vm.accel})${options.console === 'stdio' ? ' — Ctrl-] stops the VM' : ''}\n`);
       if (options.verbose) process.stderr.write(`hostme: accelerator ${running.vm.accel}: ${running.vm.accelReason}\n`);
       if (options.fill) {
         void running.filled.then((complete) => {

@@ -8,10 +8,13 @@ export function registerSnapshot(program: Command): void {
   bootOnceCommand(
     program,
     'snapshot',
-    'boot an i686 image once in v86, save the machine at the ready point and publish it as a new version the browser restores in seconds',
+    'boot an image once (i686 in v86, x86_64 in QEMU), save the machine at the ready point and publish it as a new version that the browser (i686) or hostme run (x86_64) resumes instead of booting',
     'the ready point: save once the serial console matches this',
-  ).action(async (spec: string, options: BootOnceOptions) => {
-    const request = await bootOnceRequest(spec, options);
+  )
+    .option('--append <text>', 'x86_64: kernel arguments for the saved boot, whose disks are virtio-blk', 'root=/dev/vda')
+    .option('--guest-command <cmd>', 'x86_64: typed into the console before saving (empty: nothing)', 'sync')
+    .action(async (spec: string, options: BootOnceOptions & { append: string; guestCommand: string }) => {
+    const request = { ...(await bootOnceRequest(spec, options)), append: options.append, guestCommand: options.guestCommand };
     const name = request.name;
     const progress = new ProgressBar('snapshot');
     const started = performance.now();

@@ -4,6 +4,7 @@ import type { FetchPriority, ObjectSource } from '../store/object-store.js';
 import type { BlockDevice } from './block-device.js';
 import { BlockDeviceError, checkRange } from './errors.js';
 import { ChunkLru } from './chunk-lru.js';
+import type { VerifiedChunkFile } from './verified-chunks.js';
 
 export interface ChunkedImageOptions {
   /** Decoded chunks kept in RAM (default 16 MiB). */
@@ -11,6 +12,8 @@ export interface ChunkedImageOptions {
   /** Called once per chunk, the first time the guest reads it (boot profiling). */
   onFirstAccess?: (chunk: number) => void;
   label?: string;
+  /** Verified decoded chunks kept from earlier runs (read without decompressing or hashing) and filled by this one. */
+  verified?: VerifiedChunkFile;
 }
 
 /**
@@ -77,15 +80,26 @@ export class ChunkedImageDevice implements BlockDevice {
     if (isHole(id)) return new Uint8Array(0);
     const cached = this.memory.get(id);
     if (cached) return cached;
+    const verified = this.options.verified;
+    if (verified?.has(chunk)) {
+      const data = await verified.read(chunk).catch(() => undefined);
+      if (data) {
+        if (priority !== 'background') this.memory.set(id, data);
+        return data;
+      }
+    }
     try {
       const object = await this.source.get({ id, length: chunkLength(this.index, chunk) }, { priority });
       // Demand and prefetch both land in memory: a prefetched chunk is about to be read.
       if (priority !== 'background') this.memory.set(id, object.data);
+      void verified?.record(chunk, object.data);
       return object.data;
     } catch (err) {
       throw new BlockDeviceError('EIO', `${this.label} chunk ${chunk} (${id.slice(0, 16)}) unavailable: ${errorMessage(err)}`, { chunk, id }, { cause: err });
     }
   }
 
-  async close(): Promise<void> {}
+  async close(): Promise<void> {
+    await this.options.verified?.close();
+  }
 }

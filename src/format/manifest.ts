@@ -67,6 +67,29 @@ export const manifestSchema = z.object({
       vgaMemoryBytes: z.number().int().nonnegative().optional(),
     })
     .optional(),
+  /**
+   * A QEMU machine saved at its ready point (hostme snapshot, x86_64): RAM as a
+   * blob (zero chunks are holes), the migration stream of device state as a
+   * blob, and everything a restoring QEMU must match (docs/format.md).
+   */
+  qemuSnapshot: z
+    .object({
+      ram: blobRefSchema,
+      deviceState: blobRefSchema,
+      /** QEMU version that wrote the state ("7.2.22"): restore only with exactly this version. */
+      qemu: z.string().regex(/^\d+\.\d+\.\d+$/),
+      /** Resolved machine type ("pc-q35-7.2"). */
+      machine: z.string().regex(/^[a-z0-9][a-z0-9.-]{0,63}$/),
+      cpu: z.string().regex(/^[a-z0-9][a-z0-9.,=+-]{0,63}$/),
+      accel: z.enum(['tcg', 'kvm']),
+      /** How disks attach ("virtio": virtio-blk-pci, one per manifest disk, in order). */
+      diskBus: z.literal('virtio'),
+      /** Text appended to boot.cmdline for the boot that was saved (e.g. "root=/dev/vda"). */
+      cmdlineAppend: z.string().max(4096),
+      /** The console pattern (regular expression source) the guest had printed when it was saved. */
+      readyMark: z.string().max(1024),
+    })
+    .optional(),
   /** Boot working set, in the order the guest read it: [diskIndex, chunkNumber]. */
   prefetch: z.array(z.tuple([z.number().int().nonnegative(), z.number().int().nonnegative()])).max(1 << 20).optional(),
   mirrors: z.array(z.string().url()).default([]),
@@ -107,6 +130,10 @@ export function parseManifest(bytes: Uint8Array, origin = 'manifest'): Manifest 
 }
 
 function checkConsistency(manifest: Manifest, origin: string): void {
+  const snapshot = manifest.qemuSnapshot;
+  if (snapshot && snapshot.ram.size !== manifest.hardware.memoryMiB * 1024 * 1024) {
+    throw new FormatError('manifest-corrupt', `${origin}: qemuSnapshot.ram holds ${snapshot.ram.size} bytes, the machine has ${manifest.hardware.memoryMiB} MiB`, { origin });
+  }
   for (const [disk, chunk] of manifest.prefetch ?? []) {
     const ref = manifest.disks[disk];
     if (!ref || chunk * ref.chunkSize >= ref.size) {
@@ -127,5 +154,9 @@ export function manifestBlobs(manifest: Manifest): Array<{ label: string; ref: B
     if (manifest.boot.initrd) blobs.push({ label: 'initrd', ref: manifest.boot.initrd });
   }
   if (manifest.memorySnapshot) blobs.push({ label: 'memory snapshot', ref: manifest.memorySnapshot });
+  if (manifest.qemuSnapshot) {
+    blobs.push({ label: 'snapshot RAM', ref: manifest.qemuSnapshot.ram });
+    blobs.push({ label: 'snapshot device state', ref: manifest.qemuSnapshot.deviceState });
+  }
   return blobs;
 }

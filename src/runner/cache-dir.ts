@@ -9,7 +9,8 @@ import { userCacheRoot } from '../user-dirs.js';
  * The machine-wide hostme cache (docs/run.md "Cache"):
  *   objects/ab/<id>                 verified objects, shared by every image and version
  *   images/<repo-key>/<name>/<v>.json  signed manifests seen, for offline starts
- *   blobs/<index id>                kernels/initrds assembled for QEMU, re-checked chunk by chunk on reuse
+ *   blobs/<index id>                kernels, initrds, snapshot RAM/state assembled for QEMU; <id>.verified stamps them as checked
+ *   verified/<index id>/data, map   disk chunks already verified and decoded (read again without hashing)
  *   trust.json                      publisher keys pinned on first use
  *   instances/<name>/               per-instance overlay (user data: never evicted)
  */
@@ -82,6 +83,7 @@ export class CacheDir {
     await rm(join(this.root, 'objects'), { recursive: true, force: true });
     await rm(join(this.root, 'images'), { recursive: true, force: true });
     await rm(join(this.root, 'blobs'), { recursive: true, force: true });
+    await rm(join(this.root, 'verified'), { recursive: true, force: true });
   }
 
   async instances(): Promise<Array<{ name: string; bytes: number }>> {

@@ -7,10 +7,12 @@ import type { PublisherKey } from '../format/signature.js';
 import { HostmeError, errorMessage, isHostmeError } from '../errors.js';
 import type { BlockDevice } from '../device/block-device.js';
 import { ChunkedImageDevice } from '../device/chunked-image.js';
+import { VerifiedChunkFile } from '../device/verified-chunks.js';
 import { CowOverlay } from '../device/cow-overlay.js';
 import { NbdServer } from '../nbd/server.js';
-import { launchVm, type VmConsole, type VmHandle, type VmExit } from '../vm/qemu.js';
+import { launchVm, type VmConsole, type VmHandle, type VmExit, type VmSpec } from '../vm/qemu.js';
 import type { Accel } from '../vm/accel.js';
+import { overlaysUnchanged, planResume, resumeVm } from './resume.js';
 import { FetchScheduler } from '../store/fetch-scheduler.js';
 import type { HttpTransportOptions } from '../store/http-transport.js';
 import { CacheDir, defaultCacheLimit } from './cache-dir.js';
@@ -56,6 +58,12 @@ export interface RunOptions {
   publish?: PortPublish[];
   /** Let the guest reach the host's networks and the internet (otherwise a published guest is restricted). */
   internet?: boolean;
+  /** Resume the image's QEMU snapshot when it matches (default true); false always boots. */
+  resume?: boolean;
+  /** Typed into the console once the guest runs: right after a resume, or when a cold boot prints the snapshot's ready mark (or HOSTME-READY). */
+  type?: string;
+  /** Machine overrides for the boot (hostme snapshot: RAM in a shared file, virtio disks). */
+  vm?: Pick<VmSpec, 'diskBus' | 'machine' | 'cpuModel' | 'memoryFile'>;
 }
 
 export interface RunningImage {
@@ -66,6 +74,8 @@ export interface RunningImage {
   devices: ChunkedImageDevice[];
   offline?: string;
   notices: string[];
+  /** Set when the guest was resumed from the image's QEMU snapshot instead of booted. */
+  resumed?: { ms: number };
   /** With `fill`: resolves true once every chunk of every disk is in the local cache (false if cut short). */
   filled: Promise<boolean>;
   /** Resolves after QEMU exited and everything was closed, with the final stats. */
@@ -129,31 +139,34 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
     // 16 requests in flight fill a 50 Mbit/s, 100 ms link with 256 KiB chunks; 8 do not.
     const scheduler = new FetchScheduler(resolved.source, 16);
     cleanups.push(() => scheduler.close());
-    // The kernel is on the critical path: start it now, in parallel with the disk indexes.
-    const bootFiles = prepareBoot(resolved, scheduler, runDir, resolved.cache ? cache.root : undefined, options.append);
-    bootFiles.catch(() => {});
-    const devices = await openDisks(resolved, scheduler, options.onFirstAccess);
+    // The kernel is on the critical path of a boot: start it now, in parallel with the disk
+    // indexes, unless a matching snapshot will be resumed (then it is fetched only on fallback).
+    const willResume = options.resume !== false && manifest.qemuSnapshot !== undefined;
+    let bootFiles: ReturnType<typeof prepareBoot> | undefined;
+    const startBoot = () => (bootFiles ??= prepareBoot(resolved, scheduler, runDir, resolved.cache ? cache.root : undefined, options.append));
+    if (!willResume) startBoot().catch(() => {});
+    // A snapshot's RAM is the critical path of a resume: start it now, in parallel with the disk indexes.
+    const planning = willResume ? planResume({ resolved, scheduler, cacheRoot: resolved.cache ? cache.root : undefined, runDir, accel: options.accel, extraDisks: options.extraDisks?.length ?? 0, notices }) : Promise.resolve(undefined);
+    planning.catch(() => {});
+    const devices = await openDisks(resolved, scheduler, options.onFirstAccess, resolved.cache ? join(cache.root, 'verified') : undefined);
+    cleanups.push(() => Promise.all(devices.map((d) => d.close())));
     const exported = new Map<string, BlockDevice>();
+    const overlays: CowOverlay[] = [];
     for (const [i, device] of devices.entries()) {
       const overlayDir = i === 0 ? instance.dir : join(instance.dir, `disk${i}`);
       const overlay = await CowOverlay.open(device, overlayDir);
       cleanups.push(() => overlay.close());
       exported.set(`disk${i}`, overlay);
+      overlays.push(overlay);
     }
     const nbd = new NbdServer({ exports: exported, onError: (err) => collector.error(`nbd: ${errorMessage(err)}`) });
     const socket = join(runDir, 'nbd.sock');
     await nbd.listen(socket);
     cleanups.push(() => nbd.close());
 
-    // Start the boot working set now: it overlaps with the kernel download (demand priority).
-    const prefetching = prefetch(manifest, devices, resolved, collector, options.fill === true);
-    cleanups.push(async () => prefetching.cancel());
-    const boot = await bootFiles;
     const network = options.net?.network ?? manifest.network?.join;
     const overlay = network ? { socket: join(runDir, 'net.sock'), mac: overlayMac(network, instanceName) } : undefined;
-
-    const vm = await launchVm({
-      ...boot,
+    const base: VmSpec = {
       disks: [
         ...devices.map((_, i) => ({ nbdSocket: socket, nbdExport: `disk${i}` })),
         ...(options.extraDisks ?? []).map((d) => ({ file: d.file, format: 'raw' as const, readOnly: d.readOnly })),
@@ -172,18 +185,48 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
       onNotice: (message) => (options.onNotice ? options.onNotice(message) : notices.push(message)),
       overlay,
       ...(netdev ? { netdev } : {}),
-    });
+      ...options.vm,
+    };
+    let vm: VmHandle | undefined;
+    let resumed: { ms: number } | undefined;
+    const plan = (await planning) && overlaysUnchanged(overlays, notices) ? await planning : undefined;
+    const readyAtResume = options.until !== undefined && options.until.source === manifest.qemuSnapshot?.readyMark;
+    if (plan) {
+      try {
+        const started = await resumeVm(plan, base, collector, readyAtResume);
+        vm = started.vm;
+        collector.stats.msToResume = started.ms;
+        resumed = { ms: started.ms };
+      } catch (err) {
+        notices.push(`snapshot not resumed (${errorMessage(err)}); booting from scratch`);
+      }
+    }
+    // The boot working set overlaps with the kernel download (demand priority); a resumed guest has it in RAM.
+    const prefetching = prefetch(manifest, devices, resolved, collector, options.fill === true, resumed === undefined);
+    cleanups.push(async () => prefetching.cancel());
+    const machine = vm ?? (await launchVm({ ...(await startBoot()), ...base }));
+    const readyMark = new RegExp(manifest.qemuSnapshot?.readyMark ?? 'HOSTME-READY');
+    if (options.type !== undefined) {
+      const text = options.type;
+      const running = machine;
+      if (resumed) running.sendConsole(text);
+      else void running.waitForConsole(readyMark, { since: 0 }).then(() => running.sendConsole(text), () => {});
+    }
     if (network && overlay) {
       // QEMU listens; the machine's switch (started on demand) dials it.
       const joined = await attachGuest({ network, instance: instanceName, socket: overlay.socket, site: options.net?.site, dir: options.net?.dir, hub: options.net?.hub, token: options.net?.token }).catch(async (err) => {
-        await vm.shutdown();
+        await machine.shutdown();
         throw err;
       });
       notices.push(`joined network ${network} (${joined.subnet}) as ${instanceName}.${network}.hostme`);
     }
-    await instance.recordQemuPid(vm.pid);
+    await instance.recordQemuPid(machine.pid);
     let readyError: unknown;
-    vm.ready.then(
+    if (resumed && readyAtResume) {
+      // The guest printed its ready mark before it was saved: resumed is ready.
+      collector.stats.msToReady = Math.round(collector.elapsedMs());
+      if (!options.keepRunning) void machine.shutdown();
+    } else machine.ready.then(
       () => {
         // From the user's point of view: since the run started, manifest and kernel fetch included.
         collector.stats.msToReady = Math.round(collector.elapsedMs());
@@ -193,8 +236,8 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
       },
     );
     const finished = (async () => {
-      const exit = await vm.exited;
-      await vm.ready.catch(() => {});
+      const exit = await machine.exited;
+      await machine.ready.catch(() => {});
       prefetching.cancel();
       await cleanup();
       // gc lists every cached object: only worth it when this run added some.
@@ -202,7 +245,7 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
       collector.close();
       return { exit, stats: collector.stats, readyError };
     })();
-    return { manifest, digest: resolved.image.digest, vm, collector, devices, offline: resolved.offline, notices, finished, filled: prefetching.done };
+    return { manifest, digest: resolved.image.digest, vm: machine, collector, devices, offline: resolved.offline, notices, finished, filled: prefetching.done, resumed };
   } catch (err) {
     await cleanup();
     collector.close();
@@ -210,11 +253,13 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
   }
 }
 
-async function openDisks(resolved: ResolvedImage, scheduler: FetchScheduler, onFirstAccess?: (disk: number, chunk: number) => void): Promise<ChunkedImageDevice[]> {
+async function openDisks(resolved: ResolvedImage, scheduler: FetchScheduler, onFirstAccess?: (disk: number, chunk: number) => void, verifiedDir?: string): Promise<ChunkedImageDevice[]> {
   return Promise.all(
     resolved.image.manifest.disks.map(async (disk, i) => {
       const index = await resolved.repo.readIndex(disk, scheduler, `disk ${disk.name}`);
-      return new ChunkedImageDevice(index, scheduler, { label: `disk ${disk.name}`, onFirstAccess: onFirstAccess ? (chunk) => onFirstAccess(i, chunk) : undefined });
+      // A cache that cannot hold it only costs speed: run without.
+      const verified = verifiedDir ? await VerifiedChunkFile.open(join(verifiedDir, disk.index), index).catch(() => undefined) : undefined;
+      return new ChunkedImageDevice(index, scheduler, { label: `disk ${disk.name}`, verified, onFirstAccess: onFirstAccess ? (chunk) => onFirstAccess(i, chunk) : undefined });
     }),
   );
 }
@@ -239,6 +284,7 @@ function prefetch(
   resolved: ResolvedImage,
   collector: RunStatsCollector,
   fill: boolean,
+  bootSet = true,
 ): { cancel(): void; done: Promise<boolean> } {
   let cancelled = false;
   let failures = 0;
@@ -259,7 +305,7 @@ function prefetch(
     );
   };
   const done = (async () => {
-    await Promise.all((manifest.prefetch ?? []).map(([disk, chunk]) => fetchAhead(disk, chunk, 'prefetch')));
+    await Promise.all((bootSet ? (manifest.prefetch ?? []) : []).map(([disk, chunk]) => fetchAhead(disk, chunk, 'prefetch')));
     if (!fill || cancelled) return false;
     for (const [disk, device] of devices.entries()) {
       const pending: Promise<void>[] = [];

@@ -10,6 +10,8 @@ export interface RunStats {
   /** Fetches a guest read had to wait for from the start: the sequential round trips prefetch removes. */
   demandFetches: number;
   msToReady: number | null;
+  /** Set when the guest was resumed from a QEMU snapshot: ms from the start of the run to the resumed guest running. */
+  msToResume?: number;
   mirrorsUsed: string[];
   errors: string[];
 }

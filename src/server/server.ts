@@ -11,6 +11,7 @@ import { RepoView } from './repo-view.js';
 import { parseRequestPath } from './request-path.js';
 import { handleWebRoute } from './run-page.js';
 import { EtagCache, serveFile } from './static-files.js';
+import { HotObjects } from './hot-objects.js';
 import { DEFAULT_MAX_OBJECT_CONTENT_BYTES, DEFAULT_MAX_UPLOAD_BYTES, handleUpload } from './upload.js';
 
 /** One finished (or abandoned) request. */
@@ -41,6 +42,8 @@ export interface RepoServerOptions {
   /** Largest uncompressed content of an uploaded zstd object (default 1 GiB; hashed while streaming, never held in memory). */
   maxObjectContentBytes?: number;
   logger?: RepoServerLogger;
+  /** Memory for hot immutable objects (default 64 MiB; objects up to 4 MiB are kept). */
+  hotObjectBytes?: number;
   /** The render service (hostme serve --render): handles /api/builds. */
   render?: { handle(req: IncomingMessage, res: ServerResponse, segments: string[]): Promise<boolean> };
   /** The hub (hostme serve --hub): gateway /s/…, Host-header sites, /api/hub/… and the node tunnels (upgrade). */
@@ -78,6 +81,7 @@ export function createRepoServer(options: RepoServerOptions): Server {
   if (!statSync(rootReal).isDirectory()) throw new Error(`${options.repoDir} is not a directory`);
   const view = new RepoView(rootReal);
   const etags = new EtagCache();
+  const hot = new HotObjects(options.hotObjectBytes);
   const upload = {
     rootReal,
     token: options.token,
@@ -107,6 +111,11 @@ export function createRepoServer(options: RepoServerOptions): Server {
       return;
     }
     const { segments } = parseRequestPath(req.url);
+    // The hot path: immutable objects, straight to the file server (memory after the first read).
+    if ((method === 'GET' || method === 'HEAD') && segments[0] === 'objects') {
+      await serveFile(req, res, rootReal, segments, etags, hot);
+      return;
+    }
     if (options.render && (await options.render.handle(req, res, segments))) return;
     if (method === 'POST') throw new HttpError(405, 'method-not-allowed', 'POST is only accepted by the render service (/api/builds)', { Allow: CORS_ALLOW_METHODS });
     if (method === 'PUT') {
@@ -124,7 +133,7 @@ export function createRepoServer(options: RepoServerOptions): Server {
       if (iso && (await iso.handle(req, res, segments.slice(1), view, fallbackHost()))) return;
       await handleImagePage(req, res, segments.slice(1), view, fallbackHost(), Boolean(iso));
     } else {
-      await serveFile(req, res, rootReal, segments, etags);
+      await serveFile(req, res, rootReal, segments, etags, hot);
     }
   };
 

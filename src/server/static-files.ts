@@ -7,6 +7,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { isObjectId } from '../format/digest.js';
 import { HttpError } from './http-util.js';
 import { etagMatchesAny, ifRangeAllows, parseRange } from './range.js';
+import type { HotObjects } from './hot-objects.js';
 
 const IMMUTABLE = 'public, max-age=31536000, immutable';
 const ETAG_CACHE_ENTRIES = 4096;
@@ -46,6 +47,7 @@ export async function resolveInside(rootReal: string, segments: string[]): Promi
 }
 
 const LARGE_FILE_BYTES = 16 * 1024 * 1024;
+const SMALL_FILE_BYTES = 256 * 1024;
 
 /** Strong ETags of mutable files, by path + inode + size + mtime, so each version is hashed once. */
 export class EtagCache {
@@ -75,9 +77,19 @@ export class EtagCache {
   }
 }
 
-/** GET/HEAD of a repository file: validators, conditional requests, single ranges, streamed bodies. */
-export async function serveFile(req: IncomingMessage, res: ServerResponse, rootReal: string, segments: string[], etags: EtagCache): Promise<void> {
+/**
+ * GET/HEAD of a repository file: validators, conditional requests, single
+ * ranges, streamed bodies. Small objects are answered from `hot` (memory)
+ * once read.
+ */
+export async function serveFile(req: IncomingMessage, res: ServerResponse, rootReal: string, segments: string[], etags: EtagCache, hot?: HotObjects): Promise<void> {
   if (!isServablePath(segments)) throw new HttpError(404, 'not-found', 'no such file');
+  const hotId = hot ? objectIdOfPath(segments) : undefined;
+  const cached = hotId ? hot!.get(hotId) : undefined;
+  if (cached) {
+    sendBody(req, res, `"${hotId}"`, IMMUTABLE, cached.lastModified, contentTypeOf(hotId!), cached.body.length, (start, end) => res.end(cached.body.subarray(start, end + 1)));
+    return;
+  }
   const real = await resolveInside(rootReal, segments);
   if (!real) throw new HttpError(404, 'not-found', 'no such file');
   let handle: FileHandle;
@@ -93,44 +105,74 @@ export async function serveFile(req: IncomingMessage, res: ServerResponse, rootR
     if (!info.isFile()) throw new HttpError(404, 'not-found', 'no such file');
     const objectId = objectIdOfPath(segments);
     const etag = objectId ? `"${objectId}"` : await etags.etagOf(real, handle, info);
-    res.setHeader('ETag', etag);
-    res.setHeader('Cache-Control', objectId ? IMMUTABLE : 'no-cache');
-    res.setHeader('Accept-Ranges', 'bytes');
-    res.setHeader('Last-Modified', info.mtime.toUTCString());
-    if (etagMatchesAny(req.headers['if-none-match'], etag)) {
-      res.statusCode = 304;
-      res.end();
+    const lastModified = info.mtime.toUTCString();
+    const type = contentTypeOf(segments[segments.length - 1]!);
+    if (objectId && hot?.wants(info.size)) {
+      const body = await handle.readFile();
+      if (body.length === info.size) hot.set(objectId, { body, lastModified });
+      sendBody(req, res, etag, IMMUTABLE, lastModified, type, body.length, (start, end) => res.end(body.subarray(start, end + 1)));
       return;
     }
-    res.setHeader('Content-Type', contentTypeOf(segments[segments.length - 1]!));
-    const size = info.size;
-    const rangeHeader = ifRangeAllows(headerValue(req.headers['if-range']), etag) ? headerValue(req.headers.range) : undefined;
-    const range = parseRange(rangeHeader, size);
-    if (range.kind === 'unsatisfiable') {
-      throw new HttpError(416, 'range-not-satisfiable', `the file is ${size} bytes`, { 'Content-Range': `bytes */${size}` });
-    }
-    let start = 0;
-    let end = size - 1;
-    if (range.kind === 'partial') {
-      ({ start, end } = range);
-      res.statusCode = 206;
-      res.setHeader('Content-Range', `bytes ${start}-${end}/${size}`);
-    } else {
-      res.statusCode = 200;
-    }
-    const length = size === 0 ? 0 : end - start + 1;
-    res.setHeader('Content-Length', length);
-    if (req.method === 'HEAD' || length === 0) {
-      res.end();
+    const cacheControl = objectId ? IMMUTABLE : 'no-cache';
+    if (info.size <= SMALL_FILE_BYTES) {
+      // Manifests, index.json: one read and one write beat a file stream per request.
+      const body = await handle.readFile();
+      sendBody(req, res, etag, cacheControl, lastModified, type, body.length, (start, end) => res.end(body.subarray(start, end + 1)));
       return;
     }
-    const stream = handle.createReadStream({ start, end, autoClose: true });
-    handedOver = true;
-    // pipeline destroys the file stream (closing the handle) when the client goes away.
-    await pipeline(stream, res).catch(() => {});
+    sendBody(req, res, etag, cacheControl, lastModified, type, info.size, (start, end) => {
+      const stream = handle.createReadStream({ start, end, autoClose: true });
+      handedOver = true;
+      // pipeline destroys the file stream (closing the handle) when the client goes away.
+      void pipeline(stream, res).catch(() => {});
+    });
   } finally {
     if (!handedOver) await handle.close().catch(() => {});
   }
+}
+
+/** Validators, 304, single range or 416, then `body(start, end)` for the bytes to send (not for HEAD or empty). */
+function sendBody(
+  req: IncomingMessage,
+  res: ServerResponse,
+  etag: string,
+  cacheControl: string,
+  lastModified: string,
+  contentType: string,
+  size: number,
+  body: (start: number, end: number) => void,
+): void {
+  res.setHeader('ETag', etag);
+  res.setHeader('Cache-Control', cacheControl);
+  res.setHeader('Accept-Ranges', 'bytes');
+  res.setHeader('Last-Modified', lastModified);
+  if (etagMatchesAny(req.headers['if-none-match'], etag)) {
+    res.statusCode = 304;
+    res.end();
+    return;
+  }
+  res.setHeader('Content-Type', contentType);
+  const rangeHeader = ifRangeAllows(headerValue(req.headers['if-range']), etag) ? headerValue(req.headers.range) : undefined;
+  const range = parseRange(rangeHeader, size);
+  if (range.kind === 'unsatisfiable') {
+    throw new HttpError(416, 'range-not-satisfiable', `the file is ${size} bytes`, { 'Content-Range': `bytes */${size}` });
+  }
+  let start = 0;
+  let end = size - 1;
+  if (range.kind === 'partial') {
+    ({ start, end } = range);
+    res.statusCode = 206;
+    res.setHeader('Content-Range', `bytes ${start}-${end}/${size}`);
+  } else {
+    res.statusCode = 200;
+  }
+  const length = size === 0 ? 0 : end - start + 1;
+  res.setHeader('Content-Length', length);
+  if (req.method === 'HEAD' || length === 0) {
+    res.end();
+    return;
+  }
+  body(start, end);
 }
 
 function headerValue(value: string | string[] | undefined): string | undefined {

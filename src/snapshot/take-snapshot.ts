@@ -14,8 +14,9 @@ import { SNAPSHOT_CMDLINE_EXTRA, VGA_MEMORY_BYTES, guestMemoryBytes, v86Emulator
 import { NodeMachine } from './node-machine.js';
 import { RepositoryChunks } from './repository-chunks.js';
 import { v86PackageVersion } from './v86-install.js';
+import { snapshotQemuImage, type QemuSnapshotRequest } from './qemu-snapshot.js';
 
-export interface SnapshotRequest extends BootOnceRequest {
+export interface SnapshotRequest extends BootOnceRequest, Pick<QemuSnapshotRequest, 'append' | 'guestCommand' | 'accel' | 'cacheDir'> {
   /** After the match, wait until the console is quiet this long (the prompt is printed) before saving. */
   quietMs?: number;
   onStep?: (step: SnapshotStep, detail: string) => void;
@@ -46,6 +47,8 @@ export async function snapshotImage(request: SnapshotRequest): Promise<SnapshotR
   const repo = openRepository(request.repoDir);
   const base = await repo.loadImage(request.name, request.version, { trusted: [request.key] });
   const m = base.manifest;
+  // x86_64 images are saved by QEMU (hostme run resumes them); i686 ones by v86 (the browser does).
+  if (m.hardware.arch === 'x86_64') return snapshotQemuImage({ ...request, version: m.version });
   const boot = checkSnapshottable(m);
   const chunks = new RepositoryChunks(repo);
   const [kernel, initrd] = await Promise.all([chunks.readBlob(boot.kernel, 'kernel'), boot.initrd ? chunks.readBlob(boot.initrd, 'initrd') : undefined]);
@@ -76,9 +79,6 @@ export async function snapshotImage(request: SnapshotRequest): Promise<SnapshotR
 
 function checkSnapshottable(m: Manifest): Extract<Manifest['boot'], { mode: 'direct' }> {
   const label = `${m.name}@${m.version}`;
-  if (m.hardware.arch !== 'i686') {
-    throw new HostmeError('snapshot-unsupported', `${label} is an ${m.hardware.arch} image: memory snapshots are v86 states, and v86 runs i686 images only`, { arch: m.hardware.arch });
-  }
   if (m.boot.mode !== 'direct') {
     throw new HostmeError('snapshot-unsupported', `${label} boots from firmware: hostme snapshot needs a direct kernel boot (boot.kernel in the build manifest)`);
   }

@@ -88,9 +88,22 @@ export interface VmSpec {
    * v86 emulates, so an image made for the browser boots here unchanged.
    * Read-only disks on IDE are CD-ROMs (QEMU refuses read-only IDE disks).
    */
-  diskBus?: 'nvme' | 'ide';
-  /** Machine type (default q35 with NVMe: boots faster than pc under TCG, see docs/guest.md; pc with IDE). */
-  machine?: 'q35' | 'pc';
+  diskBus?: 'nvme' | 'ide' | 'virtio';
+  /**
+   * Machine type (default q35 with NVMe: boots faster than pc under TCG, see docs/guest.md; pc with IDE),
+   * or a versioned one such as pc-q35-7.2 (a restored snapshot needs exactly its machine).
+   */
+  machine?: 'q35' | 'pc' | (string & {});
+  /** CPU model (default: host under KVM, QEMU's default under TCG). */
+  cpuModel?: string;
+  /**
+   * Guest RAM in a file (memory-backend-file): `shared` maps it MAP_SHARED so a
+   * snapshot can save it in place; otherwise it is mapped privately
+   * (copy-on-write), with `readOnly` the file is never written.
+   */
+  memoryFile?: { path: string; shared: boolean; readOnly?: boolean };
+  /** Start paused waiting for an incoming migration (-incoming defer): restore with src/vm/snapshot.ts. */
+  incoming?: boolean;
   console: VmConsole;
   /**
    * Console pattern that means "ready". When it matches, `ready` resolves and
@@ -164,7 +177,8 @@ const ESCAPE_BYTE = 0x1d;
 
 function validateSpec(spec: VmSpec): void {
   const bad = (message: string) => new HostmeError('bad-vm-spec', message, {});
-  if (!spec.firmwareBoot && !spec.kernel) throw bad('VM spec needs a kernel (or firmwareBoot: true)');
+  // A restored machine needs no kernel: it is in the saved RAM.
+  if (!spec.firmwareBoot && !spec.kernel && !spec.incoming) throw bad('VM spec needs a kernel (or firmwareBoot: true)');
   if (spec.firmwareBoot && spec.kernel) throw bad('VM spec cannot have both a kernel and firmwareBoot');
   if (spec.firmwareBoot && spec.disks.length === 0) throw bad('firmwareBoot needs at least one disk');
   if (!Number.isInteger(spec.memoryMiB) || spec.memoryMiB < 16) throw bad(`memoryMiB must be an integer >= 16, got ${spec.memoryMiB}`);
@@ -181,10 +195,12 @@ function validateSpec(spec: VmSpec): void {
 /** The QEMU arguments for a spec (no binary). Exported for tests and --dry-run style output. */
 export function buildQemuArgs(spec: VmSpec, accel: Accel, qmpSocket: string): string[] {
   const bus = spec.diskBus ?? (spec.arch === 'i686' ? 'ide' : 'nvme');
+  const machine = spec.machine ?? (bus === 'ide' ? 'pc' : 'q35');
+  const cpu = spec.cpuModel ?? (accel === 'kvm' ? 'host' : undefined);
   const args = [
-    '-machine', spec.machine ?? (bus === 'ide' ? 'pc' : 'q35'),
+    '-machine', spec.memoryFile ? `${machine},memory-backend=hostme.ram` : machine,
     '-accel', accel,
-    ...(accel === 'kvm' ? ['-cpu', 'host'] : []),
+    ...(cpu ? ['-cpu', cpu] : []),
     '-m', String(spec.memoryMiB),
     '-smp', String(spec.cpus),
     '-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot',
@@ -192,6 +208,12 @@ export function buildQemuArgs(spec: VmSpec, accel: Accel, qmpSocket: string): st
     '-serial', 'chardev:ser0',
     '-qmp', `unix:${qmpSocket},server=on,wait=off`,
   ];
+  if (spec.memoryFile) {
+    const { path: file, shared, readOnly } = spec.memoryFile;
+    if (file.includes(',')) throw new HostmeError('bad-vm-spec', `memory file path must not contain a comma: ${file}`, {});
+    args.push('-object', `memory-backend-file,id=hostme.ram,size=${spec.memoryMiB}M,mem-path=${file},share=${shared ? 'on' : 'off'}${readOnly ? ',readonly=on' : ''}`);
+  }
+  if (spec.incoming) args.push('-incoming', 'defer');
   if (spec.kernel) {
     args.push('-kernel', spec.kernel);
     if (spec.initrd) args.push('-initrd', spec.initrd);
@@ -207,6 +229,7 @@ export function buildQemuArgs(spec: VmSpec, accel: Accel, qmpSocket: string): st
     args.push('-blockdev', JSON.stringify(node));
     const bootIndex = spec.firmwareBoot ? `,bootindex=${i}` : '';
     if (bus === 'ide') args.push('-device', `${readOnly ? 'ide-cd' : 'ide-hd'},drive=d${i},bus=ide.${i >> 1},unit=${i & 1}${bootIndex}`);
+    else if (bus === 'virtio') args.push('-device', `virtio-blk-pci,drive=d${i},id=vd${i}${bootIndex}`);
     else args.push('-device', `nvme,drive=d${i},serial=d${i}${bootIndex}`);
   });
   if (spec.netdev) {
@@ -243,7 +266,9 @@ export async function launchVm(spec: VmSpec): Promise<VmHandle> {
     ? { accel: spec.accel, reason: 'requested by the caller', source: 'caller', provisional: false }
     : await chooseAccel({ qemuBinary: binary });
   const boundMs = spec.kvmWatchdogMs ?? watchdogDefaultMs();
-  if (choice.accel === 'tcg' || boundMs === 0) return startQemu(spec, binary, choice.accel, choice.reason);
+  // A VM waiting for an incoming migration runs nothing until it is restored, so it
+  // cannot show life yet; its snapshot pins the accelerator it was made under.
+  if (choice.accel === 'tcg' || boundMs === 0 || spec.incoming) return startQemu(spec, binary, choice.accel, choice.reason);
 
   const t0 = performance.now();
   const fallBack = async (why: string): Promise<VmHandle> => {

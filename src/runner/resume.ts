@@ -1,0 +1,103 @@
+import { join } from 'node:path';
+import type { Manifest } from '../format/manifest.js';
+import { errorMessage, HostmeError } from '../errors.js';
+import type { CowOverlay } from '../device/cow-overlay.js';
+
+/** Writes made after the saved point would not match the resumed guest's page cache. */
+export function overlaysUnchanged(overlays: CowOverlay[], notices: string[]): boolean {
+  if (overlays.every((o) => o.writtenBlocks === 0)) return true;
+  notices.push('snapshot not resumed: this instance has disk changes made after the saved point (hostme reset, or --fresh, starts over); booting from scratch');
+  return false;
+}
+import type { ObjectSource } from '../store/object-store.js';
+import { probeAccel, type Accel } from '../vm/accel.js';
+import { defaultQemuBinary, launchVm, type VmHandle, type VmSpec } from '../vm/qemu.js';
+import { qemuBinaryVersion, restoreMachine } from '../vm/snapshot.js';
+import { materializeBlob } from './blob-file.js';
+import { FetchScheduler } from '../store/fetch-scheduler.js';
+import type { ResolvedImage } from './image-source.js';
+import type { RunStatsCollector } from './run-stats.js';
+
+type QemuSnapshot = NonNullable<Manifest['qemuSnapshot']>;
+
+export interface ResumePlan {
+  snapshot: QemuSnapshot;
+  /** Verified RAM (sparse: holes are zero chunks), mapped copy-on-write by QEMU, never written. */
+  ramFile: string;
+  /** Verified device state (the migration stream). */
+  stateFile: string;
+}
+
+export interface ResumeContext {
+  resolved: ResolvedImage;
+  scheduler: ObjectSource;
+  /** The cache root (RAM and state kept under blobs/, shared by instances), or undefined: files in runDir. */
+  cacheRoot?: string;
+  runDir: string;
+  accel?: Accel;
+  extraDisks: number;
+  /** One-line reasons for not resuming go here. */
+  notices: string[];
+}
+
+/**
+ * Decide whether the image's QEMU snapshot can be resumed here and, if so,
+ * fetch and verify its RAM and device state. Any reason not to (another
+ * QEMU, another accelerator, the instance's disk changed since, a chunk that
+ * fails verification) becomes one notice and `undefined`: the caller boots.
+ */
+export async function planResume(ctx: ResumeContext): Promise<ResumePlan | undefined> {
+  const { manifest } = ctx.resolved.image;
+  const snapshot = manifest.qemuSnapshot;
+  if (!snapshot || manifest.hardware.arch !== 'x86_64') return undefined;
+  const refuse = (why: string) => {
+    ctx.notices.push(`snapshot not resumed: ${why}; booting from scratch`);
+    return undefined;
+  };
+  const qemu = await qemuBinaryVersion(process.env.HOSTME_QEMU ?? defaultQemuBinary('x86_64'));
+  if (qemu !== snapshot.qemu) return refuse(`it was saved by QEMU ${snapshot.qemu} and this is QEMU ${qemu}`);
+  const accel = ctx.accel ?? (await probeAccel());
+  if (accel !== snapshot.accel) return refuse(`it was saved under ${snapshot.accel} and this machine runs ${accel}`);
+  if (ctx.extraDisks > 0) return refuse('extra disks change the machine it was saved from');
+  // With a cache, the verified RAM file is the cache: its chunks skip the object cache (one fsync each).
+  // The (small) indexes still go through the object cache, so a warm start needs no request.
+  const chunks = ctx.cacheRoot && ctx.resolved.mirrors ? new FetchScheduler(ctx.resolved.mirrors, 16) : ctx.scheduler;
+  const fetch = (ref: QemuSnapshot['ram'], label: string, file: string) =>
+    materializeBlob(ctx.resolved.repo, ctx.scheduler, ref, label, { cacheDir: ctx.cacheRoot, fallbackFile: join(ctx.runDir, file) }, chunks).catch((err: unknown) => {
+      throw new HostmeError('snapshot-refused', `${label} refused: ${errorMessage(err)}`, { label }, { cause: err });
+    });
+  try {
+    const [ramFile, stateFile] = await Promise.all([fetch(snapshot.ram, 'snapshot RAM', 'ram.bin'), fetch(snapshot.deviceState, 'snapshot device state', 'state.bin')]);
+    return { snapshot, ramFile, stateFile };
+  } catch (err) {
+    return refuse(errorMessage(err));
+  }
+}
+
+/**
+ * Start QEMU paused on the snapshot's RAM (private mapping) with the same
+ * machine, CPU and virtio disks, load the device state and continue.
+ * `readyAtResume`: the caller's ready mark is the one the guest printed before
+ * it was saved, so QEMU must not wait for it again.
+ */
+export async function resumeVm(plan: ResumePlan, base: VmSpec, collector: RunStatsCollector, readyAtResume: boolean): Promise<{ vm: VmHandle; ms: number }> {
+  const { snapshot } = plan;
+  const vm = await launchVm({
+    ...base,
+    ...(readyAtResume ? { until: undefined, keepRunning: true } : {}),
+    accel: snapshot.accel,
+    machine: snapshot.machine,
+    cpuModel: snapshot.cpu,
+    diskBus: snapshot.diskBus,
+    // Not readonly=on: in QEMU 7.2 that maps the RAM read-only (guest writes are lost); MAP_PRIVATE alone never writes the file.
+    memoryFile: { path: plan.ramFile, shared: false },
+    incoming: true,
+  });
+  try {
+    await restoreMachine(vm.qmp, plan.stateFile);
+  } catch (err) {
+    await vm.shutdown();
+    throw err;
+  }
+  return { vm, ms: Math.round(collector.elapsedMs()) };
+}

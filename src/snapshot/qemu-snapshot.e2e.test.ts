@@ -1,0 +1,135 @@
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFile, readdir, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { openRepository } from '../repo/repository.js';
+import { publishDerived } from '../repo/versions.js';
+import { isHole } from '../format/chunk-index.js';
+import { startRepoServer, type RunningRepoServer } from '../server/server.js';
+import { startWanProxy, type WanProxy } from '../bench/wan-proxy.js';
+import { runCli, copyRepo } from '../testing/published-guest.js';
+import { tempDir, removeDir } from '../testing/fixtures.js';
+import { snapshotReferenceGuest, type SnapshotGuest } from '../testing/snapshot-guest.js';
+
+// QEMU memory snapshots end to end: hostme snapshot (real QEMU, TCG) on the
+// reference guest with a virtio-blk initrd, then hostme run resuming it.
+let guest: SnapshotGuest;
+let work: string;
+let repoDir: string;
+const env = { HOSTME_ACCEL: 'tcg' };
+const ANSWER = ['--until', 'hi-42', '--type', 'echo hi-$((6*7))\\n'];
+
+before(async () => {
+  work = await tempDir('hostme-qsnap-');
+  guest = await snapshotReferenceGuest(join(work, 'guest'));
+  repoDir = guest.repoDir;
+  const made = await runCli(['snapshot', 'hello', '--repo', repoDir, '--key', guest.keyFile, '--json'], { env, timeoutMs: 300_000 });
+  assert.equal(made.code, 0, made.stderr);
+});
+
+after(async () => {
+  await removeDir(work);
+});
+
+async function snapshotManifest(dir: string) {
+  const image = await openRepository(dir).loadImage('hello', '2');
+  const snapshot = image.manifest.qemuSnapshot;
+  assert.ok(snapshot, 'hello@2 has a qemuSnapshot');
+  return { image, snapshot };
+}
+
+test('the snapshot pins the machine, and hostme run resumes it: a command typed after the resume is answered', async () => {
+  const { snapshot } = await snapshotManifest(repoDir);
+  assert.equal(snapshot.machine, 'pc-q35-7.2');
+  assert.equal(snapshot.cpu, 'qemu64');
+  assert.equal(snapshot.accel, 'tcg');
+  assert.match(snapshot.qemu, /^7\.2\.\d+$/);
+  assert.equal(snapshot.ram.size, 256 * 1024 * 1024);
+  assert.equal(snapshot.readyMark, 'HOSTME-READY');
+  const index = await openRepository(repoDir).readIndex(snapshot.ram, openRepository(repoDir).objects, 'ram');
+  const holes = index.ids.filter(isHole).length;
+  assert.ok(holes > index.ids.length / 2, `most RAM chunks are holes (${holes} of ${index.ids.length})`);
+
+  const run = await runCli(['run', repoDir, 'hello@2', '--cache', join(work, 'cache-a'), ...ANSWER, '--timeout', '120', '--console', 'none'], { env });
+  assert.equal(run.code, 0, run.stderr);
+  assert.match(run.stderr, /resumed hello@2 from its snapshot/);
+  assert.doesNotMatch(run.stderr, /booting hello/);
+
+  // Without the snapshot the same image still boots (NVMe, its own cmdline).
+  const cold = await runCli(['run', repoDir, 'hello@2', '--no-resume', '--instance', 'cold', '--cache', join(work, 'cache-a'), ...ANSWER, '--timeout', '180', '--console', 'none'], { env });
+  assert.equal(cold.code, 0, cold.stderr);
+  assert.match(cold.stderr, /booting hello@2/);
+});
+
+test('a tampered RAM chunk or device state is refused and named, and the guest boots from scratch instead', async () => {
+  for (const [blob, label] of [['ram', 'snapshot RAM'], ['deviceState', 'snapshot device state']] as const) {
+    const copy = await copyRepo(repoDir, join(work, `tampered-${blob}`));
+    const { snapshot } = await snapshotManifest(copy);
+    const repo = openRepository(copy);
+    const index = await repo.readIndex(snapshot[blob], repo.objects, blob);
+    const id = index.ids.find((x) => !isHole(x))!;
+    const file = join(copy, 'objects', id.slice(0, 2), id);
+    await writeFile(file, Buffer.alloc((await stat(file)).size, 0x5a));
+    const run = await runCli(['run', copy, 'hello@2', '--cache', join(work, `cache-t-${blob}`), ...ANSWER, '--timeout', '180', '--console', 'none'], { env });
+    assert.equal(run.code, 0, run.stderr);
+    assert.match(run.stderr, new RegExp(`snapshot not resumed: ${label} refused`));
+    assert.match(run.stderr, /booting hello@2/);
+    assert.doesNotMatch(run.stderr, /resumed hello@2/);
+  }
+});
+
+test('a snapshot saved by another QEMU version falls back to a cold boot with a one-line notice', async () => {
+  const copy = await copyRepo(repoDir, join(work, 'other-qemu'));
+  const { image, snapshot } = await snapshotManifest(copy);
+  await publishDerived(openRepository(copy), image, { qemuSnapshot: { ...snapshot, qemu: '7.1.0' } }, guest.key, '3');
+  const run = await runCli(['run', copy, 'hello@3', '--cache', join(work, 'cache-q'), ...ANSWER, '--timeout', '180', '--console', 'none'], { env });
+  assert.equal(run.code, 0, run.stderr);
+  const notices = run.stderr.split('\n').filter((l) => l.includes('snapshot not resumed'));
+  assert.equal(notices.length, 1, run.stderr);
+  assert.match(notices[0]!, /saved by QEMU 7\.1\.0 and this is QEMU 7\.2\.\d+; booting from scratch/);
+  assert.match(run.stderr, /booting hello@3/);
+});
+
+test('kill -9 during the RAM fetch over a slow link, then a second run: nothing half-written is trusted and the resume works', async () => {
+  let server: RunningRepoServer | undefined;
+  let proxy: WanProxy | undefined;
+  try {
+    server = await startRepoServer({ repoDir, port: 0 });
+    proxy = await startWanProxy({ targetPort: Number(new URL(server.url).port), rttMs: 40, downMbit: 16, lifetimeMs: 600_000 });
+    const url = `http://127.0.0.1:${proxy.port}`;
+    const cache = join(work, 'cache-kill');
+    const blobs = join(cache, 'blobs');
+    const first = runCli(['run', url, 'hello@2', '--cache', cache, ...ANSWER, '--timeout', '120', '--console', 'none'], { env });
+    // Kill as soon as the RAM file is being written (a temporary file under blobs/).
+    let killed = false;
+    for (let i = 0; i < 600 && !killed; i++) {
+      const names = await readdir(blobs).catch(() => [] as string[]);
+      if (names.some((n) => n.includes('.tmp-'))) {
+        first.kill('SIGKILL');
+        killed = true;
+      } else await sleep(25);
+    }
+    const outcome = await first;
+    assert.ok(killed, `the RAM fetch was never seen in progress: ${outcome.stderr}`);
+    const left = await readdir(blobs);
+    const { snapshot } = await snapshotManifest(repoDir);
+    assert.ok(!left.includes(snapshot.ram.index), 'no complete-looking RAM file after the kill');
+
+    const second = await runCli(['run', url, 'hello@2', '--cache', cache, '--fresh', ...ANSWER, '--timeout', '180', '--console', 'none'], { env });
+    assert.equal(second.code, 0, second.stderr);
+    assert.match(second.stderr, /resumed hello@2 from its snapshot/);
+    assert.ok((await readdir(blobs)).includes(snapshot.ram.index));
+
+    // Warm: the verified RAM file and the cached indexes and manifest need no request at all.
+    const statsFile = join(work, 'warm-stats.json');
+    const warm = await runCli(['run', url, 'hello@2', '--cache', cache, ...ANSWER, '--timeout', '120', '--console', 'none', '--stats-json', statsFile], { env });
+    assert.equal(warm.code, 0, warm.stderr);
+    assert.match(warm.stderr, /resumed hello@2 from its snapshot/);
+    const stats = JSON.parse(await readFile(statsFile, 'utf8')) as { requests: number; bytesFetched: number };
+    assert.equal(stats.requests, 0, 'a warm resume makes no request');
+  } finally {
+    await proxy?.close();
+    await server?.close();
+  }
+});

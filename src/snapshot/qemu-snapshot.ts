@@ -1,0 +1,154 @@
+import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Manifest } from '../format/manifest.js';
+import { HostmeError } from '../errors.js';
+import { openRepository } from '../repo/repository.js';
+import { BOOT_BLOB_ZSTD_LEVEL } from '../pack/pack-image.js';
+import { publishDerived } from '../repo/versions.js';
+import { chunkFile } from '../pack/chunker.js';
+import { ChunkWorkerPool } from '../pack/worker-pool.js';
+import { DEFAULT_CHUNK_SIZE } from '../format/chunk-index.js';
+import { startImage } from '../runner/run-image.js';
+import type { BootOnceRequest } from '../runner/profile.js';
+import type { Accel } from '../vm/accel.js';
+import type { VmHandle } from '../vm/qemu.js';
+import { qmpQemuVersion, resolveMachineType, saveMachine } from '../vm/snapshot.js';
+import type { SnapshotResult, SnapshotStep } from './take-snapshot.js';
+
+/** The kernel argument that points the guest's root at the first virtio disk. */
+export const QEMU_SNAPSHOT_DEFAULT_APPEND = 'root=/dev/vda';
+
+export interface QemuSnapshotRequest extends BootOnceRequest {
+  /** Console quiet this long after the match (and after the guest command) before saving. */
+  quietMs?: number;
+  /** Appended to the kernel command line for the saved boot (default root=/dev/vda: disks are virtio-blk). */
+  append?: string;
+  /** Typed into the console before saving (default "sync"); '' types nothing. */
+  guestCommand?: string;
+  accel?: Accel;
+  cacheDir?: string;
+  onStep?: (step: SnapshotStep, detail: string) => void;
+}
+
+/**
+ * Boot an x86_64 image once in QEMU with its RAM in a shared file and its
+ * disks on virtio-blk (QEMU 7.2's NVMe cannot migrate), save the machine at
+ * the ready point, and publish RAM and device state as the qemuSnapshot of a
+ * new signed version (docs/format.md). `hostme run` resumes it instead of
+ * booting.
+ */
+export async function snapshotQemuImage(request: QemuSnapshotRequest): Promise<SnapshotResult> {
+  const repo = openRepository(request.repoDir);
+  const base = await repo.loadImage(request.name, request.version, { trusted: [request.key] });
+  const m = base.manifest;
+  if (m.hardware.arch !== 'x86_64') throw new HostmeError('snapshot-unsupported', `${m.name}@${m.version} is not an x86_64 image`, {});
+  const work = await mkdtemp(join(tmpdir(), 'hostme-qsnap-'));
+  try {
+    const ramFile = join(work, 'ram.bin');
+    const stateFile = join(work, 'state.bin');
+    const append = request.append ?? QEMU_SNAPSHOT_DEFAULT_APPEND;
+    request.onStep?.('boot', `booting ${m.name}@${m.version} in QEMU until ${request.until}`);
+    const running = await startImage({
+      link: { repo: request.repoDir, name: m.name, version: m.version },
+      cacheDir: request.cacheDir,
+      console: 'none',
+      until: request.until,
+      keepRunning: true,
+      timeoutMs: request.timeoutMs ?? 300_000,
+      overlay: 'ephemeral',
+      trusted: [request.key],
+      append: append || undefined,
+      accel: request.accel,
+      resume: false,
+      vm: { diskBus: 'virtio', machine: 'q35', memoryFile: { path: ramFile, shared: true } },
+    });
+    const vm = running.vm;
+    let pins: { qemu: string; machine: string; cpu: string; accel: Accel };
+    try {
+      await vm.ready.catch((err: unknown) => {
+        throw new HostmeError('snapshot-failed', `the guest never printed a match for ${request.until} with its disks on virtio-blk (${(err as Error).message}); x86_64 snapshots need a kernel that drives virtio-blk (built in, or loaded by the image's initrd) and a root= the append (${append || 'nothing'}) points at it`, {});
+      });
+      const msToReady = running.collector.stats.msToReady ?? 0;
+      await quiet(vm, request.quietMs ?? 500);
+      const command = request.guestCommand ?? 'sync';
+      if (command) {
+        vm.sendConsole(`${command}\n`);
+        await quiet(vm, request.quietMs ?? 500);
+      }
+      request.onStep?.('save', 'saving the machine state');
+      pins = { qemu: qmpQemuVersion(vm.qmp), machine: await resolveMachineType(vm.qmp, 'q35'), cpu: vm.accel === 'kvm' ? 'host' : 'qemu64', accel: vm.accel };
+      await saveMachine(vm.qmp, stateFile);
+      await vm.shutdown();
+      await running.finished;
+      return await publish(request, base, ramFile, stateFile, { ...pins, append, readyMark: request.until.source }, msToReady);
+    } finally {
+      await vm.shutdown();
+      await running.finished.catch(() => undefined);
+    }
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
+}
+
+/** Resolves once the console printed nothing for `ms` (bounded: 20 s). */
+async function quiet(vm: VmHandle, ms: number): Promise<void> {
+  const deadline = performance.now() + 20_000;
+  let last = vm.consoleLength;
+  let since = performance.now();
+  while (performance.now() - since < ms && performance.now() < deadline) {
+    await sleep(Math.min(100, ms));
+    if (vm.consoleLength !== last) {
+      last = vm.consoleLength;
+      since = performance.now();
+    }
+  }
+}
+
+async function publish(
+  request: QemuSnapshotRequest,
+  base: { manifest: Manifest; digest: string },
+  ramFile: string,
+  stateFile: string,
+  pins: { qemu: string; machine: string; cpu: string; accel: Accel; append: string; readyMark: string },
+  msToReady: number,
+): Promise<SnapshotResult> {
+  const repo = openRepository(request.repoDir);
+  const chunkSize = base.manifest.disks[0]?.chunkSize ?? DEFAULT_CHUNK_SIZE;
+  const ramBytes = base.manifest.hardware.memoryMiB * 1024 * 1024;
+  const stateBytes = (await stat(stateFile)).size;
+  request.onStep?.('pack', `packing ${ramBytes} bytes of RAM and ${stateBytes} bytes of device state`);
+  const pool = new ChunkWorkerPool();
+  try {
+    const ram = await chunkFile(ramFile, ramBytes, chunkSize, repo.objects, pool, undefined, BOOT_BLOB_ZSTD_LEVEL);
+    const state = await chunkFile(stateFile, stateBytes, chunkSize, repo.objects, pool, undefined, BOOT_BLOB_ZSTD_LEVEL);
+    request.onStep?.('publish', `publishing ${request.name}@${request.newVersion ?? 'next version'}`);
+    const qemuSnapshot: NonNullable<Manifest['qemuSnapshot']> = {
+      ram: ram.ref,
+      deviceState: state.ref,
+      qemu: pins.qemu,
+      machine: pins.machine,
+      cpu: pins.cpu,
+      accel: pins.accel,
+      diskBus: 'virtio',
+      cmdlineAppend: pins.append,
+      readyMark: pins.readyMark,
+    };
+    const published = await publishDerived(repo, base, { qemuSnapshot }, request.key, request.newVersion);
+    return {
+      name: request.name,
+      baseVersion: base.manifest.version,
+      version: published.manifest.version,
+      emulator: `qemu@${pins.qemu} ${pins.machine} ${pins.cpu} ${pins.accel}`,
+      msToReady,
+      stateBytes: ramBytes + stateBytes,
+      storedBytes: ram.stats.storedBytes + state.stats.storedBytes,
+      newStoredBytes: ram.stats.newStoredBytes + state.stats.newStoredBytes,
+      chunks: ram.stats.chunks - ram.stats.holes + state.stats.chunks - state.stats.holes,
+      manifestDigest: published.digest,
+    };
+  } finally {
+    await pool.close();
+  }
+}

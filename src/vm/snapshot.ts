@@ -1,0 +1,107 @@
+/**
+ * Saving and restoring a running QEMU machine (QEMU 7.2, docs/run.md
+ * "Snapshots"). Guest RAM lives in a file (VmSpec.memoryFile): the saving VM
+ * maps it shared, so after `stop` the file *is* the RAM, and the migration
+ * stream only needs the device state (x-ignore-shared skips shared RAM). A
+ * restoring VM maps the same bytes privately (copy-on-write) and reads the
+ * device state with migrate-incoming.
+ */
+import { execFile } from 'node:child_process';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { promisify } from 'node:util';
+import { HostmeError } from '../errors.js';
+import type { QmpClient } from './qmp.js';
+
+const IGNORE_SHARED = { capabilities: [{ capability: 'x-ignore-shared', state: true }] };
+
+interface MigrateInfo {
+  status?: string;
+  'error-desc'?: string;
+}
+
+/**
+ * `exec:` migration URIs are run by /bin/sh: only paths made of safe
+ * characters are passed (they are always hostme's own cache or temp files).
+ */
+function shellSafePath(file: string): string {
+  if (!/^\/[A-Za-z0-9._/+@-]+$/.test(file)) {
+    throw new HostmeError('snapshot-path', `cannot hand ${JSON.stringify(file)} to QEMU's exec: migration (only letters, digits and ._/+@- are allowed); use a cache directory with a plain path`, { file });
+  }
+  return file;
+}
+
+/** Stops the VM and writes its device state (not its shared RAM) to `stateFile`. */
+export async function saveMachine(qmp: QmpClient, stateFile: string, timeoutMs = 60_000): Promise<void> {
+  const target = shellSafePath(stateFile);
+  await qmp.execute('stop');
+  await qmp.execute('migrate-set-capabilities', IGNORE_SHARED);
+  await qmp.execute('migrate', { uri: `exec:cat > ${target}` });
+  await waitForMigration(qmp, 'migrate', timeoutMs);
+}
+
+/**
+ * Loads device state into a VM started with `incoming: true` and resumes it.
+ * Throws 'snapshot-restore-failed' when QEMU rejects the stream (another
+ * machine, another QEMU): the caller then boots from scratch.
+ */
+export async function restoreMachine(qmp: QmpClient, stateFile: string, timeoutMs = 60_000): Promise<void> {
+  const source = shellSafePath(stateFile);
+  await qmp.execute('migrate-set-capabilities', IGNORE_SHARED);
+  await qmp.execute('migrate-incoming', { uri: `exec:cat ${source}` });
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    const status = await qmp.execute<{ status: string }>('query-status');
+    if (status.status === 'paused' || status.status === 'running') break;
+    if (status.status !== 'inmigrate') {
+      throw new HostmeError('snapshot-restore-failed', `QEMU did not accept the saved machine state (status ${status.status})`, { status: status.status });
+    }
+    if (performance.now() > deadline) throw new HostmeError('snapshot-restore-failed', `loading the saved machine state took more than ${timeoutMs} ms`, {});
+    await sleep(5);
+  }
+  const info = await qmp.execute<MigrateInfo>('query-migrate');
+  if (info.status === 'failed') {
+    throw new HostmeError('snapshot-restore-failed', `QEMU did not accept the saved machine state: ${info['error-desc'] ?? 'migration failed'}`, {});
+  }
+  // The machine was stopped when saved, so it arrives paused.
+  await qmp.execute('cont');
+}
+
+async function waitForMigration(qmp: QmpClient, what: string, timeoutMs: number): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    const info = await qmp.execute<MigrateInfo>('query-migrate');
+    if (info.status === 'completed') return;
+    if (info.status === 'failed' || info.status === 'cancelled') {
+      throw new HostmeError('snapshot-save-failed', `QEMU could not save the machine (${what}): ${info['error-desc'] ?? info.status}`, { status: info.status });
+    }
+    if (performance.now() > deadline) throw new HostmeError('snapshot-save-failed', `saving the machine took more than ${timeoutMs} ms`, {});
+    await sleep(5);
+  }
+}
+
+/** The concrete machine type behind an alias such as "q35" ("pc-q35-7.2"). */
+export async function resolveMachineType(qmp: QmpClient, alias: string): Promise<string> {
+  const machines = await qmp.execute<Array<{ name: string; alias?: string }>>('query-machines');
+  return machines.find((m) => m.alias === alias)?.name ?? alias;
+}
+
+/** The QEMU version a running VM reports ("7.2.22"). */
+export function qmpQemuVersion(qmp: QmpClient): string {
+  const v = qmp.greeting.version?.qemu;
+  return v ? `${v.major}.${v.minor}.${v.micro}` : 'unknown';
+}
+
+const versions = new Map<string, Promise<string>>();
+
+/** `qemu-system-… --version` as "7.2.22" (cached per binary), or 'unknown'. */
+export function qemuBinaryVersion(binary: string): Promise<string> {
+  let version = versions.get(binary);
+  if (!version) {
+    version = promisify(execFile)(binary, ['--version'], { timeout: 10_000 }).then(
+      ({ stdout }) => /version (\d+\.\d+\.\d+)/.exec(stdout)?.[1] ?? 'unknown',
+      () => 'unknown',
+    );
+    versions.set(binary, version);
+  }
+  return version;
+}
