@@ -183,12 +183,17 @@ describe('hostme build examples', () => {
   });
 
   test('a debootstrap failure says what debootstrap said and leaves nothing mounted', { skip: debootstrapSkip() }, async () => {
+    // An unknown suite never reaches debootstrap (it could be an option); a known
+    // name this debootstrap has no script for (Debian 15's codename) does.
+    const unknown = path.join(dir, 'unknown-suite.json');
+    await writeFile(unknown, JSON.stringify({ name: 'bad', version: '1', base: { debootstrap: { suite: '--version' } } }));
+    await assert.rejects(buildImage({ manifestPath: unknown, repoDir: path.join(dir, 'repo-bad'), key, workDir: path.join(dir, 'work-unknown'), cacheDir }), /base\.debootstrap\.suite: must be one of/);
     const manifest = path.join(dir, 'bad-suite.json');
-    await writeFile(manifest, JSON.stringify({ name: 'bad', version: '1', base: { debootstrap: { suite: 'no-such-suite' } } }));
+    await writeFile(manifest, JSON.stringify({ name: 'bad', version: '1', base: { debootstrap: { suite: 'duke' } } }));
     const work = path.join(dir, 'work-bad-suite');
     await assert.rejects(buildImage({ manifestPath: manifest, repoDir: path.join(dir, 'repo-bad'), key, workDir: work, cacheDir }), (err: unknown) => {
       assert.ok(isHostmeError(err) && err.code === 'debootstrap-failed', String(err));
-      assert.match(err.message, /debootstrap failed: E: No such script: .*no-such-suite/);
+      assert.match(err.message, /debootstrap failed: E: No such script: .*duke/);
       return true;
     });
     assert.doesNotMatch(await readFile('/proc/self/mounts', 'utf8'), new RegExp(work));
