@@ -58,9 +58,9 @@ describe('hostme export CLI', () => {
   });
 
   test('unknown format and destination: exit 1, message lists the valid ones', async () => {
-    const format = await runCli(['export', 'small', '--repo', img.repoDir, '--format', 'iso', '--to', join(img.dir, 'x')]);
+    const format = await runCli(['export', 'small', '--repo', img.repoDir, '--format', 'floppy', '--to', join(img.dir, 'x')]);
     assert.equal(format.code, 1);
-    assert.match(format.stderr, /unknown export format "iso"; valid formats: raw, qcow2, vmdk, vdi, vhd, vhdx, ova, vagrant/);
+    assert.match(format.stderr, /unknown export format "floppy"; valid formats: raw, qcow2, vmdk, vdi, vhd, vhdx, ova, vagrant, iso/);
     const dest = await runCli(['export', 'small', '--repo', img.repoDir, '--format', 'raw', '--to', 'ftp://host/x', '--json']);
     assert.equal(dest.code, 1);
     assert.equal(JSON.parse(dest.stdout).error.code, 'export-destination-unknown');
