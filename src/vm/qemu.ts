@@ -16,6 +16,7 @@ import { HostmeError, isHostmeError } from '../errors.js';
 import { chooseAccel, resetAccelCache, type Accel, type AccelChoice } from './accel.js';
 import { machineIdentity, rememberVerdict } from './accel-verdict.js';
 import { QmpClient } from './qmp.js';
+import { SANDBOX_ARGS, handOver, qemuUser } from './confine.js';
 import { defaultQemuBinary, resolveQemuBinary, type VmArch } from './qemu-binary.js';
 
 export { defaultQemuBinary, resolveQemuBinary, type VmArch };
@@ -186,6 +187,7 @@ export function buildQemuArgs(spec: VmSpec, accel: Accel, qmpSocket: string): st
     '-m', String(spec.memoryMiB),
     '-smp', String(spec.cpus),
     '-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot',
+    ...SANDBOX_ARGS,
     '-chardev', 'stdio,id=ser0,signal=off',
     '-serial', 'chardev:ser0',
     '-qmp', `unix:${qmpSocket},server=on,wait=off`,
@@ -319,7 +321,10 @@ function watchForLife(vm: VmHandle, activity: (() => number) | undefined, boundM
 async function startQemu(spec: VmSpec, binary: string, accel: Accel, accelReason: string): Promise<VmHandle> {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'hostme-vm-'));
   const qmpSocket = path.join(dir, 'qmp.sock');
-  const args = buildQemuArgs(spec, accel, qmpSocket);
+  // As root, QEMU runs as an unprivileged user and gets its files handed over (confine.ts).
+  const user = qemuUser();
+  const handed = user ? await handOver(spec, dir, user).catch(async (err) => { await fs.rm(dir, { recursive: true, force: true }); throw err; }) : undefined;
+  const args = buildQemuArgs(handed?.spec ?? spec, accel, qmpSocket);
 
   let logStream: WriteStream | undefined;
   if (typeof spec.console === 'object') {
@@ -330,7 +335,11 @@ async function startQemu(spec: VmSpec, binary: string, accel: Accel, accelReason
   }
 
   const t0 = performance.now();
-  const child: ChildProcessByStdio<Writable, Readable, Readable> = spawn(binary, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+  const child = spawn(binary, args, {
+    stdio: ['pipe', 'pipe', 'pipe', ...(handed?.fds ?? [])],
+    ...(user ? { uid: user.uid, gid: user.gid } : {}),
+  }) as unknown as ChildProcessByStdio<Writable, Readable, Readable>;
+  handed?.close();
 
   // ---- console and stderr
   let consoleText = '';
