@@ -1,10 +1,13 @@
 import assert from 'node:assert/strict';
+import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { attachGuest, controlRequest, overlayMac } from '../net/control.js';
 import { removeDir, tempDir } from '../testing/fixtures.js';
 import { loadReferenceGuest, type ReferenceGuest } from '../testing/reference-guest.js';
 import { launchVm, type VmHandle } from '../vm/qemu.js';
+import { main } from '../cli/main.js';
+import { CacheDir } from '../runner/cache-dir.js';
 import { controlGrants, readAudit, serveGrantControl, type GrantControl } from './runtime.js';
 
 // Two reference guests (real QEMU, TCG) on one overlay network; alpha's
@@ -50,16 +53,21 @@ async function rc(vm: VmHandle, command: string): Promise<number> {
 
 test('revoking the network grant stops ping, granting it again resumes it, and both are in the audit log', { timeout: 900_000 }, async () => {
   const [alpha, beta] = await Promise.all([boot('alpha'), boot('beta')]);
-  const instanceDir = await tempDir('hmgrant-alpha-');
+  const cache = await tempDir('hmgrant-cache-');
+  const instanceDir = new CacheDir(cache).instanceDir('alpha');
+  await mkdir(instanceDir, { recursive: true });
+  const cli = (...args: string[]) => main(['node', 'hostme', ...args, '--cache', cache]);
   try {
     control = await serveGrantControl({ instanceDir, instance: 'alpha', qmp: alpha.vm.qmp, net: true });
     assert.equal(await rc(alpha.vm, `ping -c 1 -W 5 ${beta.ip}`), 0);
 
-    await controlGrants(instanceDir, { op: 'revoke', kind: 'net' });
+    assert.equal(await cli('revoke', 'alpha', 'net'), 0);
     assert.equal(await rc(alpha.vm, `ping -c 2 -W 2 ${beta.ip}`), 1, 'ping still works after revoke');
     assert.equal(await rc(beta.vm, `ping -c 2 -W 2 ${alpha.ip}`), 1, 'alpha still answers after revoke');
 
-    await controlGrants(instanceDir, { op: 'grant', kind: 'net' });
+    assert.equal(await cli('grant', 'alpha', 'net'), 0);
+    assert.equal(await cli('grants', 'alpha'), 0);
+    assert.equal(await cli('grant', 'alpha', 'usb'), 1);
     // The guest's NIC sees the carrier come back; a few pings cover its ARP.
     assert.equal(await rc(alpha.vm, `ping -c 1 -W 5 ${beta.ip} || ping -c 1 -W 5 ${beta.ip}`), 0, 'ping did not resume after grant');
 
@@ -71,6 +79,6 @@ test('revoking the network grant stops ping, granting it again resumes it, and b
   } finally {
     await control?.close();
     control = undefined;
-    await removeDir(instanceDir);
+    await removeDir(cache);
   }
 });
