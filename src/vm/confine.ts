@@ -59,7 +59,8 @@ export async function handOver(spec: VmSpec, runDir: string, user: QemuUser): Pr
     const disks = spec.disks.map((disk, i) => {
       if (disk.file === undefined) return disk;
       const fd = pass(disk.file, disk.readOnly ? constants.O_RDONLY : constants.O_RDWR);
-      extraArgs.push('-add-fd', `fd=${fd},set=${i + 1}`);
+      // opaque names the file in argv and query-fdsets (QEMU option syntax doubles commas).
+      extraArgs.push('-add-fd', `fd=${fd},set=${i + 1},opaque=${disk.file.replaceAll(',', ',,')}`);
       return { ...disk, file: `/dev/fdset/${i + 1}` };
     });
     for (const socket of new Set(spec.disks.flatMap((d) => (d.nbdSocket ? [d.nbdSocket] : [])))) {
