@@ -104,6 +104,7 @@ export interface VmSpec {
    * pending) rejects with HostmeError 'vm-timeout'.
    */
   timeoutMs?: number;
+  /** Passed as is: host paths here are opened by QEMU's own (unprivileged, see confine.ts) user, so prefer `disks`. */
   extraArgs?: string[];
   netdev?: VmNetdev;
   /** A second, separate NIC on a hostme overlay network (src/net). */
