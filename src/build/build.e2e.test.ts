@@ -8,7 +8,7 @@
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:net';
-import { readFile, writeFile } from 'node:fs/promises';
+import { copyFile, readFile, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -162,13 +162,16 @@ describe('hostme build examples', () => {
     assert.match((await run('debugfs', ['-R', 'stat /0filler/random.bin', files.disk])).stdout, /Size: 25165824\b/);
     assert.ok(first.pack.newStoredBytes > 24 * 2 ** 20, `stored ${first.pack.newStoredBytes} bytes`);
 
-    // v86 emulates a PIIX IDE controller: so does QEMU's pc machine. IDE cannot be read-only in QEMU: snapshot=on keeps the file unchanged.
+    // v86 emulates a PIIX IDE controller: so does QEMU's pc machine. IDE cannot be read-only in QEMU: a copy keeps the file unchanged
+    // (and goes through launchVm's disks, which a confined QEMU gets as a descriptor, see vm/confine.ts).
+    const scratch = `${files.disk}.boot`;
+    await copyFile(files.disk, scratch);
     const vm = await launchVm({
       kernel: files.kernel,
       initrd: files.initrd,
       cmdline: files.cmdline,
-      disks: [],
-      extraArgs: ['-drive', `file=${files.disk},format=raw,if=ide,snapshot=on`],
+      disks: [{ file: scratch }],
+      diskBus: 'ide',
       machine: 'pc',
       memoryMiB: files.memoryMiB,
       cpus: 1,

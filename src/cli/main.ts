@@ -24,6 +24,8 @@ const COMMANDS: Array<[names: string[], load: () => Promise<Register>]> = [
   [['seed'], async () => (await import('./seed.js')).registerSeed],
   [['profile'], async () => (await import('./profile.js')).registerProfile],
   [['net'], async () => (await import('./net.js')).registerNet],
+  [['grant', 'revoke'], async () => (await import('./grant.js')).registerGrant],
+  [['grants'], async () => (await import('./grants.js')).registerGrants],
   [['snapshot'], async () => (await import('./snapshot.js')).registerSnapshot],
   [['reset', 'commit', 'cache', 'trust'], async () => (await import('./instances.js')).registerInstanceCommands],
   [['doctor'], async () => (await import('./doctor.js')).registerDoctor],

@@ -5,7 +5,7 @@
  * again and every guest is back on its network with the same address.
  */
 import { createHash } from 'node:crypto';
-import { chmodSync, lstatSync, mkdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, statSync, mkdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { errorMessage, HostmeError, isHostmeError } from '../errors.js';
@@ -194,7 +194,8 @@ async function answer(conn: net.Socket, request: ControlRequest, ctx: ControlCon
       if (typeof request.instance !== 'string' || !instancePattern.test(request.instance)) throw new HostmeError('usage', 'instance: letters, digits, ".", "_" or "-", at most 64');
       if (request.site !== undefined && (typeof request.site !== 'string' || !networkNamePattern.test(request.site))) throw new HostmeError('usage', 'site: a DNS label');
       // Only ever connect to a socket file: the switch never opens other kinds of paths for a caller.
-      if (typeof request.socket !== 'string' || !path.isAbsolute(request.socket) || !lstatSync(request.socket, { throwIfNoEntry: false })?.isSocket()) {
+      // A symlink to a socket is fine (a confined QEMU listens in its own folder, see vm/confine.ts).
+      if (typeof request.socket !== 'string' || !path.isAbsolute(request.socket) || !statSync(request.socket, { throwIfNoEntry: false })?.isSocket()) {
         throw new HostmeError('usage', 'socket: an absolute path to a unix socket');
       }
       if (request.hub !== undefined && (typeof request.hub !== 'string' || typeof request.token !== 'string')) throw new HostmeError('usage', 'hub: a URL, with token: the join token');

@@ -1,4 +1,5 @@
 import { mkdtemp, rm } from 'node:fs/promises';
+import { serveGrantControl } from '../grants/runtime.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chunkLength, isHole } from '../format/chunk-index.js';
@@ -219,6 +220,15 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
         throw err;
       });
       notices.push(`joined network ${network} (${joined.subnet}) as ${instanceName}.${network}.hostme`);
+      if (!ephemeral) {
+        // hostme grant|revoke|grants NAME talk to this (src/grants/runtime.ts).
+        try {
+          const control = await serveGrantControl({ instanceDir: instance.dir, instance: instanceName, qmp: machine.qmp, net: true });
+          cleanups.push(() => control.close());
+        } catch (err) {
+          notices.push(`grants cannot be changed while this instance runs: ${errorMessage(err)}`);
+        }
+      }
     }
     await instance.recordQemuPid(machine.pid);
     let readyError: unknown;

@@ -32,7 +32,9 @@ test('run with extraDisks: the seed image is the guest\'s second disk, read-only
   });
   try {
     await running.vm.ready;
-    const seedArg = running.vm.argv.find((a) => a.includes(seed));
+    // A confined QEMU (root → nobody) gets the file as a descriptor: -add-fd …,set=N,opaque=PATH and /dev/fdset/N.
+    const fdset = /set=(\d+),opaque=/.exec(running.vm.argv.find((a) => a.startsWith('fd=') && a.endsWith(`opaque=${seed}`)) ?? '')?.[1];
+    const seedArg = running.vm.argv.find((a) => a.startsWith('{') && (a.includes(seed) || (fdset !== undefined && a.includes(`"/dev/fdset/${fdset}"`))));
     assert.ok(seedArg, 'QEMU got the seed as a blockdev');
     assert.equal(JSON.parse(seedArg)['read-only'], true);
     const since = running.vm.consoleLength;

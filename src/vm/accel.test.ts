@@ -45,6 +45,8 @@ let wrapper: string;
 
 before(async () => {
   dir = await mkdtemp(path.join(tmpdir(), 'hostme-accel-test-'));
+  // As root, QEMU (here: the wrapper) runs as an unprivileged user (vm/confine.ts): it must reach the wrapper.
+  await chmod(dir, 0o711);
   wrapper = path.join(dir, 'qemu-fake-kvm');
   await writeFile(wrapper, WRAPPER);
   await chmod(wrapper, 0o755);

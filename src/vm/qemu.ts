@@ -16,6 +16,7 @@ import { HostmeError, isHostmeError } from '../errors.js';
 import { chooseAccel, resetAccelCache, type Accel, type AccelChoice } from './accel.js';
 import { machineIdentity, rememberVerdict } from './accel-verdict.js';
 import { QmpClient } from './qmp.js';
+import { SANDBOX_ARGS, confinable, handOver, qemuUser } from './confine.js';
 import { defaultQemuBinary, resolveQemuBinary, type VmArch } from './qemu-binary.js';
 
 export { defaultQemuBinary, resolveQemuBinary, type VmArch };
@@ -118,6 +119,7 @@ export interface VmSpec {
    * pending) rejects with HostmeError 'vm-timeout'.
    */
   timeoutMs?: number;
+  /** Passed as is: host paths here are opened by QEMU's own (unprivileged, see confine.ts) user, so prefer `disks`. */
   extraArgs?: string[];
   netdev?: VmNetdev;
   /** A second, separate NIC on a hostme overlay network (src/net). */
@@ -204,6 +206,7 @@ export function buildQemuArgs(spec: VmSpec, accel: Accel, qmpSocket: string): st
     '-m', String(spec.memoryMiB),
     '-smp', String(spec.cpus),
     '-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot',
+    ...(confinable(spec) ? SANDBOX_ARGS : []),
     '-chardev', 'stdio,id=ser0,signal=off',
     '-serial', 'chardev:ser0',
     '-qmp', `unix:${qmpSocket},server=on,wait=off`,
@@ -353,7 +356,10 @@ function setprivBinary(): Promise<string | undefined> {
 async function startQemu(spec: VmSpec, binary: string, accel: Accel, accelReason: string): Promise<VmHandle> {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'hostme-vm-'));
   const qmpSocket = path.join(dir, 'qmp.sock');
-  const args = buildQemuArgs(spec, accel, qmpSocket);
+  // As root, QEMU runs as an unprivileged user and gets its files handed over (confine.ts).
+  const user = confinable(spec) ? qemuUser() : undefined;
+  const handed = user ? await handOver(spec, dir, user).catch(async (err) => { await fs.rm(dir, { recursive: true, force: true }); throw err; }) : undefined;
+  const args = buildQemuArgs(handed?.spec ?? spec, accel, qmpSocket);
 
   let logStream: WriteStream | undefined;
   if (typeof spec.console === 'object') {
@@ -367,9 +373,12 @@ async function startQemu(spec: VmSpec, binary: string, accel: Accel, accelReason
   // QEMU dies with us even on kill -9 (no 'exit' handler runs then): the kernel
   // sends it SIGKILL when this process goes (util-linux setpriv, where present).
   const setpriv = await setprivBinary();
-  const child: ChildProcessByStdio<Writable, Readable, Readable> = setpriv
-    ? spawn(setpriv, ['--pdeathsig', 'KILL', '--', binary, ...args], { stdio: ['pipe', 'pipe', 'pipe'] })
-    : spawn(binary, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+  const command = setpriv ? [setpriv, '--pdeathsig', 'KILL', '--', binary, ...args] : [binary, ...args];
+  const child = spawn(command[0]!, command.slice(1), {
+    stdio: ['pipe', 'pipe', 'pipe', ...(handed?.fds ?? [])],
+    ...(user ? { uid: user.uid, gid: user.gid } : {}),
+  }) as unknown as ChildProcessByStdio<Writable, Readable, Readable>;
+  handed?.close();
 
   // ---- console and stderr
   let consoleText = '';

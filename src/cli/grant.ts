@@ -1,0 +1,22 @@
+import type { Command } from 'commander';
+import { HostmeError } from '../errors.js';
+import { RUNTIME_KINDS, controlGrants } from '../grants/runtime.js';
+import { CacheDir } from '../runner/cache-dir.js';
+
+/** `hostme grant NAME KIND` and `hostme revoke NAME KIND`: change a running instance's grants (within 1 s). */
+export function registerGrant(program: Command): void {
+  for (const op of ['grant', 'revoke'] as const) {
+    program
+      .command(op)
+      .description(`${op} a running instance ${op === 'grant' ? 'access to' : 'its access to'} a feature; kinds: ${RUNTIME_KINDS.join(', ')} (recorded in its audit log)`)
+      .argument('<instance>', 'the instance name given to hostme run --instance')
+      .argument('<kind>', RUNTIME_KINDS.join(' | '))
+      .option('--cache <dir>', 'cache directory (default $HOSTME_CACHE_DIR or ~/.cache/hostme)')
+      .action(async (instance: string, kind: string, options: { cache?: string }) => {
+        if (!(RUNTIME_KINDS as readonly string[]).includes(kind)) throw new HostmeError('usage', `${op} ${instance} ${kind}: kinds that change at runtime: ${RUNTIME_KINDS.join(', ')}`);
+        const dir = new CacheDir(options.cache).instanceDir(instance);
+        await controlGrants(dir, { op, kind });
+        process.stderr.write(`hostme: ${kind} ${op === 'grant' ? 'granted to' : 'revoked from'} ${instance}\n`);
+      });
+  }
+}

@@ -1,0 +1,84 @@
+import assert from 'node:assert/strict';
+import { mkdir } from 'node:fs/promises';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import { attachGuest, controlRequest, overlayMac } from '../net/control.js';
+import { removeDir, tempDir } from '../testing/fixtures.js';
+import { loadReferenceGuest, type ReferenceGuest } from '../testing/reference-guest.js';
+import { launchVm, type VmHandle } from '../vm/qemu.js';
+import { main } from '../cli/main.js';
+import { CacheDir } from '../runner/cache-dir.js';
+import { controlGrants, readAudit, serveGrantControl, type GrantControl } from './runtime.js';
+
+// Two reference guests (real QEMU, TCG) on one overlay network; alpha's
+// network grant is revoked and granted again through its control socket.
+let dir: string;
+let guest: ReferenceGuest;
+const vms: VmHandle[] = [];
+let control: GrantControl | undefined;
+const NETWORK = 'grants';
+
+before(async () => {
+  guest = loadReferenceGuest();
+  dir = await tempDir('hmgrant-');
+});
+after(async () => {
+  await control?.close();
+  await Promise.all(vms.map((vm) => vm.shutdown().catch(() => {})));
+  await controlRequest(dir, { op: 'stop' }).catch(() => {});
+  await removeDir(dir);
+});
+
+async function boot(instance: string): Promise<{ vm: VmHandle; ip: string }> {
+  const socket = path.join(dir, `${instance}.sock`);
+  const vm = await launchVm({
+    kernel: guest.kernel, cmdline: guest.cmdline, disks: [{ file: guest.disk, readOnly: true }], memoryMiB: guest.memoryMiB,
+    cpus: 1, arch: 'x86_64', accel: 'tcg', console: 'none', keepRunning: true,
+    overlay: { socket, mac: overlayMac(NETWORK, instance) },
+  });
+  vms.push(vm);
+  await attachGuest({ dir, network: NETWORK, instance, socket });
+  const [, ip] = await vm.waitForConsole(/HOSTME-NET eth0 (\d+\.\d+\.\d+\.\d+)/, { timeoutMs: 240_000, since: 0 });
+  await vm.waitForConsole(/HOSTME-READY/, { timeoutMs: 120_000, since: 0 });
+  return { vm, ip: ip! };
+}
+
+let marker = 0;
+async function rc(vm: VmHandle, command: string): Promise<number> {
+  const tag = `DONE-${++marker}`;
+  const since = vm.consoleLength;
+  vm.sendConsole(`${command} >/dev/null 2>&1; echo ${tag} rc=$?\n`);
+  return Number((await vm.waitForConsole(new RegExp(`${tag} rc=(\\d+)`), { timeoutMs: 60_000, since }))[1]);
+}
+
+test('revoking the network grant stops ping, granting it again resumes it, and both are in the audit log', { timeout: 900_000 }, async () => {
+  const [alpha, beta] = await Promise.all([boot('alpha'), boot('beta')]);
+  const cache = await tempDir('hmgrant-cache-');
+  const instanceDir = new CacheDir(cache).instanceDir('alpha');
+  await mkdir(instanceDir, { recursive: true });
+  const cli = (...args: string[]) => main(['node', 'hostme', ...args, '--cache', cache]);
+  try {
+    control = await serveGrantControl({ instanceDir, instance: 'alpha', qmp: alpha.vm.qmp, net: true });
+    assert.equal(await rc(alpha.vm, `ping -c 1 -W 5 ${beta.ip}`), 0);
+
+    assert.equal(await cli('revoke', 'alpha', 'net'), 0);
+    assert.equal(await rc(alpha.vm, `ping -c 2 -W 2 ${beta.ip}`), 1, 'ping still works after revoke');
+    assert.equal(await rc(beta.vm, `ping -c 2 -W 2 ${alpha.ip}`), 1, 'alpha still answers after revoke');
+
+    assert.equal(await cli('grant', 'alpha', 'net'), 0);
+    assert.equal(await cli('grants', 'alpha'), 0);
+    assert.equal(await cli('grant', 'alpha', 'usb'), 1);
+    // The guest's NIC sees the carrier come back; a few pings cover its ARP.
+    assert.equal(await rc(alpha.vm, `ping -c 1 -W 5 ${beta.ip} || ping -c 1 -W 5 ${beta.ip}`), 0, 'ping did not resume after grant');
+
+    const status = await controlGrants(instanceDir, { op: 'status' });
+    assert.deepEqual(status.granted, { net: true });
+    const log = await readAudit(instanceDir);
+    assert.deepEqual(log.map((e) => [e.op, e.kind, e.ok]), [['start', 'net', true], ['revoke', 'net', true], ['grant', 'net', true]]);
+    await assert.rejects(controlGrants(instanceDir, { op: 'grant', kind: 'usb' }), /a request is/);
+  } finally {
+    await control?.close();
+    control = undefined;
+    await removeDir(cache);
+  }
+});

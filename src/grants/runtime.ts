@@ -1,0 +1,135 @@
+/**
+ * Grants changed while the VM runs. `hostme run --instance NAME` serves a
+ * control socket (`grants.sock`, mode 0600, in the instance folder); `hostme
+ * grant|revoke|grants NAME` talk to it. Protocol: one JSON request line, one
+ * JSON response line, then the server closes (requests over 4 KiB are
+ * refused). Requests: {"op":"grant"|"revoke","kind":"net"} and
+ * {"op":"status"}. Every change is appended to `audit.log` (JSON lines) in
+ * the same folder before the answer is sent.
+ *
+ * Caretaker of the network grant: the overlay NIC's link (QMP set_link on
+ * netdev ov0): down, the guest's NIC reports no carrier and QEMU passes no
+ * frame either way; the device stays, so a grant needs no reboot.
+ */
+import { appendFile, chmod, readFile, rm } from 'node:fs/promises';
+import net from 'node:net';
+import path from 'node:path';
+import { HostmeError, errorMessage } from '../errors.js';
+import type { QmpClient } from '../vm/qmp.js';
+
+export const RUNTIME_KINDS = ['net'] as const;
+export type RuntimeKind = (typeof RUNTIME_KINDS)[number];
+const MAX_REQUEST = 4096;
+
+export interface AuditEntry { time: string; op: 'grant' | 'revoke' | 'start'; kind: RuntimeKind; ok: boolean; granted?: boolean; error?: string }
+export interface RuntimeStatus { instance: string; granted: Record<RuntimeKind, boolean>; log: AuditEntry[] }
+
+export function controlSocket(instanceDir: string): string {
+  return path.join(instanceDir, 'grants.sock');
+}
+export function auditLog(instanceDir: string): string {
+  return path.join(instanceDir, 'audit.log');
+}
+
+export interface GrantControl { close(): Promise<void> }
+
+/** Serves grant changes for a running VM whose overlay NIC is netdev ov0. */
+export async function serveGrantControl(options: { instanceDir: string; instance: string; qmp: QmpClient; net: boolean }): Promise<GrantControl> {
+  const granted: Record<RuntimeKind, boolean> = { net: options.net };
+  const audit = async (entry: Omit<AuditEntry, 'time'>) => {
+    await appendFile(auditLog(options.instanceDir), JSON.stringify({ time: new Date().toISOString(), ...entry }) + '\n', { mode: 0o600 });
+  };
+  const setNet = async (up: boolean) => {
+    await options.qmp.execute('set_link', { name: 'ov0', up }, { timeoutMs: 1000 });
+    granted.net = up;
+  };
+  // The VM starts with what was granted at start: apply it before anyone asks.
+  await setNet(options.net);
+  await audit({ op: 'start', kind: 'net', ok: true, granted: options.net });
+
+  const handle = async (line: string): Promise<unknown> => {
+    let request: { op?: unknown; kind?: unknown };
+    try {
+      request = JSON.parse(line) as typeof request;
+    } catch {
+      return { ok: false, code: 'usage', message: 'the request is not JSON' };
+    }
+    if (request.op === 'status') return { ok: true, ...(await status()) };
+    if ((request.op !== 'grant' && request.op !== 'revoke') || !RUNTIME_KINDS.includes(request.kind as RuntimeKind)) {
+      return { ok: false, code: 'usage', message: `a request is {"op":"grant"|"revoke","kind":${RUNTIME_KINDS.map((k) => `"${k}"`).join('|')}} or {"op":"status"}` };
+    }
+    const op = request.op;
+    try {
+      await setNet(op === 'grant');
+      await audit({ op, kind: 'net', ok: true });
+      return { ok: true, granted };
+    } catch (err) {
+      await audit({ op, kind: 'net', ok: false, error: errorMessage(err) }).catch(() => {});
+      return { ok: false, code: 'grant-failed', message: errorMessage(err) };
+    }
+  };
+  const status = async (): Promise<RuntimeStatus> => ({ instance: options.instance, granted, log: await readAudit(options.instanceDir) });
+
+  const socketPath = controlSocket(options.instanceDir);
+  await rm(socketPath, { force: true });
+  const server = net.createServer((conn) => {
+    let buffer = '';
+    conn.setTimeout(5000, () => conn.destroy());
+    conn.on('error', () => {});
+    conn.on('data', (chunk) => {
+      buffer += chunk.toString('utf8');
+      if (buffer.length > MAX_REQUEST) return void conn.end(JSON.stringify({ ok: false, code: 'usage', message: 'request too long' }) + '\n');
+      const nl = buffer.indexOf('\n');
+      if (nl < 0) return;
+      conn.pause();
+      void handle(buffer.slice(0, nl)).then((answer) => conn.end(JSON.stringify(answer) + '\n'));
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(socketPath, () => resolve());
+  });
+  await chmod(socketPath, 0o600);
+  return {
+    close: async () => {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await rm(socketPath, { force: true });
+    },
+  };
+}
+
+/** The audit log, oldest first (the last 1000 entries). */
+export async function readAudit(instanceDir: string): Promise<AuditEntry[]> {
+  const text = await readFile(auditLog(instanceDir), 'utf8').catch(() => '');
+  return text.split('\n').filter(Boolean).slice(-1000).flatMap((line) => {
+    try {
+      return [JSON.parse(line) as AuditEntry];
+    } catch {
+      return [];
+    }
+  });
+}
+
+/** One request to a running instance's control socket. */
+export async function controlGrants(instanceDir: string, request: { op: 'grant' | 'revoke'; kind: string } | { op: 'status' }): Promise<Record<string, unknown>> {
+  const socketPath = controlSocket(instanceDir);
+  const answer = await new Promise<string>((resolve, reject) => {
+    const conn = net.connect(socketPath);
+    let text = '';
+    conn.setTimeout(5000, () => conn.destroy(new Error('no answer within 5 s')));
+    conn.on('connect', () => conn.write(JSON.stringify(request) + '\n'));
+    conn.on('data', (chunk) => { text += chunk.toString('utf8'); if (text.length > 1 << 20) conn.destroy(new Error('answer too long')); });
+    conn.on('end', () => resolve(text));
+    conn.on('error', reject);
+  }).catch((err: unknown) => {
+    throw new HostmeError('instance-not-running', `no running instance answers at ${socketPath} (${errorMessage(err)}); start it with hostme run … --instance NAME`, { socket: socketPath });
+  });
+  let parsed: Record<string, unknown>;
+  try {
+    parsed = JSON.parse(answer) as Record<string, unknown>;
+  } catch {
+    throw new HostmeError('grant-failed', `the instance's answer is not JSON: ${answer.slice(0, 200)}`);
+  }
+  if (parsed.ok !== true) throw new HostmeError(typeof parsed.code === 'string' ? parsed.code : 'grant-failed', String(parsed.message ?? 'refused'));
+  return parsed;
+}
