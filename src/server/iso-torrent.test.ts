@@ -6,7 +6,9 @@ import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { sha256File } from '../export/hash.js';
 import { guestDebCache, packSmallImage, type SmallImage } from '../export/test-fixture.js';
-import { packWithNewKey } from '../testing/fixtures.js';
+import { packImage } from '../pack/pack-image.js';
+import { loadPrivateKey } from '../pack/publisher-key.js';
+import { openRepository } from '../repo/repository.js';
 import { bdecode, type BDecoded } from '../torrent/bencode.js';
 import { startRepoServer, type RunningRepoServer } from './server.js';
 
@@ -20,9 +22,10 @@ describe('hub: /i/NAME/NAME.iso and its torrent', () => {
 
   before(async () => {
     img = await packSmallImage();
-    // A firmware-boot image beside it: it has no ISO.
+    // A firmware-boot image beside it, by the same publisher (a repository pins its keys): it has no ISO.
     await mkdir(join(img.dir, 'fw'));
-    await packWithNewKey(join(img.dir, 'fw'), img.repoDir, { disk: img.guest.disk, name: 'firmware', version: '1', memoryMiB: 128, cpus: 1 });
+    const key = await loadPrivateKey(join(img.dir, 'publisher.key'));
+    await packImage({ repo: openRepository(img.repoDir), workDir: join(img.dir, 'fw'), key, disk: img.guest.disk, name: 'firmware', version: '1', memoryMiB: 128, cpus: 1 });
     cacheDir = join(img.dir, 'iso-cache');
     server = await startRepoServer({ repoDir: img.repoDir, iso: { cacheDir, debCache: guestDebCache() } });
   });
