@@ -24,6 +24,7 @@ if [ -n "${HOSTME_TEST_FILTER:-}" ]; then
 fi
 # Shared fixtures are made once, before files run side by side.
 node -e "import('./dist/testing/published-guest.js').then((m) => m.publishedReferenceGuest())"
+node -e "import('./dist/testing/web-site.js').then((m) => m.publishedWebSite())"
 # Two files at a time (HOSTME_TEST_JOBS): every file uses its own ports, temp
 # dirs and homes, so they do not share state. The slow end-to-end files start
 # first so the two workers finish together.

@@ -31,8 +31,10 @@ after(async () => {
   await Promise.all(nodes.map((n) => n.kill('SIGTERM')));
   await hub?.kill('SIGTERM');
   // A run that failed between kill -9 and the restart leaves node A's QEMU behind.
-  await killLeftoverVms(join(work, 'node-a'));
-  await removeDir(work);
+  if (work) {
+    await killLeftoverVms(join(work, 'node-a'));
+    await removeDir(work);
+  }
 });
 
 const hubUrl = () => String(hub.info.url);
