@@ -20,7 +20,7 @@ mkdir -p "$demo"
 [ -f "$demo/publisher.key" ] || hostme keygen "$demo/publisher.key"
 if ! hostme ls "$demo/repo" 2>/dev/null | grep -q '^hello'; then
   hostme pack "$guest/disk.raw" --repo "$demo/repo" --name hello --key "$demo/publisher.key" \
-    --kernel "$guest/vmlinux" --cmdline "$(node -e "console.log(require('./$guest/guest.json').cmdline)")"
+    --kernel "$guest/vmlinux" --cmdline "$(node -p "require(require('path').resolve('$guest/guest.json')).cmdline")"
 fi
 port=${HOSTME_DEMO_NET_PORT:-8070}
 pids=()
@@ -36,11 +36,11 @@ for name in alpha beta; do
     --net "demo@http://127.0.0.1:$port" --net-token "$token" --console none > "$demo/$name.log" 2>&1 & pids+=($!)
 done
 for _ in $(seq 300); do
-  [ "$(grep -c 'HOSTME-NET' "$demo/alpha.log" "$demo/beta.log" 2>/dev/null | awk -F: '{s+=$2} END {print s+0}')" -ge 2 ] && break
+  [ "$(hostme net leases demo --dir "$demo/repo/.net" --json 2>/dev/null | grep -c '"instance"')" -ge 2 ] && break
   sleep 1
 done
-echo "== addresses (from the guests' consoles and the hub's leases)"
-grep -h 'HOSTME-NET\|joined network' "$demo/alpha.log" "$demo/beta.log" || true
+echo "== addresses and names, from the hub's leases"
+grep -h 'joined network' "$demo/alpha.log" "$demo/beta.log" || true
 hostme net leases demo --dir "$demo/repo/.net" || true
 echo
 echo "Browser guest: build the i686 image into $demo/repo (npm run demo does it for its own repo), then open"

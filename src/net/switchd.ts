@@ -72,9 +72,11 @@ export async function startSwitchDaemon(dir: string, limits?: SwitchLimits, log:
     const existing = trunks.get(record.network);
     if (existing) {
       if (existing.options.hub !== record.hub) throw new HostmeError('net-trunked', `network ${record.network} is already joined through ${existing.options.hub}`);
-      return;
-    }
-    if (sw.registry.has(record.network) && sw.activeNetworks().some((n) => n.name === record.network && [...n.ports].length > 0)) {
+      if (!record.token || record.token === existing.options.token) return;
+      // Another token for the same hub (the hub was reset, or the old token refused): redial with it.
+      existing.close();
+      trunks.delete(record.network);
+    } else if (sw.registry.has(record.network) && sw.activeNetworks().some((n) => n.name === record.network && [...n.ports].length > 0)) {
       throw new HostmeError('net-trunked', `network ${record.network} is a local network on this machine; pick another name to join the hub's`);
     }
     const trunk = new Trunk(sw, { network: record.network, hub: record.hub, token: record.token ?? '', log });
