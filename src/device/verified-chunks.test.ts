@@ -44,12 +44,14 @@ test('kill -9 mid-write never leaves the map claiming bytes that are not the ver
     let claimed = 0;
     for (let round = 0; round < 4; round++) {
       const proc = spawn(process.execPath, [child, store, diskFile, String(CHUNK)], { stdio: ['ignore', 'pipe', 'inherit'] });
+      // Listen from the start: on an idle machine the writer may finish before the kill.
+      const closed = new Promise((resolve) => proc.once('close', resolve));
       let out = '';
       proc.stdout.on('data', (d: Buffer) => (out += d.toString()));
       for (let i = 0; i < 400 && !out.includes('open'); i++) await sleep(10);
       await sleep(20 + Math.floor(Math.random() * 150));
       proc.kill('SIGKILL');
-      await new Promise((resolve) => proc.once('close', resolve));
+      await closed;
       const file = await VerifiedChunkFile.open(store, indexOf(disk));
       claimed = 0;
       for (let chunk = 0; chunk < disk.length / CHUNK; chunk++) {
