@@ -210,8 +210,16 @@ export async function startRepoServer(options: StartRepoServerOptions): Promise<
     server,
     close: () =>
       new Promise<void>((resolve, reject) => {
-        server.close((err) => (err ? reject(err) : resolve()));
-        // Idle keep-alive connections would hold close() open; in-flight requests finish first.
+        const force = setTimeout(() => server.closeAllConnections(), 2000);
+        force.unref();
+        server.close((err) => {
+          clearTimeout(force);
+          if (err) reject(err);
+          else resolve();
+        });
+        // Idle keep-alive connections would hold close() open; in-flight requests get
+        // 2 s to finish, then are cut: a client that never finishes reading (seen: a
+        // browser's fetch left open after its page closed) must not hold shutdown forever.
         server.closeIdleConnections();
       }),
   };
