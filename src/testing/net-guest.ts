@@ -43,7 +43,8 @@ export async function bootNetGuest(options: {
   });
   options.onLaunch?.(vm);
   await attachGuest({ network: options.network, instance: options.instance, socket, ...options.join });
-  const [, ip, name] = await vm.waitForConsole(/HOSTME-NET eth0 (\d+\.\d+\.\d+\.\d+) (\S+)/, { timeoutMs: 240_000, since: 0 });
+  // The whole line: a console chunk may end inside the name.
+  const [, ip, name] = await vm.waitForConsole(/HOSTME-NET eth0 (\d+\.\d+\.\d+\.\d+) (\S+)\r?\n/, { timeoutMs: 240_000, since: 0 });
   await vm.waitForConsole(/HOSTME-READY/, { timeoutMs: 120_000, since: 0 });
   return { vm, ip: ip!, name: name! };
 }
