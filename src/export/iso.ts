@@ -13,7 +13,7 @@ import { createHash } from 'node:crypto';
 import { copyFile, link, mkdir, open, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { moduleLoadOrder } from '../build/debian.js';
-import { makeInitrd } from '../build/initrd.js';
+import { INIT_PRELUDE, makeInitrd } from '../build/initrd.js';
 import type { Manifest } from '../format/manifest.js';
 import type { BootKit } from './boot-kit.js';
 import { ExportError } from './errors.js';
@@ -41,13 +41,7 @@ const REQUIRED = ['isofs', 'loop'];
 export const ISO_INIT = `#!/bin/sh
 # hostme ISO initrd: find the medium with this ISO's id, attach the image's
 # disk from it read-only (loop), mount the root file system, switch_root.
-/bin/busybox --install -s /bin
-export PATH=/bin
-mount -t devtmpfs devtmpfs /dev
-exec </dev/console >/dev/console 2>&1
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-while read -r m; do insmod "/lib/modules/$m" 2>/dev/null; done </lib/modules/order
+${INIT_PRELUDE}while read -r m; do insmod "/lib/modules/$m" 2>/dev/null; done </lib/modules/order
 . /etc/hostme/iso.conf
 mkdir -p /cd
 found=; n=0
