@@ -197,3 +197,20 @@ export async function writeJson(file: string, data: unknown): Promise<void> {
 export function log(text: string): void {
   process.stderr.write(`bench: ${text}\n`);
 }
+
+/**
+ * Run a benchmark's main: a failure prints `bench:NAME failed: …` with its stack and sets exit
+ * status 1; the cleanup steps run either way (the process is not killed, so pending output flushes).
+ */
+export function runBench(name: string, main: () => Promise<void>, cleanup?: Cleanup): void {
+  main()
+    .catch((err: unknown) => {
+      process.stderr.write(`bench:${name} failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+      process.exitCode = 1;
+    })
+    .finally(async () => {
+      await cleanup?.run();
+      // A failed run may leave a browser or server handle behind: do not hang on it.
+      if (process.exitCode) setTimeout(() => process.exit(), 2_000).unref();
+    });
+}

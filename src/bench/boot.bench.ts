@@ -26,7 +26,7 @@ import { isHole } from '../format/chunk-index.js';
 import { startWanProxy, type WanCounters } from './wan-proxy.js';
 import { snapshotReferenceGuest } from '../testing/snapshot-guest.js';
 import type { Trace } from './trace-hook.js';
-import { Cleanup, fmtBytes, fmtRatio, fmtSeconds, hostmeBin, log, machineInfo, median, repoRoot, runCommand, startHostmeServe, table, withTimeout, writeJson } from './bench-util.js';
+import { Cleanup, runBench, fmtBytes, fmtRatio, fmtSeconds, hostmeBin, log, machineInfo, median, repoRoot, runCommand, startHostmeServe, table, withTimeout, writeJson } from './bench-util.js';
 
 const { values: opts } = parseArgs({
   options: {
@@ -420,12 +420,7 @@ async function main(): Promise<void> {
   log(`results written to ${path.relative(process.cwd(), opts.out)}`);
 }
 
-main()
-  .catch((err: unknown) => {
-    process.stderr.write(`bench:boot failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-    process.exitCode = 1;
-  })
-  .finally(() => cleanup.run());
+runBench('boot', main, cleanup);
 
 async function freePort(): Promise<number> {
   const server = net.createServer();

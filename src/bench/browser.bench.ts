@@ -17,7 +17,7 @@ import { startRepoServer, type RequestLogEntry } from '../server/server.js';
 import { loadPrivateKey } from '../pack/publisher-key.js';
 import { snapshotImage } from '../snapshot/index.js';
 import { launchChromium, prepareWeb, publishWebRepo, waitForRunState, waitForTranscript } from '../web/web-fixtures.js';
-import { Cleanup, fmtBytes, fmtRatio, fmtSeconds, log, machineInfo, median, repoRoot, table, writeJson } from './bench-util.js';
+import { Cleanup, runBench, fmtBytes, fmtRatio, fmtSeconds, log, machineInfo, median, repoRoot, table, writeJson } from './bench-util.js';
 import { startWanProxy } from './wan-proxy.js';
 
 const { values: opts } = parseArgs({
@@ -152,7 +152,4 @@ async function report(results: Measurement[], snap: { stateBytes: number; stored
   await writeJson(opts.out!, { bench: 'browser', when: new Date().toISOString(), machine: machineInfo(), link: { rttMs, mbit }, snapshot: snap, summary, goal, runs: results });
 }
 
-main().catch((err: unknown) => {
-  process.stderr.write(`bench:browser failed: ${(err as Error).stack ?? String(err)}\n`);
-  process.exit(1);
-});
+runBench('browser', main);

@@ -13,7 +13,7 @@ import path from 'node:path';
 import { buildImage } from '../build/index.js';
 import { createKeyFiles, loadPrivateKey } from '../pack/publisher-key.js';
 import { killLeftoverVms, startCli, type CliProcess } from '../testing/cli-process.js';
-import { Cleanup, fmtRatio, log, machineInfo, repoRoot, table, writeJson } from './bench-util.js';
+import { Cleanup, runBench, fmtRatio, log, machineInfo, repoRoot, table, writeJson } from './bench-util.js';
 
 const DURATION_MS = Number(process.env.HOSTME_BENCH_SECONDS ?? 4) * 1000;
 const CONCURRENCY = 8;
@@ -177,7 +177,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((err: unknown) => {
-  process.stderr.write(`bench:host: ${(err as Error).stack ?? String(err)}\n`);
-  process.exit(1);
-});
+runBench('host', main);

@@ -28,6 +28,7 @@ import { CowOverlay } from '../device/cow-overlay.js';
 import { VerifiedChunkFile } from '../device/verified-chunks.js';
 import type { BlockDevice } from '../device/block-device.js';
 import type { ObjectSource } from '../store/object-store.js';
+import { runBench } from './bench-util.js';
 
 const MiB = 1024 * 1024;
 
@@ -206,7 +207,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((err: unknown) => {
-  console.error(err);
-  process.exitCode = 1;
-});
+runBench('nbd', main);

@@ -21,7 +21,7 @@ import { controlRequest } from '../net/control.js';
 import { BROADCAST_MAC, buildArp, buildEth, buildIpv4, buildUdp, ETHERTYPE_ARP, ETHERTYPE_IPV4, IPPROTO_UDP, parseIp } from '../net/frame.js';
 import type { Lease } from '../net/registry.js';
 import { frameForStream, StreamDeframer } from '../net/stream-port.js';
-import { Cleanup, fmtRatio, hostmeBin, log, machineInfo, table, writeJson } from './bench-util.js';
+import { Cleanup, runBench, fmtRatio, hostmeBin, log, machineInfo, table, writeJson } from './bench-util.js';
 
 const DURATION_MS = 2000;
 const WINDOW = 256;
@@ -255,7 +255,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((err) => {
-  console.error(err);
-  process.exitCode = 1;
-});
+runBench('net', main);

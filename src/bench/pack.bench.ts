@@ -8,7 +8,7 @@ import { mkdir, mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadReferenceGuest } from '../testing/reference-guest.js';
-import { Cleanup, fmtBytes, fmtRatio, hostmeBin, log, machineInfo, median, repoRoot, runCommand, table, writeJson } from './bench-util.js';
+import { Cleanup, runBench, fmtBytes, fmtRatio, hostmeBin, log, machineInfo, median, repoRoot, runCommand, table, writeJson } from './bench-util.js';
 
 const { values: opts } = parseArgs({
   options: {
@@ -159,9 +159,4 @@ async function main(): Promise<void> {
   log(`results written to ${path.relative(process.cwd(), opts.out)}`);
 }
 
-main()
-  .catch((err: unknown) => {
-    process.stderr.write(`bench:pack failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-    process.exitCode = 1;
-  })
-  .finally(() => cleanup.run());
+runBench('pack', main, cleanup);

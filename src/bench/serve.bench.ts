@@ -14,7 +14,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { pseudoRandom } from '../testing/fixtures.js';
-import { Cleanup, fmtRatio, killTree, log, machineInfo, repoRoot, runCommand, startHostmeServe, table, withTimeout, writeJson } from './bench-util.js';
+import { Cleanup, runBench, fmtRatio, killTree, log, machineInfo, repoRoot, runCommand, startHostmeServe, table, withTimeout, writeJson } from './bench-util.js';
 
 const { values: opts } = parseArgs({
   options: {
@@ -133,9 +133,4 @@ async function main(): Promise<void> {
   log(`results written to ${path.relative(process.cwd(), opts.out)}`);
 }
 
-main()
-  .catch((err: unknown) => {
-    process.stderr.write(`bench:serve failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-    process.exitCode = 1;
-  })
-  .finally(() => cleanup.run());
+runBench('serve', main, cleanup);
