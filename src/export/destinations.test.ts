@@ -2,7 +2,6 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { createRequire } from 'node:module';
 import { mkdir, readdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -12,12 +11,7 @@ import { S3Destination } from './destinations/s3.js';
 import { exportImage, storeFiles } from './export-image.js';
 import { sha256File } from './hash.js';
 import { packSmallImage, type SmallImage } from './test-fixture.js';
-
-interface S3rverInstance {
-  run(): Promise<AddressInfo>;
-  close(): Promise<void>;
-}
-const S3rver = createRequire(import.meta.url)('s3rver') as new (options: Record<string, unknown>) => S3rverInstance;
+import { startFaultyProxy, startLocalS3, type LocalS3 } from '../testing/s3-server.js';
 
 interface Received {
   method: string;
@@ -135,19 +129,15 @@ describe('export destinations', () => {
   });
 
   describe('S3 (s3rver on loopback)', () => {
-    let s3: S3rverInstance;
+    let s3: LocalS3;
     let endpoint: string;
     let env: NodeJS.ProcessEnv;
     let client: S3Client;
     before(async () => {
-      s3 = new S3rver({ address: '127.0.0.1', port: 0, silent: true, directory: join(img.dir, 's3rver'), configureBuckets: [{ name: 'images' }] });
-      const address = await s3.run();
-      endpoint = `http://127.0.0.1:${address.port}`;
-      env = { AWS_ENDPOINT_URL: endpoint, AWS_ACCESS_KEY_ID: 'S3RVER', AWS_SECRET_ACCESS_KEY: 'S3RVER', AWS_REGION: 'us-east-1' };
-      client = new S3Client({ endpoint, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' } });
+      s3 = await startLocalS3(join(img.dir, 's3rver'), ['images']);
+      ({ endpoint, env, client } = s3);
     });
     after(async () => {
-      client?.destroy();
       await s3?.close();
     });
 
@@ -179,23 +169,11 @@ describe('export destinations', () => {
     test('a failing part: the multipart upload is aborted, no object, nothing left', async () => {
       // A proxy in front of s3rver that answers 500 to every attempt at part 3.
       const seen: string[] = [];
-      const proxy = http.createServer((req, res) => {
-        const url = new URL(req.url!, 'http://x');
+      const proxy = await startFaultyProxy(endpoint, (req, url) => {
         seen.push(`${req.method} ${url.pathname}${url.searchParams.has('uploadId') ? ' uploadId' : ''}${url.searchParams.has('partNumber') ? ` part ${url.searchParams.get('partNumber')}` : ''}`);
-        if (req.method === 'PUT' && url.searchParams.get('partNumber') === '3') {
-          req.resume();
-          req.on('end', () => res.writeHead(500, { 'content-type': 'application/xml' }).end('<?xml version="1.0"?><Error><Code>InternalError</Code><Message>injected failure</Message></Error>'));
-          return;
-        }
-        const upstream = http.request(new URL(req.url!, endpoint), { method: req.method, headers: req.headers }, (up) => {
-          res.writeHead(up.statusCode!, up.headers);
-          up.pipe(res);
-        });
-        upstream.on('error', () => res.destroy());
-        req.pipe(upstream);
+        return req.method === 'PUT' && url.searchParams.get('partNumber') === '3';
       });
-      await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
-      const proxyUrl = `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`;
+      const proxyUrl = proxy.url;
       try {
         const destination = new S3Destination('s3://images/aborted', { ...env, AWS_ENDPOINT_URL: proxyUrl }, { multipartThreshold: 16 * 1024 * 1024, partSize: 5 * 1024 * 1024 });
         await assert.rejects(
@@ -211,7 +189,7 @@ describe('export destinations', () => {
         assert.equal(listed.KeyCount ?? 0, 0);
         assert.deepEqual(await leftovers(work), []);
       } finally {
-        await new Promise<void>((r) => proxy.close(() => r()));
+        await proxy.close();
       }
     });
 

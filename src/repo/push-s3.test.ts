@@ -1,7 +1,4 @@
 import assert from 'node:assert/strict';
-import { createRequire } from 'node:module';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -9,32 +6,25 @@ import { GetBucketCorsCommand, HeadObjectCommand, S3Client } from '@aws-sdk/clie
 import { packSmallImage, type SmallImage } from '../export/test-fixture.js';
 import { makeDiskBytes } from '../testing/fixtures.js';
 import { runCli } from '../testing/published-guest.js';
+import { startFaultyProxy, startLocalS3, type LocalS3 } from '../testing/s3-server.js';
 import { openRepository } from './repository.js';
 import { loadPrivateKey } from '../pack/publisher-key.js';
 import { packImage } from '../pack/pack-image.js';
 
-interface S3rverInstance {
-  run(): Promise<AddressInfo>;
-  close(): Promise<void>;
-}
-const S3rver = createRequire(import.meta.url)('s3rver') as new (options: Record<string, unknown>) => S3rverInstance;
 
 describe('hostme push to S3 (s3rver in-process) and boot from the bucket', () => {
   let img: SmallImage;
-  let s3: S3rverInstance;
+  let s3: LocalS3;
   let endpoint: string;
   let env: Record<string, string>;
   let client: S3Client;
 
   before(async () => {
     img = await packSmallImage();
-    s3 = new S3rver({ address: '127.0.0.1', port: 0, silent: true, directory: join(img.dir, 's3rver'), configureBuckets: [{ name: 'sites' }] });
-    endpoint = `http://127.0.0.1:${(await s3.run()).port}`;
-    env = { AWS_ENDPOINT_URL: endpoint, AWS_ACCESS_KEY_ID: 'S3RVER', AWS_SECRET_ACCESS_KEY: 'S3RVER', AWS_REGION: 'us-east-1' };
-    client = new S3Client({ endpoint, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' } });
+    s3 = await startLocalS3(join(img.dir, 's3rver'), ['sites']);
+    ({ endpoint, env, client } = s3);
   });
   after(async () => {
-    client?.destroy();
     await s3?.close();
     await img?.cleanup();
   });
@@ -77,26 +67,13 @@ describe('hostme push to S3 (s3rver in-process) and boot from the bucket', () =>
     await runCli(['push', img.repoDir, 'small@1', 's3://sites/cut'], { env }).then((r) => assert.equal(r.code, 0, r.stderr));
     // A proxy that fails the sixth object PUT (and everything after it).
     let puts = 0;
-    const proxy = http.createServer((req, res) => {
-      if (req.method === 'PUT' && ++puts >= 6) {
-        req.resume();
-        req.on('end', () => res.writeHead(500, { 'content-type': 'application/xml' }).end('<?xml version="1.0"?><Error><Code>InternalError</Code><Message>injected failure</Message></Error>'));
-        return;
-      }
-      const upstream = http.request(new URL(req.url!, endpoint), { method: req.method, headers: req.headers }, (up) => {
-        res.writeHead(up.statusCode!, up.headers);
-        up.pipe(res);
-      });
-      upstream.on('error', () => res.destroy());
-      req.pipe(upstream);
-    });
-    await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
+    const proxy = await startFaultyProxy(endpoint, (req) => req.method === 'PUT' && ++puts >= 6);
     try {
-      const cut = await runCli(['push', img.repoDir, 'small@2', 's3://sites/cut'], { env: { ...env, AWS_ENDPOINT_URL: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}` } });
+      const cut = await runCli(['push', img.repoDir, 'small@2', 's3://sites/cut'], { env: { ...env, AWS_ENDPOINT_URL: proxy.url } });
       assert.notEqual(cut.code, 0);
       assert.match(cut.stderr, /PUT objects\/.* failed/);
     } finally {
-      await new Promise<void>((r) => proxy.close(() => r()));
+      await proxy.close();
     }
     const bucket = openRepository(`${endpoint}/sites/cut`);
     assert.equal((await bucket.listing()).images.small?.latest, '1', 'the listing still names version 1');
