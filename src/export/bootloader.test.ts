@@ -6,11 +6,11 @@ import { after, before, describe, test } from 'node:test';
 import tar from 'tar-stream';
 import { isHostmeError } from '../errors.js';
 import { packWithNewKey } from '../testing/fixtures.js';
-import { launchVm, type VmDisk } from '../vm/qemu.js';
+import type { VmDisk } from '../vm/qemu.js';
 import { kernelIdentity } from './boot-kit.js';
 import { classifySectorZero } from './bootloader.js';
 import { exportImage, type ExportResult } from './export-image.js';
-import { guestDebCache, packSmallImage, type SmallImage } from './test-fixture.js';
+import { bootExportToReady, guestDebCache, packSmallImage, type SmallImage } from './test-fixture.js';
 
 const DISK = 64 * 1024 * 1024;
 
@@ -120,22 +120,12 @@ describe('exports of direct-boot images carry a BIOS bootloader', () => {
       const result = await exported(c.format);
       assert.equal(result.boot, 'syslinux', c.format);
       const file = c.file ? await c.file(result.files[0]!.url) : result.files[0]!.url;
-      const vm = await launchVm({
+      const vm = await bootExportToReady(c.format, img.guest, {
         firmwareBoot: true,
         // streamOptimized VMDKs (inside the OVA) are read-only to QEMU; the guest mounts its root read-only anyway.
         disks: [{ file, format: c.qemu, readOnly: c.format === 'ova' }],
-        memoryMiB: img.guest.memoryMiB,
-        cpus: img.guest.cpus,
-        arch: 'x86_64',
-        accel: 'tcg',
-        console: 'none',
-        until: /HOSTME-READY/,
         timeoutMs: 240_000,
       });
-      const ready = await vm.ready.catch((err: unknown) => {
-        throw new Error(`${c.format}: ${String(err)}\n${vm.console.slice(-2000)}`);
-      });
-      assert.equal(ready.match, 'HOSTME-READY', c.format);
       await vm.exited;
     }
   });

@@ -5,12 +5,12 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import tar from 'tar-stream';
 import { isHostmeError } from '../errors.js';
-import { launchVm, type VmDisk } from '../vm/qemu.js';
+import type { VmDisk } from '../vm/qemu.js';
 import { exportImage, type ExportResult } from './export-image.js';
 import { EXPORT_FORMATS, exportFormat } from './formats/index.js';
 import { vhd } from './formats/vhd.js';
 import { sha256File } from './hash.js';
-import { packSmallImage, type SmallImage } from './test-fixture.js';
+import { bootExportToReady, packSmallImage, type SmallImage } from './test-fixture.js';
 import { imageInfo, qemuImg } from './tools.js';
 
 const DISK = 64 * 1024 * 1024;
@@ -212,22 +212,12 @@ describe('hostme export formats', () => {
     ];
     for (const { format, qemu } of cases) {
       const file = (await run(format)).files[0]!.url;
-      const vm = await launchVm({
+      const vm = await bootExportToReady(format, img.guest, {
         kernel: img.guest.kernel,
         cmdline: img.guest.cmdline,
         disks: [{ file, format: qemu }],
-        memoryMiB: img.guest.memoryMiB,
-        cpus: img.guest.cpus,
-        arch: 'x86_64',
-        accel: 'tcg',
-        console: 'none',
-        until: /HOSTME-READY/,
         timeoutMs: 150_000,
       });
-      const ready = await vm.ready.catch((err: unknown) => {
-        throw new Error(`${format}: ${String(err)}\n${vm.console.slice(-2000)}`);
-      });
-      assert.equal(ready.match, 'HOSTME-READY', format);
       await vm.exited;
     }
   });

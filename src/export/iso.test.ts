@@ -5,19 +5,12 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { isHostmeError } from '../errors.js';
-import { launchVm, type VmHandle } from '../vm/qemu.js';
 import { exportImage, type ExportResult } from './export-image.js';
 import { checkSiteReference, rootOffset } from './iso.js';
-import { guestDebCache, packSmallImage, type SmallImage } from './test-fixture.js';
+import { bootExportToReady, guestDebCache, packSmallImage, type SmallImage } from './test-fixture.js';
 
 const run = promisify(execFile);
 const SITE = { link: 'https://hub.example.org/i/small', hub: 'https://hub.example.org', token: 'join-7f3a9c' };
-
-async function bootToReady(vm: VmHandle, what: string): Promise<void> {
-  await vm.ready.catch((err: unknown) => {
-    throw new Error(`${what}: ${String(err)}\n${vm.console.slice(-3000)}`);
-  });
-}
 
 describe('hostme export --format iso', () => {
   let img: SmallImage;
@@ -47,21 +40,14 @@ describe('hostme export --format iso', () => {
   });
 
   test('-cdrom alone boots to HOSTME-READY, prints the reference (not the token) and the guest reads /run/hostme/site.json', { timeout: 400_000 }, async () => {
-    const vm = await launchVm({
+    const vm = await bootExportToReady('-cdrom', img.guest, {
       firmwareBoot: true,
       diskBus: 'ide',
       disks: [{ file: iso, format: 'raw', readOnly: true }], // read-only IDE = a CD-ROM drive
-      memoryMiB: img.guest.memoryMiB,
       cpus: 1,
-      arch: 'x86_64',
-      accel: 'tcg',
-      console: 'none',
-      until: /HOSTME-READY/,
       keepRunning: true,
-      timeoutMs: 300_000,
     });
     try {
-      await bootToReady(vm, '-cdrom');
       assert.match(vm.console, /hostme site: link=https:\/\/hub\.example\.org\/i\/small/);
       assert.match(vm.console, /hostme site: hub=https:\/\/hub\.example\.org/);
       assert.doesNotMatch(vm.console.slice(0, vm.console.indexOf('HOSTME-READY')), /join-7f3a9c/, 'the token is not printed');
@@ -78,19 +64,12 @@ describe('hostme export --format iso', () => {
   test('the same file as a disk boots (isohybrid)', { timeout: 400_000 }, async () => {
     const disk = join(img.dir, 'usb-stick.img');
     await copyFile(iso, disk);
-    const vm = await launchVm({
+    const vm = await bootExportToReady('hybrid disk', img.guest, {
       firmwareBoot: true,
       diskBus: 'ide',
       disks: [{ file: disk, format: 'raw' }],
-      memoryMiB: img.guest.memoryMiB,
       cpus: 1,
-      arch: 'x86_64',
-      accel: 'tcg',
-      console: 'none',
-      until: /HOSTME-READY/,
-      timeoutMs: 300_000,
     });
-    await bootToReady(vm, 'hybrid disk');
     assert.match(vm.console, /hostme-iso: booting small@1 from \/dev\/sd/);
     await vm.exited;
   });

@@ -3,7 +3,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { packWithNewKey } from '../testing/fixtures.js';
-import { loadReferenceGuest, referenceGuestDir, type ReferenceGuest } from '../testing/reference-guest.js';
+import { loadReferenceGuest, referenceGuestDir, testRunAccel, type ReferenceGuest } from '../testing/reference-guest.js';
+import { launchVm, type VmHandle, type VmSpec } from '../vm/qemu.js';
 
 export interface SmallImage {
   guest: ReferenceGuest;
@@ -40,4 +41,30 @@ export async function packSmallImage(): Promise<SmallImage> {
     description: 'reference guest, 64 MiB disk <test & "quotes">',
   });
   return { guest, dir, repoDir, name: 'small', version: '1', cleanup: () => rm(dir, { recursive: true, force: true }) };
+}
+
+/**
+ * Boot an exported file (or a QEMU spec around it) to HOSTME-READY with the reference guest's
+ * memory and CPUs, under the test run's accelerator; a failure names `what` and shows the
+ * console's tail. The VM is left running only when `keepRunning` is set.
+ */
+export async function bootExportToReady(
+  what: string,
+  guest: ReferenceGuest,
+  spec: Pick<VmSpec, 'disks'> & Partial<VmSpec>,
+): Promise<VmHandle> {
+  const vm = await launchVm({
+    memoryMiB: guest.memoryMiB,
+    cpus: guest.cpus,
+    arch: 'x86_64',
+    accel: testRunAccel(),
+    console: 'none',
+    until: /HOSTME-READY/,
+    timeoutMs: 300_000,
+    ...spec,
+  });
+  await vm.ready.catch((err: unknown) => {
+    throw new Error(`${what}: ${String(err)}\n${vm.console.slice(-3000)}`);
+  });
+  return vm;
 }

@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { HostmeError } from '../errors.js';
+import type { VmSpec } from '../vm/qemu.js';
 
 export interface ReferenceGuest {
   name: string;
@@ -44,4 +45,27 @@ export function loadReferenceGuest(): ReferenceGuest {
     );
   }
   return parsed;
+}
+
+/**
+ * A QEMU spec that direct-boots the reference guest from its read-only disk, console muted,
+ * under `accel` (default: the test run's, HOSTME_ACCEL, decided once by scripts/test.sh).
+ */
+export function referenceGuestSpec(guest: ReferenceGuest, extra: Partial<VmSpec> = {}): VmSpec {
+  return {
+    kernel: guest.kernel,
+    cmdline: guest.cmdline,
+    disks: [{ file: guest.disk, readOnly: true }],
+    memoryMiB: guest.memoryMiB,
+    cpus: guest.cpus,
+    arch: 'x86_64',
+    accel: testRunAccel(),
+    console: 'none',
+    ...extra,
+  };
+}
+
+/** The accelerator of this test run: HOSTME_ACCEL when set to kvm, else TCG (works everywhere). */
+export function testRunAccel(): 'kvm' | 'tcg' {
+  return process.env.HOSTME_ACCEL === 'kvm' ? 'kvm' : 'tcg';
 }

@@ -13,7 +13,7 @@ import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, afterEach, before, beforeEach, describe, test } from 'node:test';
-import { loadReferenceGuest, type ReferenceGuest } from '../testing/reference-guest.js';
+import { loadReferenceGuest, referenceGuestSpec, type ReferenceGuest } from '../testing/reference-guest.js';
 import { publishedReferenceGuest, runCli } from '../testing/published-guest.js';
 import { chooseAccel, resetAccelCache } from './accel.js';
 import { machineIdentity, rememberVerdict, rememberedVerdict, verdictFile } from './accel-verdict.js';
@@ -147,13 +147,8 @@ describe('the KVM watchdog (real QEMU, reference guest)', () => {
     guest = loadReferenceGuest();
   });
   const spec = (notices: string[], extra: Partial<VmSpec> = {}): VmSpec => ({
-    kernel: guest.kernel,
-    cmdline: guest.cmdline,
-    disks: [{ file: guest.disk, readOnly: true }],
-    memoryMiB: guest.memoryMiB,
-    cpus: guest.cpus,
-    arch: 'x86_64',
-    console: 'none',
+    ...referenceGuestSpec(guest),
+    accel: undefined,
     until: /HOSTME-READY/,
     timeoutMs: 180_000,
     qemuBinary: wrapper,

@@ -4,22 +4,12 @@ import { readFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { isHostmeError } from '../errors.js';
-import { loadReferenceGuest, type ReferenceGuest } from '../testing/reference-guest.js';
+import { loadReferenceGuest, referenceGuestSpec, type ReferenceGuest } from '../testing/reference-guest.js';
 import { buildQemuArgs, launchVm, type VmHandle, type VmSpec } from './qemu.js';
 
+/** This suite checks the launcher, not the machine: TCG works everywhere. */
 function guestSpec(guest: ReferenceGuest, extra: Partial<VmSpec> = {}): VmSpec {
-  return {
-    kernel: guest.kernel,
-    cmdline: guest.cmdline,
-    disks: [{ file: guest.disk, readOnly: true }],
-    memoryMiB: guest.memoryMiB,
-    cpus: guest.cpus,
-    arch: 'x86_64',
-    // This suite checks the launcher, not the machine: TCG works everywhere.
-    accel: 'tcg',
-    console: 'none',
-    ...extra,
-  };
+  return referenceGuestSpec(guest, { accel: 'tcg', ...extra });
 }
 
 describe('buildQemuArgs', () => {
