@@ -105,6 +105,10 @@ export interface VmSpec {
   memoryFile?: { path: string; shared: boolean; readOnly?: boolean };
   /** Start paused waiting for an incoming migration (-incoming defer): restore with src/vm/snapshot.ts. */
   incoming?: boolean;
+  /** Empty PCIe root ports hostme.rp0… (placed before the disks) for NICs hot-plugged after a resume. */
+  hotplugPorts?: number;
+  /** A vmgenid device with this generation id (a UUID): a resumed clone gets a new one. */
+  vmgenid?: string;
   console: VmConsole;
   /**
    * Console pattern that means "ready". When it matches, `ready` resolves and
@@ -217,6 +221,12 @@ export function buildQemuArgs(spec: VmSpec, accel: Accel, qmpSocket: string): st
     args.push('-object', `memory-backend-file,id=hostme.ram,size=${spec.memoryMiB}M,mem-path=${file},share=${shared ? 'on' : 'off'}${readOnly ? ',readonly=on' : ''}`);
   }
   if (spec.incoming) args.push('-incoming', 'defer');
+  // Before the disks: a saved machine and its resumed clones must get the same PCI addresses.
+  for (let i = 0; i < (spec.hotplugPorts ?? 0); i++) args.push('-device', `pcie-root-port,id=hostme.rp${i},chassis=${i + 1}`);
+  if (spec.vmgenid !== undefined) {
+    if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(spec.vmgenid)) throw new HostmeError('bad-vm-spec', `vmgenid must be a UUID: ${spec.vmgenid}`, {});
+    args.push('-device', `vmgenid,id=hostme.genid,guid=${spec.vmgenid}`);
+  }
   if (spec.kernel) {
     args.push('-kernel', spec.kernel);
     if (spec.initrd) args.push('-initrd', spec.initrd);

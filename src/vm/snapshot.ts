@@ -11,6 +11,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { HostmeError } from '../errors.js';
 import type { QmpClient } from './qmp.js';
+import type { VmNetdev, VmOverlayNic } from './qemu.js';
 
 const IGNORE_SHARED = { capabilities: [{ capability: 'x-ignore-shared', state: true }] };
 
@@ -104,4 +105,43 @@ export function qemuBinaryVersion(binary: string): Promise<string> {
     versions.set(binary, version);
   }
   return version;
+}
+
+/** The NICs a run wants, to be hot-plugged into a resumed machine. */
+export interface HotNics {
+  netdev?: VmNetdev;
+  overlay?: VmOverlayNic;
+}
+
+export function nicCount(nics: HotNics): number {
+  return (nics.netdev ? 1 : 0) + (nics.overlay ? 1 : 0);
+}
+
+/**
+ * Plugs the run's NICs into a resumed machine's empty root ports
+ * (hostme.rp0…), in cold-boot order (user network, then overlay). A NIC that
+ * came through the migration would keep the saved MAC; a new one has the
+ * instance's own, and the guest sees a new device (ACPI/PCIe hotplug) it
+ * configures like at boot.
+ */
+export async function plugNics(qmp: QmpClient, nics: HotNics, ports: number): Promise<void> {
+  if (nicCount(nics) > ports) {
+    throw new HostmeError('snapshot-restore-failed', `the snapshot has ${ports} free slot(s) for NICs and this run needs ${nicCount(nics)}`, { ports });
+  }
+  let port = 0;
+  if (nics.netdev) {
+    const { hostfwd = [], restrict, model } = nics.netdev;
+    const forwards = hostfwd.map((f) => ({ str: `${f.proto ?? 'tcp'}:${f.hostAddr ?? '127.0.0.1'}:${f.hostPort}-:${f.guestPort}` }));
+    await qmp.execute('netdev_add', { type: 'user', id: 'n0', ...(restrict ? { restrict: true } : {}), ...(forwards.length ? { hostfwd: forwards } : {}) });
+    await qmp.execute('device_add', { driver: model ?? 'virtio-net-pci', netdev: 'n0', id: 'hostme.nic0', bus: `hostme.rp${port++}` });
+  }
+  if (nics.overlay) {
+    await qmp.execute('netdev_add', { type: 'stream', id: 'ov0', server: true, addr: { type: 'unix', path: nics.overlay.socket } });
+    await qmp.execute('device_add', { driver: 'virtio-net-pci', netdev: 'ov0', id: 'hostme.nic1', bus: `hostme.rp${port++}`, mac: nics.overlay.mac });
+  }
+}
+
+/** The console command a snapshot asks for after a resume, its placeholders filled. */
+export function afterResumeCommand(template: string, nics: number, now = Date.now()): string {
+  return template.replaceAll('{epoch}', String(Math.floor(now / 1000))).replaceAll('{nics}', String(nics));
 }
