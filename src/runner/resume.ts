@@ -1,4 +1,5 @@
-import { join } from 'node:path';
+import { rm, symlink } from 'node:fs/promises';
+import { basename, join } from 'node:path';
 import type { Manifest } from '../format/manifest.js';
 import { errorMessage, HostmeError } from '../errors.js';
 import type { CowOverlay } from '../device/cow-overlay.js';
@@ -98,6 +99,7 @@ export async function resumeVm(plan: ResumePlan, base: VmSpec, collector: RunSta
     // Not readonly=on: in QEMU 7.2 that maps the RAM read-only (guest writes are lost); MAP_PRIVATE alone never writes the file.
     memoryFile: { path: plan.ramFile, shared: false },
     incoming: true,
+    incomingFile: plan.stateFile,
     // The saved machine had no NIC: they are plugged in after the resume, with this instance's MACs.
     netdev: undefined,
     overlay: undefined,
@@ -106,8 +108,8 @@ export async function resumeVm(plan: ResumePlan, base: VmSpec, collector: RunSta
     vmgenid: snapshot.vmgenid ? randomUUID() : undefined,
   });
   try {
-    await restoreMachine(vm.qmp, plan.stateFile);
-    await plugNics(vm.qmp, nics, snapshot.hotplugPorts ?? 0);
+    await restoreMachine(vm.qmp, vm.incomingFd!);
+    await plugNics(vm.qmp, { ...nics, overlay: nics.overlay && { ...nics.overlay, socket: await socketInside(vm, nics.overlay.socket) } }, snapshot.hotplugPorts ?? 0);
   } catch (err) {
     await vm.shutdown();
     throw err;
@@ -115,4 +117,15 @@ export async function resumeVm(plan: ResumePlan, base: VmSpec, collector: RunSta
   // Clock, NICs, DHCP: the guest's own commands, typed where its shell was left waiting.
   if (snapshot.afterResume) vm.sendConsole(`${afterResumeCommand(snapshot.afterResume, nicCount(nics))}\n`);
   return { vm, ms: Math.round(collector.elapsedMs()) };
+}
+
+/**
+ * A socket QEMU creates after start lives in its own folder (a confined QEMU
+ * can create nothing elsewhere); `wanted`, where the caller looks, links to it.
+ */
+async function socketInside(vm: VmHandle, wanted: string): Promise<string> {
+  const inside = join(vm.dir, basename(wanted));
+  await rm(wanted, { force: true });
+  await symlink(inside, wanted);
+  return inside;
 }

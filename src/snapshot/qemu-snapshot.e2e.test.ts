@@ -138,7 +138,7 @@ test('kill -9 during the RAM fetch over a slow link, then a second run: nothing 
   }
 });
 
-test('two instances resumed from one snapshot are distinct: own MAC, DHCP address, generation id, and the current time', { timeout: 900_000 }, async () => {
+test('two instances resumed from one snapshot are distinct (own MAC, DHCP address, generation id, the current time) and confined like a boot', { timeout: 900_000 }, async () => {
   const { snapshot } = await snapshotManifest(repoDir);
   assert.equal(snapshot.hotplugPorts, 2);
   assert.equal(snapshot.vmgenid, true);
@@ -162,6 +162,10 @@ test('two instances resumed from one snapshot are distinct: own MAC, DHCP addres
       });
       running.push(run);
       assert.ok(run.resumed, `${instance} was resumed: ${run.notices.join('; ')}`);
+      // Resumed confined like a boot: sandboxed, and (when the tests run as root) not root.
+      const status = await readFile(`/proc/${run.vm.pid}/status`, 'utf8');
+      assert.match(status, /^Seccomp:\s*2$/m, 'QEMU runs under its seccomp sandbox');
+      if (process.getuid?.() === 0) assert.doesNotMatch(status, /^Uid:.*\b0\b/m, `QEMU is not root: ${/^Uid:.*$/m.exec(status)?.[0]}`);
       // The after-resume command (typed by hostme) renews DHCP on the hot-plugged NIC.
       const [, ip] = await run.vm.waitForConsole(/HOSTME-NET eth0 (\d+\.\d+\.\d+\.\d+)/, { timeoutMs: 240_000, since: 0 }).catch(async (err: unknown) => {
         const end = await run.finished.catch((e: unknown) => e);

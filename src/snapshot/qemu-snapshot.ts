@@ -94,7 +94,7 @@ export async function snapshotQemuImage(request: QemuSnapshotRequest): Promise<S
       }
       request.onStep?.('save', 'saving the machine state');
       pins = { qemu: qmpQemuVersion(vm.qmp), machine: await resolveMachineType(vm.qmp, 'q35'), cpu: vm.accel === 'kvm' ? 'host' : 'qemu64', accel: vm.accel };
-      await saveMachine(vm.qmp, stateFile);
+      await saveMachine(vm, stateFile);
       await vm.shutdown();
       await running.finished;
       return await publish(request, base, ramFile, stateFile, { ...pins, append, readyMark: request.until.source }, msToReady);
