@@ -1,4 +1,5 @@
 import { test, before, after } from 'node:test';
+import { createServer, type AddressInfo } from 'node:net';
 import assert from 'node:assert/strict';
 import { readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -189,3 +190,18 @@ test('two instances resumed from one snapshot are distinct (own MAC, DHCP addres
     }
   }
 });
+
+test('a resume with --publish plugs a user-network NIC: the guest leases an address from QEMU user networking', { timeout: 600_000 }, async () => {
+  const port = await freePort();
+  const run = await runCli(['run', repoDir, 'hello@2', '--instance', 'published', '--cache', join(work, 'cache-pub'), '--publish', `127.0.0.1:${port}:8080`, '--until', 'HOSTME-NET eth0 10\\.0\\.2\\.15', '--timeout', '240', '--console', 'none'], { env, timeoutMs: 300_000 });
+  assert.equal(run.code, 0, run.stderr);
+  assert.match(run.stderr, /resumed hello@2 from its snapshot/);
+});
+
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
