@@ -9,6 +9,8 @@
 import type { Manifest } from '../format/manifest.js';
 import { isHole } from '../format/chunk-index.js';
 import type { RepoView } from './repo-view.js';
+import { snapshotMismatch } from '../web/reader/v86-machine.js';
+import { v86PackageVersion } from '../snapshot/v86-install.js';
 
 /** The run page's own files, which a first visit downloads (and then revalidates). */
 export const RUN_PAGE_ASSETS = ['/_hostme/run.js', '/_hostme/libv86.mjs', '/_hostme/v86.wasm', '/_hostme/bios.bin', '/_hostme/vgabios.bin', '/_hostme/xterm.css'];
@@ -20,10 +22,11 @@ function objectPath(id: string): string {
   return `/objects/${id.slice(0, 2)}/${id}`;
 }
 
-/** The snapshot's index and chunk paths ([] without a memory snapshot, or when the index cannot be read). */
+/** The snapshot's index and chunk paths ([] without a memory snapshot the page can resume, or when the index cannot be read). */
 export async function snapshotWarmPaths(view: RepoView, manifest: Manifest): Promise<string[]> {
   const ref = manifest.memorySnapshot;
-  if (!ref) return [];
+  // A snapshot the served v86 cannot load means a cold boot: warming it would only compete with the kernel.
+  if (!ref || snapshotMismatch(ref, v86PackageVersion())) return [];
   const hit = cached.get(ref.index);
   if (hit) return hit;
   try {
