@@ -27,6 +27,9 @@ const { values: opts } = parseArgs({
     rtt: { type: 'string', default: '100' },
     mbit: { type: 'string', default: '50' },
     timeout: { type: 'string', default: '420' },
+    /** Pointer on "Run here" this long before the click (the intent start). */
+    'hover-ms': { type: 'string', default: '500' },
+    starts: { type: 'string', default: 'snapshot,intent,cold' },
     out: { type: 'string', default: path.join(repoRoot, 'bench', 'results', 'browser.json') },
   },
 });
@@ -35,16 +38,22 @@ const coldRuns = Math.max(1, Number(opts['cold-runs']));
 const rttMs = Number(opts.rtt);
 const mbit = Number(opts.mbit);
 const timeoutMs = Number(opts.timeout) * 1000;
-const GOAL_MS = 5000;
+const hoverMs = Number(opts['hover-ms']);
+const GOAL_MS = 2500;
 
-type Start = 'cold' | 'snapshot';
+/**
+ * cold: the run page with ?boot=cold; snapshot: navigation straight to the run page;
+ * intent: the image page, the pointer on "Run here" for --hover-ms, then the click.
+ */
+type Start = 'cold' | 'snapshot' | 'intent';
+const starts = new Set(String(opts.starts).split(',') as Start[]);
 type Link = 'loopback' | 'wan';
 
 interface Measurement {
   start: Start;
   link: Link;
   run: number;
-  /** Navigation start → the page's ready state. */
+  /** Navigation start (intent: the click) → the page's ready state. */
   readyMs: number;
   /** Navigation start → the typed command's answer on the console. */
   answeredMs: number;
@@ -59,8 +68,16 @@ async function measure(pageUrl: string, start: Start): Promise<{ readyMs: number
   const browser = await launchChromium();
   try {
     const page = await browser.context.newPage();
-    const started = performance.now();
-    await page.goto(start === 'cold' ? `${pageUrl}?boot=cold` : pageUrl);
+    let started = performance.now();
+    if (start === 'intent') {
+      // The clock starts at the click: the hover before it is the visitor's, not the page's.
+      await page.goto(pageUrl.replace(/\/run$/, ''));
+      const link = page.getByRole('link', { name: 'Run here, in this tab' });
+      await link.hover();
+      await new Promise((r) => setTimeout(r, hoverMs));
+      started = performance.now();
+      await link.click();
+    } else await page.goto(start === 'cold' ? `${pageUrl}?boot=cold` : pageUrl);
     await waitForRunState(page, ['ready', 'error'], timeoutMs, 100);
     const readyMs = performance.now() - started;
     const state = await page.evaluate(() => ({ state: document.body.dataset.state, start: document.body.dataset.start, message: document.getElementById('message')?.textContent }));
@@ -120,8 +137,9 @@ async function main(): Promise<void> {
     // Round-robin, so background load hits every case alike.
     for (let run = 1; run <= Math.max(snapshotRuns, coldRuns); run++) {
       for (const link of ['loopback', 'wan'] as const) {
-        if (run <= snapshotRuns) await once('snapshot', link, run);
-        if (run <= coldRuns) await once('cold', link, run);
+        if (run <= snapshotRuns && starts.has('snapshot')) await once('snapshot', link, run);
+        if (run <= snapshotRuns && starts.has('intent')) await once('intent', link, run);
+        if (run <= coldRuns && starts.has('cold')) await once('cold', link, run);
       }
     }
     await report(results, snap);
@@ -133,22 +151,27 @@ async function main(): Promise<void> {
 async function report(results: Measurement[], snap: { stateBytes: number; storedBytes: number; msToReady: number }): Promise<void> {
   const pick = (start: Start, link: Link) => results.filter((r) => r.start === start && r.link === link);
   const summary = (['loopback', 'wan'] as const).map((link) => {
-    const cold = pick('cold', link);
-    const snapshot = pick('snapshot', link);
-    const row = (rs: Measurement[]) => ({ answeredMs: median(rs.map((r) => r.answeredMs)), readyMs: median(rs.map((r) => r.readyMs)), bytes: median(rs.map((r) => r.bytes)), requests: median(rs.map((r) => r.requests)) });
-    const c = row(cold);
-    const s = row(snapshot);
-    return { link, cold: c, snapshot: s, ratio: s.answeredMs / c.answeredMs };
+    const row = (rs: Measurement[]) =>
+      rs.length ? { answeredMs: median(rs.map((r) => r.answeredMs)), readyMs: median(rs.map((r) => r.readyMs)), bytes: median(rs.map((r) => r.bytes)), requests: median(rs.map((r) => r.requests)) } : undefined;
+    const c = row(pick('cold', link));
+    const s = row(pick('snapshot', link));
+    const i = row(pick('intent', link));
+    return { link, cold: c, snapshot: s, intent: i, ratio: s && c ? s.answeredMs / c.answeredMs : undefined, intentRatio: i && c ? i.answeredMs / c.answeredMs : undefined };
   });
   const rows = [['link', 'start', 'ready', 'answered', 'bytes', 'requests', 'snapshot / cold']];
   for (const s of summary) {
-    rows.push([s.link, 'cold boot', fmtSeconds(s.cold.readyMs), fmtSeconds(s.cold.answeredMs), fmtBytes(s.cold.bytes), String(s.cold.requests), '1.00×']);
-    rows.push([s.link, 'snapshot', fmtSeconds(s.snapshot.readyMs), fmtSeconds(s.snapshot.answeredMs), fmtBytes(s.snapshot.bytes), String(s.snapshot.requests), fmtRatio(s.ratio)]);
+    const line = (label: string, r: typeof s.cold, ratio: number | undefined) => {
+      if (r) rows.push([s.link, label, fmtSeconds(r.readyMs), fmtSeconds(r.answeredMs), fmtBytes(r.bytes), String(r.requests), ratio === undefined ? '-' : fmtRatio(ratio)]);
+    };
+    line('cold boot', s.cold, 1);
+    line('snapshot (navigation)', s.snapshot, s.ratio);
+    line(`snapshot (${hoverMs} ms hover, from click)`, s.intent, s.intentRatio);
   }
   const wan = summary.find((s) => s.link === 'wan')!;
-  const goal = { snapshotAnsweredMsOnWan: wan.snapshot.answeredMs, goalMs: GOAL_MS, met: wan.snapshot.answeredMs <= GOAL_MS };
+  const best = Math.min(wan.snapshot?.answeredMs ?? Infinity, wan.intent?.answeredMs ?? Infinity);
+  const goal = { snapshotAnsweredMsOnWan: wan.snapshot?.answeredMs, intentAnsweredMsOnWan: wan.intent?.answeredMs, hoverMs, goalMs: GOAL_MS, met: best <= GOAL_MS };
   process.stdout.write(`\nbench:browser (median; snapshot runs ${snapshotRuns}, cold runs ${coldRuns}; wan = ${mbit} Mbit/s, ${rttMs} ms RTT)\n${table(rows)}\n`);
-  process.stdout.write(`goal: snapshot path ≤ ${GOAL_MS / 1000} s to an answered command on the emulated link: ${fmtSeconds(goal.snapshotAnsweredMsOnWan)} ${goal.met ? 'MET' : 'MISSED'}\n`);
+  process.stdout.write(`goal: click → answered ≤ ${GOAL_MS / 1000} s on the emulated link: navigation ${goal.snapshotAnsweredMsOnWan === undefined ? '-' : fmtSeconds(goal.snapshotAnsweredMsOnWan)}, after a ${hoverMs} ms hover ${goal.intentAnsweredMsOnWan === undefined ? '-' : fmtSeconds(goal.intentAnsweredMsOnWan)}: ${goal.met ? 'MET' : 'MISSED'}\n`);
   await writeJson(opts.out!, { bench: 'browser', when: new Date().toISOString(), machine: machineInfo(), link: { rttMs, mbit }, snapshot: snap, summary, goal, runs: results });
 }
 

@@ -13,8 +13,9 @@ export function registerSnapshot(program: Command): void {
   )
     .option('--append <text>', 'x86_64: kernel arguments for the saved boot, whose disks are virtio-blk', 'root=/dev/vda')
     .option('--guest-command <cmd>', 'x86_64: typed into the console before saving (empty: nothing)', 'sync')
-    .action(async (spec: string, options: BootOnceOptions & { append: string; guestCommand: string }) => {
-    const request = { ...(await bootOnceRequest(spec, options)), append: options.append, guestCommand: options.guestCommand };
+    .option('--after-resume <cmd>', 'x86_64: typed into the console after every resume, {epoch} = host time in seconds, {nics} = NICs plugged in (default: set the clock, rerun /etc/hostme/rc.d/50-net; empty: nothing)')
+    .action(async (spec: string, options: BootOnceOptions & { append: string; guestCommand: string; afterResume?: string }) => {
+    const request = { ...(await bootOnceRequest(spec, options)), append: options.append, guestCommand: options.guestCommand, afterResume: options.afterResume };
     const name = request.name;
     const progress = new ProgressBar('snapshot');
     const started = performance.now();

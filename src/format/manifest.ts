@@ -88,6 +88,20 @@ export const manifestSchema = z.object({
       cmdlineAppend: z.string().max(4096),
       /** The console pattern (regular expression source) the guest had printed when it was saved. */
       readyMark: z.string().max(1024),
+      /**
+       * Empty PCIe root ports (ids hostme.rp0…) the saved machine has: NICs are hot-plugged there
+       * after a resume, so each instance gets its own MAC (a migrated NIC keeps the saved one).
+       * Absent: 0, the snapshot resumes only runs without a NIC.
+       */
+      hotplugPorts: z.number().int().min(0).max(4).optional(),
+      /** The saved machine has a vmgenid device; a resume gives it a new generation id. */
+      vmgenid: z.boolean().optional(),
+      /**
+       * Typed into the console right after a resume (then a newline), with {epoch} replaced by the
+       * host's time in whole seconds and {nics} by the number of hot-plugged NICs: sets the clock,
+       * waits for the NICs and renews DHCP. Absent: nothing is typed.
+       */
+      afterResume: z.string().max(4096).optional(),
     })
     .optional(),
   /** Boot working set, in the order the guest read it: [diskIndex, chunkNumber]. */

@@ -1,4 +1,5 @@
-import { join } from 'node:path';
+import { rm, symlink } from 'node:fs/promises';
+import { basename, join } from 'node:path';
 import type { Manifest } from '../format/manifest.js';
 import { errorMessage, HostmeError } from '../errors.js';
 import type { CowOverlay } from '../device/cow-overlay.js';
@@ -12,7 +13,8 @@ export function overlaysUnchanged(overlays: CowOverlay[], notices: string[]): bo
 import type { ObjectSource } from '../store/object-store.js';
 import { probeAccel, type Accel } from '../vm/accel.js';
 import { defaultQemuBinary, launchVm, type VmHandle, type VmSpec } from '../vm/qemu.js';
-import { qemuBinaryVersion, restoreMachine } from '../vm/snapshot.js';
+import { randomUUID } from 'node:crypto';
+import { afterResumeCommand, nicCount, plugNics, qemuBinaryVersion, restoreMachine } from '../vm/snapshot.js';
 import { materializeBlob } from './blob-file.js';
 import { FetchScheduler } from '../store/fetch-scheduler.js';
 import type { ResolvedImage } from './image-source.js';
@@ -36,6 +38,8 @@ export interface ResumeContext {
   runDir: string;
   accel?: Accel;
   extraDisks: number;
+  /** NICs the run wants (hot-plugged after the resume into the snapshot's free root ports). */
+  nics: number;
   /** One-line reasons for not resuming go here. */
   notices: string[];
 }
@@ -59,6 +63,8 @@ export async function planResume(ctx: ResumeContext): Promise<ResumePlan | undef
   const accel = ctx.accel ?? (await probeAccel());
   if (accel !== snapshot.accel) return refuse(`it was saved under ${snapshot.accel} and this machine runs ${accel}`);
   if (ctx.extraDisks > 0) return refuse('extra disks change the machine it was saved from');
+  const ports = snapshot.hotplugPorts ?? 0;
+  if (ctx.nics > ports) return refuse(`this run wants ${ctx.nics} NIC(s) and the saved machine has ${ports} free slot(s) for them (take the snapshot again with this hostme)`);
   // With a cache, the verified RAM file is the cache: its chunks skip the object cache (one fsync each).
   // The (small) indexes still go through the object cache, so a warm start needs no request.
   const chunks = ctx.cacheRoot && ctx.resolved.mirrors ? new FetchScheduler(ctx.resolved.mirrors, 16) : ctx.scheduler;
@@ -82,6 +88,7 @@ export async function planResume(ctx: ResumeContext): Promise<ResumePlan | undef
  */
 export async function resumeVm(plan: ResumePlan, base: VmSpec, collector: RunStatsCollector, readyAtResume: boolean): Promise<{ vm: VmHandle; ms: number }> {
   const { snapshot } = plan;
+  const nics = { netdev: base.netdev, overlay: base.overlay };
   const vm = await launchVm({
     ...base,
     ...(readyAtResume ? { until: undefined, keepRunning: true } : {}),
@@ -92,12 +99,33 @@ export async function resumeVm(plan: ResumePlan, base: VmSpec, collector: RunSta
     // Not readonly=on: in QEMU 7.2 that maps the RAM read-only (guest writes are lost); MAP_PRIVATE alone never writes the file.
     memoryFile: { path: plan.ramFile, shared: false },
     incoming: true,
+    incomingFile: plan.stateFile,
+    // The saved machine had no NIC: they are plugged in after the resume, with this instance's MACs.
+    netdev: undefined,
+    overlay: undefined,
+    hotplugPorts: snapshot.hotplugPorts,
+    // vmgenid's post-load writes this (new) id into the guest and notifies it: clones reseed their RNG.
+    vmgenid: snapshot.vmgenid ? randomUUID() : undefined,
   });
   try {
-    await restoreMachine(vm.qmp, plan.stateFile);
+    await restoreMachine(vm.qmp, vm.incomingFd!);
+    await plugNics(vm.qmp, { ...nics, overlay: nics.overlay && { ...nics.overlay, socket: await socketInside(vm, nics.overlay.socket) } }, snapshot.hotplugPorts ?? 0);
   } catch (err) {
     await vm.shutdown();
     throw err;
   }
+  // Clock, NICs, DHCP: the guest's own commands, typed where its shell was left waiting.
+  if (snapshot.afterResume) vm.sendConsole(`${afterResumeCommand(snapshot.afterResume, nicCount(nics))}\n`);
   return { vm, ms: Math.round(collector.elapsedMs()) };
+}
+
+/**
+ * A socket QEMU creates after start lives in its own folder (a confined QEMU
+ * can create nothing elsewhere); `wanted`, where the caller looks, links to it.
+ */
+async function socketInside(vm: VmHandle, wanted: string): Promise<string> {
+  const inside = join(vm.dir, basename(wanted));
+  await rm(wanted, { force: true });
+  await symlink(inside, wanted);
+  return inside;
 }

@@ -64,7 +64,7 @@ export interface RunOptions {
   /** Typed into the console once the guest runs: right after a resume, or when a cold boot prints the snapshot's ready mark (or HOSTME-READY). */
   type?: string;
   /** Machine overrides for the boot (hostme snapshot: RAM in a shared file, virtio disks). */
-  vm?: Pick<VmSpec, 'diskBus' | 'machine' | 'cpuModel' | 'memoryFile'>;
+  vm?: Pick<VmSpec, 'diskBus' | 'machine' | 'cpuModel' | 'memoryFile' | 'hotplugPorts' | 'vmgenid' | 'overlay' | 'netdev'>;
 }
 
 export interface RunningImage {
@@ -147,7 +147,9 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
     const startBoot = () => (bootFiles ??= prepareBoot(resolved, scheduler, runDir, resolved.cache ? cache.root : undefined, options.append));
     if (!willResume) startBoot().catch(() => {});
     // A snapshot's RAM is the critical path of a resume: start it now, in parallel with the disk indexes.
-    const planning = willResume ? planResume({ resolved, scheduler, cacheRoot: resolved.cache ? cache.root : undefined, runDir, accel: options.accel, extraDisks: options.extraDisks?.length ?? 0, notices }) : Promise.resolve(undefined);
+    const network = options.net?.network ?? manifest.network?.join;
+    const nics = (network ? 1 : 0) + (netdev ? 1 : 0);
+    const planning = willResume ? planResume({ resolved, scheduler, cacheRoot: resolved.cache ? cache.root : undefined, runDir, accel: options.accel, extraDisks: options.extraDisks?.length ?? 0, nics, notices }) : Promise.resolve(undefined);
     planning.catch(() => {});
     const devices = await openDisks(resolved, scheduler, options.onFirstAccess, resolved.cache ? join(cache.root, 'verified') : undefined);
     cleanups.push(() => Promise.all(devices.map((d) => d.close())));
@@ -165,7 +167,6 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
     await nbd.listen(socket);
     cleanups.push(() => nbd.close());
 
-    const network = options.net?.network ?? manifest.network?.join;
     const overlay = network ? { socket: join(runDir, 'net.sock'), mac: overlayMac(network, instanceName) } : undefined;
     const base: VmSpec = {
       disks: [
@@ -213,9 +214,9 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
       if (resumed) running.sendConsole(text);
       else void running.waitForConsole(readyMark, { since: 0 }).then(() => running.sendConsole(text), () => {});
     }
-    if (network && overlay) {
+    if (network && base.overlay) {
       // QEMU listens; the machine's switch (started on demand) dials it.
-      const joined = await attachGuest({ network, instance: instanceName, socket: overlay.socket, site: options.net?.site, dir: options.net?.dir, hub: options.net?.hub, token: options.net?.token }).catch(async (err) => {
+      const joined = await attachGuest({ network, instance: instanceName, socket: base.overlay.socket, site: options.net?.site, dir: options.net?.dir, hub: options.net?.hub, token: options.net?.token }).catch(async (err) => {
         await machine.shutdown();
         throw err;
       });

@@ -3,6 +3,7 @@ import type { RepoListing } from '../repo/layout.js';
 import { HttpError, escapeHtml as e, formatBytes, publicBaseUrl, sendHtml } from './http-util.js';
 import { summarize, type ImageSummary, type RepoView } from './repo-view.js';
 import { REFERENCE_MEDIA_TYPE, makeReference } from '../runner/reference-file.js';
+import { RUN_PAGE_ASSETS, snapshotWarmPaths } from './warm-list.js';
 
 const STYLE = `
 body{font:15px/1.5 system-ui,-apple-system,"Segoe UI",sans-serif;max-width:46rem;margin:2rem auto;padding:0 1rem;color:#1d2330;background:#fbfbfd}
@@ -39,8 +40,9 @@ export function runPagePath(name: string, version?: string): string {
 }
 
 /** The image page's one script: the "Open web+hostme: links with this site" button (src/web/handler.ts). */
-// connect-src: the "Host this site" offer probes a HostMe node on this computer (any loopback port).
-export const IMAGE_PAGE_CSP = "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; connect-src http://127.0.0.1:* http://localhost:*; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+// connect-src: the "Host this site" offer probes a HostMe node on this computer (any loopback port);
+// 'self': "Run here" warms the snapshot and the run page's files on intent (src/web/warm.ts).
+export const IMAGE_PAGE_CSP = "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; connect-src 'self' http://127.0.0.1:* http://localhost:*; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /** Group a hex key id in fours so it can be compared by eye. */
 function fingerprint(keyId: string): string {
@@ -48,7 +50,8 @@ function fingerprint(keyId: string): string {
 }
 
 /** `pinned`: the page of one version (/i/NAME/VERSION), so its run page is that version's too. */
-export function renderImagePage(s: ImageSummary, listing: RepoListing, pinned = false, offerIso = false): string {
+/** `warm`: paths the run page will read first (server/warm-list.ts), fetched when the pointer reaches "Run here". */
+export function renderImagePage(s: ImageSummary, listing: RepoListing, pinned = false, offerIso = false, warm: string[] = []): string {
   const inBrowser = s.hardware.arch === 'i686' && s.bootMode === 'direct';
   const runHere = runPagePath(s.name, pinned ? s.version : undefined);
   const versions = [...(listing.images[s.name]?.versions ?? [])].reverse();
@@ -80,7 +83,7 @@ export function renderImagePage(s: ImageSummary, listing: RepoListing, pinned = 
 <h1>${e(s.name)}</h1>
 ${s.description ? `<p>${e(s.description)}</p>` : ''}
 <h2>How to run</h2>
-${inBrowser ? `<p><a href="${e(runHere)}">Run here, in this tab</a> <span class="muted">(in your browser, with v86)</span></p>
+${inBrowser ? `<p><a href="${e(runHere)}"${warm.length ? ` data-hostme-warm="${e(warm.join(' '))}"` : ''}>Run here, in this tab</a> <span class="muted">(in your browser, with v86)</span></p>
 ` : ''}<p><a href="${e(`hostme+${s.pageUrl}`)}">Run on my computer</a> <span class="muted">(opens <code>hostme run</code>; <code>hostme install-handler</code> sets up these links), or type:</span></p>
 <pre><code>${e(s.runCommand)}</code></pre>
 <p id="host-offer" data-page="${e(s.pageUrl)}" hidden><a id="host-link" href="">Host this site on my computer</a> <span class="muted">(your HostMe node runs it in a VM and serves it to the web; you confirm on the node's page)</span></p>
@@ -143,7 +146,8 @@ export async function handleImagePage(req: IncomingMessage, res: ServerResponse,
     const { image, listing } = await view.image(parts[0]!, parts[1]);
     const pinned = parts[1] !== undefined;
     const summary = summarize(image, listing, publicBaseUrl(req, fallbackHost), pinned);
-    sendHtml(req, res, 200, renderImagePage(summary, listing, pinned, offerIso), IMAGE_PAGE_CSP);
+    const warm = summary.hardware.arch === 'i686' ? [...RUN_PAGE_ASSETS, ...(await snapshotWarmPaths(view, image.manifest))] : [];
+    sendHtml(req, res, 200, renderImagePage(summary, listing, pinned, offerIso, warm), IMAGE_PAGE_CSP);
   } catch (err) {
     if (err instanceof HttpError && err.status === 404) {
       sendHtml(req, res, 404, renderNotFoundPage(err.message));

@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { HttpError, escapeHtml as e, publicBaseUrl, sendHtml } from './http-util.js';
 import { handleOpenLink, OPEN_PATH } from './open-link.js';
 import { AssetCache } from './asset-cache.js';
+import { snapshotWarmPaths } from './warm-list.js';
 import { summarize, type RepoView } from './repo-view.js';
 
 /**
@@ -94,7 +95,8 @@ button.link[hidden]{display:none}
 noscript{display:block;padding:1rem}
 `;
 
-export function renderRunPage(args: { name: string; version: string; arch: string; runCommand: string; v86Version: string; desktopLink: string }): string {
+/** `warm`: the snapshot's objects, which the page fetches at once, before the manifest is verified (src/web/warm.ts). */
+export function renderRunPage(args: { name: string; version: string; arch: string; runCommand: string; v86Version: string; desktopLink: string; warm?: string[] }): string {
   return `<!doctype html>
 <html lang="en">
 <head>
@@ -104,7 +106,7 @@ export function renderRunPage(args: { name: string; version: string; arch: strin
 <link rel="stylesheet" href="/_hostme/xterm.css">
 <style>${RUN_STYLE}</style>
 </head>
-<body data-state="loading" data-image="${e(args.name)}" data-arch="${e(args.arch)}" data-run-command="${e(args.runCommand)}" data-desktop-link="${e(args.desktopLink)}" data-v86-version="${e(args.v86Version)}" data-version="${e(args.version)}">
+<body data-state="loading" data-image="${e(args.name)}" data-arch="${e(args.arch)}" data-run-command="${e(args.runCommand)}" data-desktop-link="${e(args.desktopLink)}" data-v86-version="${e(args.v86Version)}" data-version="${e(args.version)}"${args.warm?.length ? ` data-hostme-warm="${e(args.warm.join(' '))}"` : ''}>
 <header>
 <h1>${e(args.name)}</h1>
 <a href="/i/${e(encodeURIComponent(args.name))}">about this image</a>
@@ -275,7 +277,7 @@ export async function handleWebRoute(
     const { image, listing } = await view.image(segments[1]!, pinnedVersion);
     const s = summarize(image, listing, base, pinnedVersion !== undefined);
     const desktopLink = `hostme+${base}/i/${encodeURIComponent(s.name)}`;
-    sendRunHtml(req, res, 200, renderRunPage({ name: s.name, version: s.version, arch: s.hardware.arch, runCommand: s.runCommand, v86Version: v86Version(), desktopLink }));
+    sendRunHtml(req, res, 200, renderRunPage({ name: s.name, version: s.version, arch: s.hardware.arch, runCommand: s.runCommand, v86Version: v86Version(), desktopLink, warm: await snapshotWarmPaths(view, image.manifest) }));
     return true;
   }
   return false;

@@ -235,6 +235,34 @@ test('path traversal, symlinks out of the repository, dotfiles and temp files ar
   }
 });
 
+test('small files served from memory follow changes: rewritten, replaced by a symlink out of the repository, removed', async () => {
+  const file = join(repoDir, 'manifests', 'demo', 'cache-probe.json');
+  const outside = join(tmp, 'outside-probe.json');
+  await writeFile(outside, '{"secret":"TOP SECRET"}');
+  try {
+    await writeFile(file, '{"v":1}');
+    const first = await raw('/manifests/demo/cache-probe.json');
+    assert.equal(first.body.toString(), '{"v":1}');
+    assert.equal((await raw('/manifests/demo/cache-probe.json')).body.toString(), '{"v":1}', 'served again (from memory)');
+    await writeFile(file, '{"v":22}');
+    const second = await raw('/manifests/demo/cache-probe.json');
+    assert.equal(second.body.toString(), '{"v":22}');
+    assert.notEqual(second.headers.etag, first.headers.etag);
+    const notModified = await raw('/manifests/demo/cache-probe.json', { headers: { 'If-None-Match': String(second.headers.etag) } });
+    assert.equal(notModified.status, 304);
+    await rm(file);
+    await symlink(outside, file);
+    const leak = await raw('/manifests/demo/cache-probe.json');
+    assert.equal(leak.status, 404);
+    assert.doesNotMatch(leak.body.toString(), /TOP SECRET/);
+    await rm(file);
+    assert.equal((await raw('/manifests/demo/cache-probe.json')).status, 404);
+  } finally {
+    await rm(file, { force: true });
+    await rm(outside, { force: true });
+  }
+});
+
 test('huge URLs get 414, unknown methods 405, unknown files 404', async () => {
   const huge = await raw(`/objects/${'a'.repeat(5000)}`);
   assert.equal(huge.status, 414);

@@ -10,7 +10,7 @@ import { IsoService, type IsoServiceOptions } from './iso-service.js';
 import { RepoView } from './repo-view.js';
 import { parseRequestPath } from './request-path.js';
 import { handleWebRoute } from './run-page.js';
-import { EtagCache, serveFile } from './static-files.js';
+import { EtagCache, SmallFileCache, serveFile } from './static-files.js';
 import { HotObjects } from './hot-objects.js';
 import { DEFAULT_MAX_OBJECT_CONTENT_BYTES, DEFAULT_MAX_UPLOAD_BYTES, handleUpload } from './upload.js';
 
@@ -81,6 +81,7 @@ export function createRepoServer(options: RepoServerOptions): Server {
   if (!statSync(rootReal).isDirectory()) throw new Error(`${options.repoDir} is not a directory`);
   const view = new RepoView(rootReal);
   const etags = new EtagCache();
+  const small = new SmallFileCache();
   const hot = new HotObjects(options.hotObjectBytes);
   const upload = {
     rootReal,
@@ -112,8 +113,8 @@ export function createRepoServer(options: RepoServerOptions): Server {
     }
     const { segments } = parseRequestPath(req.url);
     // The hot path: immutable objects, straight to the file server (memory after the first read).
-    if ((method === 'GET' || method === 'HEAD') && segments[0] === 'objects') {
-      await serveFile(req, res, rootReal, segments, etags, hot);
+    if ((method === 'GET' || method === 'HEAD') && (segments[0] === 'objects' || segments[0] === 'manifests')) {
+      await serveFile(req, res, rootReal, segments, etags, hot, small);
       return;
     }
     if (options.render && (await options.render.handle(req, res, segments))) return;
@@ -133,7 +134,7 @@ export function createRepoServer(options: RepoServerOptions): Server {
       if (iso && (await iso.handle(req, res, segments.slice(1), view, fallbackHost()))) return;
       await handleImagePage(req, res, segments.slice(1), view, fallbackHost(), Boolean(iso));
     } else {
-      await serveFile(req, res, rootReal, segments, etags, hot);
+      await serveFile(req, res, rootReal, segments, etags, hot, small);
     }
   };
 

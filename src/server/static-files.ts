@@ -1,5 +1,5 @@
 import { constants, type Stats } from 'node:fs';
-import { open, realpath, type FileHandle } from 'node:fs/promises';
+import { open, realpath, stat, type FileHandle } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { join, sep } from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -77,17 +77,56 @@ export class EtagCache {
   }
 }
 
+const SMALL_CACHE_ENTRIES = 512;
+
+/**
+ * Small mutable files (manifests, index.json) kept in memory with their ETag,
+ * trusted while one stat() of the request path shows the same file
+ * (device, inode, size, mtime, ctime): one system call per request instead of
+ * realpath, open, fstat, read and close. stat() follows symlinks, and the same
+ * device and inode is the same file that was resolved inside the repository.
+ * Bounded: SMALL_CACHE_ENTRIES files of at most 256 KiB.
+ */
+export class SmallFileCache {
+  private readonly entries = new Map<string, { key: string; body: Buffer; etag: string; lastModified: string }>();
+
+  static identity(info: Stats): string {
+    return `${info.dev}:${info.ino}:${info.size}:${info.mtimeMs}:${info.ctimeMs}`;
+  }
+
+  async lookup(path: string): Promise<{ body: Buffer; etag: string; lastModified: string } | undefined> {
+    const hit = this.entries.get(path);
+    if (!hit) return undefined;
+    const info = await stat(path).catch(() => undefined);
+    if (info?.isFile() && SmallFileCache.identity(info) === hit.key) return hit;
+    this.entries.delete(path);
+    return undefined;
+  }
+
+  set(path: string, info: Stats, entry: { body: Buffer; etag: string; lastModified: string }): void {
+    this.entries.delete(path);
+    this.entries.set(path, { key: SmallFileCache.identity(info), ...entry });
+    if (this.entries.size > SMALL_CACHE_ENTRIES) this.entries.delete(this.entries.keys().next().value!);
+  }
+}
+
 /**
  * GET/HEAD of a repository file: validators, conditional requests, single
  * ranges, streamed bodies. Small objects are answered from `hot` (memory)
  * once read.
  */
-export async function serveFile(req: IncomingMessage, res: ServerResponse, rootReal: string, segments: string[], etags: EtagCache, hot?: HotObjects): Promise<void> {
+export async function serveFile(req: IncomingMessage, res: ServerResponse, rootReal: string, segments: string[], etags: EtagCache, hot?: HotObjects, small?: SmallFileCache): Promise<void> {
   if (!isServablePath(segments)) throw new HttpError(404, 'not-found', 'no such file');
   const hotId = hot ? objectIdOfPath(segments) : undefined;
   const cached = hotId ? hot!.get(hotId) : undefined;
   if (cached) {
     sendBody(req, res, `"${hotId}"`, IMMUTABLE, cached.lastModified, contentTypeOf(hotId!), cached.body.length, (start, end) => res.end(cached.body.subarray(start, end + 1)));
+    return;
+  }
+  const smallHit = small && !objectIdOfPath(segments) ? await small.lookup(join(rootReal, ...segments)) : undefined;
+  if (smallHit) {
+    const { body } = smallHit;
+    sendBody(req, res, smallHit.etag, 'no-cache', smallHit.lastModified, contentTypeOf(segments[segments.length - 1]!), body.length, (start, end) => res.end(body.subarray(start, end + 1)));
     return;
   }
   const real = await resolveInside(rootReal, segments);
@@ -117,6 +156,7 @@ export async function serveFile(req: IncomingMessage, res: ServerResponse, rootR
     if (info.size <= SMALL_FILE_BYTES) {
       // Manifests, index.json: one read and one write beat a file stream per request.
       const body = await handle.readFile();
+      if (small && !objectId && body.length === info.size) small.set(join(rootReal, ...segments), info, { body, etag, lastModified });
       sendBody(req, res, etag, cacheControl, lastModified, type, body.length, (start, end) => res.end(body.subarray(start, end + 1)));
       return;
     }

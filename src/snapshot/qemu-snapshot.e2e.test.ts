@@ -1,4 +1,5 @@
 import { test, before, after } from 'node:test';
+import { createServer, type AddressInfo } from 'node:net';
 import assert from 'node:assert/strict';
 import { readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -11,6 +12,9 @@ import { startWanProxy, type WanProxy } from '../bench/wan-proxy.js';
 import { runCli, copyRepo } from '../testing/published-guest.js';
 import { tempDir, removeDir } from '../testing/fixtures.js';
 import { snapshotReferenceGuest, type SnapshotGuest } from '../testing/snapshot-guest.js';
+import { startImage, type RunningImage } from '../runner/run-image.js';
+import { guestShell } from '../testing/net-guest.js';
+import { controlRequest } from '../net/control.js';
 
 // QEMU memory snapshots end to end: hostme snapshot (real QEMU, TCG) on the
 // reference guest with a virtio-blk initrd, then hostme run resuming it.
@@ -29,6 +33,7 @@ before(async () => {
 });
 
 after(async () => {
+  await controlRequest(join(work, 'net'), { op: 'stop' }).catch(() => {});
   await removeDir(work);
 });
 
@@ -133,3 +138,70 @@ test('kill -9 during the RAM fetch over a slow link, then a second run: nothing 
     await server?.close();
   }
 });
+
+test('two instances resumed from one snapshot are distinct (own MAC, DHCP address, generation id, the current time) and confined like a boot', { timeout: 900_000 }, async () => {
+  const { snapshot } = await snapshotManifest(repoDir);
+  assert.equal(snapshot.hotplugPorts, 2);
+  assert.equal(snapshot.vmgenid, true);
+  assert.match(snapshot.afterResume ?? '', /\{epoch\}/);
+  const netDir = join(work, 'net');
+  const running: RunningImage[] = [];
+  try {
+    const seen: Array<{ mac: string; ip: string; genid: string }> = [];
+    for (const instance of ['alpha', 'beta']) {
+      const notBefore = Math.floor(Date.now() / 1000);
+      const run = await startImage({
+        link: { repo: repoDir, name: 'hello', version: '2' },
+        cacheDir: join(work, 'cache-net'),
+        instance,
+        console: 'none',
+        keepRunning: true,
+        timeoutMs: 600_000,
+        accel: 'tcg',
+        trusted: [guest.key],
+        net: { network: 'snapnet', dir: netDir },
+      });
+      running.push(run);
+      assert.ok(run.resumed, `${instance} was resumed: ${run.notices.join('; ')}`);
+      // Resumed confined like a boot: sandboxed, and (when the tests run as root) not root.
+      const status = await readFile(`/proc/${run.vm.pid}/status`, 'utf8');
+      assert.match(status, /^Seccomp:\s*2$/m, 'QEMU runs under its seccomp sandbox');
+      if (process.getuid?.() === 0) assert.doesNotMatch(status, /^Uid:.*\b0\b/m, `QEMU is not root: ${/^Uid:.*$/m.exec(status)?.[0]}`);
+      // The after-resume command (typed by hostme) renews DHCP on the hot-plugged NIC.
+      const [, ip] = await run.vm.waitForConsole(/HOSTME-NET eth0 (\d+\.\d+\.\d+\.\d+)/, { timeoutMs: 240_000, since: 0 }).catch(async (err: unknown) => {
+        const end = await run.finished.catch((e: unknown) => e);
+        throw new Error(`${instance}: ${(err as Error).message}; run ended ${JSON.stringify(end)}; console ${run.vm.console}`);
+      });
+      const mac = /([0-9a-f]{2}(?::[0-9a-f]{2}){5})/.exec(await guestShell(run.vm, 'cat /sys/class/net/eth0/address', 120_000))![1]!;
+      const clock = Number(/\n(\d{10})\r?\n/.exec(await guestShell(run.vm, 'date +%s', 120_000))![1]);
+      assert.ok(clock >= notBefore, `${instance}'s clock was set at resume (guest ${clock}, host before the run ${notBefore})`);
+      const { guid } = await run.vm.qmp.execute<{ guid: string }>('query-vm-generation-id');
+      seen.push({ mac, ip: ip!, genid: guid });
+    }
+    assert.notEqual(seen[0]!.mac, seen[1]!.mac, 'different MACs');
+    assert.notEqual(seen[0]!.ip, seen[1]!.ip, 'different DHCP addresses');
+    assert.notEqual(seen[0]!.genid, seen[1]!.genid, 'different VM generation ids');
+    // Both answer at once on the overlay: alpha reaches beta by its new address.
+    await guestShell(running[0]!.vm, `ping -c 1 -W 10 ${seen[1]!.ip}`, 120_000);
+  } finally {
+    for (const run of running) {
+      await run.vm.shutdown();
+      await run.finished.catch(() => undefined);
+    }
+  }
+});
+
+test('a resume with --publish plugs a user-network NIC: the guest leases an address from QEMU user networking', { timeout: 600_000 }, async () => {
+  const port = await freePort();
+  const run = await runCli(['run', repoDir, 'hello@2', '--instance', 'published', '--cache', join(work, 'cache-pub'), '--publish', `127.0.0.1:${port}:8080`, '--until', 'HOSTME-NET eth0 10\\.0\\.2\\.15', '--timeout', '240', '--console', 'none'], { env, timeoutMs: 300_000 });
+  assert.equal(run.code, 0, run.stderr);
+  assert.match(run.stderr, /resumed hello@2 from its snapshot/);
+});
+
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -20,6 +21,17 @@ import type { SnapshotResult, SnapshotStep } from './take-snapshot.js';
 /** The kernel argument that points the guest's root at the first virtio disk. */
 export const QEMU_SNAPSHOT_DEFAULT_APPEND = 'root=/dev/vda';
 
+/** NIC slots (empty PCIe root ports) a saved machine keeps for the runs that resume it. */
+export const SNAPSHOT_HOTPLUG_PORTS = 2;
+
+/**
+ * Typed after a resume by default (a shell on the console, like the reference
+ * guest's): set the clock, wait (≤ 5 s) for the hot-plugged NICs, and rerun
+ * the boot's network script, whose udhcpc asks for a lease with the new MAC.
+ */
+export const DEFAULT_AFTER_RESUME =
+  'date -s @{epoch} >/dev/null; i=0; while [ $(ls /sys/class/net | grep -c ^eth) -lt {nics} ] && [ $i -lt 100 ]; do usleep 50000; i=$((i+1)); done; [ ! -x /etc/hostme/rc.d/50-net ] || /etc/hostme/rc.d/50-net';
+
 export interface QemuSnapshotRequest extends BootOnceRequest {
   /** Console quiet this long after the match (and after the guest command) before saving. */
   quietMs?: number;
@@ -27,6 +39,8 @@ export interface QemuSnapshotRequest extends BootOnceRequest {
   append?: string;
   /** Typed into the console before saving (default "sync"); '' types nothing. */
   guestCommand?: string;
+  /** Typed after every resume (default DEFAULT_AFTER_RESUME; '' types nothing); {epoch} and {nics} are filled in. */
+  afterResume?: string;
   accel?: Accel;
   cacheDir?: string;
   onStep?: (step: SnapshotStep, detail: string) => void;
@@ -62,7 +76,8 @@ export async function snapshotQemuImage(request: QemuSnapshotRequest): Promise<S
       append: append || undefined,
       accel: request.accel,
       resume: false,
-      vm: { diskBus: 'virtio', machine: 'q35', memoryFile: { path: ramFile, shared: true } },
+      // No NIC in the saved machine: a migrated NIC would keep one MAC for every clone. Resumes plug theirs in.
+      vm: { diskBus: 'virtio', machine: 'q35', memoryFile: { path: ramFile, shared: true }, hotplugPorts: SNAPSHOT_HOTPLUG_PORTS, vmgenid: randomUUID(), overlay: undefined, netdev: undefined },
     });
     const vm = running.vm;
     let pins: { qemu: string; machine: string; cpu: string; accel: Accel };
@@ -79,7 +94,7 @@ export async function snapshotQemuImage(request: QemuSnapshotRequest): Promise<S
       }
       request.onStep?.('save', 'saving the machine state');
       pins = { qemu: qmpQemuVersion(vm.qmp), machine: await resolveMachineType(vm.qmp, 'q35'), cpu: vm.accel === 'kvm' ? 'host' : 'qemu64', accel: vm.accel };
-      await saveMachine(vm.qmp, stateFile);
+      await saveMachine(vm, stateFile);
       await vm.shutdown();
       await running.finished;
       return await publish(request, base, ramFile, stateFile, { ...pins, append, readyMark: request.until.source }, msToReady);
@@ -115,6 +130,7 @@ async function publish(
   msToReady: number,
 ): Promise<SnapshotResult> {
   const repo = openRepository(request.repoDir);
+  const afterResume = request.afterResume ?? DEFAULT_AFTER_RESUME;
   const chunkSize = base.manifest.disks[0]?.chunkSize ?? DEFAULT_CHUNK_SIZE;
   const ramBytes = base.manifest.hardware.memoryMiB * 1024 * 1024;
   const stateBytes = (await stat(stateFile)).size;
@@ -134,6 +150,9 @@ async function publish(
       diskBus: 'virtio',
       cmdlineAppend: pins.append,
       readyMark: pins.readyMark,
+      hotplugPorts: SNAPSHOT_HOTPLUG_PORTS,
+      vmgenid: true,
+      ...(afterResume ? { afterResume } : {}),
     };
     const published = await publishDerived(repo, base, { qemuSnapshot }, request.key, request.newVersion);
     return {

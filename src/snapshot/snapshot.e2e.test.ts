@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { BrowserContext, Page } from 'playwright-core';
 import { openRepository } from '../repo/repository.js';
+import { isHole } from '../format/chunk-index.js';
 import { loadPrivateKey } from '../pack/publisher-key.js';
 import { startRepoServer, type RequestLogEntry } from '../server/server.js';
 import { runCli } from '../testing/published-guest.js';
@@ -117,6 +118,46 @@ test('the run page resumes the snapshot to an interactive shell', { skip, timeou
     await page.screenshot({ path: join(await artifactsDir(), 'run-page-snapshot.png') });
   } finally {
     await page.close();
+    await server.close();
+  }
+});
+
+test('the pointer on "Run here" warms the snapshot and the run page\'s files; the click then resumes from the HTTP cache', { skip, timeout: BOOT_TIMEOUT_MS }, async () => {
+  const served: RequestLogEntry[] = [];
+  const server = await startRepoServer({ repoDir, logger: (e) => served.push(e) });
+  const own = await launchChromium(); // an empty HTTP cache
+  try {
+    const repo = openRepository(repoDir);
+    const { manifest } = await repo.loadImage('hello-i686', snapshot.version);
+    const ref = manifest.memorySnapshot!;
+    const index = await repo.readIndex(ref, repo.objects, 'memory snapshot');
+    const objectUrl = (id: string) => `/objects/${id.slice(0, 2)}/${id}`;
+    const expected = [objectUrl(ref.index), ...new Set(index.ids.filter((id) => !isHole(id)).map(objectUrl))];
+
+    const page = await own.context.newPage();
+    await page.goto(`${server.url}/i/hello-i686`);
+    const link = page.getByRole('link', { name: 'Run here, in this tab' });
+    const listed = ((await link.getAttribute('data-hostme-warm')) ?? '').split(' ');
+    for (const url of [...expected, '/_hostme/v86.wasm']) assert.ok(listed.includes(url), `the link lists ${url}`);
+    const objectsServed = () => served.filter((e) => e.url.startsWith('/objects/'));
+    assert.equal(objectsServed().length, 0, 'nothing is fetched before the visitor shows intent');
+
+    await link.hover();
+    await page.waitForFunction(() => /^\d+$/.test(document.querySelector<HTMLElement>('a[data-hostme-warm]')?.dataset.hostmeWarming ?? ''), undefined, { timeout: 120_000 });
+    const warmed = objectsServed().map((e) => e.url);
+    for (const url of expected) assert.equal(warmed.filter((u) => u === url).length, 1, `${url} fetched once on hover`);
+
+    const before = served.length;
+    await link.click();
+    assert.equal(await waitForState(page, ['ready', 'error']), 'ready', (await page.locator('#message').textContent()) ?? '');
+    assert.equal(await page.evaluate(() => document.body.dataset.start), 'restore');
+    const again = served.slice(before).filter((e) => expected.includes(e.url));
+    assert.deepEqual(again.map((e) => e.url), [], 'the run page read the warmed snapshot from the HTTP cache');
+    await page.locator('#terminal .xterm-helper-textarea').focus();
+    await page.keyboard.type('echo "answer $((6*7))"\n');
+    await waitForTranscript(page, /answer 42/, 60_000);
+  } finally {
+    await own.close();
     await server.close();
   }
 });

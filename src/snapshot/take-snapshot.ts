@@ -16,7 +16,7 @@ import { RepositoryChunks } from './repository-chunks.js';
 import { v86PackageVersion } from './v86-install.js';
 import { snapshotQemuImage, type QemuSnapshotRequest } from './qemu-snapshot.js';
 
-export interface SnapshotRequest extends BootOnceRequest, Pick<QemuSnapshotRequest, 'append' | 'guestCommand' | 'accel' | 'cacheDir'> {
+export interface SnapshotRequest extends BootOnceRequest, Pick<QemuSnapshotRequest, 'append' | 'guestCommand' | 'afterResume' | 'accel' | 'cacheDir'> {
   /** After the match, wait until the console is quiet this long (the prompt is printed) before saving. */
   quietMs?: number;
   onStep?: (step: SnapshotStep, detail: string) => void;

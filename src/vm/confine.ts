@@ -6,7 +6,9 @@
  * path it was not handed: files come as open descriptors (disks through
  * /dev/fdset, the kernel and initrd through /proc/self/fd, which skips the
  * parent folders' permissions), NBD sockets are handed to its user, and the
- * sockets QEMU creates live in a run folder it owns.
+ * sockets QEMU creates live in a run folder it owns. Memory snapshots too:
+ * the device state moves through a descriptor or a socket (never `exec:`,
+ * a spawn the sandbox forbids), and the RAM file is handed over (below).
  */
 import { execFileSync } from 'node:child_process';
 import { constants, openSync, closeSync } from 'node:fs';
@@ -16,16 +18,6 @@ import { HostmeError, errorMessage } from '../errors.js';
 import type { VmSpec } from './qemu.js';
 
 export const SANDBOX_ARGS = ['-sandbox', 'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny'] as const;
-
-/**
- * Whether a VM can run confined today. Memory snapshots cannot yet: QEMU 7.2
- * saves and restores them through `exec:` migration (a spawn the sandbox
- * forbids) into files in the user's cache (which the unprivileged user cannot
- * open). Passing descriptors over QMP (getfd + fd: migration) would lift this.
- */
-export function confinable(spec: VmSpec): boolean {
-  return spec.memoryFile === undefined && spec.incoming !== true;
-}
 
 export interface QemuUser { name: string; uid: number; gid: number }
 
@@ -90,6 +82,22 @@ export async function handOver(spec: VmSpec, runDir: string, user: QemuUser): Pr
       }
       return `/proc/self/fd/${pass(readable, constants.O_RDONLY)}`;
     };
+    let memoryFile = spec.memoryFile;
+    if (memoryFile) {
+      // QEMU 7.2 opens mem-path read-write even for share=off, and reopening /proc/self/fd/N
+      // checks the file's own permissions: the file must be its user's.
+      let file = memoryFile.path;
+      if (memoryFile.shared) {
+        // A saving VM writes its RAM into this (hostme's temporary) file.
+        closeSync(openSync(file, constants.O_RDWR | constants.O_CREAT, 0o600));
+      } else {
+        // Never the cache's RAM file, which every instance maps: a private copy (holes stay holes).
+        file = path.join(runDir, 'ram.bin');
+        await copySparse(memoryFile.path, file);
+      }
+      await fs.chown(file, user.uid, user.gid);
+      memoryFile = { ...memoryFile, path: `/proc/self/fd/${pass(file, constants.O_RDWR)}` };
+    }
     const kernel = await bootFile(spec.kernel, 'kernel');
     const initrd = await bootFile(spec.initrd, 'initrd');
     let overlay = spec.overlay;
@@ -100,10 +108,32 @@ export async function handOver(spec: VmSpec, runDir: string, user: QemuUser): Pr
       await fs.symlink(inside, overlay.socket);
       overlay = { ...overlay, socket: inside };
     }
-    return { spec: { ...spec, disks, kernel, initrd, overlay, extraArgs: [...extraArgs, ...(spec.extraArgs ?? [])] }, fds, close };
+    return { spec: { ...spec, disks, kernel, initrd, overlay, memoryFile, extraArgs: [...extraArgs, ...(spec.extraArgs ?? [])] }, fds, close };
   } catch (err) {
     close();
     if (err instanceof HostmeError) throw err;
     throw new HostmeError('qemu-failed', `cannot hand the VM's files to QEMU's user ${user.name}: ${errorMessage(err)}`, { user: user.name }, { cause: err });
+  }
+}
+
+const COPY_BLOCK = 1 << 20;
+
+/** Copies `from` to a new file `to`, leaving all-zero 1 MiB blocks as holes (RAM is mostly zeros). */
+async function copySparse(from: string, to: string): Promise<void> {
+  const source = await fs.open(from, 'r');
+  const target = await fs.open(to, 'w', 0o600);
+  try {
+    const size = (await source.stat()).size;
+    const block = Buffer.alloc(COPY_BLOCK);
+    const zero = Buffer.alloc(COPY_BLOCK);
+    for (let offset = 0; offset < size; offset += COPY_BLOCK) {
+      const { bytesRead } = await source.read(block, 0, Math.min(COPY_BLOCK, size - offset), offset);
+      const data = block.subarray(0, bytesRead);
+      if (!data.equals(zero.subarray(0, bytesRead))) await target.write(data, 0, bytesRead, offset);
+    }
+    await target.truncate(size);
+  } finally {
+    await source.close();
+    await target.close();
   }
 }

@@ -16,7 +16,7 @@ import { HostmeError, isHostmeError } from '../errors.js';
 import { chooseAccel, resetAccelCache, type Accel, type AccelChoice } from './accel.js';
 import { machineIdentity, rememberVerdict } from './accel-verdict.js';
 import { QmpClient } from './qmp.js';
-import { SANDBOX_ARGS, confinable, handOver, qemuUser } from './confine.js';
+import { SANDBOX_ARGS, handOver, qemuUser } from './confine.js';
 import { defaultQemuBinary, resolveQemuBinary, type VmArch } from './qemu-binary.js';
 
 export { defaultQemuBinary, resolveQemuBinary, type VmArch };
@@ -105,6 +105,12 @@ export interface VmSpec {
   memoryFile?: { path: string; shared: boolean; readOnly?: boolean };
   /** Start paused waiting for an incoming migration (-incoming defer): restore with src/vm/snapshot.ts. */
   incoming?: boolean;
+  /** The saved device state to restore: handed to QEMU as an open descriptor (VmHandle.incomingFd). */
+  incomingFile?: string;
+  /** Empty PCIe root ports hostme.rp0… (placed before the disks) for NICs hot-plugged after a resume. */
+  hotplugPorts?: number;
+  /** A vmgenid device with this generation id (a UUID): a resumed clone gets a new one. */
+  vmgenid?: string;
   console: VmConsole;
   /**
    * Console pattern that means "ready". When it matches, `ready` resolves and
@@ -154,6 +160,10 @@ export interface VmHandle {
   /** Always resolves (never rejects) once QEMU has exited and been cleaned up. */
   readonly exited: Promise<VmExit>;
   readonly qmp: QmpClient;
+  /** QEMU's own folder (its user's when confined): sockets QEMU creates at run time go here. */
+  readonly dir: string;
+  /** With spec.incomingFile: the descriptor number QEMU holds it as (migrate-incoming fd:N). */
+  readonly incomingFd?: number;
   /** Console output so far (the last 1 MiB). */
   readonly console: string;
   /** Total console characters seen so far (positions for waitForConsole's `since`). */
@@ -206,7 +216,7 @@ export function buildQemuArgs(spec: VmSpec, accel: Accel, qmpSocket: string): st
     '-m', String(spec.memoryMiB),
     '-smp', String(spec.cpus),
     '-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot',
-    ...(confinable(spec) ? SANDBOX_ARGS : []),
+    ...SANDBOX_ARGS,
     '-chardev', 'stdio,id=ser0,signal=off',
     '-serial', 'chardev:ser0',
     '-qmp', `unix:${qmpSocket},server=on,wait=off`,
@@ -217,6 +227,12 @@ export function buildQemuArgs(spec: VmSpec, accel: Accel, qmpSocket: string): st
     args.push('-object', `memory-backend-file,id=hostme.ram,size=${spec.memoryMiB}M,mem-path=${file},share=${shared ? 'on' : 'off'}${readOnly ? ',readonly=on' : ''}`);
   }
   if (spec.incoming) args.push('-incoming', 'defer');
+  // Before the disks: a saved machine and its resumed clones must get the same PCI addresses.
+  for (let i = 0; i < (spec.hotplugPorts ?? 0); i++) args.push('-device', `pcie-root-port,id=hostme.rp${i},chassis=${i + 1}`);
+  if (spec.vmgenid !== undefined) {
+    if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(spec.vmgenid)) throw new HostmeError('bad-vm-spec', `vmgenid must be a UUID: ${spec.vmgenid}`, {});
+    args.push('-device', `vmgenid,id=hostme.genid,guid=${spec.vmgenid}`);
+  }
   if (spec.kernel) {
     args.push('-kernel', spec.kernel);
     if (spec.initrd) args.push('-initrd', spec.initrd);
@@ -357,8 +373,16 @@ async function startQemu(spec: VmSpec, binary: string, accel: Accel, accelReason
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'hostme-vm-'));
   const qmpSocket = path.join(dir, 'qmp.sock');
   // As root, QEMU runs as an unprivileged user and gets its files handed over (confine.ts).
-  const user = confinable(spec) ? qemuUser() : undefined;
+  const user = qemuUser();
   const handed = user ? await handOver(spec, dir, user).catch(async (err) => { await fs.rm(dir, { recursive: true, force: true }); throw err; }) : undefined;
+  // The device state to restore, as a descriptor: `exec:cat` would be a spawn, which the sandbox forbids.
+  const incomingHandle = spec.incomingFile ? await fs.open(spec.incomingFile, 'r').catch(async (err: NodeJS.ErrnoException) => {
+    handed?.close();
+    await fs.rm(dir, { recursive: true, force: true });
+    throw new HostmeError('qemu-failed', `cannot open the saved machine state ${spec.incomingFile} (${err.code})`, { file: spec.incomingFile });
+  }) : undefined;
+  const extraFds = [...(handed?.fds ?? []), ...(incomingHandle ? [incomingHandle.fd] : [])];
+  const incomingFd = incomingHandle ? 2 + extraFds.length : undefined;
   const args = buildQemuArgs(handed?.spec ?? spec, accel, qmpSocket);
 
   let logStream: WriteStream | undefined;
@@ -375,10 +399,11 @@ async function startQemu(spec: VmSpec, binary: string, accel: Accel, accelReason
   const setpriv = await setprivBinary();
   const command = setpriv ? [setpriv, '--pdeathsig', 'KILL', '--', binary, ...args] : [binary, ...args];
   const child = spawn(command[0]!, command.slice(1), {
-    stdio: ['pipe', 'pipe', 'pipe', ...(handed?.fds ?? [])],
+    stdio: ['pipe', 'pipe', 'pipe', ...extraFds],
     ...(user ? { uid: user.uid, gid: user.gid } : {}),
   }) as unknown as ChildProcessByStdio<Writable, Readable, Readable>;
   handed?.close();
+  await incomingHandle?.close();
 
   // ---- console and stderr
   let consoleText = '';
@@ -580,6 +605,8 @@ async function startQemu(spec: VmSpec, binary: string, accel: Accel, accelReason
     accel,
     accelReason,
     argv: [binary, ...args],
+    dir,
+    incomingFd,
     ready,
     exited,
     qmp: qmpClient,

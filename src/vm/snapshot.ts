@@ -9,8 +9,14 @@
 import { execFile } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
-import { HostmeError } from '../errors.js';
+import { createWriteStream } from 'node:fs';
+import { chmod } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { HostmeError, errorMessage } from '../errors.js';
 import type { QmpClient } from './qmp.js';
+import type { VmHandle, VmNetdev, VmOverlayNic } from './qemu.js';
 
 const IGNORE_SHARED = { capabilities: [{ capability: 'x-ignore-shared', state: true }] };
 
@@ -20,34 +26,54 @@ interface MigrateInfo {
 }
 
 /**
- * `exec:` migration URIs are run by /bin/sh: only paths made of safe
- * characters are passed (they are always hostme's own cache or temp files).
+ * Stops the VM and writes its device state (not its shared RAM) to
+ * `stateFile`. QEMU 7.2's outgoing `fd:` wants a descriptor passed over QMP
+ * (SCM_RIGHTS, which Node cannot send) and `exec:` is a spawn the sandbox
+ * forbids, so QEMU connects to a unix socket in its own folder and hostme
+ * writes what arrives.
  */
-function shellSafePath(file: string): string {
-  if (!/^\/[A-Za-z0-9._/+@-]+$/.test(file)) {
-    throw new HostmeError('snapshot-path', `cannot hand ${JSON.stringify(file)} to QEMU's exec: migration (only letters, digits and ._/+@- are allowed); use a cache directory with a plain path`, { file });
+export async function saveMachine(vm: Pick<VmHandle, 'qmp' | 'dir'>, stateFile: string, timeoutMs = 60_000): Promise<void> {
+  const socket = join(vm.dir, 'migrate.sock');
+  const server = createServer();
+  let settle: (err?: unknown) => void = () => {};
+  const received = new Promise<void>((resolve, reject) => {
+    settle = (err) => (err ? reject(err) : resolve());
+  });
+  received.catch(() => {});
+  server.once('connection', (conn) => {
+    server.close(); // one stream, from QEMU
+    pipeline(conn, createWriteStream(stateFile)).then(() => settle(), settle);
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(socket, resolve);
+  });
+  try {
+    // The folder is QEMU's user's alone; the socket inode must let that user connect.
+    await chmod(socket, 0o666);
+    await vm.qmp.execute('stop');
+    await vm.qmp.execute('migrate-set-capabilities', IGNORE_SHARED);
+    await vm.qmp.execute('migrate', { uri: `unix:${socket}` });
+    await waitForMigration(vm.qmp, 'migrate', timeoutMs);
+    await Promise.race([received, sleep(timeoutMs).then(() => Promise.reject(new HostmeError('snapshot-save-failed', `the saved state did not arrive within ${timeoutMs} ms`, {})))]);
+  } catch (err) {
+    if (err instanceof HostmeError) throw err;
+    throw new HostmeError('snapshot-save-failed', `cannot write the machine state to ${stateFile}: ${errorMessage(err)}`, { stateFile }, { cause: err });
+  } finally {
+    server.close();
   }
-  return file;
-}
-
-/** Stops the VM and writes its device state (not its shared RAM) to `stateFile`. */
-export async function saveMachine(qmp: QmpClient, stateFile: string, timeoutMs = 60_000): Promise<void> {
-  const target = shellSafePath(stateFile);
-  await qmp.execute('stop');
-  await qmp.execute('migrate-set-capabilities', IGNORE_SHARED);
-  await qmp.execute('migrate', { uri: `exec:cat > ${target}` });
-  await waitForMigration(qmp, 'migrate', timeoutMs);
 }
 
 /**
- * Loads device state into a VM started with `incoming: true` and resumes it.
- * Throws 'snapshot-restore-failed' when QEMU rejects the stream (another
- * machine, another QEMU): the caller then boots from scratch.
+ * Loads device state into a VM started with `incoming: true` and
+ * `incomingFile` (QEMU holds it as descriptor `fd`) and resumes it. Throws
+ * 'snapshot-restore-failed' when QEMU rejects the stream (another machine,
+ * another QEMU): the caller then boots from scratch.
  */
-export async function restoreMachine(qmp: QmpClient, stateFile: string, timeoutMs = 60_000): Promise<void> {
-  const source = shellSafePath(stateFile);
+export async function restoreMachine(qmp: QmpClient, fd: number, timeoutMs = 60_000): Promise<void> {
   await qmp.execute('migrate-set-capabilities', IGNORE_SHARED);
-  await qmp.execute('migrate-incoming', { uri: `exec:cat ${source}` });
+  // A numeric fd: name is a descriptor QEMU inherited (its own monitor_fd_param).
+  await qmp.execute('migrate-incoming', { uri: `fd:${fd}` });
   const deadline = performance.now() + timeoutMs;
   for (;;) {
     const status = await qmp.execute<{ status: string }>('query-status');
@@ -104,4 +130,43 @@ export function qemuBinaryVersion(binary: string): Promise<string> {
     versions.set(binary, version);
   }
   return version;
+}
+
+/** The NICs a run wants, to be hot-plugged into a resumed machine. */
+export interface HotNics {
+  netdev?: VmNetdev;
+  overlay?: VmOverlayNic;
+}
+
+export function nicCount(nics: HotNics): number {
+  return (nics.netdev ? 1 : 0) + (nics.overlay ? 1 : 0);
+}
+
+/**
+ * Plugs the run's NICs into a resumed machine's empty root ports
+ * (hostme.rp0…), in cold-boot order (user network, then overlay). A NIC that
+ * came through the migration would keep the saved MAC; a new one has the
+ * instance's own, and the guest sees a new device (ACPI/PCIe hotplug) it
+ * configures like at boot.
+ */
+export async function plugNics(qmp: QmpClient, nics: HotNics, ports: number): Promise<void> {
+  if (nicCount(nics) > ports) {
+    throw new HostmeError('snapshot-restore-failed', `the snapshot has ${ports} free slot(s) for NICs and this run needs ${nicCount(nics)}`, { ports });
+  }
+  let port = 0;
+  if (nics.netdev) {
+    const { hostfwd = [], restrict, model } = nics.netdev;
+    const forwards = hostfwd.map((f) => ({ str: `${f.proto ?? 'tcp'}:${f.hostAddr ?? '127.0.0.1'}:${f.hostPort}-:${f.guestPort}` }));
+    await qmp.execute('netdev_add', { type: 'user', id: 'n0', ...(restrict ? { restrict: true } : {}), ...(forwards.length ? { hostfwd: forwards } : {}) });
+    await qmp.execute('device_add', { driver: model ?? 'virtio-net-pci', netdev: 'n0', id: 'hostme.nic0', bus: `hostme.rp${port++}` });
+  }
+  if (nics.overlay) {
+    await qmp.execute('netdev_add', { type: 'stream', id: 'ov0', server: true, addr: { type: 'unix', path: nics.overlay.socket } });
+    await qmp.execute('device_add', { driver: 'virtio-net-pci', netdev: 'ov0', id: 'hostme.nic1', bus: `hostme.rp${port++}`, mac: nics.overlay.mac });
+  }
+}
+
+/** The console command a snapshot asks for after a resume, its placeholders filled. */
+export function afterResumeCommand(template: string, nics: number, now = Date.now()): string {
+  return template.replaceAll('{epoch}', String(Math.floor(now / 1000))).replaceAll('{nics}', String(nics));
 }

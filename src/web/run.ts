@@ -11,6 +11,7 @@ import { Prefetcher, prefetchChunks, type PrefetchStats } from './prefetch.js';
 import { offerProtocolHandler } from './protocol-handler.js';
 import { GuestViews, isGuestView } from './screen.js';
 import { planStart, type StartPlan } from './snapshot-restore.js';
+import { warm, warmPaths } from './warm.js';
 import { loadV86, type V86Emulator } from './v86-loader.js';
 
 /** What tests and embedders can observe (window.hostmeRun). */
@@ -177,6 +178,11 @@ async function main(): Promise<void> {
   if (arch !== 'i686') {
     needsLocal(`This image is ${arch}: it needs \`hostme run\` (the in-browser emulator runs 32-bit i686 images only).`);
     return;
+  }
+  // The snapshot's objects start streaming now, alongside the manifest's fetch and verification
+  // and v86's download; the reader's requests for them then hit the HTTP cache (src/web/warm.ts).
+  if (params.get('boot') !== 'cold') {
+    void warm(warmPaths(body), 'high').then(() => mark('warmed'));
   }
 
   const cache = new BrowserObjectCache((warning) => {
