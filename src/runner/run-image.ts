@@ -1,5 +1,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { serveGrantControl } from '../grants/runtime.js';
+import { networkPlan } from '../grants/plan.js';
+import type { GrantSet } from '../grants/grant-set.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chunkLength, isHole } from '../format/chunk-index.js';
@@ -65,6 +67,12 @@ export interface RunOptions {
   type?: string;
   /** Machine overrides for the boot (hostme snapshot: RAM in a shared file, virtio disks). */
   vm?: Pick<VmSpec, 'diskBus' | 'machine' | 'cpuModel' | 'memoryFile'>;
+  /**
+   * Decides the instance's grant set once the manifest is known (hostme run:
+   * flags, grant file, the user's answer; src/grants/ask.ts). Without it the
+   * run grants the network it joins (programmatic callers, tests).
+   */
+  grants?: (manifest: Manifest) => Promise<GrantSet>;
 }
 
 export interface RunningImage {
@@ -165,7 +173,9 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
     await nbd.listen(socket);
     cleanups.push(() => nbd.close());
 
-    const network = options.net?.network ?? manifest.network?.join;
+    const granted = options.grants ? await options.grants(manifest) : undefined;
+    const plan0 = networkPlan({ explicit: options.net?.network, asked: manifest.network?.join, granted });
+    const network = plan0.network;
     const overlay = network ? { socket: join(runDir, 'net.sock'), mac: overlayMac(network, instanceName) } : undefined;
     const base: VmSpec = {
       disks: [
@@ -223,12 +233,14 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
       if (!ephemeral) {
         // hostme grant|revoke|grants NAME talk to this (src/grants/runtime.ts).
         try {
-          const control = await serveGrantControl({ instanceDir: instance.dir, instance: instanceName, qmp: machine.qmp, net: true });
+          const control = await serveGrantControl({ instanceDir: instance.dir, instance: instanceName, qmp: machine.qmp, net: plan0.linkUp });
           cleanups.push(() => control.close());
         } catch (err) {
           notices.push(`grants cannot be changed while this instance runs: ${errorMessage(err)}`);
+          if (!plan0.linkUp) await setLinkOrStop(machine, false);
         }
-      }
+      } else if (!plan0.linkUp) await setLinkOrStop(machine, false);
+      if (!plan0.linkUp) notices.push(`network ${network} not granted: the NIC is present with its link down (hostme grant ${instanceName} net)`);
     }
     await instance.recordQemuPid(machine.pid);
     let readyError: unknown;
@@ -260,6 +272,16 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
     await cleanup();
     collector.close();
     throw err;
+  }
+}
+
+/** The stand-in for a denied network: the NIC stays, its link goes down; a VM that cannot be cut off does not run. */
+async function setLinkOrStop(machine: VmHandle, up: boolean): Promise<void> {
+  try {
+    await machine.qmp.execute('set_link', { name: 'ov0', up }, { timeoutMs: 5000 });
+  } catch (err) {
+    await machine.shutdown();
+    throw new HostmeError('grant-failed', `cannot take the network link down: ${errorMessage(err)}`);
   }
 }
 
