@@ -11,12 +11,13 @@ export function registerGrant(program: Command): void {
       .description(`${op} a running instance ${op === 'grant' ? 'access to' : 'its access to'} a feature; kinds: ${RUNTIME_KINDS.join(', ')} (recorded in its audit log)`)
       .argument('<instance>', 'the instance name given to hostme run --instance')
       .argument('<kind>', RUNTIME_KINDS.join(' | '))
+      .argument('[value]', 'egress: HOST:PORT (revoke without it: all egress)')
       .option('--cache <dir>', 'cache directory (default $HOSTME_CACHE_DIR or ~/.cache/hostme)')
-      .action(async (instance: string, kind: string, options: { cache?: string }) => {
+      .action(async (instance: string, kind: string, value: string | undefined, options: { cache?: string }) => {
         if (!(RUNTIME_KINDS as readonly string[]).includes(kind)) throw new HostmeError('usage', `${op} ${instance} ${kind}: kinds that change at runtime: ${RUNTIME_KINDS.join(', ')}`);
         const dir = new CacheDir(options.cache).instanceDir(instance);
-        await controlGrants(dir, { op, kind });
-        process.stderr.write(`hostme: ${kind} ${op === 'grant' ? 'granted to' : 'revoked from'} ${instance}\n`);
+        await controlGrants(dir, { op, kind, ...(value !== undefined ? { value } : {}) });
+        process.stderr.write(`hostme: ${kind}${value !== undefined ? ` ${value}` : ''} ${op === 'grant' ? 'granted to' : 'revoked from'} ${instance}\n`);
       });
   }
 }

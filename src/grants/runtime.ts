@@ -16,13 +16,16 @@ import net from 'node:net';
 import path from 'node:path';
 import { HostmeError, errorMessage } from '../errors.js';
 import type { QmpClient } from '../vm/qmp.js';
+import { parseEgress, type EgressProxy } from './egress.js';
 
-export const RUNTIME_KINDS = ['net'] as const;
+export const RUNTIME_KINDS = ['net', 'egress'] as const;
 export type RuntimeKind = (typeof RUNTIME_KINDS)[number];
 const MAX_REQUEST = 4096;
 
-export interface AuditEntry { time: string; op: 'grant' | 'revoke' | 'start'; kind: RuntimeKind; ok: boolean; granted?: boolean; error?: string }
-export interface RuntimeStatus { instance: string; granted: Record<RuntimeKind, boolean>; log: AuditEntry[] }
+export interface AuditEntry { time: string; op: 'grant' | 'revoke' | 'start'; kind: RuntimeKind; value?: string; ok: boolean; granted?: boolean | string[]; error?: string }
+export interface Granted { net: boolean; egress: string[] }
+export interface RuntimeStatus { instance: string; granted: Granted; log: AuditEntry[] }
+export interface GrantRequest { op: 'grant' | 'revoke'; kind: string; value?: string }
 
 export function controlSocket(instanceDir: string): string {
   return path.join(instanceDir, 'grants.sock');
@@ -34,8 +37,9 @@ export function auditLog(instanceDir: string): string {
 export interface GrantControl { close(): Promise<void> }
 
 /** Serves grant changes for a running VM whose overlay NIC is netdev ov0. */
-export async function serveGrantControl(options: { instanceDir: string; instance: string; qmp: QmpClient; net: boolean }): Promise<GrantControl> {
-  const granted: Record<RuntimeKind, boolean> = { net: options.net };
+export async function serveGrantControl(options: { instanceDir: string; instance: string; qmp: QmpClient; net: boolean; egress?: EgressProxy }): Promise<GrantControl> {
+  const egressList = () => (options.egress?.allowed ?? []).map((e) => `${e.host}:${e.port}`);
+  const granted: Granted = { net: options.net, egress: egressList() };
   const audit = async (entry: Omit<AuditEntry, 'time'>) => {
     await appendFile(auditLog(options.instanceDir), JSON.stringify({ time: new Date().toISOString(), ...entry }) + '\n', { mode: 0o600 });
   };
@@ -46,9 +50,22 @@ export async function serveGrantControl(options: { instanceDir: string; instance
   // The VM starts with what was granted at start: apply it before anyone asks.
   await setNet(options.net);
   await audit({ op: 'start', kind: 'net', ok: true, granted: options.net });
-
+  if (options.egress) await audit({ op: 'start', kind: 'egress', ok: true, granted: granted.egress });
+  /** Applies one change; throws a usage error for a bad value. */
+  const apply = async (op: 'grant' | 'revoke', kind: RuntimeKind, value: string | undefined) => {
+    if (kind === 'net') {
+      if (value !== undefined) throw new HostmeError('usage', 'net takes no value');
+      return setNet(op === 'grant');
+    }
+    if (!options.egress) throw new HostmeError('usage', 'this instance has no egress caretaker');
+    if (op === 'grant') {
+      if (value === undefined) throw new HostmeError('usage', 'grant egress needs HOST:PORT');
+      options.egress.grant(parseEgress(value));
+    } else options.egress.revoke(value === undefined ? undefined : parseEgress(value));
+    granted.egress = egressList();
+  };
   const handle = async (line: string): Promise<unknown> => {
-    let request: { op?: unknown; kind?: unknown };
+    let request: { op?: unknown; kind?: unknown; value?: unknown };
     try {
       request = JSON.parse(line) as typeof request;
     } catch {
@@ -56,15 +73,19 @@ export async function serveGrantControl(options: { instanceDir: string; instance
     }
     if (request.op === 'status') return { ok: true, ...(await status()) };
     if ((request.op !== 'grant' && request.op !== 'revoke') || !RUNTIME_KINDS.includes(request.kind as RuntimeKind)) {
-      return { ok: false, code: 'usage', message: `a request is {"op":"grant"|"revoke","kind":${RUNTIME_KINDS.map((k) => `"${k}"`).join('|')}} or {"op":"status"}` };
+      return { ok: false, code: 'usage', message: `a request is {"op":"grant"|"revoke","kind":${RUNTIME_KINDS.map((k) => `"${k}"`).join('|')},"value"?:string} or {"op":"status"}` };
     }
+    if (request.value !== undefined && (typeof request.value !== 'string' || request.value.length > 300)) return { ok: false, code: 'usage', message: 'value: a string of at most 300 characters' };
     const op = request.op;
+    const kind = request.kind as RuntimeKind;
+    const value = request.value as string | undefined;
     try {
-      await setNet(op === 'grant');
-      await audit({ op, kind: 'net', ok: true });
+      await apply(op, kind, value);
+      await audit({ op, kind, ...(value !== undefined ? { value } : {}), ok: true });
       return { ok: true, granted };
     } catch (err) {
-      await audit({ op, kind: 'net', ok: false, error: errorMessage(err) }).catch(() => {});
+      if (err instanceof HostmeError && err.code === 'usage') return { ok: false, code: 'usage', message: err.message };
+      await audit({ op, kind, ...(value !== undefined ? { value } : {}), ok: false, error: errorMessage(err) }).catch(() => {});
       return { ok: false, code: 'grant-failed', message: errorMessage(err) };
     }
   };
@@ -111,7 +132,7 @@ export async function readAudit(instanceDir: string): Promise<AuditEntry[]> {
 }
 
 /** One request to a running instance's control socket. */
-export async function controlGrants(instanceDir: string, request: { op: 'grant' | 'revoke'; kind: string } | { op: 'status' }): Promise<Record<string, unknown>> {
+export async function controlGrants(instanceDir: string, request: GrantRequest | { op: 'status' }): Promise<Record<string, unknown>> {
   const socketPath = controlSocket(instanceDir);
   const answer = await new Promise<string>((resolve, reject) => {
     const conn = net.connect(socketPath);

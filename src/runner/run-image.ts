@@ -1,6 +1,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { serveGrantControl } from '../grants/runtime.js';
 import { networkPlan } from '../grants/plan.js';
+import { EGRESS_PORT, EgressProxy } from '../grants/egress.js';
 import type { GrantSet } from '../grants/grant-set.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -224,8 +225,12 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
       else void running.waitForConsole(readyMark, { since: 0 }).then(() => running.sendConsole(text), () => {});
     }
     if (network && overlay) {
+      // The caretakers at the gateway: always there (deny = an empty allow-list), so a grant needs no reboot.
+      const egress = await EgressProxy.listen(join(runDir, 'egress.sock'), granted?.net.egress ?? []);
+      cleanups.push(() => egress.close());
+      const services = [{ port: EGRESS_PORT, socket: egress.socketPath }];
       // QEMU listens; the machine's switch (started on demand) dials it.
-      const joined = await attachGuest({ network, instance: instanceName, socket: overlay.socket, site: options.net?.site, dir: options.net?.dir, hub: options.net?.hub, token: options.net?.token }).catch(async (err) => {
+      const joined = await attachGuest({ network, instance: instanceName, socket: overlay.socket, site: options.net?.site, dir: options.net?.dir, hub: options.net?.hub, token: options.net?.token, services, isolated: plan0.isolated }).catch(async (err) => {
         await machine.shutdown();
         throw err;
       });
@@ -233,7 +238,7 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
       if (!ephemeral) {
         // hostme grant|revoke|grants NAME talk to this (src/grants/runtime.ts).
         try {
-          const control = await serveGrantControl({ instanceDir: instance.dir, instance: instanceName, qmp: machine.qmp, net: plan0.linkUp });
+          const control = await serveGrantControl({ instanceDir: instance.dir, instance: instanceName, qmp: machine.qmp, net: plan0.linkUp, egress });
           cleanups.push(() => control.close());
         } catch (err) {
           notices.push(`grants cannot be changed while this instance runs: ${errorMessage(err)}`);
