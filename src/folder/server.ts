@@ -244,7 +244,8 @@ class Session {
         const msize = r.u32();
         const version = r.str();
         await this.closeAll();
-        this.msize = Math.max(4096, Math.min(msize, MAX_MSIZE));
+        if (msize < 512) throw new NineError(E.EINVAL);
+        this.msize = Math.min(msize, MAX_MSIZE);
         return w.u32(this.msize).str(version === VERSION ? VERSION : 'unknown');
       }
       case T.Tauth:

@@ -128,6 +128,6 @@ test('egress: denied by default, the allow-listed host:port reachable, granted a
   assert.match(await sh(connect(streamer.port)), /403 Forbidden/);
 
   const status = await controlGrants(instanceDir, { op: 'status' });
-  assert.deepEqual(status.granted, { net: true, egress: [`127.0.0.1:${allowed.port}`, `127.0.0.1:${other.port}`] });
+  assert.deepEqual(status.granted, { net: true, egress: [`127.0.0.1:${allowed.port}`, `127.0.0.1:${other.port}`], dirs: [] });
   assert.equal(await cli('grant', INSTANCE, 'egress', 'no-port'), 1);
 });

@@ -17,13 +17,15 @@ import path from 'node:path';
 import { HostmeError, errorMessage } from '../errors.js';
 import type { QmpClient } from '../vm/qmp.js';
 import { parseEgress, type EgressProxy } from './egress.js';
+import { FolderServer } from '../folder/server.js';
+import { confineDir, grantRoot } from './grant-set.js';
 
-export const RUNTIME_KINDS = ['net', 'egress'] as const;
+export const RUNTIME_KINDS = ['net', 'egress', 'dir'] as const;
 export type RuntimeKind = (typeof RUNTIME_KINDS)[number];
 const MAX_REQUEST = 4096;
 
 export interface AuditEntry { time: string; op: 'grant' | 'revoke' | 'start'; kind: RuntimeKind; value?: string; ok: boolean; granted?: boolean | string[]; error?: string }
-export interface Granted { net: boolean; egress: string[] }
+export interface Granted { net: boolean; egress: string[]; dirs: string[] }
 export interface RuntimeStatus { instance: string; granted: Granted; log: AuditEntry[] }
 export interface GrantRequest { op: 'grant' | 'revoke'; kind: string; value?: string }
 
@@ -37,9 +39,12 @@ export function auditLog(instanceDir: string): string {
 export interface GrantControl { close(): Promise<void> }
 
 /** Serves grant changes for a running VM whose overlay NIC is netdev ov0. */
-export async function serveGrantControl(options: { instanceDir: string; instance: string; qmp: QmpClient; net: boolean; egress?: EgressProxy }): Promise<GrantControl> {
+export async function serveGrantControl(options: { instanceDir: string; instance: string; qmp: QmpClient; net: boolean; egress?: EgressProxy; folders?: FolderServer }): Promise<GrantControl> {
   const egressList = () => (options.egress?.allowed ?? []).map((e) => `${e.host}:${e.port}`);
-  const granted: Granted = { net: options.net, egress: egressList() };
+  const dirList = () => (options.folders?.granted ?? []).map((d) => `${d.path}:${d.mode} as ${d.name}`);
+  const granted: Granted = { net: options.net, egress: egressList(), dirs: dirList() };
+  // Folders granted at runtime must be inside the same root as at start.
+  const root = grantRoot();
   const audit = async (entry: Omit<AuditEntry, 'time'>) => {
     await appendFile(auditLog(options.instanceDir), JSON.stringify({ time: new Date().toISOString(), ...entry }) + '\n', { mode: 0o600 });
   };
@@ -51,11 +56,24 @@ export async function serveGrantControl(options: { instanceDir: string; instance
   await setNet(options.net);
   await audit({ op: 'start', kind: 'net', ok: true, granted: options.net });
   if (options.egress) await audit({ op: 'start', kind: 'egress', ok: true, granted: granted.egress });
+  if (options.folders) await audit({ op: 'start', kind: 'dir', ok: true, granted: granted.dirs });
   /** Applies one change; throws a usage error for a bad value. */
   const apply = async (op: 'grant' | 'revoke', kind: RuntimeKind, value: string | undefined) => {
     if (kind === 'net') {
       if (value !== undefined) throw new HostmeError('usage', 'net takes no value');
       return setNet(op === 'grant');
+    }
+    if (kind === 'dir') {
+      if (!options.folders) throw new HostmeError('usage', 'this instance has no folder caretaker');
+      if (op === 'grant') {
+        const m = /^(.*?)(?::(ro|rw))?$/s.exec(value ?? '')!;
+        if (!m[1]) throw new HostmeError('usage', 'grant dir needs an absolute PATH[:ro|:rw]');
+        if (!path.isAbsolute(m[1])) throw new HostmeError('usage', `dir ${m[1]}: an absolute path (hostme grant resolves it)`);
+        const folder = confineDir(m[1], root, root, 'dir');
+        await options.folders.grant({ name: FolderServer.exportName(folder), path: folder, mode: (m[2] as 'ro' | 'rw' | undefined) ?? 'ro' });
+      } else options.folders.revoke(value);
+      granted.dirs = dirList();
+      return;
     }
     if (!options.egress) throw new HostmeError('usage', 'this instance has no egress caretaker');
     if (op === 'grant') {
@@ -75,7 +93,7 @@ export async function serveGrantControl(options: { instanceDir: string; instance
     if ((request.op !== 'grant' && request.op !== 'revoke') || !RUNTIME_KINDS.includes(request.kind as RuntimeKind)) {
       return { ok: false, code: 'usage', message: `a request is {"op":"grant"|"revoke","kind":${RUNTIME_KINDS.map((k) => `"${k}"`).join('|')},"value"?:string} or {"op":"status"}` };
     }
-    if (request.value !== undefined && (typeof request.value !== 'string' || request.value.length > 300)) return { ok: false, code: 'usage', message: 'value: a string of at most 300 characters' };
+    if (request.value !== undefined && (typeof request.value !== 'string' || request.value.length > 4096)) return { ok: false, code: 'usage', message: 'value: a string of at most 4096 characters' };
     const op = request.op;
     const kind = request.kind as RuntimeKind;
     const value = request.value as string | undefined;
@@ -84,7 +102,7 @@ export async function serveGrantControl(options: { instanceDir: string; instance
       await audit({ op, kind, ...(value !== undefined ? { value } : {}), ok: true });
       return { ok: true, granted };
     } catch (err) {
-      if (err instanceof HostmeError && err.code === 'usage') return { ok: false, code: 'usage', message: err.message };
+      if (err instanceof HostmeError && (err.code === 'usage' || err.code === 'grants-invalid')) return { ok: false, code: 'usage', message: err.message };
       await audit({ op, kind, ...(value !== undefined ? { value } : {}), ok: false, error: errorMessage(err) }).catch(() => {});
       return { ok: false, code: 'grant-failed', message: errorMessage(err) };
     }

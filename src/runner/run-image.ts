@@ -2,6 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { serveGrantControl } from '../grants/runtime.js';
 import { networkPlan } from '../grants/plan.js';
 import { EGRESS_PORT, EgressProxy } from '../grants/egress.js';
+import { FOLDER_PORT, FolderServer } from '../folder/server.js';
 import type { GrantSet } from '../grants/grant-set.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -228,7 +229,9 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
       // The caretakers at the gateway: always there (deny = an empty allow-list), so a grant needs no reboot.
       const egress = await EgressProxy.listen(join(runDir, 'egress.sock'), granted?.net.egress ?? []);
       cleanups.push(() => egress.close());
-      const services = [{ port: EGRESS_PORT, socket: egress.socketPath }];
+      const folders = await FolderServer.listen(join(runDir, '9p.sock'), folderExports(granted?.dirs ?? []));
+      cleanups.push(() => folders.close());
+      const services = [{ port: EGRESS_PORT, socket: egress.socketPath }, { port: FOLDER_PORT, socket: folders.socketPath }];
       // QEMU listens; the machine's switch (started on demand) dials it.
       const joined = await attachGuest({ network, instance: instanceName, socket: overlay.socket, site: options.net?.site, dir: options.net?.dir, hub: options.net?.hub, token: options.net?.token, services, isolated: plan0.isolated }).catch(async (err) => {
         await machine.shutdown();
@@ -238,7 +241,7 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
       if (!ephemeral) {
         // hostme grant|revoke|grants NAME talk to this (src/grants/runtime.ts).
         try {
-          const control = await serveGrantControl({ instanceDir: instance.dir, instance: instanceName, qmp: machine.qmp, net: plan0.linkUp, egress });
+          const control = await serveGrantControl({ instanceDir: instance.dir, instance: instanceName, qmp: machine.qmp, net: plan0.linkUp, egress, folders });
           cleanups.push(() => control.close());
         } catch (err) {
           notices.push(`grants cannot be changed while this instance runs: ${errorMessage(err)}`);
@@ -278,6 +281,17 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
     collector.close();
     throw err;
   }
+}
+
+/** Granted folders as 9P exports, named by their base name (the guest's aname). */
+function folderExports(dirs: GrantSet['dirs']): Array<{ name: string; path: string; mode: 'ro' | 'rw' }> {
+  const names = new Set<string>();
+  return dirs.map((d) => {
+    const name = FolderServer.exportName(d.path);
+    if (names.has(name)) throw new HostmeError('usage', `two granted folders are both named "${name}" (the name the guest mounts them by); rename one`);
+    names.add(name);
+    return { name, path: d.path, mode: d.mode };
+  });
 }
 
 /** The stand-in for a denied network: the NIC stays, its link goes down; a VM that cannot be cut off does not run. */
