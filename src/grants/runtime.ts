@@ -20,12 +20,14 @@ import { parseEgress, type EgressProxy } from './egress.js';
 import { FolderServer } from '../folder/server.js';
 import { confineDir, grantRoot } from './grant-set.js';
 
-export const RUNTIME_KINDS = ['net', 'egress', 'dir'] as const;
+import type { DiskAccess, DiskGate } from './disk-gate.js';
+
+export const RUNTIME_KINDS = ['net', 'egress', 'dir', 'disk'] as const;
 export type RuntimeKind = (typeof RUNTIME_KINDS)[number];
 const MAX_REQUEST = 4096;
 
 export interface AuditEntry { time: string; op: 'grant' | 'revoke' | 'start'; kind: RuntimeKind; value?: string; ok: boolean; granted?: boolean | string[]; error?: string }
-export interface Granted { net: boolean; egress: string[]; dirs: string[] }
+export interface Granted { net: boolean; egress: string[]; dirs: string[]; disks?: DiskAccess }
 export interface RuntimeStatus { instance: string; granted: Granted; log: AuditEntry[] }
 export interface GrantRequest { op: 'grant' | 'revoke'; kind: string; value?: string }
 
@@ -39,10 +41,10 @@ export function auditLog(instanceDir: string): string {
 export interface GrantControl { close(): Promise<void> }
 
 /** Serves grant changes for a running VM whose overlay NIC is netdev ov0. */
-export async function serveGrantControl(options: { instanceDir: string; instance: string; qmp: QmpClient; net: boolean; egress?: EgressProxy; folders?: FolderServer }): Promise<GrantControl> {
+export async function serveGrantControl(options: { instanceDir: string; instance: string; qmp: QmpClient; /** The VM has the overlay NIC (netdev ov0); default true. */ nic?: boolean; net: boolean; egress?: EgressProxy; folders?: FolderServer; disks?: DiskGate[] }): Promise<GrantControl> {
   const egressList = () => (options.egress?.allowed ?? []).map((e) => `${e.host}:${e.port}`);
   const dirList = () => (options.folders?.granted ?? []).map((d) => `${d.path}:${d.mode} as ${d.name}`);
-  const granted: Granted = { net: options.net, egress: egressList(), dirs: dirList() };
+  const granted: Granted = { net: options.net, egress: egressList(), dirs: dirList(), ...(options.disks?.length ? { disks: options.disks[0]!.access } : {}) };
   // Folders granted at runtime must be inside the same root as at start.
   const root = grantRoot();
   const audit = async (entry: Omit<AuditEntry, 'time'>) => {
@@ -52,16 +54,27 @@ export async function serveGrantControl(options: { instanceDir: string; instance
     await options.qmp.execute('set_link', { name: 'ov0', up }, { timeoutMs: 1000 });
     granted.net = up;
   };
+  const nic = options.nic !== false;
   // The VM starts with what was granted at start: apply it before anyone asks.
-  await setNet(options.net);
-  await audit({ op: 'start', kind: 'net', ok: true, granted: options.net });
+  if (nic) await setNet(options.net);
+  else granted.net = false;
+  await audit({ op: 'start', kind: 'net', ok: true, granted: granted.net });
   if (options.egress) await audit({ op: 'start', kind: 'egress', ok: true, granted: granted.egress });
   if (options.folders) await audit({ op: 'start', kind: 'dir', ok: true, granted: granted.dirs });
   /** Applies one change; throws a usage error for a bad value. */
   const apply = async (op: 'grant' | 'revoke', kind: RuntimeKind, value: string | undefined) => {
     if (kind === 'net') {
       if (value !== undefined) throw new HostmeError('usage', 'net takes no value');
+      if (!nic) throw new HostmeError('usage', 'this instance has no network card (it was started without a network)');
       return setNet(op === 'grant');
+    }
+    if (kind === 'disk') {
+      if (!options.disks?.length) throw new HostmeError('usage', 'this instance has no disk caretaker');
+      const access: DiskAccess = op === 'revoke' ? 'none' : value === 'ro' ? 'ro' : value === undefined || value === 'rw' ? 'rw' : 'bad' as DiskAccess;
+      if ((access as string) === 'bad' || (op === 'revoke' && value !== undefined)) throw new HostmeError('usage', 'grant disk [ro|rw] (default rw) or revoke disk');
+      for (const gate of options.disks) gate.access = access;
+      granted.disks = access;
+      return;
     }
     if (kind === 'dir') {
       if (!options.folders) throw new HostmeError('usage', 'this instance has no folder caretaker');

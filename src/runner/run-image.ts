@@ -3,6 +3,7 @@ import { serveGrantControl } from '../grants/runtime.js';
 import { networkPlan } from '../grants/plan.js';
 import { EGRESS_PORT, EgressProxy } from '../grants/egress.js';
 import { FOLDER_PORT, FolderServer } from '../folder/server.js';
+import { DiskGate } from '../grants/disk-gate.js';
 import type { GrantSet } from '../grants/grant-set.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -163,11 +164,15 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
     cleanups.push(() => Promise.all(devices.map((d) => d.close())));
     const exported = new Map<string, BlockDevice>();
     const overlays: CowOverlay[] = [];
+    // The disk caretaker (hostme grant|revoke NAME disk): every export passes a gate.
+    const gates: DiskGate[] = [];
     for (const [i, device] of devices.entries()) {
       const overlayDir = i === 0 ? instance.dir : join(instance.dir, `disk${i}`);
       const overlay = await CowOverlay.open(device, overlayDir);
       cleanups.push(() => overlay.close());
-      exported.set(`disk${i}`, overlay);
+      const gate = new DiskGate(overlay, 'rw', `disk${i}`);
+      gates.push(gate);
+      exported.set(`disk${i}`, gate);
       overlays.push(overlay);
     }
     const nbd = new NbdServer({ exports: exported, onError: (err) => collector.error(`nbd: ${errorMessage(err)}`) });
@@ -225,30 +230,35 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
       if (resumed) running.sendConsole(text);
       else void running.waitForConsole(readyMark, { since: 0 }).then(() => running.sendConsole(text), () => {});
     }
+    let egress: EgressProxy | undefined;
+    let folders: FolderServer | undefined;
     if (network && overlay) {
+      // Denied: the link goes down before the switch dials, so not one frame passes.
+      if (!plan0.linkUp) await setLinkOrStop(machine, false);
       // The caretakers at the gateway: always there (deny = an empty allow-list), so a grant needs no reboot.
-      const egress = await EgressProxy.listen(join(runDir, 'egress.sock'), granted?.net.egress ?? []);
-      cleanups.push(() => egress.close());
-      const folders = await FolderServer.listen(join(runDir, '9p.sock'), folderExports(granted?.dirs ?? []));
-      cleanups.push(() => folders.close());
-      const services = [{ port: EGRESS_PORT, socket: egress.socketPath }, { port: FOLDER_PORT, socket: folders.socketPath }];
+      const egressProxy = await EgressProxy.listen(join(runDir, 'egress.sock'), granted?.net.egress ?? []);
+      egress = egressProxy;
+      cleanups.push(() => egressProxy.close());
+      const folderServer = await FolderServer.listen(join(runDir, '9p.sock'), folderExports(granted?.dirs ?? []));
+      folders = folderServer;
+      cleanups.push(() => folderServer.close());
+      const services = [{ port: EGRESS_PORT, socket: egressProxy.socketPath }, { port: FOLDER_PORT, socket: folderServer.socketPath }];
       // QEMU listens; the machine's switch (started on demand) dials it.
       const joined = await attachGuest({ network, instance: instanceName, socket: overlay.socket, site: options.net?.site, dir: options.net?.dir, hub: options.net?.hub, token: options.net?.token, services, isolated: plan0.isolated }).catch(async (err) => {
         await machine.shutdown();
         throw err;
       });
       notices.push(`joined network ${network} (${joined.subnet}) as ${instanceName}.${network}.hostme`);
-      if (!ephemeral) {
-        // hostme grant|revoke|grants NAME talk to this (src/grants/runtime.ts).
-        try {
-          const control = await serveGrantControl({ instanceDir: instance.dir, instance: instanceName, qmp: machine.qmp, net: plan0.linkUp, egress, folders });
-          cleanups.push(() => control.close());
-        } catch (err) {
-          notices.push(`grants cannot be changed while this instance runs: ${errorMessage(err)}`);
-          if (!plan0.linkUp) await setLinkOrStop(machine, false);
-        }
-      } else if (!plan0.linkUp) await setLinkOrStop(machine, false);
       if (!plan0.linkUp) notices.push(`network ${network} not granted: the NIC is present with its link down (hostme grant ${instanceName} net)`);
+    }
+    if (!ephemeral) {
+      // hostme grant|revoke|grants NAME talk to this (src/grants/runtime.ts).
+      try {
+        const control = await serveGrantControl({ instanceDir: instance.dir, instance: instanceName, qmp: machine.qmp, nic: Boolean(network && overlay), net: plan0.linkUp, egress, folders, disks: gates });
+        cleanups.push(() => control.close());
+      } catch (err) {
+        notices.push(`grants cannot be changed while this instance runs: ${errorMessage(err)}`);
+      }
     }
     await instance.recordQemuPid(machine.pid);
     let readyError: unknown;
