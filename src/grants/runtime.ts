@@ -26,7 +26,7 @@ export const RUNTIME_KINDS = ['net', 'egress', 'dir', 'disk'] as const;
 export type RuntimeKind = (typeof RUNTIME_KINDS)[number];
 const MAX_REQUEST = 4096;
 
-export interface AuditEntry { time: string; op: 'grant' | 'revoke' | 'start'; kind: RuntimeKind; value?: string; ok: boolean; granted?: boolean | string[]; error?: string }
+export interface AuditEntry { time: string; op: 'grant' | 'revoke' | 'start'; kind: RuntimeKind | 'connect'; value?: string; ok: boolean; granted?: boolean | string[]; error?: string }
 export interface Granted { net: boolean; egress: string[]; dirs: string[]; disks?: DiskAccess }
 export interface RuntimeStatus { instance: string; granted: Granted; log: AuditEntry[] }
 export interface GrantRequest { op: 'grant' | 'revoke'; kind: string; value?: string }

@@ -351,9 +351,55 @@ export class Network {
     const out = port.netMac !== port.guestMac ? translate(frame, eth.src, port.netMac!, 6, 8) : frame;
     this.tap(out);
     if (this.serveGateway(port, eth.dst, out, ip)) return undefined;
-    if (port.isolated) return 'policy';
+    if (port.isolated || this.macs.get(eth.dst)?.isolated) {
+      // Not a member (or to one that is not): only what `hostme connect` opened.
+      const peer = this.connectedPeer(port, out, ip);
+      if (!peer) return 'policy';
+      peer.deliver(out);
+      return undefined;
+    }
     if (isGroupMac(eth.dst) && !port.broadcasts.take()) return 'broadcast';
     return this.forward(port, out, eth.dst);
+  }
+
+  /** TCP ports opened between two instances on this network: "A\0B\0PORT" lets A reach B:PORT (and B answer). */
+  private readonly connections = new Set<string>();
+
+  /** hostme connect / disconnect: `from` may reach `to` on TCP `port`. */
+  connect(from: string, to: string, port: number, on: boolean): void {
+    const key = `${from}\0${to}\0${port}`;
+    if (on) this.connections.add(key);
+    else this.connections.delete(key);
+  }
+
+  get connectionList(): Array<{ from: string; to: string; port: number }> {
+    return [...this.connections].map((k) => {
+      const [from, to, port] = k.split('\0');
+      return { from: from!, to: to!, port: Number(port) };
+    });
+  }
+
+  private connected(a: SwitchPort, b: SwitchPort, port?: number): boolean {
+    const ai = a.options.instance;
+    const bi = b.options.instance;
+    if (ai === undefined || bi === undefined) return false;
+    if (port !== undefined) return this.connections.has(`${ai}\0${bi}\0${port}`);
+    for (const key of this.connections) if (key.startsWith(`${ai}\0${bi}\0`) || key.startsWith(`${bi}\0${ai}\0`)) return true;
+    return false;
+  }
+
+  /** The port a frame may reach through a connection: ARP between connected peers, TCP to (or from) the opened port. */
+  private connectedPeer(from: SwitchPort, frame: Buffer, ip: Ipv4Packet | undefined): SwitchPort | undefined {
+    if (this.connections.size === 0) return undefined;
+    const target = ip ? ip.dst : parseArp(frame)?.targetIp;
+    let peer: SwitchPort | undefined;
+    for (const p of this.ports) if (p !== from && p.kind !== 'trunk' && p.ip === target) peer = p;
+    if (!peer) return undefined;
+    if (!ip) return this.connected(from, peer) ? peer : undefined;
+    if (ip.proto !== IPPROTO_TCP || ip.fragment || ip.payload.length < 4) return undefined;
+    const srcPort = ip.payload.readUInt16BE(0);
+    const dstPort = ip.payload.readUInt16BE(2);
+    return this.connected(from, peer, dstPort) || this.connected(peer, from, srcPort) ? peer : undefined;
   }
 
   private forward(from: SwitchPort, frame: Buffer, dst: number): DropReason | undefined {
@@ -518,6 +564,15 @@ export class NetSwitch {
     const port = new SwitchPort(this.nextPortId++, network, options, this.limits);
     network.add(port);
     return port;
+  }
+
+  /** The network on which both instances have a port (hostme connect). */
+  networkOf(a: string, b: string): Network | undefined {
+    for (const network of this.networks.values()) {
+      const names = [...network.ports].map((p) => p.options.instance);
+      if (names.includes(a) && names.includes(b)) return network;
+    }
+    return undefined;
   }
 
   activeNetworks(): Network[] {

@@ -221,6 +221,16 @@ async function answer(conn: net.Socket, request: ControlRequest, ctx: ControlCon
       await ctx.dial({ network, instance: request.instance, socket: request.socket, site: request.site, ...(services.length ? { services } : {}), ...(request.isolated ? { isolated: true } : {}), ...(request.hub ? { hub: request.hub, token: request.token } : {}) });
       return reply({ network, subnet: formatSubnet(ctx.registry.subnet(network)) });
     }
+    case 'connect': {
+      const { from, to, port, on } = request;
+      for (const name of [from, to]) if (typeof name !== 'string' || !instancePattern.test(name)) throw new HostmeError('usage', 'from, to: instance names');
+      if (typeof port !== 'number' || !Number.isInteger(port) || port < 1 || port > 65535) throw new HostmeError('usage', 'port: 1..65535');
+      if (from === to) throw new HostmeError('usage', 'an instance is always connected to itself');
+      const network = ctx.sw.networkOf(from, to);
+      if (!network) throw new HostmeError('net-not-connected', `${from} and ${to} are not both running on one network of this machine's switch`);
+      network.connect(from, to, port, on === true);
+      return reply({ network: network.name, connections: network.connectionList });
+    }
     case 'ls':
       return reply({
         networks: ctx.registry.names().map((name) => ({ name, subnet: formatSubnet(ctx.registry.subnet(name)), leases: ctx.registry.leases(name).length, ports: ctx.sw.ports(name) })),
