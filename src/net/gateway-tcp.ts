@@ -150,7 +150,10 @@ class Connection {
   private out: Buffer = Buffer.alloc(0);
   private sent = 0;
   private socketEnded = false;
-  private finSent = false;
+  /** Highest sequence number sent (a resend goes back; a late ACK may still cover up to here). */
+  private sndMax: number;
+  /** Our FIN's sequence number, once sent. */
+  private finSeq?: number;
   private finAcked = false;
   private guestFin = false;
   private timer?: NodeJS.Timeout;
@@ -173,6 +176,7 @@ class Connection {
     const iss = randomBytes(4).readUInt32BE(0);
     this.sndUna = iss;
     this.sndNxt = (iss + 1) >>> 0;
+    this.sndMax = this.sndNxt;
     this.sndWnd = syn.window;
     this.socket = net.connect(socketPath);
     this.socket.on('data', (chunk: Buffer) => {
@@ -224,13 +228,12 @@ class Connection {
       this.disarm();
     } else {
       const acked = seqDiff(seg.ack, this.sndUna);
-      const inFlight = seqDiff(this.sndNxt, this.sndUna);
-      if (acked > 0 && acked <= inFlight) {
-        const data = Math.min(acked, this.sent);
-        this.out = this.out.subarray(data);
-        this.sent -= data;
-        if (this.finSent && seg.ack === this.sndNxt) this.finAcked = true;
+      if (acked > 0 && acked <= seqDiff(this.sndMax, this.sndUna)) {
+        this.out = this.out.subarray(Math.min(acked, this.out.length));
+        if (this.finSeq !== undefined && seqDiff(seg.ack, this.finSeq) > 0) this.finAcked = true;
         this.sndUna = seg.ack;
+        if (seqDiff(this.sndNxt, this.sndUna) < 0) this.sndNxt = this.sndUna;
+        this.sent = Math.max(0, seqDiff(this.sndNxt, this.sndUna) - (this.finInFlight() ? 1 : 0));
         this.retries = 0;
         this.disarm();
         if (this.sndUna !== this.sndNxt) this.arm();
@@ -280,15 +283,26 @@ class Connection {
       const payload = this.out.subarray(this.sent, this.sent + size);
       this.emit(ACK | PSH, this.sndNxt, payload);
       this.sent += size;
-      this.sndNxt = (this.sndNxt + size) >>> 0;
+      this.advance(size);
       this.arm();
     }
-    if (this.socketEnded && !this.finSent && this.sent === this.out.length) {
-      this.emit(FIN | ACK);
-      this.finSent = true;
-      this.sndNxt = (this.sndNxt + 1) >>> 0;
-      this.arm();
-    }
+    if (this.socketEnded && !this.finAcked && !this.finInFlight() && this.sent === this.out.length) this.sendFin();
+  }
+
+  private advance(n: number): void {
+    this.sndNxt = (this.sndNxt + n) >>> 0;
+    if (seqDiff(this.sndNxt, this.sndMax) > 0) this.sndMax = this.sndNxt;
+  }
+
+  private finInFlight(): boolean {
+    return this.finSeq !== undefined && seqDiff(this.sndNxt, this.finSeq) > 0;
+  }
+
+  private sendFin(): void {
+    this.finSeq = this.sndNxt;
+    this.emit(FIN | ACK);
+    this.advance(1);
+    this.arm();
   }
 
   private arm(): void {
@@ -312,18 +326,15 @@ class Connection {
     } else {
       this.sndNxt = this.sndUna;
       this.sent = 0;
-      const hadFin = this.finSent;
-      this.finSent = false;
       // Resend one segment (or the FIN); the ACK it brings restarts the pump.
       if (this.out.length) {
         const size = Math.min(this.mss, this.out.length, Math.max(1, this.sndWnd));
         this.emit(ACK | PSH, this.sndNxt, this.out.subarray(0, size));
         this.sent = size;
-        this.sndNxt = (this.sndNxt + size) >>> 0;
-      } else if (hadFin) {
-        this.emit(FIN | ACK);
-        this.finSent = true;
-        this.sndNxt = (this.sndNxt + 1) >>> 0;
+        this.advance(size);
+      } else if (this.finSeq !== undefined && !this.finAcked) {
+        this.sendFin();
+        return;
       }
     }
     this.arm();

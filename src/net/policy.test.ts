@@ -112,3 +112,43 @@ test('gateway TCP: a closed port answers RST, a served port is spliced to its un
     echo.close();
   }
 });
+
+test('gateway TCP: an ACK that arrives after a resend still counts (nothing it covers is sent again), the stream ends with FIN', async () => {
+  const socketPath = path.join(dir, 'talker.sock');
+  const talker = net.createServer((s) => s.end(Buffer.alloc(5000, 0x62)));
+  await new Promise<void>((resolve) => talker.listen(socketPath, resolve));
+  try {
+    const sw = new NetSwitch(new NetRegistry(path.join(dir, 'c')));
+    const g = new Guest(sw, 'late', 0x525400000021, 'late', { isolated: true, services: (p) => (p === 9 ? socketPath : undefined) });
+    const gw = g.port.network.gateway;
+    g.tcp(GATEWAY_MAC, gw, { srcPort: 41000, dstPort: 9, seq: 7000, mss: 1000 });
+    const [synAck] = g.segments();
+    const base = (synAck!.seq + 1) >>> 0;
+    g.tcp(GATEWAY_MAC, gw, { srcPort: 41000, dstPort: 9, seq: 7001, ack: base, flags: 0x10 });
+    // Do not ACK until the resend timer fired at least once.
+    await sleep(700);
+    const seen = g.segments();
+    const dataEnd = Math.max(...seen.map((s) => (s.seq + s.payload.length) >>> 0));
+    assert.equal((dataEnd - base) >>> 0, 5000, 'all data was sent');
+    g.tcp(GATEWAY_MAC, gw, { srcPort: 41000, dstPort: 9, seq: 7001, ack: dataEnd, flags: 0x10 });
+    const deadline = Date.now() + 10_000;
+    let fin: TcpSegment | undefined;
+    let resent = 0;
+    while (!fin && Date.now() < deadline) {
+      await sleep(20);
+      const after = g.segments();
+      resent += after.filter((s) => s.payload.length > 0).length;
+      fin = after.find((s) => (s.flags & 0x01) !== 0);
+    }
+    assert.equal(resent, 0, 'data the late ACK covered was sent again');
+    assert.ok(fin, 'no FIN after the late ACK');
+    assert.equal(fin.flags & 0x04, 0, 'reset instead of FIN');
+    assert.equal(fin.seq, dataEnd);
+    g.tcp(GATEWAY_MAC, gw, { srcPort: 41000, dstPort: 9, seq: 7001, ack: (dataEnd + 1) >>> 0, flags: 0x11 });
+    const [last] = g.segments();
+    assert.equal(last!.ack, 7002, 'our FIN acknowledged');
+    assert.equal(g.port.gatewayTcp!.size, 0, 'the connection is gone');
+  } finally {
+    talker.close();
+  }
+});
