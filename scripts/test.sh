@@ -9,6 +9,7 @@ npx tsc -p tsconfig.web.json --noEmit
 echo "== reference guest"
 bash scripts/guest/build-reference.sh
 bash scripts/guest/build-i686.sh
+bash scripts/guest/build-9p.sh
 echo "== accelerator"
 # Decided once, from a real boot (a KVM that passes a probe may still hang a
 # real kernel): every QEMU test of this run uses the same answer.

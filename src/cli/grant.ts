@@ -1,3 +1,4 @@
+import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { HostmeError } from '../errors.js';
 import { RUNTIME_KINDS, controlGrants } from '../grants/runtime.js';
@@ -11,12 +12,19 @@ export function registerGrant(program: Command): void {
       .description(`${op} a running instance ${op === 'grant' ? 'access to' : 'its access to'} a feature; kinds: ${RUNTIME_KINDS.join(', ')} (recorded in its audit log)`)
       .argument('<instance>', 'the instance name given to hostme run --instance')
       .argument('<kind>', RUNTIME_KINDS.join(' | '))
+      .argument('[value]', 'egress: HOST:PORT; dir: PATH[:ro|:rw] (default ro); revoke without a value: all of that kind')
       .option('--cache <dir>', 'cache directory (default $HOSTME_CACHE_DIR or ~/.cache/hostme)')
-      .action(async (instance: string, kind: string, options: { cache?: string }) => {
+      .action(async (instance: string, kind: string, value: string | undefined, options: { cache?: string }) => {
         if (!(RUNTIME_KINDS as readonly string[]).includes(kind)) throw new HostmeError('usage', `${op} ${instance} ${kind}: kinds that change at runtime: ${RUNTIME_KINDS.join(', ')}`);
         const dir = new CacheDir(options.cache).instanceDir(instance);
-        await controlGrants(dir, { op, kind });
-        process.stderr.write(`hostme: ${kind} ${op === 'grant' ? 'granted to' : 'revoked from'} ${instance}\n`);
+        // A folder is named relative to where the user is; the instance checks it against its allowed root.
+        // (revoke also takes the export's name, which has no "/".)
+        if (kind === 'dir' && value !== undefined && (op === 'grant' || value.includes('/') || value.startsWith('.'))) {
+          const m = /^(.*?)(:ro|:rw)?$/s.exec(value)!;
+          value = resolve(m[1]!) + (m[2] ?? '');
+        }
+        await controlGrants(dir, { op, kind, ...(value !== undefined ? { value } : {}) });
+        process.stderr.write(`hostme: ${kind}${value !== undefined ? ` ${value}` : ''} ${op === 'grant' ? 'granted to' : 'revoked from'} ${instance}\n`);
       });
   }
 }

@@ -23,11 +23,12 @@ export function registerGrants(program: Command): void {
         process.stdout.write(JSON.stringify({ instance, running: status !== undefined, granted: status?.granted ?? null, log }, null, 2) + '\n');
         return;
       }
-      const granted = status?.granted as Record<string, boolean> | undefined;
+      const granted = status?.granted as Record<string, boolean | string[]> | undefined;
       const lines = [`${terminalSafe(instance)}: ${granted ? 'running' : 'not running'}`];
-      if (granted) for (const [kind, on] of Object.entries(granted)) lines.push(`  ${kind}: ${on ? 'granted' : 'denied'}`);
+      const shown = (on: boolean | string[]) => (Array.isArray(on) ? (on.length ? on.map(terminalSafe).join(', ') : 'none') : on ? 'granted' : 'denied');
+      if (granted) for (const [kind, on] of Object.entries(granted)) lines.push(`  ${kind}: ${shown(on)}`);
       lines.push('audit log:');
-      for (const e of log) lines.push(`  ${e.time} ${e.op} ${e.kind}${e.granted !== undefined ? ` (${e.granted ? 'granted' : 'denied'})` : ''}${e.ok ? '' : ` FAILED: ${terminalSafe(e.error ?? '')}`}`);
+      for (const e of log) lines.push(`  ${e.time} ${e.op} ${e.kind}${e.value !== undefined ? ` ${terminalSafe(e.value)}` : ''}${e.granted !== undefined ? ` (${shown(e.granted)})` : ''}${e.ok ? '' : ` FAILED: ${terminalSafe(e.error ?? '')}`}`);
       if (log.length === 0) lines.push('  (empty)');
       process.stdout.write(lines.join('\n') + '\n');
     });

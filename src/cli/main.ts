@@ -26,6 +26,8 @@ const COMMANDS: Array<[names: string[], load: () => Promise<Register>]> = [
   [['net'], async () => (await import('./net.js')).registerNet],
   [['grant', 'revoke'], async () => (await import('./grant.js')).registerGrant],
   [['grants'], async () => (await import('./grants.js')).registerGrants],
+  [['connect', 'disconnect'], async () => (await import('./connect.js')).registerConnect],
+  [['env'], async () => (await import('./env.js')).registerEnv],
   [['snapshot'], async () => (await import('./snapshot.js')).registerSnapshot],
   [['reset', 'commit', 'cache', 'trust'], async () => (await import('./instances.js')).registerInstanceCommands],
   [['doctor'], async () => (await import('./doctor.js')).registerDoctor],

@@ -11,6 +11,8 @@ import { loadPublicKey } from '../pack/publisher-key.js';
 import { networkNamePattern } from '../format/manifest.js';
 import { parsePublish } from '../runner/publish.js';
 import { isReferenceFile, readReferenceFile } from '../runner/reference-file.js';
+import { addGrantOptions, grantsOf } from './run-grants.js';
+import { acceptAsks, asksBeyond, confirmAsks } from '../grants/ask.js';
 
 interface RunCliOptions {
   cache?: string;
@@ -33,10 +35,11 @@ interface RunCliOptions {
   internet?: boolean;
   resume: boolean;
   type?: string;
+  yes?: boolean;
 }
 
 export function registerRun(program: Command): void {
-  program
+  const command = program
     .command('run')
     .description('boot a published image in QEMU, streaming its disk on demand')
     .argument('<link>', 'landing page URL, repository URL, hostme+https:// link, NAME.hostme reference file, or local repository directory')
@@ -60,8 +63,8 @@ export function registerRun(program: Command): void {
     .option('--no-resume', "boot from scratch even if the image has a QEMU snapshot")
     .option('--type <text>', 'type this into the console once the guest runs (after a resume, or at the ready mark of a boot); \\n is a newline')
     .option('--json', 'print the summary as JSON')
-    .option('--verbose', 'say which accelerator was chosen and why')
-    .action(async (link: string, name: string | undefined, options: RunCliOptions) => {
+    .option('--verbose', 'say which accelerator was chosen and why');
+  addGrantOptions(command).action(async (link: string, name: string | undefined, options: RunCliOptions) => {
       if (options.console !== 'stdio' && options.console !== 'none') throw new HostmeError('usage', '--console must be stdio or none');
       let until: RegExp | undefined;
       try {
@@ -74,7 +77,13 @@ export function registerRun(program: Command): void {
         if (!seedStat?.isFile()) throw new HostmeError('usage', `--seed ${options.seed}: no such file (make one with hostme seed)`);
       }
       const net = options.net === undefined ? undefined : parseNetOption(options.net, options.netToken ?? process.env.HOSTME_NET_TOKEN);
-      const publish = (options.publish ?? []).map(parsePublish);
+      // Deny by default: the grant file and --allow-*/--deny-* flags; --net names a network the user grants.
+      const { set: flagGrants } = await grantsOf(options as unknown as Record<string, unknown>);
+      if (net && !flagGrants.net.networks.includes(net.network)) flagGrants.net.networks.unshift(net.network);
+      const publish = [
+        ...(options.publish ?? []).map(parsePublish),
+        ...flagGrants.net.ports.map((p) => ({ hostAddr: '127.0.0.1', hostPort: p.hostPort, guestPort: p.guestPort, proto: p.proto })),
+      ];
       // A downloaded NAME.hostme reference pins the publisher key.
       const reference = (await isReferenceFile(link)) ? await readReferenceFile(link) : undefined;
       const parsed = reference?.link ?? parseImageLink(link, name);
@@ -98,6 +107,11 @@ export function registerRun(program: Command): void {
         internet: options.internet,
         resume: options.resume,
         type: options.type?.replace(/\\n/g, '\n'),
+        grants: async (manifest) => {
+          const asks = asksBeyond(net ? {} : manifest, flagGrants);
+          const accepted = await confirmAsks(`${manifest.name}@${manifest.version}`, asks, { yes: options.yes === true, terminal: process.stdin.isTTY === true && process.stderr.isTTY === true });
+          return acceptAsks(flagGrants, accepted);
+        },
       });
       const { manifest } = running;
       for (const notice of running.notices) process.stderr.write(`hostme: ${terminalSafe(notice)}\n`);

@@ -6,6 +6,9 @@ import { isHostmeError } from '../errors.js';
 import { removeDir, tempDir } from '../testing/fixtures.js';
 import { applyGrantFlags, loadGrantFile, parseGrantText } from './flags.js';
 import { emptyGrants, validateGrants } from './grant-set.js';
+import { acceptAsks, asksBeyond, confirmAsks } from './ask.js';
+import { GATEWAY_ONLY_NETWORK, networkPlan } from './plan.js';
+import type { HostmeError } from '../errors.js';
 
 let dir: string;
 before(async () => { dir = await tempDir('hmgrants-'); });
@@ -95,4 +98,25 @@ test('bad flags are refused with the flag named', () => {
   refused(() => applyGrantFlags(['--allow-usb=1'], emptyGrants(), opts), /not a grant flag/);
   refused(() => applyGrantFlags(['--allow-cpus=0'], emptyGrants(), opts), /--allow-cpus=0: needs a whole number 1\.\.64/);
   refused(() => applyGrantFlags(['--allow-console=yes'], emptyGrants(), opts), /takes no value/);
+});
+
+test('an image asking for a network nobody granted: refused without a terminal, accepted with --yes, declined on a terminal', async () => {
+  const manifest = { network: { join: 'demo' } };
+  const asks = asksBeyond(manifest, emptyGrants());
+  assert.deepEqual(asks.map((a) => a.value), ['demo']);
+  assert.deepEqual(asksBeyond(manifest, applyGrantFlags(['--allow-net=network:demo'])), []);
+  await assert.rejects(confirmAsks('img@1', asks, { yes: false, terminal: false }), (err: HostmeError) => err.code === 'grants-refused' && /--allow-net=network:demo/.test(err.message));
+  const quiet = { write: () => {} };
+  assert.deepEqual(await confirmAsks('img@1', asks, { yes: true, terminal: false, ...quiet }), asks);
+  assert.deepEqual(await confirmAsks('img@1', asks, { yes: false, terminal: true, ask: async () => 'n', ...quiet }), []);
+  const yes = await confirmAsks('img@1', asks, { yes: false, terminal: true, ask: async () => 'y', ...quiet });
+  assert.deepEqual(acceptAsks(emptyGrants(), yes).net.networks, ['demo']);
+});
+
+test('the network plan: a denied network keeps its NIC with the link down; a gateway caretaker needs the link but not membership', () => {
+  assert.deepEqual(networkPlan({ asked: 'demo', granted: emptyGrants() }), { network: 'demo', linkUp: false, isolated: true });
+  assert.deepEqual(networkPlan({ asked: 'demo', granted: applyGrantFlags(['--allow-net=network:demo']) }), { network: 'demo', linkUp: true, isolated: false });
+  assert.deepEqual(networkPlan({ granted: applyGrantFlags(['--allow-net=127.0.0.1:8080']) }), { network: GATEWAY_ONLY_NETWORK, linkUp: true, isolated: true });
+  assert.deepEqual(networkPlan({ granted: emptyGrants() }), { linkUp: false, isolated: true });
+  assert.deepEqual(networkPlan({ asked: 'demo' }), { network: 'demo', linkUp: true, isolated: false });
 });

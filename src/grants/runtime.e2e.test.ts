@@ -72,7 +72,7 @@ test('revoking the network grant stops ping, granting it again resumes it, and b
     assert.equal(await rc(alpha.vm, `ping -c 1 -W 5 ${beta.ip} || ping -c 1 -W 5 ${beta.ip}`), 0, 'ping did not resume after grant');
 
     const status = await controlGrants(instanceDir, { op: 'status' });
-    assert.deepEqual(status.granted, { net: true });
+    assert.deepEqual(status.granted, { net: true, egress: [], dirs: [] });
     const log = await readAudit(instanceDir);
     assert.deepEqual(log.map((e) => [e.op, e.kind, e.ok]), [['start', 'net', true], ['revoke', 'net', true], ['grant', 'net', true]]);
     await assert.rejects(controlGrants(instanceDir, { op: 'grant', kind: 'usb' }), /a request is/);

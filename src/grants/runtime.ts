@@ -16,13 +16,20 @@ import net from 'node:net';
 import path from 'node:path';
 import { HostmeError, errorMessage } from '../errors.js';
 import type { QmpClient } from '../vm/qmp.js';
+import { parseEgress, type EgressProxy } from './egress.js';
+import { FolderServer } from '../folder/server.js';
+import { confineDir, grantRoot } from './grant-set.js';
 
-export const RUNTIME_KINDS = ['net'] as const;
+import type { DiskAccess, DiskGate } from './disk-gate.js';
+
+export const RUNTIME_KINDS = ['net', 'egress', 'dir', 'disk'] as const;
 export type RuntimeKind = (typeof RUNTIME_KINDS)[number];
 const MAX_REQUEST = 4096;
 
-export interface AuditEntry { time: string; op: 'grant' | 'revoke' | 'start'; kind: RuntimeKind; ok: boolean; granted?: boolean; error?: string }
-export interface RuntimeStatus { instance: string; granted: Record<RuntimeKind, boolean>; log: AuditEntry[] }
+export interface AuditEntry { time: string; op: 'grant' | 'revoke' | 'start'; kind: RuntimeKind | 'connect'; value?: string; ok: boolean; granted?: boolean | string[]; error?: string }
+export interface Granted { net: boolean; egress: string[]; dirs: string[]; disks?: DiskAccess }
+export interface RuntimeStatus { instance: string; granted: Granted; log: AuditEntry[] }
+export interface GrantRequest { op: 'grant' | 'revoke'; kind: string; value?: string }
 
 export function controlSocket(instanceDir: string): string {
   return path.join(instanceDir, 'grants.sock');
@@ -34,8 +41,12 @@ export function auditLog(instanceDir: string): string {
 export interface GrantControl { close(): Promise<void> }
 
 /** Serves grant changes for a running VM whose overlay NIC is netdev ov0. */
-export async function serveGrantControl(options: { instanceDir: string; instance: string; qmp: QmpClient; net: boolean }): Promise<GrantControl> {
-  const granted: Record<RuntimeKind, boolean> = { net: options.net };
+export async function serveGrantControl(options: { instanceDir: string; instance: string; qmp: QmpClient; /** The VM has the overlay NIC (netdev ov0); default true. */ nic?: boolean; net: boolean; egress?: EgressProxy; folders?: FolderServer; disks?: DiskGate[] }): Promise<GrantControl> {
+  const egressList = () => (options.egress?.allowed ?? []).map((e) => `${e.host}:${e.port}`);
+  const dirList = () => (options.folders?.granted ?? []).map((d) => `${d.path}:${d.mode} as ${d.name}`);
+  const granted: Granted = { net: options.net, egress: egressList(), dirs: dirList(), ...(options.disks?.length ? { disks: options.disks[0]!.access } : {}) };
+  // Folders granted at runtime must be inside the same root as at start.
+  const root = grantRoot();
   const audit = async (entry: Omit<AuditEntry, 'time'>) => {
     await appendFile(auditLog(options.instanceDir), JSON.stringify({ time: new Date().toISOString(), ...entry }) + '\n', { mode: 0o600 });
   };
@@ -43,12 +54,49 @@ export async function serveGrantControl(options: { instanceDir: string; instance
     await options.qmp.execute('set_link', { name: 'ov0', up }, { timeoutMs: 1000 });
     granted.net = up;
   };
+  const nic = options.nic !== false;
   // The VM starts with what was granted at start: apply it before anyone asks.
-  await setNet(options.net);
-  await audit({ op: 'start', kind: 'net', ok: true, granted: options.net });
-
+  if (nic) await setNet(options.net);
+  else granted.net = false;
+  await audit({ op: 'start', kind: 'net', ok: true, granted: granted.net });
+  if (options.egress) await audit({ op: 'start', kind: 'egress', ok: true, granted: granted.egress });
+  if (options.folders) await audit({ op: 'start', kind: 'dir', ok: true, granted: granted.dirs });
+  /** Applies one change; throws a usage error for a bad value. */
+  const apply = async (op: 'grant' | 'revoke', kind: RuntimeKind, value: string | undefined) => {
+    if (kind === 'net') {
+      if (value !== undefined) throw new HostmeError('usage', 'net takes no value');
+      if (!nic) throw new HostmeError('usage', 'this instance has no network card (it was started without a network)');
+      return setNet(op === 'grant');
+    }
+    if (kind === 'disk') {
+      if (!options.disks?.length) throw new HostmeError('usage', 'this instance has no disk caretaker');
+      const access: DiskAccess = op === 'revoke' ? 'none' : value === 'ro' ? 'ro' : value === undefined || value === 'rw' ? 'rw' : 'bad' as DiskAccess;
+      if ((access as string) === 'bad' || (op === 'revoke' && value !== undefined)) throw new HostmeError('usage', 'grant disk [ro|rw] (default rw) or revoke disk');
+      for (const gate of options.disks) gate.access = access;
+      granted.disks = access;
+      return;
+    }
+    if (kind === 'dir') {
+      if (!options.folders) throw new HostmeError('usage', 'this instance has no folder caretaker');
+      if (op === 'grant') {
+        const m = /^(.*?)(?::(ro|rw))?$/s.exec(value ?? '')!;
+        if (!m[1]) throw new HostmeError('usage', 'grant dir needs an absolute PATH[:ro|:rw]');
+        if (!path.isAbsolute(m[1])) throw new HostmeError('usage', `dir ${m[1]}: an absolute path (hostme grant resolves it)`);
+        const folder = confineDir(m[1], root, root, 'dir');
+        await options.folders.grant({ name: FolderServer.exportName(folder), path: folder, mode: (m[2] as 'ro' | 'rw' | undefined) ?? 'ro' });
+      } else options.folders.revoke(value);
+      granted.dirs = dirList();
+      return;
+    }
+    if (!options.egress) throw new HostmeError('usage', 'this instance has no egress caretaker');
+    if (op === 'grant') {
+      if (value === undefined) throw new HostmeError('usage', 'grant egress needs HOST:PORT');
+      options.egress.grant(parseEgress(value));
+    } else options.egress.revoke(value === undefined ? undefined : parseEgress(value));
+    granted.egress = egressList();
+  };
   const handle = async (line: string): Promise<unknown> => {
-    let request: { op?: unknown; kind?: unknown };
+    let request: { op?: unknown; kind?: unknown; value?: unknown };
     try {
       request = JSON.parse(line) as typeof request;
     } catch {
@@ -56,15 +104,19 @@ export async function serveGrantControl(options: { instanceDir: string; instance
     }
     if (request.op === 'status') return { ok: true, ...(await status()) };
     if ((request.op !== 'grant' && request.op !== 'revoke') || !RUNTIME_KINDS.includes(request.kind as RuntimeKind)) {
-      return { ok: false, code: 'usage', message: `a request is {"op":"grant"|"revoke","kind":${RUNTIME_KINDS.map((k) => `"${k}"`).join('|')}} or {"op":"status"}` };
+      return { ok: false, code: 'usage', message: `a request is {"op":"grant"|"revoke","kind":${RUNTIME_KINDS.map((k) => `"${k}"`).join('|')},"value"?:string} or {"op":"status"}` };
     }
+    if (request.value !== undefined && (typeof request.value !== 'string' || request.value.length > 4096)) return { ok: false, code: 'usage', message: 'value: a string of at most 4096 characters' };
     const op = request.op;
+    const kind = request.kind as RuntimeKind;
+    const value = request.value as string | undefined;
     try {
-      await setNet(op === 'grant');
-      await audit({ op, kind: 'net', ok: true });
+      await apply(op, kind, value);
+      await audit({ op, kind, ...(value !== undefined ? { value } : {}), ok: true });
       return { ok: true, granted };
     } catch (err) {
-      await audit({ op, kind: 'net', ok: false, error: errorMessage(err) }).catch(() => {});
+      if (err instanceof HostmeError && (err.code === 'usage' || err.code === 'grants-invalid')) return { ok: false, code: 'usage', message: err.message };
+      await audit({ op, kind, ...(value !== undefined ? { value } : {}), ok: false, error: errorMessage(err) }).catch(() => {});
       return { ok: false, code: 'grant-failed', message: errorMessage(err) };
     }
   };
@@ -111,7 +163,7 @@ export async function readAudit(instanceDir: string): Promise<AuditEntry[]> {
 }
 
 /** One request to a running instance's control socket. */
-export async function controlGrants(instanceDir: string, request: { op: 'grant' | 'revoke'; kind: string } | { op: 'status' }): Promise<Record<string, unknown>> {
+export async function controlGrants(instanceDir: string, request: GrantRequest | { op: 'status' }): Promise<Record<string, unknown>> {
   const socketPath = controlSocket(instanceDir);
   const answer = await new Promise<string>((resolve, reject) => {
     const conn = net.connect(socketPath);

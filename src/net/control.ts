@@ -26,7 +26,8 @@ export function controlSocket(dir: string): string {
 
 export type ControlRequest =
   | { op: 'ping' }
-  | { op: 'attach'; network: string; instance: string; socket: string; site?: string; hub?: string; token?: string }
+  | { op: 'attach'; network: string; instance: string; socket: string; site?: string; hub?: string; token?: string; services?: Array<{ port: number; socket: string }>; isolated?: boolean }
+  | { op: 'connect'; from: string; to: string; port: number; on: boolean }
   | { op: 'ls' }
   | { op: 'leases'; network: string }
   | { op: 'token'; network: string }
@@ -119,10 +120,10 @@ export async function ensureSwitch(dir = netStateDir(), timeoutMs = 20_000): Pro
  * Puts a QEMU guest (listening on `socket`, see VmSpec.overlay) on `network`
  * of this machine's switch, starting the switch if needed.
  */
-export async function attachGuest(options: { network: string; instance: string; socket: string; site?: string; dir?: string; hub?: string; token?: string }): Promise<{ subnet: string }> {
+export async function attachGuest(options: { network: string; instance: string; socket: string; site?: string; dir?: string; hub?: string; token?: string; services?: Array<{ port: number; socket: string }>; isolated?: boolean }): Promise<{ subnet: string }> {
   const dir = options.dir ?? netStateDir();
   await ensureSwitch(dir);
-  const reply = await controlRequest(dir, { op: 'attach', network: options.network, instance: options.instance, socket: options.socket, site: options.site, hub: options.hub, token: options.token });
+  const reply = await controlRequest(dir, { op: 'attach', network: options.network, instance: options.instance, socket: options.socket, site: options.site, hub: options.hub, token: options.token, services: options.services, isolated: options.isolated });
   return { subnet: String(reply.subnet) };
 }
 

@@ -43,8 +43,10 @@ function hostmeRun(extra: string[]) {
 }
 
 test('hostme run joins the network the image names, --net picks another, and hostme net shows both', { timeout: 700_000 }, async () => {
-  const first = await hostmeRun(['--instance', 'web']);
+  // Deny by default: the image asks for network demo; --yes grants what it asks.
+  const first = await hostmeRun(['--instance', 'web', '--yes']);
   assert.equal(first.code, 0, first.stderr);
+  assert.match(first.stderr, /asks for, and --yes grants:\n {2}- join overlay network "demo"/);
   assert.match(first.stderr, /joined network demo \(100\.\d+\.\d+\.0\/24\) as web\.demo\.hostme/);
   const second = await hostmeRun(['--instance', 'web2', '--net', 'other']);
   assert.equal(second.code, 0, second.stderr);
@@ -64,6 +66,16 @@ test('hostme run joins the network the image names, --net picks another, and hos
   const stop = await runCli(['net', 'stop', '--dir', netDir]);
   assert.equal(stop.stdout, 'switch stopped\n', stop.stderr);
   await assert.rejects(controlRequest(netDir, { op: 'ping' }), { code: 'net-switch-down' });
+});
+
+test('hostme run without a terminal refuses an image that asks for a network nobody granted, naming the flag', async () => {
+  const refused = await runCli(['run', repoDir, 'netdemo', '--cache', path.join(work, 'cache-refused'), '--console', 'none'], { env: { HOSTME_NET_DIR: netDir } });
+  assert.equal(refused.code, 1);
+  assert.match(refused.stderr, /netdemo@1 asks for more than is granted: join overlay network "demo"/);
+  assert.match(refused.stderr, /--allow-net=network:demo/);
+  const badFlag = await runCli(['run', repoDir, 'netdemo', '--allow-port=70000', '--console', 'none'], { env: { HOSTME_NET_DIR: netDir } });
+  assert.equal(badFlag.code, 1);
+  assert.match(badFlag.stderr, /--allow-port=70000: port "70000" is not 1..65535/);
 });
 
 test('hostme run --net refuses bad names and hub links with a clear message', async () => {

@@ -56,7 +56,12 @@ export interface QemuPortOptions {
   site?: string;
   /** The unix socket QEMU listens on. */
   socket: string;
+  /** Caretakers at the gateway (TCP port → unix socket) and isolation; see AttachOptions.gateway. */
+  services?: GatewayService[];
+  isolated?: boolean;
 }
+
+export interface GatewayService { port: number; socket: string }
 
 /** A socket's send buffer past this means the guest stopped reading: drop rather than queue. */
 const MAX_QUEUED_BYTES = 4 << 20;
@@ -78,6 +83,10 @@ export function dialQemuPort(sw: NetSwitch, options: QemuPortOptions, onClose?: 
           kind: 'qemu',
           instance: options.instance,
           site: options.site,
+          gateway: {
+            isolated: options.isolated === true,
+            services: (p) => options.services?.find((service) => service.port === p)?.socket,
+          },
           send: (frame) => {
             if (socket.writableLength > MAX_QUEUED_BYTES) return;
             socket.write(frameForStream(frame));

@@ -38,10 +38,11 @@ import {
   writeMac,
   type Ipv4Packet,
 } from './frame.js';
+import { GatewayTcp, IPPROTO_TCP, buildTcp, parseTcp, type GatewayServices } from './gateway-tcp.js';
 import { gatewayOf, maskOf, type Lease, type NetRegistry, type Subnet } from './registry.js';
 
 export type PortKind = 'qemu' | 'websocket' | 'trunk' | 'local';
-export type DropReason = 'malformed' | 'oversize' | 'spoofed' | 'rate' | 'broadcast' | 'unsupported' | 'unknown-destination';
+export type DropReason = 'malformed' | 'oversize' | 'spoofed' | 'rate' | 'broadcast' | 'unsupported' | 'unknown-destination' | 'policy';
 
 export interface PortCounters {
   rxFrames: number;
@@ -91,6 +92,12 @@ export interface AttachOptions {
   site?: string;
   /** Delivers one Ethernet frame to the guest (or peer switch). */
   send: (frame: Buffer) => void;
+  /**
+   * The port's grants at the switch (src/grants): caretakers reached over TCP
+   * at the gateway address, and isolation (not a member of the network: the
+   * port reaches the gateway only, and no other port reaches it).
+   */
+  gateway?: { services?: GatewayServices; isolated?: boolean };
 }
 
 export class SwitchPort {
@@ -99,8 +106,10 @@ export class SwitchPort {
     rxBytes: 0,
     txFrames: 0,
     txBytes: 0,
-    drops: { malformed: 0, oversize: 0, spoofed: 0, rate: 0, broadcast: 0, unsupported: 0, 'unknown-destination': 0 },
+    drops: { malformed: 0, oversize: 0, spoofed: 0, rate: 0, broadcast: 0, unsupported: 0, 'unknown-destination': 0, policy: 0 },
   };
+  /** TCP to the gateway's caretakers (created at the first segment). */
+  gatewayTcp?: GatewayTcp;
   /** The MAC the guest itself uses (bound at its first frame). */
   guestMac?: number;
   /** Its MAC on the network: guestMac unless that was taken (then translated). */
@@ -123,6 +132,10 @@ export class SwitchPort {
 
   get kind(): PortKind {
     return this.options.kind;
+  }
+
+  get isolated(): boolean {
+    return this.options.gateway?.isolated === true;
   }
 
   /** A frame from the guest. Never throws: bad frames are counted and dropped. */
@@ -151,6 +164,7 @@ export class SwitchPort {
   detach(): void {
     if (this.closed) return;
     this.closed = true;
+    this.gatewayTcp?.close();
     this.network.remove(this);
   }
 }
@@ -337,14 +351,62 @@ export class Network {
     const out = port.netMac !== port.guestMac ? translate(frame, eth.src, port.netMac!, 6, 8) : frame;
     this.tap(out);
     if (this.serveGateway(port, eth.dst, out, ip)) return undefined;
+    if (port.isolated || this.macs.get(eth.dst)?.isolated) {
+      // Not a member (or to one that is not): only what `hostme connect` opened.
+      const peer = this.connectedPeer(port, out, ip);
+      if (!peer) return 'policy';
+      peer.deliver(out);
+      return undefined;
+    }
     if (isGroupMac(eth.dst) && !port.broadcasts.take()) return 'broadcast';
     return this.forward(port, out, eth.dst);
+  }
+
+  /** TCP ports opened between two instances on this network: "A\0B\0PORT" lets A reach B:PORT (and B answer). */
+  private readonly connections = new Set<string>();
+
+  /** hostme connect / disconnect: `from` may reach `to` on TCP `port`. */
+  connect(from: string, to: string, port: number, on: boolean): void {
+    const key = `${from}\0${to}\0${port}`;
+    if (on) this.connections.add(key);
+    else this.connections.delete(key);
+  }
+
+  get connectionList(): Array<{ from: string; to: string; port: number }> {
+    return [...this.connections].map((k) => {
+      const [from, to, port] = k.split('\0');
+      return { from: from!, to: to!, port: Number(port) };
+    });
+  }
+
+  private connected(a: SwitchPort, b: SwitchPort, port?: number): boolean {
+    const ai = a.options.instance;
+    const bi = b.options.instance;
+    if (ai === undefined || bi === undefined) return false;
+    if (port !== undefined) return this.connections.has(`${ai}\0${bi}\0${port}`);
+    for (const key of this.connections) if (key.startsWith(`${ai}\0${bi}\0`) || key.startsWith(`${bi}\0${ai}\0`)) return true;
+    return false;
+  }
+
+  /** The port a frame may reach through a connection: ARP between connected peers, TCP to (or from) the opened port. */
+  private connectedPeer(from: SwitchPort, frame: Buffer, ip: Ipv4Packet | undefined): SwitchPort | undefined {
+    if (this.connections.size === 0) return undefined;
+    const target = ip ? ip.dst : parseArp(frame)?.targetIp;
+    let peer: SwitchPort | undefined;
+    for (const p of this.ports) if (p !== from && p.kind !== 'trunk' && p.ip === target) peer = p;
+    if (!peer) return undefined;
+    if (!ip) return this.connected(from, peer) ? peer : undefined;
+    if (ip.proto !== IPPROTO_TCP || ip.fragment || ip.payload.length < 4) return undefined;
+    const srcPort = ip.payload.readUInt16BE(0);
+    const dstPort = ip.payload.readUInt16BE(2);
+    return this.connected(from, peer, dstPort) || this.connected(peer, from, srcPort) ? peer : undefined;
   }
 
   private forward(from: SwitchPort, frame: Buffer, dst: number): DropReason | undefined {
     if (!isGroupMac(dst)) {
       const to = this.macs.get(dst);
       if (to && to !== from) {
+        if (to.isolated) return 'policy';
         to.deliver(frame);
         return undefined;
       }
@@ -352,7 +414,7 @@ export class Network {
     // Broadcast, multicast, or a MAC behind a trunk: every other port (a unicast only to trunks).
     let delivered = false;
     for (const port of this.ports) {
-      if (port === from || (!isGroupMac(dst) && port.kind !== 'trunk')) continue;
+      if (port === from || port.isolated || (!isGroupMac(dst) && port.kind !== 'trunk')) continue;
       port.deliver(frame);
       delivered = true;
     }
@@ -375,6 +437,8 @@ export class Network {
     if (ip.proto === IPPROTO_ICMP) {
       const reply = icmpEchoReply(ip);
       if (reply) this.replyIp(port, IPPROTO_ICMP, reply);
+    } else if (ip.proto === IPPROTO_TCP) {
+      this.serveTcp(port, ip);
     } else if (ip.proto === IPPROTO_UDP) {
       const udp = parseUdp(ip);
       if (udp?.dstPort === DNS_PORT) {
@@ -383,6 +447,20 @@ export class Network {
       }
     }
     return true;
+  }
+
+  /** TCP to the gateway: the port's caretakers, RST for everything else. */
+  private serveTcp(port: SwitchPort, ip: Ipv4Packet): void {
+    const seg = parseTcp(ip);
+    if (!seg) {
+      port.counters.drops.malformed++;
+      return;
+    }
+    const services = port.options.gateway?.services ?? (() => undefined);
+    port.gatewayTcp ??= new GatewayTcp(services, (out) => {
+      if (port.ip !== undefined) this.replyIp(port, IPPROTO_TCP, buildTcp(this.gateway, port.ip, out));
+    });
+    port.gatewayTcp.segment(seg);
   }
 
   private reply(port: SwitchPort, frame: Buffer): void {
@@ -486,6 +564,15 @@ export class NetSwitch {
     const port = new SwitchPort(this.nextPortId++, network, options, this.limits);
     network.add(port);
     return port;
+  }
+
+  /** The network on which both instances have a port (hostme connect). */
+  networkOf(a: string, b: string): Network | undefined {
+    for (const network of this.networks.values()) {
+      const names = [...network.ports].map((p) => p.options.instance);
+      if (names.includes(a) && names.includes(b)) return network;
+    }
+    return undefined;
   }
 
   activeNetworks(): Network[] {

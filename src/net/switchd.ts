@@ -12,7 +12,7 @@ import { errorMessage, HostmeError, isHostmeError } from '../errors.js';
 import { controlSocket, type ControlRequest } from './control.js';
 import { PCAP_HEADER, pcapRecord } from './pcap.js';
 import { formatSubnet, NetRegistry, networkNamePattern } from './registry.js';
-import { dialQemuPort } from './stream-port.js';
+import { dialQemuPort, type GatewayService } from './stream-port.js';
 import { NetSwitch, type SwitchLimits } from './switch.js';
 import { Trunk } from './trunk.js';
 
@@ -24,6 +24,8 @@ interface PortRecord {
   /** Set when the network is joined through a hub (a trunk). */
   hub?: string;
   token?: string;
+  services?: GatewayService[];
+  isolated?: boolean;
 }
 
 const MAX_REQUEST = 64 * 1024;
@@ -186,6 +188,18 @@ function requireNetwork(value: unknown): string {
   return value;
 }
 
+/** Caretakers at the gateway: at most 8, each a TCP port and an absolute path to a unix socket. */
+function requireServices(value: unknown): GatewayService[] {
+  if (value === undefined) return [];
+  if (!Array.isArray(value) || value.length > 8) throw new HostmeError('usage', 'services: at most 8 {port, socket}');
+  return value.map((item: unknown) => {
+    const { port, socket } = (item ?? {}) as { port?: unknown; socket?: unknown };
+    if (typeof port !== 'number' || !Number.isInteger(port) || port < 1 || port > 65535) throw new HostmeError('usage', 'services[].port: 1..65535');
+    if (typeof socket !== 'string' || !path.isAbsolute(socket) || socket.length > 1024) throw new HostmeError('usage', 'services[].socket: an absolute path to a unix socket');
+    return { port, socket };
+  });
+}
+
 async function answer(conn: net.Socket, request: ControlRequest, ctx: ControlContext): Promise<void> {
   const reply = (value: Record<string, unknown>): void => void conn.end(JSON.stringify({ ok: true, ...value }) + '\n');
   switch (request.op) {
@@ -201,9 +215,21 @@ async function answer(conn: net.Socket, request: ControlRequest, ctx: ControlCon
         throw new HostmeError('usage', 'socket: an absolute path to a unix socket');
       }
       if (request.hub !== undefined && (typeof request.hub !== 'string' || typeof request.token !== 'string')) throw new HostmeError('usage', 'hub: a URL, with token: the join token');
+      const services = requireServices(request.services);
+      if (request.isolated !== undefined && typeof request.isolated !== 'boolean') throw new HostmeError('usage', 'isolated: true or false');
       if (!request.hub) ctx.sw.network(network);
-      await ctx.dial({ network, instance: request.instance, socket: request.socket, site: request.site, ...(request.hub ? { hub: request.hub, token: request.token } : {}) });
+      await ctx.dial({ network, instance: request.instance, socket: request.socket, site: request.site, ...(services.length ? { services } : {}), ...(request.isolated ? { isolated: true } : {}), ...(request.hub ? { hub: request.hub, token: request.token } : {}) });
       return reply({ network, subnet: formatSubnet(ctx.registry.subnet(network)) });
+    }
+    case 'connect': {
+      const { from, to, port, on } = request;
+      for (const name of [from, to]) if (typeof name !== 'string' || !instancePattern.test(name)) throw new HostmeError('usage', 'from, to: instance names');
+      if (typeof port !== 'number' || !Number.isInteger(port) || port < 1 || port > 65535) throw new HostmeError('usage', 'port: 1..65535');
+      if (from === to) throw new HostmeError('usage', 'an instance is always connected to itself');
+      const network = ctx.sw.networkOf(from, to);
+      if (!network) throw new HostmeError('net-not-connected', `${from} and ${to} are not both running on one network of this machine's switch`);
+      network.connect(from, to, port, on === true);
+      return reply({ network: network.name, connections: network.connectionList });
     }
     case 'ls':
       return reply({

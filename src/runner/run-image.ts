@@ -1,5 +1,10 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { serveGrantControl } from '../grants/runtime.js';
+import { networkPlan } from '../grants/plan.js';
+import { EGRESS_PORT, EgressProxy } from '../grants/egress.js';
+import { FOLDER_PORT, FolderServer } from '../folder/server.js';
+import { DiskGate } from '../grants/disk-gate.js';
+import type { GrantSet } from '../grants/grant-set.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chunkLength, isHole } from '../format/chunk-index.js';
@@ -65,6 +70,12 @@ export interface RunOptions {
   type?: string;
   /** Machine overrides for the boot (hostme snapshot: RAM in a shared file, virtio disks). */
   vm?: Pick<VmSpec, 'diskBus' | 'machine' | 'cpuModel' | 'memoryFile' | 'hotplugPorts' | 'vmgenid' | 'overlay' | 'netdev'>;
+  /**
+   * Decides the instance's grant set once the manifest is known (hostme run:
+   * flags, grant file, the user's answer; src/grants/ask.ts). Without it the
+   * run grants the network it joins (programmatic callers, tests).
+   */
+  grants?: (manifest: Manifest) => Promise<GrantSet>;
 }
 
 export interface RunningImage {
@@ -147,7 +158,10 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
     const startBoot = () => (bootFiles ??= prepareBoot(resolved, scheduler, runDir, resolved.cache ? cache.root : undefined, options.append));
     if (!willResume) startBoot().catch(() => {});
     // A snapshot's RAM is the critical path of a resume: start it now, in parallel with the disk indexes.
-    const network = options.net?.network ?? manifest.network?.join;
+    // The grant set decides the network before anything is planned around it (deny by default).
+    const granted = options.grants ? await options.grants(manifest) : undefined;
+    const plan0 = networkPlan({ explicit: options.net?.network, asked: manifest.network?.join, granted });
+    const network = plan0.network;
     const nics = (network ? 1 : 0) + (netdev ? 1 : 0);
     const planning = willResume ? planResume({ resolved, scheduler, cacheRoot: resolved.cache ? cache.root : undefined, runDir, accel: options.accel, extraDisks: options.extraDisks?.length ?? 0, nics, notices }) : Promise.resolve(undefined);
     planning.catch(() => {});
@@ -155,11 +169,15 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
     cleanups.push(() => Promise.all(devices.map((d) => d.close())));
     const exported = new Map<string, BlockDevice>();
     const overlays: CowOverlay[] = [];
+    // The disk caretaker (hostme grant|revoke NAME disk): every export passes a gate.
+    const gates: DiskGate[] = [];
     for (const [i, device] of devices.entries()) {
       const overlayDir = i === 0 ? instance.dir : join(instance.dir, `disk${i}`);
       const overlay = await CowOverlay.open(device, overlayDir);
       cleanups.push(() => overlay.close());
-      exported.set(`disk${i}`, overlay);
+      const gate = new DiskGate(overlay, 'rw', `disk${i}`);
+      gates.push(gate);
+      exported.set(`disk${i}`, gate);
       overlays.push(overlay);
     }
     const nbd = new NbdServer({ exports: exported, onError: (err) => collector.error(`nbd: ${errorMessage(err)}`) });
@@ -214,21 +232,34 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
       if (resumed) running.sendConsole(text);
       else void running.waitForConsole(readyMark, { since: 0 }).then(() => running.sendConsole(text), () => {});
     }
+    let egress: EgressProxy | undefined;
+    let folders: FolderServer | undefined;
     if (network && base.overlay) {
+      // Denied: the link goes down before the switch dials, so not one frame passes.
+      if (!plan0.linkUp) await setLinkOrStop(machine, false);
+      // The caretakers at the gateway: always there (deny = an empty allow-list), so a grant needs no reboot.
+      const egressProxy = await EgressProxy.listen(join(runDir, 'egress.sock'), granted?.net.egress ?? []);
+      egress = egressProxy;
+      cleanups.push(() => egressProxy.close());
+      const folderServer = await FolderServer.listen(join(runDir, '9p.sock'), folderExports(granted?.dirs ?? []));
+      folders = folderServer;
+      cleanups.push(() => folderServer.close());
+      const services = [{ port: EGRESS_PORT, socket: egressProxy.socketPath }, { port: FOLDER_PORT, socket: folderServer.socketPath }];
       // QEMU listens; the machine's switch (started on demand) dials it.
-      const joined = await attachGuest({ network, instance: instanceName, socket: base.overlay.socket, site: options.net?.site, dir: options.net?.dir, hub: options.net?.hub, token: options.net?.token }).catch(async (err) => {
+      const joined = await attachGuest({ network, instance: instanceName, socket: base.overlay.socket, site: options.net?.site, dir: options.net?.dir, hub: options.net?.hub, token: options.net?.token, services, isolated: plan0.isolated }).catch(async (err) => {
         await machine.shutdown();
         throw err;
       });
       notices.push(`joined network ${network} (${joined.subnet}) as ${instanceName}.${network}.hostme`);
-      if (!ephemeral) {
-        // hostme grant|revoke|grants NAME talk to this (src/grants/runtime.ts).
-        try {
-          const control = await serveGrantControl({ instanceDir: instance.dir, instance: instanceName, qmp: machine.qmp, net: true });
-          cleanups.push(() => control.close());
-        } catch (err) {
-          notices.push(`grants cannot be changed while this instance runs: ${errorMessage(err)}`);
-        }
+      if (!plan0.linkUp) notices.push(`network ${network} not granted: the NIC is present with its link down (hostme grant ${instanceName} net)`);
+    }
+    if (!ephemeral) {
+      // hostme grant|revoke|grants NAME talk to this (src/grants/runtime.ts).
+      try {
+        const control = await serveGrantControl({ instanceDir: instance.dir, instance: instanceName, qmp: machine.qmp, nic: Boolean(network && base.overlay), net: plan0.linkUp, egress, folders, disks: gates });
+        cleanups.push(() => control.close());
+      } catch (err) {
+        notices.push(`grants cannot be changed while this instance runs: ${errorMessage(err)}`);
       }
     }
     await instance.recordQemuPid(machine.pid);
@@ -261,6 +292,27 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
     await cleanup();
     collector.close();
     throw err;
+  }
+}
+
+/** Granted folders as 9P exports, named by their base name (the guest's aname). */
+function folderExports(dirs: GrantSet['dirs']): Array<{ name: string; path: string; mode: 'ro' | 'rw' }> {
+  const names = new Set<string>();
+  return dirs.map((d) => {
+    const name = FolderServer.exportName(d.path);
+    if (names.has(name)) throw new HostmeError('usage', `two granted folders are both named "${name}" (the name the guest mounts them by); rename one`);
+    names.add(name);
+    return { name, path: d.path, mode: d.mode };
+  });
+}
+
+/** The stand-in for a denied network: the NIC stays, its link goes down; a VM that cannot be cut off does not run. */
+async function setLinkOrStop(machine: VmHandle, up: boolean): Promise<void> {
+  try {
+    await machine.qmp.execute('set_link', { name: 'ov0', up }, { timeoutMs: 5000 });
+  } catch (err) {
+    await machine.shutdown();
+    throw new HostmeError('grant-failed', `cannot take the network link down: ${errorMessage(err)}`);
   }
 }
 
