@@ -8,6 +8,7 @@ import { NodeSession } from './node-session.js';
 import { CHALLENGE_PATH, NODE_HEADER, RETRY_HEADER, SITE_HEADER, SITE_NAME, TUNNEL_PATH, TUNNEL_PROTOCOL, verifyTunnelRequest, type SiteClaim } from './tunnel-protocol.js';
 import type { HubStore } from './hub-store.js';
 import { INSTALL_PATH, PACKAGE_PATH, handleInstaller } from './installer.js';
+import { Tracker } from '../peer/tracker.js';
 
 export type HostingPolicy = 'open' | 'invite';
 
@@ -34,6 +35,8 @@ export interface HubOptions {
   packageFile?: string;
   /** Public origin used in /install.sh (default: from the Host header). */
   publicUrl?: string;
+  /** Seconds between a peer's announces to the tracker (default 30); docs/peers.md. */
+  peerIntervalSeconds?: number;
 }
 
 const NONCE_TTL_MS = 30_000;
@@ -61,7 +64,9 @@ export class Hub {
   private inflight = 0;
   private upgrades = 0;
   private rr = 0;
-  private readonly opts: Required<Omit<HubOptions, 'domain' | 'log' | 'packageFile' | 'publicUrl'>> & Pick<HubOptions, 'domain' | 'log' | 'packageFile' | 'publicUrl'>;
+  private readonly opts: Required<Omit<HubOptions, 'domain' | 'log' | 'packageFile' | 'publicUrl' | 'peerIntervalSeconds'>> & Pick<HubOptions, 'domain' | 'log' | 'packageFile' | 'publicUrl' | 'peerIntervalSeconds'>;
+  /** GET /api/peers, POST /api/peers/announce|report: peers sharing images (no public swarm with invite hosting). */
+  readonly tracker: Tracker;
 
   constructor(options: HubOptions) {
     this.opts = {
@@ -73,6 +78,7 @@ export class Hub {
       maxNodes: 1000,
       ...options,
     };
+    this.tracker = new Tracker({ imageExists: options.siteExists, publicSwarm: this.opts.hosting === 'open', intervalSeconds: options.peerIntervalSeconds, log: options.log });
   }
 
   /** Live nodes, for /api/hub/nodes and tests. */
@@ -111,7 +117,7 @@ export class Hub {
       this.sendJson(res, 200, { nodes: this.nodeList() });
       return true;
     }
-    return false;
+    return this.tracker.handle(req, res);
   }
 
   /** The tunnel: an authenticated node's connection becomes an HTTP/2 session. */
