@@ -2,6 +2,7 @@ import { decodeObject } from '../format/object-codec.js';
 import { objectPath, type ObjectId } from '../format/digest.js';
 import { StoreError, missing } from '../store/errors.js';
 import type { GetOptions, ObjectRef, ObjectSource, VerifiedObject } from '../store/object-store.js';
+import { httpRequestChannel } from '../store/http-transport.js';
 import { peerUrl } from './address.js';
 
 /** Largest object body accepted from a peer (a chunk index of a large disk; chunks are ≤ 4 MiB). */
@@ -32,6 +33,7 @@ export class HttpPeerSource implements ObjectSource {
     const stored = await this.read(`/${objectPath(ref.id)}`, MAX_BODY, options.signal);
     if (!stored) throw missing(this.name, `object ${ref.id}`);
     const transferMs = performance.now() - started;
+    httpRequestChannel.publish({ url: `${this.base}/${objectPath(ref.id)}`, method: 'GET', status: 200, bytes: stored.length, ms: transferMs, attempt: 0 });
     return { id: ref.id, data: decodeObject(ref.id, ref.length, stored, this.name), stored, source: this.name, transferMs };
   }
 

@@ -45,6 +45,7 @@ export class Swarm {
     for (const { source, lan } of found) {
       group.addPeers([source], {
         latencyMs: lan ? LAN_LATENCY_MS : WAN_LATENCY_MS,
+        lan,
         windowMs: this.opts.windowMs,
         onDropped: (reason, wrongBytes) => {
           if (wrongBytes) void this.tracker.report(source, reason);

@@ -20,8 +20,14 @@ export const peerDroppedChannel = channel('hostme:peer:dropped');
 export type SourceKind = 'mirror' | 'peer';
 
 export interface PeerSourceOptions {
-  /** Starting latency estimate in ms (a LAN peer: a few ms; ranks before a WAN origin). */
+  /** Starting latency estimate in ms. */
   latencyMs?: number;
+  /**
+   * On this machine's own network: tried before any mirror on demand reads
+   * too while it answers (a LAN beats a WAN link; latencies measured under
+   * different loads are not comparable, and the window bounds a wrong guess).
+   */
+  lan?: boolean;
   /** How long a demand read waits for a peer before moving on (default 750 ms + 1 ms per 4 KiB). */
   windowMs?: number;
   /** Called once when the peer is dropped (report it to the tracker). */
@@ -191,13 +197,17 @@ export class MirrorGroup implements ObjectSource {
   }
 
   /**
-   * Demand reads: fastest first, whatever the kind (a LAN peer beats a WAN
-   * origin). Prefetch and background: peers first, so the origin's bandwidth
+   * Demand reads: LAN peers that answer first, then fastest first whatever
+   * the kind. Prefetch and background: peers first, so the origin's bandwidth
    * is left to what no peer has.
    */
   private ordered(priority: GetOptions['priority'] = 'demand'): MirrorState[] {
-    const peersFirst = priority !== 'demand';
-    return [...this.mirrors].sort((a, b) => Number(a.lying) - Number(b.lying) || (peersFirst ? Number(b.kind === 'peer') - Number(a.kind === 'peer') : 0) || a.latencyMs - b.latencyMs);
+    const tier = (m: MirrorState) => {
+      if (m.kind !== 'peer') return 1;
+      if (priority !== 'demand') return 0;
+      return m.peer?.lan && m.streak === 0 ? 0 : 1;
+    };
+    return [...this.mirrors].sort((a, b) => Number(a.lying) - Number(b.lying) || tier(a) - tier(b) || a.latencyMs - b.latencyMs);
   }
 
   /** A peer's read, cut off after its window on demand reads (the guest is waiting). */
