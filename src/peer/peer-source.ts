@@ -62,6 +62,11 @@ export class HttpPeerSource implements ObjectSource {
       await response.body?.cancel();
       return null;
     }
+    if (response.status === 429 || response.status === 503) {
+      // Busy is not broken: this read goes elsewhere, and the peer is not held against it.
+      await response.body?.cancel();
+      throw new StoreError('object-missing', `${this.name}: busy (HTTP ${response.status})`, { peer: this.base, status: response.status });
+    }
     if (response.status !== 200) {
       await response.body?.cancel();
       throw new StoreError('store-unavailable', `${this.name}: HTTP ${response.status}`, { peer: this.base, status: response.status });

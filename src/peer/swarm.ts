@@ -27,6 +27,9 @@ const WAN_LATENCY_MS = 80;
 export class Swarm {
   readonly tracker: TrackerClient;
   private sharing?: { server: PeerHttpServer; catalog: ShareCatalog };
+  /** Peers dropped for lying or dying: never added again by a later lookup. */
+  private readonly dropped = new Set<string>();
+  private readonly timers: NodeJS.Timeout[] = [];
 
   constructor(private readonly opts: SwarmOptions) {
     this.tracker = new TrackerClient(opts.hub, opts.log);
@@ -39,20 +42,31 @@ export class Swarm {
     return peers.map((p) => ({ source: new HttpPeerSource(p.address, p.port), lan: p.lan }));
   }
 
-  /** Adds the image's peers to a mirror group; returns how many. */
-  async attach(group: MirrorGroup, name: string, version: string): Promise<number> {
-    const found = await this.sources(name, version);
-    for (const { source, lan } of found) {
-      group.addPeers([source], {
-        latencyMs: lan ? LAN_LATENCY_MS : WAN_LATENCY_MS,
-        lan,
-        windowMs: this.opts.windowMs,
-        onDropped: (reason, wrongBytes) => {
-          if (wrongBytes) void this.tracker.report(source, reason);
-        },
-      });
-    }
-    return found.length;
+  /**
+   * Adds the image's peers to a mirror group; returns how many. The tracker
+   * is asked again every `refreshMs` while the swarm is open, so peers that
+   * start later (or at the same moment) join the group too.
+   */
+  async attach(group: MirrorGroup, name: string, version: string, refreshMs = 5000): Promise<number> {
+    const add = async () => {
+      const found = (await this.sources(name, version)).filter(({ source }) => !this.dropped.has(source.name));
+      for (const { source, lan } of found) {
+        group.addPeers([source], {
+          latencyMs: lan ? LAN_LATENCY_MS : WAN_LATENCY_MS,
+          lan,
+          windowMs: this.opts.windowMs,
+          onDropped: (reason, wrongBytes) => {
+            this.dropped.add(source.name);
+            if (wrongBytes) void this.tracker.report(source, reason);
+          },
+        });
+      }
+      return found.length;
+    };
+    const timer = setInterval(() => void add().catch(() => {}), refreshMs);
+    timer.unref();
+    this.timers.push(timer);
+    return add();
   }
 
   /**
@@ -89,6 +103,7 @@ export class Swarm {
   }
 
   async close(): Promise<void> {
+    for (const timer of this.timers) clearInterval(timer);
     await this.tracker.stop(this.sharing?.server.port);
     await this.sharing?.server.close();
   }

@@ -143,7 +143,8 @@ export class MirrorGroup implements ObjectSource {
     const order = this.ordered(options.priority);
     for (const [i, mirror] of order.entries()) {
       const started = performance.now();
-      const attempt = mirror.kind === 'peer' ? this.windowed(mirror, ref, options) : undefined;
+      // Only a demand read (the guest waits) gives a peer a short window; prefetch waits for it.
+      const attempt = mirror.kind === 'peer' && (options.priority ?? 'demand') === 'demand' ? this.windowed(mirror, ref, options) : undefined;
       try {
         const object = await (attempt ? attempt.get : mirror.source.get(ref, options));
         const elapsed = object.transferMs ?? performance.now() - started;
@@ -169,7 +170,8 @@ export class MirrorGroup implements ObjectSource {
         } else {
           allMissing = false;
           mirror.failures++;
-          mirror.streak++;
+          // Slow is not dead: a late peer ranks lower, only failing ones are dropped.
+          if (!attempt?.late()) mirror.streak++;
           mirror.latencyMs = mirror.latencyMs * 2 + 100;
           problems.push(`${mirror.source.name}: ${errorMessage(err)}`);
           if (mirror.kind === 'peer' && mirror.streak >= PEER_DROP_STREAK) this.drop(mirror, ref.id, `failed ${mirror.streak} times in a row (${errorMessage(err)})`, false);
@@ -212,8 +214,7 @@ export class MirrorGroup implements ObjectSource {
 
   /** A peer's read, cut off after its window on demand reads (the guest is waiting). */
   private windowed(mirror: MirrorState, ref: ObjectRef, options: GetOptions): { get: Promise<VerifiedObject>; late(): boolean; windowMs: number } {
-    const priority = options.priority ?? 'demand';
-    const windowMs = (mirror.peer?.windowMs ?? 750) + Math.ceil(ref.length / 4096) * (priority === 'demand' ? 1 : 8);
+    const windowMs = (mirror.peer?.windowMs ?? 750) + Math.ceil(ref.length / 4096);
     const controller = new AbortController();
     let late = false;
     const timer = setTimeout(() => {
