@@ -55,7 +55,8 @@ subscribe('hostme:cache:miss', (m) => {
   else fromOrigin += bytes;
 });
 const started = performance.now();
-const resolved = await resolveImage({ repo: args.repo, name: args.name, version: args.version }, { cache, peers: swarm });
+// 8 nodes × 16 requests share one 50 Mbit/s link with peers off: the runner's 10 s per-request timeout would fail them.
+const resolved = await resolveImage({ repo: args.repo, name: args.name, version: args.version }, { cache, peers: swarm, http: { timeoutMs: 120_000 } });
 const scheduler = new FetchScheduler(resolved.source, 16);
 const refs: ObjectRef[] = [];
 for (const { label, ref } of manifestBlobs(resolved.image.manifest)) {

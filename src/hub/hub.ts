@@ -9,6 +9,7 @@ import { CHALLENGE_PATH, NODE_HEADER, RETRY_HEADER, SITE_HEADER, SITE_NAME, TUNN
 import type { HubStore } from './hub-store.js';
 import { INSTALL_PATH, PACKAGE_PATH, handleInstaller } from './installer.js';
 import { Tracker } from '../peer/tracker.js';
+import { SignalServer } from '../peer/signal-server.js';
 
 export type HostingPolicy = 'open' | 'invite';
 
@@ -67,6 +68,8 @@ export class Hub {
   private readonly opts: Required<Omit<HubOptions, 'domain' | 'log' | 'packageFile' | 'publicUrl' | 'peerIntervalSeconds'>> & Pick<HubOptions, 'domain' | 'log' | 'packageFile' | 'publicUrl' | 'peerIntervalSeconds'>;
   /** GET /api/peers, POST /api/peers/announce|report: peers sharing images (no public swarm with invite hosting). */
   readonly tracker: Tracker;
+  /** WebSocket /api/peers/signal: WebRTC signaling between members of an image's swarm. */
+  readonly signals: SignalServer;
 
   constructor(options: HubOptions) {
     this.opts = {
@@ -79,6 +82,7 @@ export class Hub {
       ...options,
     };
     this.tracker = new Tracker({ imageExists: options.siteExists, publicSwarm: this.opts.hosting === 'open', intervalSeconds: options.peerIntervalSeconds, log: options.log });
+    this.signals = new SignalServer({ imageExists: options.siteExists, publicSwarm: this.opts.hosting === 'open' });
   }
 
   /** Live nodes, for /api/hub/nodes and tests. */
@@ -88,6 +92,7 @@ export class Hub {
 
   close(): void {
     for (const node of this.nodes.values()) node.eject();
+    this.signals.close();
   }
 
   /** Handles the hub's own routes and gateway requests; false: not ours. */
@@ -123,6 +128,7 @@ export class Hub {
   /** The tunnel: an authenticated node's connection becomes an HTTP/2 session. */
   handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): boolean {
     if ((req.url ?? '') !== TUNNEL_PATH) {
+      if (this.signals.handleUpgrade(req, socket, head)) return true;
       const target = this.gatewayTarget(req);
       if (!target) return false;
       void this.proxyUpgrade(req, socket, head, target.site, target.path);

@@ -147,7 +147,9 @@ export class ChannelPeer implements ObjectSource {
 
   private async answer(msg: Uint8Array): Promise<void> {
     const request = decodeRequest(msg);
-    if (!request || !this.opts.serve) return;
+    if (!request) return;
+    // A member that only fetches still answers, so the asker moves on at once.
+    if (!this.opts.serve) return this.sendAll(encodeResponse(request.req, null, this.opts.maxMessage));
     if (!this.admit() || this.answering >= (this.opts.maxConcurrent ?? 16)) {
       this.stats.refused++;
       return this.sendAll(encodeResponse(request.req, 'busy', this.opts.maxMessage));
