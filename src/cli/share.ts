@@ -10,6 +10,7 @@ interface ShareCliOptions {
   port?: string;
   host?: string;
   json?: boolean;
+  webrtc?: boolean;
 }
 
 export function registerShare(program: Command): void {
@@ -22,6 +23,7 @@ export function registerShare(program: Command): void {
     .option('--cache <dir>', 'cache directory (default $HOSTME_CACHE_DIR or ~/.cache/hostme)')
     .option('--port <port>', 'listen on this port (default: any free port)')
     .option('--host <addr>', 'listen on this address (default 0.0.0.0)')
+    .option('--webrtc', 'also serve over WebRTC data channels (browser tabs, other peers), signaled through the hub')
     .option('--json', 'print {port, image} as JSON once listening')
     .action(async (link: string, image: string, options: ShareCliOptions) => {
       const parsed = parseImageLink(link, image);
@@ -33,7 +35,8 @@ export function registerShare(program: Command): void {
       const { Swarm } = await import('../peer/swarm.js');
       const swarm = new Swarm({ hub: options.hub, log: (line) => process.stderr.write(`hostme: ${line}\n`) });
       const port = await swarm.share(cache, [{ repo: parsed.repo, name: parsed.name, version: parsed.version }], { host: options.host, port: options.port ? parsePositiveInt(options.port) : undefined });
-      emit(options, { port, image: `${parsed.name}@${parsed.version}`, hub: options.hub }, () => `sharing ${parsed.name}@${parsed.version} on port ${port} through ${options.hub} (Ctrl-C stops)`);
+      if (options.webrtc) await swarm.joinRtc(`${parsed.name}@${parsed.version}`);
+      emit(options, { port, image: `${parsed.name}@${parsed.version}`, hub: options.hub, webrtc: Boolean(options.webrtc) }, () => `sharing ${parsed.name}@${parsed.version} on port ${port} through ${options.hub} (Ctrl-C stops)`);
       await new Promise<void>((resolve) => {
         const stop = () => resolve();
         process.once('SIGINT', stop);

@@ -113,7 +113,7 @@ test('a Node peer fetches every chunk of an image from another over a WebRTC dat
   // The newcomer offers to the three members the hub listed: the sharer, the fetch-only client, the liar.
   const channels: ChannelPeer[] = [];
   await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('no channels to the three members')), 30_000);
+    const timer = setTimeout(() => reject(new Error('no channels to the three members')), 60_000);
     const poll = setInterval(() => {
       if (late.swarm.peers.length >= 3) {
         clearInterval(poll);
@@ -139,4 +139,44 @@ test('a Node peer fetches every chunk of an image from another over a WebRTC dat
   assert.equal(object.source, honest.name);
   assert.equal(dropped.length, 1);
   assert.deepEqual(group.ranking().filter((m) => m.kind === 'peer').map((m) => m.name), [honest.name]);
+});
+
+test('hostme share --webrtc (its own process) serves a Node peer over a data channel; the hub refuses bad signaling', async () => {
+  const sharer = await startCli(['share', 'http://origin', 'hello@1', '--hub', String(hub.info.url), '--cache', cache.root, '--host', '127.0.0.1', '--webrtc', '--json']);
+  try {
+    assert.equal(sharer.info.webrtc, true);
+    const env = await nodeRtcEnvironment();
+    // The newcomer connects to every member still in the swarm (this file's earlier ones too): one of them, the process, serves the index.
+    const client = waitForPeer({}, env);
+    await client.swarm.start();
+    await client.peer;
+    const diskRef = image.manifest.disks[0]!;
+    const ref = { id: diskRef.index, length: indexByteLength(diskRef.size, diskRef.chunkSize) };
+    let got: string | undefined;
+    for (let attempt = 0; attempt < 100 && !got; attempt++) {
+      for (const peer of client.swarm.peers) {
+        const outcome = await peer.get(ref).then(() => 'ok', (e: { code?: string }) => e.code ?? 'error');
+        if (outcome === 'ok') got = peer.name;
+      }
+      if (!got) await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.ok(got, 'no member served the index over WebRTC');
+    // Signaling input checks: unknown image, malformed image.
+    const { WebSocket } = await import('ws');
+    const status = (url: string) =>
+      new Promise<number>((resolve) => {
+        const ws = new WebSocket(url);
+        ws.on('unexpected-response', (_req, res) => resolve(res.statusCode ?? 0));
+        ws.on('open', () => {
+          ws.close();
+          resolve(101);
+        });
+        ws.on('error', () => resolve(0));
+      });
+    const base = String(hub.info.url).replace(/^http/, 'ws').replace(/\/$/, '');
+    assert.equal(await status(`${base}/api/peers/signal?image=nothere@1`), 404);
+    assert.equal(await status(`${base}/api/peers/signal?image=../../x`), 400);
+  } finally {
+    await sharer.kill('SIGTERM');
+  }
 });

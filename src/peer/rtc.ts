@@ -65,6 +65,10 @@ export class RtcSwarm {
   private readonly open: ChannelPeer[] = [];
   private incoming = 0;
   private closed = false;
+  /** Signals of one member are handled in order (a candidate may arrive before its offer is applied). */
+  private readonly chains = new Map<string, Promise<void>>();
+  /** Candidates that came before the remote description, applied after it (at most 32 per member). */
+  private readonly early = new Map<string, Array<{ candidate: string; sdpMid: string | null }>>();
   selfId?: string;
 
   constructor(
@@ -102,7 +106,11 @@ export class RtcSwarm {
           for (const id of listed) void this.offer(id).catch(() => this.drop(id));
           resolve();
         } else if (msg.t === 'signal' && typeof msg.from === 'string' && typeof msg.data === 'object' && msg.data !== null) {
-          void this.signal(msg.from, msg.data as Record<string, unknown>).catch(() => this.drop(msg.from as string));
+          const from = msg.from;
+          const data = msg.data as Record<string, unknown>;
+          if (!this.chains.has(from) && this.chains.size >= 64) return;
+          const next = (this.chains.get(from) ?? Promise.resolve()).then(() => this.signal(from, data)).catch(() => this.drop(from));
+          this.chains.set(from, next);
         }
       };
     });
@@ -147,13 +155,32 @@ export class RtcSwarm {
         if (event.channel && (event.channel as unknown as { label?: string }).label === LABEL) this.adopt(from, pc, event.channel);
       };
       await pc.setRemoteDescription({ type: 'offer', sdp: data.sdp });
+      await this.applyEarly(from, pc);
       await pc.setLocalDescription(await pc.createAnswer());
       this.send(from, { kind: 'answer', sdp: pc.localDescription?.sdp ?? '' });
     } else if (kind === 'answer' && typeof data.sdp === 'string' && data.sdp.length <= MAX_SDP) {
-      await this.connections.get(from)?.setRemoteDescription({ type: 'answer', sdp: data.sdp });
+      const pc = this.connections.get(from);
+      if (!pc || this.described.has(from)) return;
+      await pc.setRemoteDescription({ type: 'answer', sdp: data.sdp });
+      await this.applyEarly(from, pc);
     } else if (kind === 'candidate' && typeof data.candidate === 'string' && data.candidate.length <= 512) {
-      await this.connections.get(from)?.addIceCandidate({ candidate: data.candidate, sdpMid: typeof data.sdpMid === 'string' ? data.sdpMid : null });
+      const candidate = { candidate: data.candidate, sdpMid: typeof data.sdpMid === 'string' ? data.sdpMid : null };
+      const pc = this.connections.get(from);
+      if (pc && this.described.has(from)) await pc.addIceCandidate(candidate);
+      else {
+        const list = this.early.get(from) ?? [];
+        if (list.length < 32) list.push(candidate);
+        this.early.set(from, list);
+      }
     }
+  }
+
+  private readonly described = new Set<string>();
+
+  private async applyEarly(id: string, pc: RtcPeerConnectionLike): Promise<void> {
+    this.described.add(id);
+    for (const candidate of this.early.get(id) ?? []) await pc.addIceCandidate(candidate).catch(() => {});
+    this.early.delete(id);
   }
 
   private adopt(id: string, pc: RtcPeerConnectionLike, channel: RtcChannel): void {
@@ -171,6 +198,9 @@ export class RtcSwarm {
   private drop(id: string): void {
     this.connections.get(id)?.close();
     this.connections.delete(id);
+    this.early.delete(id);
+    this.described.delete(id);
+    this.chains.delete(id);
   }
 
   private send(to: string, data: Record<string, unknown>): void {

@@ -30,6 +30,7 @@ export class Swarm {
   /** Peers dropped for lying or dying: never added again by a later lookup. */
   private readonly dropped = new Set<string>();
   private readonly timers: NodeJS.Timeout[] = [];
+  private rtc?: { close(): void };
 
   constructor(private readonly opts: SwarmOptions) {
     this.tracker = new TrackerClient(opts.hub, opts.log);
@@ -98,6 +99,24 @@ export class Swarm {
     return port;
   }
 
+  /**
+   * Also trade over WebRTC data channels, signaled through the hub (browser
+   * tabs and other Node peers): serves what share() shares, and with a group,
+   * adds every opened channel to it as a LAN peer.
+   */
+  async joinRtc(image: string, options: { group?: MirrorGroup; maxMessage?: number } = {}): Promise<void> {
+    const [{ RtcSwarm }, { nodeRtcEnvironment }] = await Promise.all([import('./rtc.js'), import('./node-rtc.js')]);
+    const rtc = new RtcSwarm(await nodeRtcEnvironment(), {
+      hub: this.opts.hub,
+      image,
+      serve: this.sharing?.catalog,
+      maxMessage: options.maxMessage,
+      onPeer: (peer) => options.group?.addPeers([peer], { lan: true, latencyMs: LAN_LATENCY_MS, windowMs: this.opts.windowMs }),
+    });
+    this.rtc = rtc;
+    await rtc.start();
+  }
+
   get shareStats(): PeerHttpServer['stats'] | undefined {
     return this.sharing?.server.stats;
   }
@@ -106,5 +125,9 @@ export class Swarm {
     for (const timer of this.timers) clearInterval(timer);
     await this.tracker.stop(this.sharing?.server.port);
     await this.sharing?.server.close();
+    if (this.rtc) {
+      this.rtc.close();
+      await (await import('./node-rtc.js')).closeNodeRtc();
+    }
   }
 }
