@@ -180,3 +180,29 @@ test('hostme share --webrtc (its own process) serves a Node peer over a data cha
     await sharer.kill('SIGTERM');
   }
 });
+
+test('signaling: invite-only hubs have no public swarm', async () => {
+  const { createServer } = await import('node:http');
+  const { SignalServer } = await import('./signal-server.js');
+  const signals = new SignalServer({ imageExists: async () => true, publicSwarm: false });
+  const server = createServer((_req, res) => void res.writeHead(404).end());
+  server.on('upgrade', (req, socket, head) => {
+    if (!signals.handleUpgrade(req, socket, head)) socket.destroy();
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  try {
+    const { WebSocket } = await import('ws');
+    const port = (server.address() as { port: number }).port;
+    const status = await new Promise<number>((resolve) => {
+      const ws = new WebSocket(`ws://127.0.0.1:${port}/api/peers/signal?image=hello@1`);
+      ws.on('unexpected-response', (_req, res) => resolve(res.statusCode ?? 0));
+      ws.on('open', () => resolve(101));
+      ws.on('error', () => resolve(0));
+    });
+    assert.equal(status, 403);
+  } finally {
+    signals.close();
+    server.closeAllConnections();
+    await new Promise((r) => server.close(r));
+  }
+});
