@@ -85,9 +85,16 @@ test('tracker: the announcing address is recorded, LAN first, private peers only
   // Without heartbeats, peers expire (3 intervals).
   await new Promise((r) => setTimeout(r, 800));
   assert.equal(tracker.lookup('hello@1', '127.0.0.1').length, 0);
-  // A flood of announces is cut off.
-  const statuses = await Promise.all(Array.from({ length: 40 }, (_, i) => post(`${url}/api/peers/announce`, { port: 5000 + i, images: ['hello@1'] }).then((r) => r.status)));
-  assert.ok(statuses.includes(429), `statuses ${[...new Set(statuses)].join(',')}`);
+  // A flood is cut off (20 POSTs per second per address): bursts of 50 until one is refused, at most 4.
+  const codes: unknown[] = [];
+  for (let burst = 0; burst < 4 && !codes.includes('rate-limited'); burst++) {
+    codes.push(...(await Promise.all(Array.from({ length: 50 }, () => post(`${url}/api/peers/report`, { address: '127.0.0.1', port: 1 }).then((r) => r.json.error)))));
+  }
+  assert.ok(codes.includes('rate-limited'), `answers ${[...new Set(codes)].join(',')}`);
+  // At most 16 ports per address.
+  await new Promise((r) => setTimeout(r, 1100));
+  const ports = await Promise.all(Array.from({ length: 17 }, (_, i) => post(`${url}/api/peers/announce`, { port: 6000 + i, images: ['hello@1'] }).then((r) => r.json.error)));
+  assert.ok(ports.includes('too-many-ports'), `answers ${[...new Set(ports)].join(',')}`);
 });
 
 test('tracker: invite-only hubs have no public swarm', async () => {
