@@ -22,6 +22,7 @@ const COMMANDS: Array<[names: string[], load: () => Promise<Register>]> = [
   [['nbd'], async () => (await import('./nbd.js')).registerNbd],
   [['export'], async () => (await import('./export.js')).registerExport],
   [['seed'], async () => (await import('./seed.js')).registerSeed],
+  [['share'], async () => (await import('./share.js')).registerShare],
   [['profile'], async () => (await import('./profile.js')).registerProfile],
   [['net'], async () => (await import('./net.js')).registerNet],
   [['grant', 'revoke'], async () => (await import('./grant.js')).registerGrant],

@@ -13,6 +13,7 @@ import { parsePublish } from '../runner/publish.js';
 import { isReferenceFile, readReferenceFile } from '../runner/reference-file.js';
 import { addGrantOptions, grantsOf } from './run-grants.js';
 import { acceptAsks, asksBeyond, confirmAsks } from '../grants/ask.js';
+import { reportSourceProblems } from '../runner/source-reporter.js';
 
 interface RunCliOptions {
   cache?: string;
@@ -36,6 +37,10 @@ interface RunCliOptions {
   resume: boolean;
   type?: string;
   yes?: boolean;
+  hub?: string;
+  share?: boolean;
+  sharePort?: string;
+  shareHost?: string;
 }
 
 export function registerRun(program: Command): void {
@@ -62,6 +67,10 @@ export function registerRun(program: Command): void {
     .option('--internet', 'give the guest a network with access to the host and the internet (QEMU user networking)')
     .option('--no-resume', "boot from scratch even if the image has a QEMU snapshot")
     .option('--type <text>', 'type this into the console once the guest runs (after a resume, or at the ready mark of a boot); \\n is a newline')
+    .option('--hub <url>', "fetch from the peers this hub's tracker lists (untrusted: every object is verified; the repository stays the fallback)")
+    .option('--share', 'with --hub: while the VM runs, serve the cached objects of this image to other peers and announce them to the hub')
+    .option('--share-port <port>', 'with --share: listen on this port (default: any free port)')
+    .option('--share-host <addr>', 'with --share: listen on this address (default 0.0.0.0)')
     .option('--json', 'print the summary as JSON')
     .option('--verbose', 'say which accelerator was chosen and why');
   addGrantOptions(command).action(async (link: string, name: string | undefined, options: RunCliOptions) => {
@@ -87,6 +96,12 @@ export function registerRun(program: Command): void {
       // A downloaded NAME.hostme reference pins the publisher key.
       const reference = (await isReferenceFile(link)) ? await readReferenceFile(link) : undefined;
       const parsed = reference?.link ?? parseImageLink(link, name);
+      if (options.share && !options.hub) throw new HostmeError('usage', '--share needs --hub URL (the tracker that tells other peers about this one)');
+      const peers = options.hub
+        ? { hub: options.hub, share: options.share ? { host: options.shareHost, port: options.sharePort ? parsePositiveInt(options.sharePort) : undefined } : (false as const) }
+        : undefined;
+      // A peer that lies or dies is named on the console as it happens, not only in the summary.
+      const stopReporting = peers ? reportSourceProblems((line) => process.stderr.write(`hostme: ${terminalSafe(line)}\n`)) : () => {};
       const bar = new ProgressBar('hostme', { enabled: process.stderr.isTTY === true && options.console !== 'stdio' });
       const running = await startImage({
         link: parsed,
@@ -112,6 +127,7 @@ export function registerRun(program: Command): void {
           const accepted = await confirmAsks(`${manifest.name}@${manifest.version}`, asks, { yes: options.yes === true, terminal: process.stdin.isTTY === true && process.stderr.isTTY === true });
           return acceptAsks(flagGrants, accepted);
         },
+        peers,
       });
       const { manifest } = running;
       for (const notice of running.notices) process.stderr.write(`hostme: ${terminalSafe(notice)}\n`);
@@ -125,7 +141,10 @@ export function registerRun(program: Command): void {
         });
       }
       const ticker = setInterval(() => bar.status(statusLine(running.collector.stats, running.collector.hitRate(), running.collector.rate())), 250);
-      const result = await running.finished.finally(() => clearInterval(ticker));
+      const result = await running.finished.finally(() => {
+        clearInterval(ticker);
+        stopReporting();
+      });
       bar.done();
       if (options.statsJson) await writeFile(options.statsJson, JSON.stringify(result.stats, null, 2) + '\n');
       if (options.json) process.stdout.write(JSON.stringify({ image: `${manifest.name}@${manifest.version}`, exit: result.exit, ...result.stats }, null, 2) + '\n');

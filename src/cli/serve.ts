@@ -171,6 +171,8 @@ async function startHub(repoDir: string, options: ServeCliOptions) {
       return names.list.includes(site);
     },
     log: options.quiet ? undefined : (line) => process.stderr.write(`${line}\n`),
+    // Tests and benchmarks shorten the peers' heartbeat (and so their expiry).
+    peerIntervalSeconds: Number(process.env.HOSTME_PEER_INTERVAL) || undefined,
   });
   return Object.assign(hub, {
     close: () => {

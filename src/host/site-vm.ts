@@ -50,7 +50,7 @@ export class SiteVm {
 
   constructor(
     public entry: SiteEntry,
-    private readonly options: { cacheDir: string; log: (line: string) => void; admitMemory: (vm: SiteVm, memoryMiB: number) => string | undefined },
+    private readonly options: { cacheDir: string; log: (line: string) => void; admitMemory: (vm: SiteVm, memoryMiB: number) => string | undefined; share?: boolean },
   ) {}
 
   get memoryMiB(): number | undefined {
@@ -118,6 +118,8 @@ export class SiteVm {
       console: 'none',
       keepRunning: true,
       publish: [{ hostAddr: '127.0.0.1', hostPort: this.port, guestPort: this.entry.guestPort, proto: 'tcp' }],
+      // Nodes are peers by default: they fetch from and share with the hub's swarm (docs/peers.md).
+      peers: { hub: this.entry.hub, share: this.options.share === false ? false : {} },
     });
     this.running = running;
     const refused = this.options.admitMemory(this, running.manifest.hardware.memoryMiB);

@@ -8,6 +8,8 @@ import { NodeSession } from './node-session.js';
 import { CHALLENGE_PATH, NODE_HEADER, RETRY_HEADER, SITE_HEADER, SITE_NAME, TUNNEL_PATH, TUNNEL_PROTOCOL, verifyTunnelRequest, type SiteClaim } from './tunnel-protocol.js';
 import type { HubStore } from './hub-store.js';
 import { INSTALL_PATH, PACKAGE_PATH, handleInstaller } from './installer.js';
+import { Tracker } from '../peer/tracker.js';
+import { SignalServer } from '../peer/signal-server.js';
 
 export type HostingPolicy = 'open' | 'invite';
 
@@ -34,6 +36,8 @@ export interface HubOptions {
   packageFile?: string;
   /** Public origin used in /install.sh (default: from the Host header). */
   publicUrl?: string;
+  /** Seconds between a peer's announces to the tracker (default 30); docs/peers.md. */
+  peerIntervalSeconds?: number;
 }
 
 const NONCE_TTL_MS = 30_000;
@@ -61,7 +65,11 @@ export class Hub {
   private inflight = 0;
   private upgrades = 0;
   private rr = 0;
-  private readonly opts: Required<Omit<HubOptions, 'domain' | 'log' | 'packageFile' | 'publicUrl'>> & Pick<HubOptions, 'domain' | 'log' | 'packageFile' | 'publicUrl'>;
+  private readonly opts: Required<Omit<HubOptions, 'domain' | 'log' | 'packageFile' | 'publicUrl' | 'peerIntervalSeconds'>> & Pick<HubOptions, 'domain' | 'log' | 'packageFile' | 'publicUrl' | 'peerIntervalSeconds'>;
+  /** GET /api/peers, POST /api/peers/announce|report: peers sharing images (no public swarm with invite hosting). */
+  readonly tracker: Tracker;
+  /** WebSocket /api/peers/signal: WebRTC signaling between members of an image's swarm. */
+  readonly signals: SignalServer;
 
   constructor(options: HubOptions) {
     this.opts = {
@@ -73,6 +81,8 @@ export class Hub {
       maxNodes: 1000,
       ...options,
     };
+    this.tracker = new Tracker({ imageExists: options.siteExists, publicSwarm: this.opts.hosting === 'open', intervalSeconds: options.peerIntervalSeconds, log: options.log });
+    this.signals = new SignalServer({ imageExists: options.siteExists, publicSwarm: this.opts.hosting === 'open' });
   }
 
   /** Live nodes, for /api/hub/nodes and tests. */
@@ -82,6 +92,7 @@ export class Hub {
 
   close(): void {
     for (const node of this.nodes.values()) node.eject();
+    this.signals.close();
   }
 
   /** Handles the hub's own routes and gateway requests; false: not ours. */
@@ -111,12 +122,13 @@ export class Hub {
       this.sendJson(res, 200, { nodes: this.nodeList() });
       return true;
     }
-    return false;
+    return this.tracker.handle(req, res);
   }
 
   /** The tunnel: an authenticated node's connection becomes an HTTP/2 session. */
   handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): boolean {
     if ((req.url ?? '') !== TUNNEL_PATH) {
+      if (this.signals.handleUpgrade(req, socket, head)) return true;
       const target = this.gatewayTarget(req);
       if (!target) return false;
       void this.proxyUpgrade(req, socket, head, target.site, target.path);

@@ -34,6 +34,14 @@ export interface ResolveOptions {
   preferVersion?: string;
   /** How long one source may take to hand over the listing + manifest, or the latency probe (default 5 s). */
   metadataDeadlineMs?: number;
+  /** A tracker's peers as extra untrusted sources (src/peer/swarm.ts, docs/peers.md). */
+  peers?: PeerDirectory;
+}
+
+/** Where peers of an image are found: they join the mirror group, and may serve its signed manifest. */
+export interface PeerDirectory {
+  attach(group: MirrorGroup, name: string, version: string): Promise<number>;
+  manifests(name: string, version: string): Promise<Array<{ source: string; envelope: Uint8Array }>>;
 }
 
 /** One source's manifest, or why it was not used. */
@@ -73,13 +81,20 @@ export async function resolveImage(link: ImageLink, options: ResolveOptions): Pr
   } catch (err) {
     if (!isHostmeError(err, 'store-unavailable') || repo.isLocal) throw err;
     const cached = await options.cache.cachedManifest(link.repo, link.name, version);
-    if (!cached) {
+    const fromPeer = !cached && version && options.peers ? await peerManifest(link, version, options, seen, reports) : undefined;
+    if (fromPeer) {
+      image = fromPeer;
+      reports.push(`repository unreachable (${errorMessage(err)}); the signed manifest of ${link.name}@${version} came from a peer`);
+    } else if (!cached) {
       throw new HostmeError('repo-unreachable', `cannot reach ${urls.join(' or ')} (${errorMessage(err)}) and ${link.name} has never been run here, so nothing is cached; check the URL or your network`, { repo: link.repo });
     }
-    image = openCached(options.cache, link, cached, options.trusted);
-    offline = errorMessage(err);
-    contacted = false;
+    if (cached) {
+      image = openCached(options.cache, link, cached, options.trusted);
+      offline = errorMessage(err);
+      contacted = false;
+    }
   }
+  if (!image) throw new HostmeError('repo-unreachable', `cannot load ${link.name}`);
   if (!options.trusted) await pins.check(link.repo, link.name, image.signer);
   if (repo.isLocal) return { image, repo, source: repo.objects, offline, notices: [] };
 
@@ -95,6 +110,10 @@ export async function resolveImage(link: ImageLink, options: ResolveOptions): Pr
     // All sources at once, each with a deadline: a dead or trickling one is ranked last instead of delaying the start.
     const slow = await mirrors.measure((s) => (s as TransportStore).transport.read(REPO_MARKER, { maxBytes: 4096 }), options.metadataDeadlineMs ?? 5_000, 500);
     for (const { name, problem } of slow) notices.push(`source ${name}: ${problem}; objects come from the other sources first`);
+  }
+  if (options.peers) {
+    const found = await options.peers.attach(mirrors, image.manifest.name, image.manifest.version).catch(() => 0);
+    notices.push(found ? `peers: ${found} found for ${image.manifest.name}@${image.manifest.version}; objects are verified, the origin stays the fallback` : `peers: none found for ${image.manifest.name}@${image.manifest.version}`);
   }
   try {
     await options.cache.ensure();
@@ -165,6 +184,31 @@ async function newestOffer(link: ImageLink, urls: string[], version: string | un
   const refused = settled.find((o) => 'problem' in o && !o.unavailable);
   if (refused && 'error' in refused) throw refused.error;
   throw new HostmeError('store-unavailable', settled.map((o) => ('problem' in o ? `${o.url}: ${o.problem}` : o.url)).join('; '));
+}
+
+/**
+ * The repository is unreachable and nothing is cached: a peer may hand over
+ * the signed manifest. Only with a key to check it against (--pubkey, or the
+ * key pinned when this machine last saw the image): a peer must not become
+ * the first to introduce a publisher key.
+ */
+async function peerManifest(link: ImageLink, version: string, options: ResolveOptions, seen: LoadedImage | undefined, reports: string[]): Promise<LoadedImage | undefined> {
+  const trusted = options.trusted ?? (seen ? [seen.signer] : undefined);
+  if (!trusted) {
+    reports.push(`peers may serve ${link.name}@${version}'s manifest only with a trusted key (--pubkey), and none is known here`);
+    return undefined;
+  }
+  for (const offer of await options.peers!.manifests(link.name, version).catch(() => [])) {
+    try {
+      const opened = openEnvelope(offer.envelope, { origin: offer.source, trusted });
+      const manifest = parseManifest(opened.payload, offer.source);
+      if (manifest.name !== link.name || manifest.version !== version) throw new HostmeError('manifest-mismatch', `it is ${manifest.name}@${manifest.version}`);
+      return { manifest, signer: opened.signer, digest: opened.digest, envelope: offer.envelope, origin: offer.source };
+    } catch (err) {
+      reports.push(`source ${offer.source}: refused for the manifest (${errorMessage(err)})`);
+    }
+  }
+  return undefined;
 }
 
 function rollback(url: string, image: LoadedImage, seen: LoadedImage): HostmeError {

@@ -76,6 +76,8 @@ export interface RunOptions {
    * run grants the network it joins (programmatic callers, tests).
    */
   grants?: (manifest: Manifest) => Promise<GrantSet>;
+  /** Fetch from the peers a hub's tracker lists (untrusted, verified); with `share`, serve this cache to them while running (docs/peers.md). */
+  peers?: { hub: string; share?: false | { host?: string; port?: number }; windowMs?: number };
 }
 
 export interface RunningImage {
@@ -131,12 +133,16 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
     const previous = await instance.record();
     const sameRepo = previous && previous.repo === options.link.repo && previous.name === options.link.name;
 
+    // Loaded only when asked for: the swarm pulls in the peer server and tracker client.
+    const swarm = options.peers ? new (await import('../peer/swarm.js')).Swarm({ hub: options.peers.hub, windowMs: options.peers.windowMs, log: (line) => (options.onNotice ? options.onNotice(line) : notices.push(line)) }) : undefined;
+    if (swarm) cleanups.push(() => swarm.close());
     const resolved = await resolveImage(options.link, {
       cache,
       extraMirrors: options.mirrors,
       trusted: options.trusted,
       http: options.http,
       preferVersion: sameRepo ? previous.version : undefined,
+      peers: swarm,
     });
     if (resolved.offline) notices.push(`repository unreachable (${resolved.offline}); starting from the local cache`);
     notices.push(...resolved.notices);
@@ -148,6 +154,10 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
       .saveRecord({ repo: options.link.repo, name: manifest.name, version: manifest.version, manifestDigest: resolved.image.digest, created: previous?.created ?? new Date().toISOString() })
       .catch((err) => notices.push(`cannot record the instance in ${instance.dir}: ${errorMessage(err)}`));
 
+    if (swarm && options.peers?.share && resolved.cache) {
+      const port = await swarm.share(cache, [{ repo: options.link.repo, name: manifest.name, version: manifest.version }], options.peers.share);
+      notices.push(`sharing ${manifest.name}@${manifest.version} with peers on port ${port} (objects only, verified by whoever fetches them)`);
+    }
     // 16 requests in flight fill a 50 Mbit/s, 100 ms link with 256 KiB chunks; 8 do not.
     const scheduler = new FetchScheduler(resolved.source, 16);
     cleanups.push(() => scheduler.close());

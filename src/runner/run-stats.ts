@@ -13,6 +13,8 @@ export interface RunStats {
   /** Set when the guest was resumed from a QEMU snapshot: ms from the start of the run to the resumed guest running. */
   msToResume?: number;
   mirrorsUsed: string[];
+  /** Stored bytes of objects that came from peers (docs/peers.md), part of bytesFetched. */
+  bytesFromPeers: number;
   errors: string[];
 }
 
@@ -34,6 +36,7 @@ export class RunStatsCollector {
     msToReady: null,
     mirrorsUsed: [],
     errors: [],
+    bytesFromPeers: 0,
   };
   private readonly started = performance.now();
   private readonly handlers: Array<[string, (message: unknown) => void]> = [];
@@ -56,6 +59,7 @@ export class RunStatsCollector {
       this.stats.chunksFetched++;
       if (m.priority === 'demand') this.stats.demandFetches++;
       const source = String(m.source);
+      if (source.startsWith('peer ')) this.stats.bytesFromPeers += Number(m.bytes ?? 0);
       if (!this.stats.mirrorsUsed.includes(source)) this.stats.mirrorsUsed.push(source);
     });
     this.on('hostme:mirror:demote', (m) => this.error(`mirror ${m.mirror} served wrong bytes for ${String(m.id).slice(0, 16)} and was demoted`));

@@ -10,6 +10,7 @@ import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 const CHANNELS: Record<string, (m: Record<string, unknown>) => { key: string; line: string }> = {
   'hostme:mirror:demote': (m) => ({ key: `demote ${String(m.mirror)}`, line: `source ${String(m.mirror)}: served wrong bytes (object ${String(m.id).slice(0, 16)}…): demoted, used last` }),
   'hostme:mirror:failover': (m) => ({ key: `failover ${String(m.from)}`, line: `source ${String(m.from)}: ${String(m.reason)}; reads move on to ${String(m.to)}` }),
+  'hostme:peer:dropped': (m) => ({ key: `peer ${String(m.peer)}`, line: `${String(m.peer)}: ${String(m.reason)}: dropped${m.wrongBytes ? ' and reported to the hub' : ''}` }),
   'hostme:cache:repaired': (m) => ({ key: `repaired ${String(m.id)}`, line: `cache: object ${String(m.id).slice(0, 16)}… was corrupt (${String(m.reason)}): deleted and fetched again` }),
   'hostme:cache:degraded': (m) => ({ key: 'degraded', line: `cache: no longer stores objects (${String(m.reason)}); reads continue uncached` }),
 };

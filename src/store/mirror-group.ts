@@ -8,6 +8,31 @@ import { StoreError } from './errors.js';
 export const mirrorDemotedChannel = channel('hostme:mirror:demote');
 /** { from, to, id, reason } when a read moves on to the next mirror. */
 export const mirrorFailoverChannel = channel('hostme:mirror:failover');
+/** { peer, id, reason } when an untrusted peer is dropped from the group (wrong bytes, or dead). */
+export const peerDroppedChannel = channel('hostme:peer:dropped');
+
+/**
+ * 'mirror': the repository or a mirror it lists (or the user named): a
+ * fallback that stays. 'peer': another machine's cache found through a
+ * tracker: untrusted, preferred for prefetch, dropped for good on wrong bytes
+ * or repeated failures, and given only a short window on demand reads.
+ */
+export type SourceKind = 'mirror' | 'peer';
+
+export interface PeerSourceOptions {
+  /** Starting latency estimate in ms. */
+  latencyMs?: number;
+  /**
+   * On this machine's own network: tried before any mirror on demand reads
+   * too while it answers (a LAN beats a WAN link; latencies measured under
+   * different loads are not comparable, and the window bounds a wrong guess).
+   */
+  lan?: boolean;
+  /** How long a demand read waits for a peer before moving on (default 750 ms + 1 ms per 4 KiB). */
+  windowMs?: number;
+  /** Called once when the peer is dropped (report it to the tracker). */
+  onDropped?: (reason: string, wrongBytes: boolean) => void;
+}
 
 interface MirrorState {
   source: ObjectSource;
@@ -17,7 +42,13 @@ interface MirrorState {
   /** Served bytes that did not match their id: ranked after every honest mirror. */
   lying: boolean;
   served: number;
+  kind: SourceKind;
+  peer?: PeerSourceOptions;
+  /** Failures in a row (a peer is dropped after a few). */
+  streak: number;
 }
+
+const PEER_DROP_STREAK = 3;
 
 /**
  * A failover group of mirrors of one repository. Reads go to the best-ranked
@@ -28,17 +59,36 @@ interface MirrorState {
  */
 export class MirrorGroup implements ObjectSource {
   readonly name: string;
-  private readonly mirrors: MirrorState[];
+  private mirrors: MirrorState[];
 
   constructor(sources: ObjectSource[]) {
     if (sources.length === 0) throw new StoreError('store-unavailable', 'a mirror group needs at least one mirror');
-    this.mirrors = sources.map((source, i) => ({ source, latencyMs: 50 + i, failures: 0, lying: false, served: 0 }));
+    this.mirrors = sources.map((source, i) => ({ source, latencyMs: 50 + i, failures: 0, lying: false, served: 0, kind: 'mirror' as const, streak: 0 }));
     this.name = sources.length === 1 ? sources[0]!.name : `mirrors(${sources.map((s) => s.name).join(' | ')})`;
   }
 
   /** Mirrors in the order reads will try them. */
-  ranking(): Array<{ name: string; latencyMs: number; failures: number; lying: boolean; served: number }> {
-    return this.ordered().map((m) => ({ name: m.source.name, latencyMs: Math.round(m.latencyMs), failures: m.failures, lying: m.lying, served: m.served }));
+  ranking(): Array<{ name: string; latencyMs: number; failures: number; lying: boolean; served: number; kind: SourceKind }> {
+    return this.ordered().map((m) => ({ name: m.source.name, latencyMs: Math.round(m.latencyMs), failures: m.failures, lying: m.lying, served: m.served, kind: m.kind }));
+  }
+
+  /** Adds untrusted peers (found through a tracker) after the group was built. */
+  addPeers(sources: ObjectSource[], options: PeerSourceOptions = {}): void {
+    const known = new Set(this.mirrors.map((m) => m.source.name));
+    for (const source of sources) {
+      if (known.has(source.name)) continue;
+      known.add(source.name);
+      this.mirrors.push({ source, latencyMs: options.latencyMs ?? 10, failures: 0, lying: false, served: 0, kind: 'peer', peer: options, streak: 0 });
+    }
+  }
+
+  /** Takes a peer out of the group for good and says why (once). */
+  private drop(mirror: MirrorState, id: string, reason: string, wrongBytes: boolean): void {
+    if (!this.mirrors.includes(mirror)) return;
+    this.mirrors = this.mirrors.filter((m) => m !== mirror);
+    peerDroppedChannel.publish({ peer: mirror.source.name, id, reason, wrongBytes });
+    mirror.peer?.onDropped?.(reason, wrongBytes);
+    void mirror.source.close().catch(() => {});
   }
 
   /**
@@ -90,17 +140,21 @@ export class MirrorGroup implements ObjectSource {
   async get(ref: ObjectRef, options: GetOptions = {}): Promise<VerifiedObject> {
     const problems: string[] = [];
     let allMissing = true;
-    const order = this.ordered();
+    const order = this.ordered(options.priority);
     for (const [i, mirror] of order.entries()) {
       const started = performance.now();
+      // Only a demand read (the guest waits) gives a peer a short window; prefetch waits for it.
+      const attempt = mirror.kind === 'peer' && (options.priority ?? 'demand') === 'demand' ? this.windowed(mirror, ref, options) : undefined;
       try {
-        const object = await mirror.source.get(ref, options);
+        const object = await (attempt ? attempt.get : mirror.source.get(ref, options));
         const elapsed = object.transferMs ?? performance.now() - started;
         mirror.latencyMs = mirror.latencyMs * 0.8 + elapsed * 0.2;
         mirror.served++;
+        mirror.streak = 0;
         return object;
-      } catch (err) {
-        if (options.signal?.aborted) throw err;
+      } catch (caught) {
+        if (options.signal?.aborted) throw caught;
+        const err = attempt?.late() ? new StoreError('store-unavailable', `no answer within ${attempt.windowMs} ms (slow peer)`) : caught;
         // Genuine bytes, wrong reference: every mirror would answer the same, and none is at fault.
         if (isHostmeError(err, 'object-length-mismatch')) throw err;
         const next = order[i + 1]?.source.name;
@@ -111,12 +165,16 @@ export class MirrorGroup implements ObjectSource {
           mirror.lying = true;
           mirror.failures++;
           problems.push(`${mirror.source.name}: wrong bytes`);
-          mirrorDemotedChannel.publish({ mirror: mirror.source.name, id: ref.id, reason: errorMessage(err) });
+          if (mirror.kind === 'peer') this.drop(mirror, ref.id, `served wrong bytes for object ${ref.id.slice(0, 16)}…`, true);
+          else mirrorDemotedChannel.publish({ mirror: mirror.source.name, id: ref.id, reason: errorMessage(err) });
         } else {
           allMissing = false;
           mirror.failures++;
+          // Slow is not dead: a late peer ranks lower, only failing ones are dropped.
+          if (!attempt?.late()) mirror.streak++;
           mirror.latencyMs = mirror.latencyMs * 2 + 100;
           problems.push(`${mirror.source.name}: ${errorMessage(err)}`);
+          if (mirror.kind === 'peer' && mirror.streak >= PEER_DROP_STREAK) this.drop(mirror, ref.id, `failed ${mirror.streak} times in a row (${errorMessage(err)})`, false);
         }
         if (next) mirrorFailoverChannel.publish({ from: mirror.source.name, to: next, id: ref.id, reason: errorMessage(err) });
       }
@@ -140,7 +198,31 @@ export class MirrorGroup implements ObjectSource {
     await Promise.all(this.mirrors.map((m) => m.source.close()));
   }
 
-  private ordered(): MirrorState[] {
-    return [...this.mirrors].sort((a, b) => Number(a.lying) - Number(b.lying) || a.latencyMs - b.latencyMs);
+  /**
+   * Demand reads: LAN peers that answer first, then fastest first whatever
+   * the kind. Prefetch and background: peers first, so the origin's bandwidth
+   * is left to what no peer has.
+   */
+  private ordered(priority: GetOptions['priority'] = 'demand'): MirrorState[] {
+    const tier = (m: MirrorState) => {
+      if (m.kind !== 'peer') return 1;
+      if (priority !== 'demand') return 0;
+      return m.peer?.lan && m.streak === 0 ? 0 : 1;
+    };
+    return [...this.mirrors].sort((a, b) => Number(a.lying) - Number(b.lying) || tier(a) - tier(b) || a.latencyMs - b.latencyMs);
+  }
+
+  /** A peer's read, cut off after its window on demand reads (the guest is waiting). */
+  private windowed(mirror: MirrorState, ref: ObjectRef, options: GetOptions): { get: Promise<VerifiedObject>; late(): boolean; windowMs: number } {
+    const windowMs = (mirror.peer?.windowMs ?? 750) + Math.ceil(ref.length / 4096);
+    const controller = new AbortController();
+    let late = false;
+    const timer = setTimeout(() => {
+      late = true;
+      controller.abort();
+    }, windowMs);
+    const signal = options.signal ? AbortSignal.any([options.signal, controller.signal]) : controller.signal;
+    const get = mirror.source.get(ref, { ...options, signal }).finally(() => clearTimeout(timer));
+    return { get, late: () => late, windowMs };
   }
 }
