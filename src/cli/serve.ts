@@ -150,26 +150,20 @@ async function startHub(repoDir: string, options: ServeCliOptions) {
   if (options.hosting !== 'open' && options.hosting !== 'invite') throw new HostmeError('usage', '--hosting must be open or invite');
   const { Hub } = await import('../hub/hub.js');
   const { SqliteHubStore } = await import('../hub/hub-store.js');
-  const { openRepository } = await import('../repo/repository.js');
+  const { repoSites } = await import('../hub/repo-sites.js');
   const store = new SqliteHubStore(resolve(options.hubState ?? join(repoDir, '.hub', 'hub.db')));
   for (const invite of options.invite ?? []) {
     const m = /^([a-z0-9-]+):(.{16,256})$/.exec(invite);
     if (!m) throw new HostmeError('usage', `--invite ${invite}: expected SITE:TOKEN with a token of at least 16 characters`);
     store.createInvite(m[1]!, m[2]!);
   }
-  const repo = openRepository(repoDir);
-  let names: { at: number; list: string[] } | undefined;
   const hub = new Hub({
     store,
     hosting: options.hosting,
     domain: options.hubDomain,
     ...(options.package ? { packageFile: resolve(options.package) } : {}),
     ...(options.publicUrl ? { publicUrl: new URL(options.publicUrl).origin } : {}),
-    siteExists: async (site) => {
-      // The listing is re-read at most once a second, not per gateway request.
-      if (!names || Date.now() - names.at > 1000) names = { at: Date.now(), list: Object.keys((await repo.listing()).images) };
-      return names.list.includes(site);
-    },
+    ...repoSites(repoDir),
     log: options.quiet ? undefined : (line) => process.stderr.write(`${line}\n`),
   });
   return Object.assign(hub, {

@@ -9,8 +9,10 @@ import { connect } from 'node:net';
 import { generateKeyPairSync } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { startRepoServer, type RunningRepoServer } from '../server/server.js';
-import { removeDir, run, tempDir } from '../testing/fixtures.js';
-import { writeFile } from 'node:fs/promises';
+import { makeDiskBytes, packWithNewKey, removeDir, run, tempDir, writeDisk } from '../testing/fixtures.js';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { createServer as createH2Server } from 'node:http2';
+import { repoSites } from './repo-sites.js';
 import { TunnelClient } from '../host/tunnel-client.js';
 import { Hub, type HubOptions } from './hub.js';
 import { SqliteHubStore } from './hub-store.js';
@@ -138,6 +140,59 @@ test('hosting: invite admits only nodes with a valid token, each token bound to 
   const thief = node(url, { web: vm.port }, [{ site: 'web', invite: 'invite-token-0123456789' }]);
   await until(() => (thief.connected ? true : undefined));
   assert.deepEqual(thief.admitted, [], 'the token is already bound to another node');
+});
+
+test('a site whose manifest says hosting: invite needs an invite even on an open hub; other sites stay open', async () => {
+  const repoDir = `${dir}/policy-repo`;
+  await mkdir(repoDir, { recursive: true });
+  const disk = await writeDisk(`${dir}/policy-disk.raw`, makeDiskBytes(1));
+  const { key, repo } = await packWithNewKey(`${dir}`, repoDir, { disk, name: 'web' });
+  const { packImage } = await import('../pack/pack-image.js');
+  await packImage({ repo, workDir: dir, key, disk, name: 'blog', hosting: 'invite' });
+  assert.equal((await repo.loadImage('blog', undefined)).manifest.hosting, 'invite');
+  const store = new SqliteHubStore(':memory:');
+  store.createInvite('blog', 'blog-invite-0123456789');
+  const { url } = await startHub({ store, hosting: 'open', ...repoSites(repoDir) });
+  const vm = await backend('vm');
+  const uninvited = node(url, { web: vm.port, blog: vm.port });
+  const invited = node(url, { web: vm.port, blog: vm.port }, [{ site: 'web' }, { site: 'blog', invite: 'blog-invite-0123456789' }]);
+  await until(() => (uninvited.connected && invited.connected ? true : undefined));
+  assert.deepEqual(uninvited.admitted, ['web'], 'the manifest asks for invitations: no token, no blog');
+  assert.deepEqual(invited.admitted.sort(), ['blog', 'web']);
+});
+
+test('the hub trusts a node only for the sites it was admitted for, whatever the node says', async () => {
+  const { url, hub } = await startHub();
+  // A hand-made node that claims blog at login, then reports web ready too and answers anything.
+  const key = generateKeyPairSync('ed25519');
+  const { nonce } = (await (await fetch(`${url}${CHALLENGE_PATH}`)).json()) as { nonce: string };
+  const asked: string[] = [];
+  const liar = createH2Server((req, res) => {
+    if (req.url === '/.hostme/status') {
+      res.end(JSON.stringify({ ready: ['web', 'blog', 'nosuch'], inflight: 0 }));
+      return;
+    }
+    asked.push(String(req.headers['x-hostme-site']));
+    res.end('liar');
+  });
+  cleanups.push(() => liar.close());
+  await new Promise<void>((resolve, reject) => {
+    const req = request(`${url}${TUNNEL_PATH}`, { headers: { ...signTunnelRequest(key.privateKey, key.publicKey, nonce, [{ site: 'blog' }]), Connection: 'Upgrade', Upgrade: TUNNEL_PROTOCOL } });
+    req.on('upgrade', (_res, socket, head) => {
+      if (head.length) socket.unshift(head);
+      cleanups.push(() => socket.destroy());
+      liar.emit('connection', socket);
+      resolve();
+    });
+    req.on('response', (res) => reject(new Error(`tunnel refused: ${res.statusCode}`)));
+    req.end();
+  });
+  await readyAt(hub, 'blog');
+  const [entry] = hub.nodeList();
+  assert.deepEqual(entry!.ready, ['blog'], 'web and nosuch were never admitted');
+  assert.equal((await fetch(`${url}/s/web/`)).status, 503);
+  assert.equal(await (await fetch(`${url}/s/blog/`)).text(), 'liar');
+  assert.deepEqual(asked, ['blog']);
 });
 
 test('load is spread; a failing node is skipped and an idempotent GET retried on another', async () => {

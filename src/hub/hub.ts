@@ -17,6 +17,12 @@ export interface HubOptions {
   store: HubStore;
   /** Default 'open': any node may host any site; 'invite': a node needs a valid invite token for the site. */
   hosting?: HostingPolicy;
+  /**
+   * The site's own policy (its image manifest's `hosting`); the stricter of
+   * it and `hosting` applies. A site whose policy cannot be read is hosted
+   * by invitation only (fail closed).
+   */
+  sitePolicy?: (site: string) => Promise<HostingPolicy | undefined>;
   /** SITE.DOMAIN in the Host header routes to SITE (besides /s/SITE/). */
   domain?: string;
   /** Largest request body forwarded (default 16 MiB). */
@@ -61,7 +67,7 @@ export class Hub {
   private inflight = 0;
   private upgrades = 0;
   private rr = 0;
-  private readonly opts: Required<Omit<HubOptions, 'domain' | 'log' | 'packageFile' | 'publicUrl'>> & Pick<HubOptions, 'domain' | 'log' | 'packageFile' | 'publicUrl'>;
+  private readonly opts: Required<Omit<HubOptions, 'domain' | 'log' | 'packageFile' | 'publicUrl' | 'sitePolicy'>> & Pick<HubOptions, 'domain' | 'log' | 'packageFile' | 'publicUrl' | 'sitePolicy'>;
 
   constructor(options: HubOptions) {
     this.opts = {
@@ -155,15 +161,26 @@ export class Hub {
     this.opts.log?.(`hub: node ${session.id} connected for ${allowed.join(', ') || 'no sites'}`);
   }
 
-  /** The claimed sites this node may host: existing sites, and with invite hosting only with a valid token. */
+  /** The claimed sites this node may host: existing sites, and where hosting is by invitation only with a valid token. */
   private async admitClaims(keyText: string, claims: SiteClaim[]): Promise<string[]> {
     const allowed: string[] = [];
     for (const claim of claims) {
       if (!(await this.opts.siteExists(claim.site))) continue;
-      if (this.opts.hosting === 'invite' && !(claim.invite && this.opts.store.inviteValid(claim.site, claim.invite, keyText))) continue;
+      if ((await this.policyOf(claim.site)) === 'invite' && !(claim.invite && this.opts.store.inviteValid(claim.site, claim.invite, keyText))) continue;
       allowed.push(claim.site);
     }
     return allowed;
+  }
+
+  /** The stricter of the hub's policy and the site's own (its manifest). */
+  private async policyOf(site: string): Promise<HostingPolicy> {
+    if (this.opts.hosting === 'invite' || !this.opts.sitePolicy) return this.opts.hosting;
+    try {
+      return (await this.opts.sitePolicy(site)) ?? this.opts.hosting;
+    } catch (err) {
+      this.opts.log?.(`hub: cannot read the hosting policy of ${site} (${errorMessage(err)}); invitation only`);
+      return 'invite';
+    }
   }
 
   private newNonce(): string {
