@@ -8,6 +8,7 @@ interface HostCliOptions {
   port: string;
   maxVms: string;
   maxMemory: string;
+  maxCache: string;
   json?: boolean;
   install?: boolean;
   uninstall?: boolean;
@@ -24,6 +25,7 @@ export function registerHost(program: Command): void {
     .option('--port <port>', 'dashboard port on 127.0.0.1 (0 picks a free one)', String(DEFAULT_NODE_PORT))
     .option('--max-vms <n>', 'site VMs running at once', '4')
     .option('--max-memory <mib>', 'memory of all site VMs together, MiB', '4096')
+    .option('--max-cache <mib>', 'disk the node\'s cache may take (chunks, decoded copies, site overlays), MiB', '10240')
     .option('--install', 'start the node at login: systemd user unit + XDG autostart entry')
     .option('--uninstall', 'remove what --install wrote')
     .option('--json', 'print the dashboard URL as JSON')
@@ -36,7 +38,7 @@ export function registerHost(program: Command): void {
       }
       const { HostNode } = await import('../host/node.js');
       const { Dashboard } = await import('../host/dashboard.js');
-      const node = new HostNode({ home: options.home, limits: { maxVms: parsePositiveInt(options.maxVms), maxMemoryMiB: parsePositiveInt(options.maxMemory) } });
+      const node = new HostNode({ home: options.home, limits: { maxVms: parsePositiveInt(options.maxVms), maxMemoryMiB: parsePositiveInt(options.maxMemory), maxCacheMiB: parsePositiveInt(options.maxCache) } });
       const dashboard = new Dashboard(node);
       const url = await dashboard.listen(options.port === '0' ? 0 : parsePositiveInt(options.port));
       node.start();

@@ -43,7 +43,7 @@ export class Dashboard {
   async listen(port: number, host = '127.0.0.1'): Promise<string> {
     const server = createServer((req, res) => {
       this.route(req, res).catch((err: unknown) => {
-        const status = isHostmeError(err) ? (err.code === 'forbidden' ? 403 : err.code === 'site-not-found' ? 404 : 400) : 500;
+        const status = isHostmeError(err) ? (err.code === 'forbidden' ? 403 : err.code === 'site-not-found' ? 404 : err.code === 'node-limit' ? 507 : 400) : 500;
         if (!res.headersSent) this.json(res, status, { error: isHostmeError(err) ? err.code : 'internal-error', message: errorMessage(err) });
         else res.destroy();
       });
@@ -111,6 +111,8 @@ export class Dashboard {
     if (!m) return this.json(res, 404, { error: 'not-found' });
     if (!m[1]) {
       const entry = await this.describe(form.get('u') ?? '');
+      const full = await this.node.cache.refuse(entry.fetchBytes, `${entry.name} not added`);
+      if (full) throw new HostmeError('node-limit', full);
       const added = this.node.add({ name: entry.name, repo: entry.repo, image: entry.image, hub: entry.hub, guestPort: entry.guestPort, ...(form.get('invite') ? { invite: form.get('invite')! } : {}) });
       // The confirmation page's form lands on the dashboard; API clients get JSON.
       if (String(req.headers.accept ?? '').includes('text/html')) {
@@ -219,6 +221,8 @@ export class Dashboard {
       memoryMiB: manifest.hardware.memoryMiB,
       cpus: manifest.hardware.cpus,
       diskBytes: manifest.disks.reduce((sum, d) => sum + d.size, 0),
+      /** The most this site can bring into the cache: what its publisher stored (or the disks' size), kernel and initrd. */
+      fetchBytes: manifest.disks.reduce((sum, d) => sum + (d.storedBytes ?? d.size), 0) + (manifest.boot.mode === 'direct' ? manifest.boot.kernel.size + (manifest.boot.initrd?.size ?? 0) : 0),
       description: manifest.description ?? '',
     };
   }
@@ -234,7 +238,7 @@ export class Dashboard {
 <tr><th>Served through</th><td>${escapeHtml(d.hub)}</td></tr>
 <tr><th>Image</th><td>${escapeHtml(d.repo)} ${escapeHtml(d.image)}</td></tr>
 <tr><th>Publisher key</th><td><code>${escapeHtml(d.keyId)}</code></td></tr>
-<tr><th>Resources</th><td>${d.memoryMiB} MiB memory, ${d.cpus} CPU, disk up to ${(d.diskBytes / 2 ** 20).toFixed(0)} MiB (fetched on demand)</td></tr>
+<tr><th>Resources</th><td>${d.memoryMiB} MiB memory, ${d.cpus} CPU, disk up to ${(d.diskBytes / 2 ** 20).toFixed(0)} MiB (at most ${(d.fetchBytes / 2 ** 20).toFixed(1)} MiB fetched, on demand; this node's cache limit is ${this.node.limits.maxCacheMiB} MiB)</td></tr>
 </table>
 <form method="post" action="/api/sites" id="confirm">
 <input type="hidden" name="u" value="${escapeHtml(link)}">

@@ -28,6 +28,7 @@ const BACKOFF_MAX_MS = 60_000;
 /** A run that served this long resets the backoff. */
 const STABLE_MS = 60_000;
 const SERVE_WAIT_MS = 240_000;
+const RETRY_FAILED_MS = 30_000;
 
 /**
  * One site's VM: boots it with the runner (streamed, verified, cached,
@@ -45,12 +46,19 @@ export class SiteVm {
   private backoffMs = BACKOFF_MIN_MS;
   private timer?: NodeJS.Timeout;
   private wanted = false;
+  private failedAt = 0;
   private error?: string;
   private run?: Promise<void>;
 
   constructor(
     public entry: SiteEntry,
-    private readonly options: { cacheDir: string; log: (line: string) => void; admitMemory: (vm: SiteVm, memoryMiB: number) => string | undefined },
+    private readonly options: {
+      cacheDir: string;
+      log: (line: string) => void;
+      admitMemory: (vm: SiteVm, memoryMiB: number) => string | undefined;
+      /** The node's disk-cache limit: a reason not to boot, or undefined. */
+      admitCache: () => Promise<string | undefined>;
+    },
   ) {}
 
   get memoryMiB(): number | undefined {
@@ -68,6 +76,8 @@ export class SiteVm {
 
   start(): void {
     this.wanted = true;
+    // A refused start (a limit) is tried again at most every RETRY_FAILED_MS, not at every reconcile.
+    if (this.state === 'failed' && Date.now() - this.failedAt < RETRY_FAILED_MS) return;
     if (this.state === 'stopped' || this.state === 'failed') this.launch();
   }
 
@@ -110,6 +120,15 @@ export class SiteVm {
   }
 
   private async boot(): Promise<void> {
+    const full = await this.options.admitCache();
+    if (full) {
+      this.error = full;
+      this.state = 'failed';
+      this.failedAt = Date.now();
+      this.wanted = false;
+      this.options.log(`site ${this.entry.name}: ${full}`);
+      return;
+    }
     this.port = await freeLoopbackPort();
     const running = await startImage({
       link: { repo: this.entry.repo, name: this.entry.image },
@@ -127,6 +146,7 @@ export class SiteVm {
       this.running = undefined;
       this.error = refused;
       this.state = 'failed';
+      this.failedAt = Date.now();
       this.wanted = false;
       return;
     }
