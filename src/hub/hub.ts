@@ -11,6 +11,18 @@ import { INSTALL_PATH, PACKAGE_PATH, handleInstaller } from './installer.js';
 
 export type HostingPolicy = 'open' | 'invite';
 
+/**
+ * `--fallback`: the hub's own node (src/hub/fallback.ts), asked to boot a
+ * site when no visitor hosts it. It logs in through the tunnel like any
+ * node; its key is admitted for every existing site whatever the policy,
+ * and it is chosen only when no other node is ready.
+ */
+export interface HubFallback {
+  readonly keyText: string;
+  /** Boot the site (idempotent, returns at once). */
+  start(site: string): void;
+}
+
 export interface HubOptions {
   /** Which site names exist (the images of the served repository). */
   siteExists: (site: string) => Promise<boolean>;
@@ -40,6 +52,9 @@ export interface HubOptions {
   packageFile?: string;
   /** Public origin used in /install.sh (default: from the Host header). */
   publicUrl?: string;
+  fallback?: HubFallback;
+  /** How long a request waits for the fallback to boot a site before 503 (default 30 s). */
+  fallbackWaitMs?: number;
 }
 
 const NONCE_TTL_MS = 30_000;
@@ -67,7 +82,7 @@ export class Hub {
   private inflight = 0;
   private upgrades = 0;
   private rr = 0;
-  private readonly opts: Required<Omit<HubOptions, 'domain' | 'log' | 'packageFile' | 'publicUrl' | 'sitePolicy'>> & Pick<HubOptions, 'domain' | 'log' | 'packageFile' | 'publicUrl' | 'sitePolicy'>;
+  private readonly opts: Required<Omit<HubOptions, 'domain' | 'log' | 'packageFile' | 'publicUrl' | 'sitePolicy' | 'fallback'>> & Pick<HubOptions, 'domain' | 'log' | 'packageFile' | 'publicUrl' | 'sitePolicy' | 'fallback'>;
 
   constructor(options: HubOptions) {
     this.opts = {
@@ -77,13 +92,14 @@ export class Hub {
       maxInflight: 512,
       nodeRatePerSecond: 500,
       maxNodes: 1000,
+      fallbackWaitMs: 30_000,
       ...options,
     };
   }
 
   /** Live nodes, for /api/hub/nodes and tests. */
-  nodeList(): Array<{ id: string; sites: string[]; ready: string[]; inflight: number; served: number; since: string }> {
-    return [...this.nodes.values()].map((n) => ({ id: n.id, sites: [...n.sites], ready: [...n.ready], inflight: n.inflight, served: n.served, since: new Date(n.connectedAt).toISOString() }));
+  nodeList(): Array<{ id: string; sites: string[]; ready: string[]; inflight: number; served: number; since: string; fallback: boolean }> {
+    return [...this.nodes.values()].map((n) => ({ id: n.id, sites: [...n.sites], ready: [...n.ready], inflight: n.inflight, served: n.served, since: new Date(n.connectedAt).toISOString(), fallback: n.keyText === this.opts.fallback?.keyText }));
   }
 
   close(): void {
@@ -166,6 +182,10 @@ export class Hub {
     const allowed: string[] = [];
     for (const claim of claims) {
       if (!(await this.opts.siteExists(claim.site))) continue;
+      if (keyText === this.opts.fallback?.keyText) {
+        allowed.push(claim.site);
+        continue;
+      }
       if ((await this.policyOf(claim.site)) === 'invite' && !(claim.invite && this.opts.store.inviteValid(claim.site, claim.invite, keyText))) continue;
       allowed.push(claim.site);
     }
@@ -266,7 +286,10 @@ export class Hub {
   }
 
   private pick(site: string, tried: Set<NodeSession>): NodeSession | undefined {
-    const live = [...this.nodes.values()].filter((n) => !n.closed && n.ready.has(site) && !tried.has(n));
+    const ready = [...this.nodes.values()].filter((n) => !n.closed && n.ready.has(site) && !tried.has(n));
+    // The hub's own fallback serves only while no visitor's node can.
+    const visitors = ready.filter((n) => n.keyText !== this.opts.fallback?.keyText);
+    const live = visitors.length ? visitors : ready;
     if (live.length === 0) return undefined;
     // Least loaded first; equal load takes turns.
     const start = this.rr++ % live.length;
@@ -288,10 +311,17 @@ export class Hub {
       // Idempotent requests without a body can be replayed on another node.
       const retryable = IDEMPOTENT.has(method) && !hasBody;
       const tried = new Set<NodeSession>();
+      let fallbackAsked = false;
       for (;;) {
         const node = this.pick(site, tried);
         if (!node) {
           if ([...this.nodes.values()].some((n) => n.ready.has(site) && !tried.has(n))) throw new GatewayError(429, 'the hosts of this site are at their request rate limit; try again');
+          if (this.opts.fallback && !fallbackAsked && retryable) {
+            fallbackAsked = true;
+            this.opts.fallback.start(site);
+            if (await this.waitForHost(site, tried, res)) continue;
+            throw new GatewayError(503, `${site} is starting on the hub; try again in a few seconds`, site);
+          }
           throw new GatewayError(503, `no host of "${site}" is online`, site);
         }
         tried.add(node);
@@ -307,6 +337,16 @@ export class Hub {
       if (err instanceof GatewayError) this.sendError(req, res, err);
       else this.sendError(req, res, new GatewayError(502, errorMessage(err)));
     }
+  }
+
+  /** Waits (bounded, while the client stays) until a node not yet tried reports the site ready. */
+  private async waitForHost(site: string, tried: Set<NodeSession>, res: ServerResponse): Promise<boolean> {
+    const deadline = Date.now() + this.opts.fallbackWaitMs;
+    while (Date.now() < deadline && !res.destroyed) {
+      if ([...this.nodes.values()].some((n) => !n.closed && n.ready.has(site) && !tried.has(n))) return true;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    return false;
   }
 
   /** One attempt on one node: 'done' once a response started, 'retry' if the node could not answer. */
@@ -432,7 +472,9 @@ export class Hub {
   private sendError(req: IncomingMessage, res: ServerResponse, err: GatewayError): void {
     const site = err.page;
     const html =
-      site !== undefined
+      site !== undefined && this.opts.fallback
+        ? `<!doctype html><html><head><meta charset="utf-8"><meta http-equiv="refresh" content="5"><title>${escapeHtml(site)} is starting</title></head><body><h1>${escapeHtml(site)} is starting</h1><p>No visitor is hosting this site right now, so the hub is starting it itself. This page reloads in a few seconds.</p><p><a class="hostme-button" href="/i/${encodeURIComponent(site)}">Host this site on my computer</a> (HostMe)</p></body></html>`
+        : site !== undefined
         ? `<!doctype html><html><head><meta charset="utf-8"><title>${escapeHtml(site)} is offline</title></head><body><h1>No one is hosting ${escapeHtml(site)} right now</h1><p>This site is served by its visitors' computers, and none of them is online.</p><p><a class="hostme-button" href="/i/${encodeURIComponent(site)}">Host this site on my computer</a> (HostMe)</p></body></html>`
         : `<!doctype html><html><head><meta charset="utf-8"><title>${err.status}</title></head><body><h1>${err.status}</h1><p>${escapeHtml(err.message)}</p></body></html>`;
     res.writeHead(err.status, {
