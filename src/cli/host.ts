@@ -10,6 +10,7 @@ interface HostCliOptions {
   maxMemory: string;
   maxCache: string;
   lan?: string;
+  vga?: boolean;
   lanOrigin?: string[];
   json?: boolean;
   install?: boolean;
@@ -28,6 +29,7 @@ export function registerHost(program: Command): void {
     .option('--max-vms <n>', 'site VMs running at once', '4')
     .option('--max-memory <mib>', 'memory of all site VMs together, MiB', '4096')
     .option('--max-cache <mib>', 'disk the node\'s cache may take (chunks, decoded copies, site overlays), MiB', '10240')
+    .option('--vga', 'give each site VM a standard VGA adapter and show its screen on the dashboard')
     .option('--lan <addr[:port]>', 'also listen on this LAN address (default port 7481) for paired browsers on other devices (docs/host.md "LAN nodes")')
     .option('--lan-origin <origin...>', 'with --lan: page origins (hubs) whose HostMe button may probe this node over the LAN')
     .option('--install', 'start the node at login: systemd user unit + XDG autostart entry')
@@ -42,7 +44,7 @@ export function registerHost(program: Command): void {
       }
       const { HostNode } = await import('../host/node.js');
       const { Dashboard } = await import('../host/dashboard.js');
-      const node = new HostNode({ home: options.home, limits: { maxVms: parsePositiveInt(options.maxVms), maxMemoryMiB: parsePositiveInt(options.maxMemory), maxCacheMiB: parsePositiveInt(options.maxCache) } });
+      const node = new HostNode({ home: options.home, limits: { maxVms: parsePositiveInt(options.maxVms), maxMemoryMiB: parsePositiveInt(options.maxMemory), maxCacheMiB: parsePositiveInt(options.maxCache) }, vga: options.vga === true });
       const dashboard = new Dashboard(node);
       const url = await dashboard.listen(options.port === '0' ? 0 : parsePositiveInt(options.port));
       const lan = options.lan ? await dashboard.listenLan({ ...parseLanAddress(options.lan), allowOrigins: (options.lanOrigin ?? []).map(originOf) }) : undefined;

@@ -177,6 +177,10 @@ test('hostme host --install writes a systemd user unit and an autostart entry wi
 });
 
 test('the console WebSocket is refused to other origins, other Hosts and without the secret', async () => {
+  // The VGA screen: the secret is needed; without a running VM there is nothing to show.
+  assert.equal((await raw('GET', '/api/sites/web/screen.png', { Host: host() })).status, 403);
+  assert.equal((await raw('GET', `/api/sites/web/screen.png?secret=${encodeURIComponent(node.home.secret)}`, { Host: 'evil.example' })).status, 403);
+  assert.equal((await raw('GET', `/api/sites/web/screen.png?secret=${encodeURIComponent(node.home.secret)}`, { Host: host() })).status, 409);
   const { WebSocket } = await import('ws');
   const attempt = (headers: Record<string, string>, secret: string) =>
     new Promise<number>((resolve) => {

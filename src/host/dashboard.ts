@@ -150,6 +150,8 @@ export class Dashboard {
           return this.send(res, 200, 'text/javascript; charset=utf-8', DASHBOARD_JS);
         case '/console':
           return this.consolePage(res, url.searchParams.get('site') ?? '', listener);
+        case '/screen':
+          return this.screenPage(res, url.searchParams.get('site') ?? '', listener);
         case '/node-console.js':
         case '/xterm.css': {
           const [file, type] = ASSETS[url.pathname]!;
@@ -163,8 +165,11 @@ export class Dashboard {
           return this.send(res, 200, 'application/manifest+json', JSON.stringify({ name: 'HostMe node', short_name: 'HostMe', start_url: '/', display: 'standalone', background_color: '#ffffff', theme_color: '#1d4ed8', icons: [{ src: '/icon.svg', sizes: 'any', type: 'image/svg+xml' }] }));
         case '/icon.svg':
           return this.send(res, 200, 'image/svg+xml', ICON_SVG);
-        default:
+        default: {
+          const screen = /^\/api\/sites\/([a-z0-9-]{1,63})\/screen\.png$/.exec(url.pathname);
+          if (screen) return this.screenPng(res, screen[1]!, url.searchParams.get('secret') ?? '');
           return this.json(res, 404, { error: 'not-found' });
+        }
       }
     }
     if (method !== 'POST') return this.json(res, 405, { error: 'method-not-allowed' });
@@ -219,6 +224,29 @@ export class Dashboard {
       ws.on('close', off);
       ws.on('error', off);
     });
+  }
+
+  /** The VM's VGA screen as PNG (the secret in the query, as for the console: an <img> cannot send headers). */
+  private async screenPng(res: ServerResponse, site: string, secret: string): Promise<void> {
+    if (!sameSecret(secret, this.node.home.secret)) throw new HostmeError('forbidden', 'missing or wrong node secret');
+    const vm = this.node.vm(site);
+    const png = vm?.screen();
+    if (!png) return this.json(res, vm?.vm ? 404 : 409, { error: vm?.vm ? 'no-screen' : 'not-running', message: vm?.vm ? 'this VM has no display (hostme host --vga gives site VMs one)' : 'the site has no VM running' });
+    const bytes = await png;
+    res.writeHead(200, { 'Content-Type': 'image/png', 'Content-Length': bytes.length, 'Cache-Control': 'no-store', 'X-Content-Type-Options': 'nosniff' });
+    res.end(bytes);
+  }
+
+  private screenPage(res: ServerResponse, site: string, listener: Listener): void {
+    if (!/^[a-z0-9-]{1,63}$/.test(site)) return this.json(res, 404, { error: 'not-found' });
+    this.page(
+      res,
+      `${site} screen — HostMe node`,
+      `<p><a href="/">Sites</a> · <strong>${escapeHtml(site)}</strong> screen <span id="screen-status">loading…</span> <button type="button" id="fullscreen">Fullscreen</button> <a href="/console?site=${escapeHtml(site)}">console</a></p>
+<img id="screen" alt="${escapeHtml(site)} screen" data-site="${escapeHtml(site)}" style="max-width:100%;image-rendering:pixelated;background:#000">
+<meta name="hostme-secret" content="${escapeHtml(this.node.home.secret)}">`,
+      listener,
+    );
   }
 
   private consolePage(res: ServerResponse, site: string, listener: Listener): void {
@@ -401,6 +429,7 @@ async function refresh() {
     }
     const td = document.createElement('td');
     const link = document.createElement('a'); link.href = '/console?site=' + encodeURIComponent(s.name); link.textContent = 'console'; link.className = 'console'; td.append(link, ' ');
+    if (s.screen) { const sl = document.createElement('a'); sl.href = '/screen?site=' + encodeURIComponent(s.name); sl.textContent = 'screen'; sl.className = 'screen'; td.append(sl, ' '); }
     for (const a of [s.enabled ? 'stop' : 'start', 'remove']) {
       const b = document.createElement('button'); b.textContent = a; b.onclick = () => act(s.name, a); td.append(b);
     }
@@ -409,4 +438,18 @@ async function refresh() {
   }));
 }
 if (body) { refresh(); setInterval(refresh, 2000); }
+// The screen page: a new screendump about once a second, swapped in when loaded.
+const screen = document.getElementById('screen');
+if (screen) {
+  const status = document.getElementById('screen-status');
+  const src = () => '/api/sites/' + encodeURIComponent(screen.dataset.site) + '/screen.png?secret=' + encodeURIComponent(secret) + '&t=' + Date.now();
+  const next = () => {
+    const img = new Image();
+    img.onload = () => { screen.src = img.src; document.body.dataset.screen = 'shown'; status.textContent = img.naturalWidth + '×' + img.naturalHeight; setTimeout(next, 1000); };
+    img.onerror = () => { status.textContent = 'no screen (VM stopped?)'; setTimeout(next, 3000); };
+    img.src = src();
+  };
+  next();
+  document.getElementById('fullscreen').onclick = () => screen.requestFullscreen();
+}
 `;

@@ -33,7 +33,11 @@ export class HostNode {
   private timer?: NodeJS.Timeout;
   private stopped = false;
 
-  constructor(options: { home?: string; limits?: Partial<NodeLimits>; log?: (line: string) => void }) {
+  /** Site VMs get a VGA adapter, shown on the dashboard (hostme host --vga). */
+  readonly vga: boolean;
+
+  constructor(options: { home?: string; limits?: Partial<NodeLimits>; log?: (line: string) => void; vga?: boolean }) {
+    this.vga = options.vga ?? false;
     this.home = openNodeHome(options.home);
     this.store = new SqliteSiteStore(this.home.dbFile);
     this.limits = { ...DEFAULT_LIMITS, ...options.limits };
@@ -84,7 +88,7 @@ export class HostNode {
     return this.store.list().map((entry) => {
       const vm = this.vms.get(entry.name);
       const tunnel = this.tunnels.get(entry.hub);
-      const status = vm?.status() ?? { name: entry.name, state: 'stopped' as const, uptimeMs: 0, restarts: 0, requests: 0, bytesFetched: 0, bytesFromCache: 0 };
+      const status = vm?.status() ?? { name: entry.name, state: 'stopped' as const, uptimeMs: 0, restarts: 0, requests: 0, bytesFetched: 0, bytesFromCache: 0, screen: false };
       return { ...status, hub: entry.hub, repo: entry.repo, image: entry.image, enabled: entry.enabled, hubConnected: Boolean(tunnel?.connected && tunnel.admitted.includes(entry.name)) };
     });
   }
@@ -117,7 +121,7 @@ export class HostNode {
       let vm = this.vms.get(entry.name);
       if (!vm) {
         if (this.vms.size >= this.limits.maxVms) continue;
-        vm = new SiteVm(entry, { cacheDir: this.home.cacheDir, log: this.log, admitMemory: (me, mib) => this.admitMemory(me, mib), admitCache: () => this.cache.refuse(0, 'not started') });
+        vm = new SiteVm(entry, { cacheDir: this.home.cacheDir, log: this.log, admitMemory: (me, mib) => this.admitMemory(me, mib), admitCache: () => this.cache.refuse(0, 'not started'), vga: this.vga });
         this.vms.set(entry.name, vm);
       }
       vm.entry = entry;

@@ -20,6 +20,8 @@ export interface SiteVmStatus {
   bytesFetched: number;
   bytesFromCache: number;
   memoryMiB?: number;
+  /** The VM has a display the dashboard can show (hostme host --vga). */
+  screen: boolean;
   error?: string;
 }
 
@@ -58,6 +60,8 @@ export class SiteVm {
       admitMemory: (vm: SiteVm, memoryMiB: number) => string | undefined;
       /** The node's disk-cache limit: a reason not to boot, or undefined. */
       admitCache: () => Promise<string | undefined>;
+      /** Give the VM a standard VGA adapter (its screen on the dashboard). */
+      vga?: boolean;
     },
   ) {}
 
@@ -105,8 +109,26 @@ export class SiteVm {
       bytesFetched: stats?.bytesFetched ?? 0,
       bytesFromCache: stats?.bytesFromCache ?? 0,
       ...(this.memoryMiB ? { memoryMiB: this.memoryMiB } : {}),
+      screen: Boolean(this.options.vga && this.running),
       ...(this.error ? { error: this.error } : {}),
     };
+  }
+
+  private lastScreen?: { at: number; png: Promise<Buffer> };
+
+  /**
+   * The VM's screen as PNG, or undefined without a VM or display. One
+   * screendump at a time per VM, reused for 500 ms: viewers cannot make
+   * QEMU dump faster than twice a second.
+   */
+  screen(): Promise<Buffer> | undefined {
+    const vm = this.running?.vm;
+    if (!vm || !this.options.vga) return undefined;
+    if (this.lastScreen && Date.now() - this.lastScreen.at < 500) return this.lastScreen.png;
+    const png = vm.screendump();
+    png.catch(() => {});
+    this.lastScreen = { at: Date.now(), png };
+    return png;
   }
 
   private launch(): void {
@@ -137,6 +159,7 @@ export class SiteVm {
       console: 'none',
       keepRunning: true,
       publish: [{ hostAddr: '127.0.0.1', hostPort: this.port, guestPort: this.entry.guestPort, proto: 'tcp' }],
+      ...(this.options.vga ? { extraQemuArgs: ['-device', 'VGA'] } : {}),
     });
     this.running = running;
     const refused = this.options.admitMemory(this, running.manifest.hardware.memoryMiB);
