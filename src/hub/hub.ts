@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { constants, type IncomingHttpHeaders as H2Headers } from 'node:http2';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
+import type { Socket } from 'node:net';
 import { HostmeError, errorMessage, isHostmeError } from '../errors.js';
 import { escapeHtml } from '../server/http-util.js';
 import { NodeSession } from './node-session.js';
@@ -164,6 +165,8 @@ export class Hub {
     // The newest connection of a key replaces an older one (a restarted node).
     this.nodes.get(keyText)?.eject();
     this.opts.store.nodeSeen(keyText, allowed);
+    // Many small HTTP/2 frames each way: Nagle's algorithm against delayed ACKs would stall each request ~40 ms.
+    if ('setNoDelay' in socket && typeof socket.setNoDelay === 'function') (socket as Socket).setNoDelay(true);
     socket.write(`HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: ${TUNNEL_PROTOCOL}\r\nx-hostme-admitted: ${allowed.join(',')}\r\n\r\n`);
     if (head.length) socket.unshift(head);
     const session = new NodeSession(keyText, allowed, socket, {

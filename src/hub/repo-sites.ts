@@ -13,11 +13,19 @@ const POLICY_TTL_MS = 10_000;
  */
 export function repoSites(repoDir: string): { siteExists: (site: string) => Promise<boolean>; sitePolicy: (site: string) => Promise<HostingPolicy | undefined> } {
   const repo = openRepository(repoDir);
-  let names: { at: number; list: string[] } | undefined;
+  let names: { at: number; list: Set<string> } | undefined;
+  let reading: Promise<Set<string>> | undefined;
   const policies = new Map<string, { at: number; policy: HostingPolicy | undefined }>();
   const siteExists = async (site: string): Promise<boolean> => {
-    if (!names || Date.now() - names.at > LISTING_TTL_MS) names = { at: Date.now(), list: Object.keys((await repo.listing()).images) };
-    return names.list.includes(site);
+    if (!names || Date.now() - names.at > LISTING_TTL_MS) {
+      // Concurrent gateway requests share one read of the listing.
+      reading ??= repo
+        .listing()
+        .then((listing) => new Set(Object.keys(listing.images)))
+        .finally(() => (reading = undefined));
+      names = { at: Date.now(), list: await reading };
+    }
+    return names.list.has(site);
   };
   const sitePolicy = async (site: string): Promise<HostingPolicy | undefined> => {
     const cached = policies.get(site);
