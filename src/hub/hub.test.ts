@@ -243,6 +243,30 @@ test('hostile clients are bounded: huge headers, oversized and slow bodies', asy
     }, 30_000).unref();
   });
   assert.ok(Number.isFinite(closedIn), 'the slow client was disconnected');
+  // Slow headers (one header line a second, never finished): answered 408 or cut. Node enforces
+  // headersTimeout on its connection check, every 30 s by default: bounded, not prompt.
+  const slowHeaders = await new Promise<string>((resolve) => {
+    let answer = '';
+    const socket = connect(Number(port), '127.0.0.1', () => socket.write('GET /s/web/ HTTP/1.1\r\nHost: x\r\n'));
+    const drip = setInterval(() => socket.write(`x-drip-${Date.now()}: 1\r\n`), 1000);
+    socket.on('data', (d: Buffer) => (answer += d.toString()));
+    socket.on('close', () => {
+      clearInterval(drip);
+      resolve(answer || 'closed');
+    });
+    socket.on('error', () => {});
+    setTimeout(() => {
+      socket.destroy();
+      resolve('still open');
+    }, 75_000).unref();
+  });
+  assert.ok(slowHeaders === 'closed' || /^HTTP\/1\.1 408/.test(slowHeaders), `slow headers: ${slowHeaders.slice(0, 80)}`);
+  // Many small headers (within the byte limit, beyond the count the hub forwards): bounded answer, no crash.
+  const many: Record<string, string> = {};
+  for (let i = 0; i < 300; i++) many[`x-h${i}`] = '1';
+  const manyAnswer = await fetch(`${url}/s/web/`, { headers: many }).catch(() => undefined);
+  assert.ok(manyAnswer === undefined || [200, 431, 502, 503].includes(manyAnswer.status), `many headers: ${manyAnswer?.status}`);
+  assert.equal((await fetch(`${url}/s/web/`)).status, 200, 'still serving afterwards');
 });
 
 test('1,000 concurrent gateway requests are all answered (200, or 503 beyond the in-flight limit) and none hangs', async () => {
