@@ -72,6 +72,11 @@ test('the LAN listener: /api/hello only for the configured page origins; nothing
   assert.equal(addPage.status, 401);
   assert.ok(!addPage.body.includes(secret));
   assert.equal((await raw(lan, 'GET', '/pair?key=wrong', { Host: host })).status, 403);
+  // The right key sets an HttpOnly cookie and goes on to a same-origin path only (no open redirect).
+  const paired = await raw(lan, 'GET', `/pair?key=${encodeURIComponent(node.home.lanKey)}&next=${encodeURIComponent('//evil.example/')}`, { Host: host });
+  assert.equal(paired.status, 303);
+  assert.equal(paired.headers.location, '/');
+  assert.match(String(paired.headers['set-cookie']), /hostme-lan=.*HttpOnly; SameSite=Lax/);
   const ctype = { 'content-type': 'application/x-www-form-urlencoded' };
   const form = new URLSearchParams({ u: `${repo.url}/i/web`, secret }).toString();
   // Even with the secret: no pairing cookie, or another origin, or another Host → refused.
