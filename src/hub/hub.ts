@@ -444,8 +444,14 @@ export class Hub {
           if (heldBytes > COMMIT_BYTES) commit();
         });
         stream.on('end', () => {
-          commit();
-          res.end();
+          if (!responded) {
+            // The whole answer was held: head and body leave in one write.
+            responded = true;
+            res.writeHead(status, out);
+            res.end(held.length === 1 ? held[0] : Buffer.concat(held));
+          } else {
+            res.end();
+          }
           node.succeeded();
           finish('done');
         });
