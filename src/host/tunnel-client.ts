@@ -51,7 +51,12 @@ export class TunnelClient {
     this.nodeId = nodeIdOf(nodeKeyText(key.publicKey));
     // Extended CONNECT (RFC 8441) carries upgraded connections (WebSocket) to the VM.
     this.h2 = createH2Server({ maxSessionMemory: 64, settings: { enableConnectProtocol: true, initialWindowSize: STREAM_WINDOW_BYTES } }, (req, res) => this.serve(req, res));
-    this.h2.on('session', (session) => session.once('connect', () => session.setLocalWindowSize(SESSION_WINDOW_BYTES)));
+    this.h2.on('session', (session) => {
+      session.once('connect', () => session.setLocalWindowSize(SESSION_WINDOW_BYTES));
+      // A session that ends (GOAWAY, error) must not leave a half-dead tunnel that looks connected.
+      session.once('goaway', () => session.destroy());
+      session.once('close', () => session.destroy());
+    });
     this.h2.on('connect', (req: Http2ServerRequest, res: Http2ServerResponse) => this.serveUpgrade(req, res));
     this.h2.on('sessionError', () => {});
   }

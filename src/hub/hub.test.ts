@@ -269,6 +269,38 @@ test('hostile clients are bounded: huge headers, oversized and slow bodies', asy
   assert.equal((await fetch(`${url}/s/web/`)).status, 200, 'still serving afterwards');
 });
 
+test('thousands of requests keep one tunnel: answered streams are not reset (Node\'s rapid-reset guard would close the tunnel)', async () => {
+  const { url, hub } = await startHub({ nodeRatePerSecond: 1_000_000 });
+  const vm = await backend('web-vm');
+  const x = node(url, { web: vm.port });
+  await readyAt(hub, 'web');
+  const [before] = hub.nodeList();
+  const statuses = new Map<number, number>();
+  const { Agent, request: get } = await import('node:http');
+  const agent = new Agent({ keepAlive: true, maxSockets: 8 });
+  await Promise.all(
+    Array.from({ length: 8 }, async () => {
+      for (let i = 0; i < 400; i++) {
+        const status = await new Promise<number>((resolve) => {
+          const req = get(`${url}/s/web/`, { agent }, (res) => {
+            res.resume();
+            res.on('end', () => resolve(res.statusCode ?? 0));
+          });
+          req.on('error', () => resolve(0));
+          req.end();
+        });
+        statuses.set(status, (statuses.get(status) ?? 0) + 1);
+      }
+    }),
+  );
+  agent.destroy();
+  assert.deepEqual([...statuses], [[200, 3200]]);
+  const after = hub.nodeList();
+  assert.equal(after.length, 1);
+  assert.equal(after[0]!.since, before!.since, 'the same tunnel session throughout');
+  assert.ok(x.connected);
+});
+
 test('1,000 concurrent gateway requests are all answered (200, or 503 beyond the in-flight limit) and none hangs', async () => {
   const { url, hub } = await startHub({ maxInflight: 100 });
   const vm = await backend('web-vm');

@@ -61,6 +61,8 @@ export class NodeSession {
       this.closed = true;
       clearInterval(this.timer);
       this.ready.clear();
+      // A GOAWAY or error leaves the socket open: close it, so the node notices and dials again.
+      this.h2.destroy();
       options.onClose(this);
     };
     this.h2.on('close', close);
