@@ -111,6 +111,24 @@ async function main(): Promise<void> {
       if (added instanceof Error) throw added;
       return node;
     };
+    // The gateway's own cost: the same hub, a stand-in node whose "VM" is a plain Node HTTP server.
+    log('bench:host: gateway against a stand-in node (no VM)');
+    const standIn = await startCli([hubUrl], { env, script: path.join(repoRoot, 'dist', 'bench', 'host-stand-in.js') });
+    cleanup.add('stand-in node', () => standIn.kill('SIGTERM'));
+    const results: Record<string, Measured> = {};
+    {
+      const deadline = Date.now() + 60_000;
+      while ((await fetch(`${hubUrl}/s/web/`)).status !== 200) {
+        if (Date.now() > deadline) throw new Error('the stand-in node did not become ready');
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      for (const [label, p, size] of [['small', '/', undefined], ['1MiB', '/big.bin', 1 << 20]] as const) {
+        results[`standin-direct-${label}`] = await load(`${String(standIn.info.direct)}${p}`, size);
+        results[`standin-gateway-${label}`] = await load(`${hubUrl}/s/web${p}`, size);
+      }
+      await standIn.kill('SIGTERM');
+      while (((await (await fetch(`${hubUrl}/api/hub/nodes`)).json()) as { nodes: unknown[] }).nodes.length > 0) await new Promise((r) => setTimeout(r, 100));
+    }
     const readyCount = async () => ((await (await fetch(`${hubUrl}/api/hub/nodes`)).json()) as { nodes: Array<{ ready: string[] }> }).nodes.filter((n) => n.ready.includes('web')).length;
     const waitReady = async (count: number) => {
       const deadline = Date.now() + 300_000;
@@ -124,7 +142,6 @@ async function main(): Promise<void> {
     await waitReady(1);
     const sites = (await (await fetch(`${String(a.info.url)}/api/sites`)).json()) as { sites: Array<{ address?: string }> };
     const direct = sites.sites[0]!.address!;
-    const results: Record<string, Measured> = {};
     for (const [label, p, size] of [['small', '/', undefined], ['1MiB', '/big.bin', 1 << 20]] as const) {
       results[`direct-${label}`] = await load(`${direct}${p}`, size);
       results[`gateway-1node-${label}`] = await load(`${hubUrl}/s/web${p}`, size);
@@ -159,9 +176,11 @@ async function main(): Promise<void> {
     const failover = { msToFirstSuccessThroughB: firstAfter ? firstAfter - killedAt : null, failedRequests: failed };
 
     const ratio = (l: string) => results[`gateway-1node-${l}`]!.rps / results[`direct-${l}`]!.rps;
+    const standInRatio = (l: string) => results[`standin-gateway-${l}`]!.rps / results[`standin-direct-${l}`]!.rps;
     const rows = [['case', 'req/s', 'p50 ms', 'p99 ms', 'errors'], ...Object.entries(results).map(([k, m]) => [k, m.rps.toFixed(0), m.p50Ms.toFixed(2), m.p99Ms.toFixed(2), String(m.errors)])];
     process.stdout.write(`${table(rows)}\n`);
     process.stdout.write(`gateway/direct throughput, one node: small ${fmtRatio(ratio('small'))}, 1 MiB ${fmtRatio(ratio('1MiB'))} (goal ≥ 0.8×)\n`);
+    process.stdout.write(`gateway/direct throughput, stand-in node (no VM; the gateway's own cost): small ${fmtRatio(standInRatio('small'))}, 1 MiB ${fmtRatio(standInRatio('1MiB'))}\n`);
     process.stdout.write(`failover after kill -9: first success through B ${failover.msToFirstSuccessThroughB?.toFixed(0) ?? 'never'} ms after the kill, ${failover.failedRequests} failed requests (goal ≤ 2 s)\n`);
     await writeJson(path.join(repoRoot, 'bench', 'results', 'host.json'), {
       machine: machineInfo(),
@@ -169,7 +188,7 @@ async function main(): Promise<void> {
       concurrency: CONCURRENCY,
       durationMs: DURATION_MS,
       results,
-      ratios: { small: ratio('small'), oneMiB: ratio('1MiB') },
+      ratios: { small: ratio('small'), oneMiB: ratio('1MiB'), standInSmall: standInRatio('small'), standInOneMiB: standInRatio('1MiB') },
       failover,
     });
   } finally {

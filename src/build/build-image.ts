@@ -257,6 +257,7 @@ export async function buildImage(request: BuildRequest): Promise<BuildResult> {
       arch: manifest.hardware.arch,
       description: manifest.description,
       network: manifest.network,
+      hosting: manifest.hosting,
     });
     const result: BuildResult = { name: manifest.name, version: pack.version, manifestDigest: pack.manifestDigest, pack, diskSha256 };
     if (request.outDir) {

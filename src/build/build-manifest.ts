@@ -127,6 +127,8 @@ export const buildManifestSchema = z
       .default({ arch: 'x86_64', memoryMiB: 256, cpus: 1, diskSize: 'auto' }),
     /** The overlay network the image joins by default (docs/net.md). */
     network: z.object({ join: z.string().regex(networkNamePattern, 'must be a network name: lowercase letters, digits and "-", at most 32') }).strict().optional(),
+    /** Who may host the image as a site through a hub (docs/host.md "Hosting policy"). */
+    hosting: z.enum(['open', 'invite']).optional(),
     outputs: z.array(z.object({ format: z.string().min(1), to: z.string().min(1) }).strict()).optional(),
   })
   .strict();

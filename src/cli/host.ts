@@ -8,6 +8,10 @@ interface HostCliOptions {
   port: string;
   maxVms: string;
   maxMemory: string;
+  maxCache: string;
+  lan?: string;
+  vga?: boolean;
+  lanOrigin?: string[];
   json?: boolean;
   install?: boolean;
   uninstall?: boolean;
@@ -24,6 +28,10 @@ export function registerHost(program: Command): void {
     .option('--port <port>', 'dashboard port on 127.0.0.1 (0 picks a free one)', String(DEFAULT_NODE_PORT))
     .option('--max-vms <n>', 'site VMs running at once', '4')
     .option('--max-memory <mib>', 'memory of all site VMs together, MiB', '4096')
+    .option('--max-cache <mib>', 'disk the node\'s cache may take (chunks, decoded copies, site overlays), MiB', '10240')
+    .option('--vga', 'give each site VM a standard VGA adapter and show its screen on the dashboard')
+    .option('--lan <addr[:port]>', 'also listen on this LAN address (default port 7481) for paired browsers on other devices (docs/host.md "LAN nodes")')
+    .option('--lan-origin <origin...>', 'with --lan: page origins (hubs) whose HostMe button may probe this node over the LAN')
     .option('--install', 'start the node at login: systemd user unit + XDG autostart entry')
     .option('--uninstall', 'remove what --install wrote')
     .option('--json', 'print the dashboard URL as JSON')
@@ -36,11 +44,12 @@ export function registerHost(program: Command): void {
       }
       const { HostNode } = await import('../host/node.js');
       const { Dashboard } = await import('../host/dashboard.js');
-      const node = new HostNode({ home: options.home, limits: { maxVms: parsePositiveInt(options.maxVms), maxMemoryMiB: parsePositiveInt(options.maxMemory) } });
+      const node = new HostNode({ home: options.home, limits: { maxVms: parsePositiveInt(options.maxVms), maxMemoryMiB: parsePositiveInt(options.maxMemory), maxCacheMiB: parsePositiveInt(options.maxCache) }, vga: options.vga === true });
       const dashboard = new Dashboard(node);
       const url = await dashboard.listen(options.port === '0' ? 0 : parsePositiveInt(options.port));
+      const lan = options.lan ? await dashboard.listenLan({ ...parseLanAddress(options.lan), allowOrigins: (options.lanOrigin ?? []).map(originOf) }) : undefined;
       node.start();
-      emit(options, { url, node: node.nodeId, home: node.home.dir }, () => `hostme host: node ${node.nodeId} (home ${node.home.dir}); dashboard at ${url}/`);
+      emit(options, { url, node: node.nodeId, home: node.home.dir, ...(lan ? { lan } : {}) }, () => `hostme host: node ${node.nodeId} (home ${node.home.dir}); dashboard at ${url}/${lan ? `; LAN listener at ${lan}/ (pair devices from the dashboard)` : ''}`);
       await new Promise<void>((done) => {
         const stop = () => {
           process.stderr.write('hostme host: stopping the site VMs\n');
@@ -107,6 +116,25 @@ export function registerHost(program: Command): void {
       if (!removed) throw new HostmeError('site-not-found', `this node hosts no site named "${name}"`);
       process.stderr.write(`removed ${name}\n`);
     });
+}
+
+/** ADDR, ADDR:PORT or [IPv6]:PORT; the port defaults to 7481 (0 picks one). */
+export function parseLanAddress(text: string): { address: string; port: number } {
+  const m = /^\[([0-9a-fA-F:.]+)\](?::(\d{1,5}))?$/.exec(text) ?? /^([^:[\]]+)(?::(\d{1,5}))?$/.exec(text);
+  if (!m) throw new HostmeError('usage', `--lan ${text}: expected ADDR, ADDR:PORT or [IPv6]:PORT`);
+  const port = m[2] === undefined ? DEFAULT_NODE_PORT + 1 : Number(m[2]);
+  if (port > 65535) throw new HostmeError('usage', `--lan ${text}: port out of range`);
+  return { address: m[1]!, port };
+}
+
+function originOf(text: string): string {
+  try {
+    const url = new URL(text);
+    if (url.protocol === 'http:' || url.protocol === 'https:') return url.origin;
+  } catch {
+    // reported below
+  }
+  throw new HostmeError('usage', `--lan-origin ${text}: expected an http(s) origin such as https://hub.example`);
 }
 
 function hostHome(host: Command): string | undefined {

@@ -1,4 +1,4 @@
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { mkdir, stat } from 'node:fs/promises';
 import type { RenderService } from '../render/render-service.js';
 import { loadOrCreateDefaultKey } from '../pack/publisher-key.js';
@@ -34,6 +34,7 @@ interface ServeCliOptions {
   hosting: string;
   invite?: string[];
   hubState?: string;
+  fallback?: boolean;
   package?: string;
   publicUrl?: string;
   iso?: boolean;
@@ -79,6 +80,7 @@ export function registerServe(program: Command): void {
     .option('--invite <site:token...>', 'with --hub: create invite tokens (SITE:TOKEN)')
     .option('--package <tgz>', 'with --hub: serve this hostme package (npm pack) at /hostme.tgz for /install.sh')
     .option('--public-url <url>', 'the public origin written into /install.sh (--hub), ISOs and torrents (--iso); default: the listening address')
+    .option('--fallback', 'with --hub: when no node hosts a site, the hub boots it itself (a node in this process; home REPO/.hub/fallback-node)')
     .option('--hub-state <file>', 'with --hub: SQLite file of the hub registry (default REPO/.hub/hub.db)')
     .option('--iso', 'generate and offer each direct-boot image\'s bootable ISO and its torrent (/i/NAME/NAME.iso[.torrent])')
     .option('--iso-cache <dir>', 'where generated ISOs are kept (default REPO/.iso-cache; dotfiles are never served)')
@@ -129,6 +131,7 @@ export function registerServe(program: Command): void {
         // Slow and hostile gateway clients are bounded in time.
         server.server.headersTimeout = 10_000;
         server.server.requestTimeout = 120_000;
+        hub.attach(server.url);
       }
       // Loaded only with --net: the network hub pulls in ws and the switch.
       const netHub = options.net ? await (await import('../net/hub.js')).attachNetHub(server.server, { dir: resolve(options.netDir ?? join(repoDir, '.net')), log: options.quiet ? undefined : (line) => process.stderr.write(`net: ${line}\n`) }) : undefined;
@@ -137,8 +140,7 @@ export function registerServe(program: Command): void {
       await new Promise<void>((done) => {
         // Running builds are killed and cleaned up at once, not waited for (a build may take an hour).
         const stop = () => {
-          hub?.close();
-          void Promise.all([netHub?.close(), server.close(), render?.close()]).then(() => done());
+          void Promise.all([hub?.close(), netHub?.close(), server.close(), render?.close()]).then(() => done());
         };
         process.once('SIGINT', stop);
         process.once('SIGTERM', stop);
@@ -150,33 +152,32 @@ async function startHub(repoDir: string, options: ServeCliOptions) {
   if (options.hosting !== 'open' && options.hosting !== 'invite') throw new HostmeError('usage', '--hosting must be open or invite');
   const { Hub } = await import('../hub/hub.js');
   const { SqliteHubStore } = await import('../hub/hub-store.js');
-  const { openRepository } = await import('../repo/repository.js');
+  const { repoSites } = await import('../hub/repo-sites.js');
   const store = new SqliteHubStore(resolve(options.hubState ?? join(repoDir, '.hub', 'hub.db')));
   for (const invite of options.invite ?? []) {
     const m = /^([a-z0-9-]+):(.{16,256})$/.exec(invite);
     if (!m) throw new HostmeError('usage', `--invite ${invite}: expected SITE:TOKEN with a token of at least 16 characters`);
     store.createInvite(m[1]!, m[2]!);
   }
-  const repo = openRepository(repoDir);
-  let names: { at: number; list: string[] } | undefined;
+  const fallback = options.fallback ? new (await import('../hub/fallback.js')).HubFallbackNode(join(resolve(options.hubState ? dirname(options.hubState) : join(repoDir, '.hub')), 'fallback-node'), (line) => process.stderr.write(`${line}\n`)) : undefined;
   const hub = new Hub({
     store,
+    ...(fallback ? { fallback } : {}),
     hosting: options.hosting,
     domain: options.hubDomain,
     ...(options.package ? { packageFile: resolve(options.package) } : {}),
     ...(options.publicUrl ? { publicUrl: new URL(options.publicUrl).origin } : {}),
-    siteExists: async (site) => {
-      // The listing is re-read at most once a second, not per gateway request.
-      if (!names || Date.now() - names.at > 1000) names = { at: Date.now(), list: Object.keys((await repo.listing()).images) };
-      return names.list.includes(site);
-    },
+    ...repoSites(repoDir),
     log: options.quiet ? undefined : (line) => process.stderr.write(`${line}\n`),
     // Tests and benchmarks shorten the peers' heartbeat (and so their expiry).
     peerIntervalSeconds: Number(process.env.HOSTME_PEER_INTERVAL) || undefined,
   });
   return Object.assign(hub, {
-    close: () => {
+    /** The fallback node dials the hub's own address once it listens. */
+    attach: (url: string) => fallback?.attach(url),
+    close: async () => {
       Hub.prototype.close.call(hub);
+      await fallback?.stop();
       store.close();
     },
   });

@@ -109,6 +109,8 @@ export const manifestSchema = z.object({
   mirrors: z.array(z.string().url()).default([]),
   /** The overlay network the image joins by default (hostme run --net overrides; docs/net.md). */
   network: z.object({ join: z.string().regex(networkNamePattern, 'a network name: lowercase letters, digits and "-", at most 32') }).optional(),
+  /** Who may host the image as a site through a hub (docs/host.md "Hosting policy"); absent = the hub's own policy. */
+  hosting: z.enum(['open', 'invite']).optional(),
   /** The version this one was derived from (commit, profile, snapshot). */
   parent: z.object({ version: z.string(), digest: objectId }).optional(),
 });

@@ -7,7 +7,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { request } from 'node:http';
-import { readFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { startRepoServer, type RunningRepoServer } from '../server/server.js';
@@ -105,6 +105,51 @@ test('a site is added only by a same-origin POST carrying the node secret from t
   assert.deepEqual(node.store.list(), []);
 });
 
+test('the disk-cache limit: an add that would exceed it is refused with the reason, and a full cache boots no VM', async () => {
+  // A node whose cache already holds 3 MiB of a site's overlay, with a 2 MiB limit.
+  const small = new HostNode({ home: join(dir, 'small'), limits: { maxVms: 1, maxCacheMiB: 2 }, log: () => {} });
+  await mkdir(join(small.home.cacheDir, 'instances', 'site-old'), { recursive: true });
+  await writeFile(join(small.home.cacheDir, 'instances', 'site-old', 'overlay.data'), Buffer.alloc(3 << 20, 1));
+  const smallDash = new Dashboard(small);
+  const smallUrl = await smallDash.listen(0);
+  small.start();
+  try {
+    const smallHost = new URL(smallUrl).host;
+    const link = `${repo.url}/i/web`;
+    const post = (body: string) =>
+      new Promise<{ status: number; body: string }>((resolve, reject) => {
+        const req = request(`${smallUrl}/api/sites`, { method: 'POST', headers: { Host: smallHost, Origin: smallUrl, 'content-type': 'application/x-www-form-urlencoded', 'content-length': String(Buffer.byteLength(body)) } }, (res) => {
+          let text = '';
+          res.setEncoding('utf8');
+          res.on('data', (d: string) => (text += d));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
+        });
+        req.on('error', reject);
+        req.end(body);
+      });
+    const refused = await post(form({ u: link, secret: small.home.secret }));
+    assert.equal(refused.status, 507, refused.body);
+    assert.match(JSON.parse(refused.body).message, /web not added: this node's disk cache would exceed its limit \(3\.0 MiB used \+ [\d.]+ MiB needed > 2\.0 MiB/);
+    assert.deepEqual(small.store.list(), []);
+    // Added behind the dashboard's back (hostme host add): the node does not boot it.
+    small.store.add({ name: 'web', repo: repo.url, image: 'web', hub: new URL(repo.url).origin, guestPort: 80 });
+    const state = await (async () => {
+      for (let i = 0; i < 100; i++) {
+        const [s] = small.status();
+        if (s?.state === 'failed') return s;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      return small.status()[0];
+    })();
+    assert.equal(state?.state, 'failed');
+    assert.match(state?.error ?? '', /not started: this node's disk cache would exceed its limit/);
+    assert.equal(small.vm('web')?.vm, undefined, 'no QEMU was started');
+  } finally {
+    await smallDash.close();
+    await small.stop();
+  }
+});
+
 test('the dashboard is an installable app: manifest and icon', async () => {
   const manifest = JSON.parse((await raw('GET', '/manifest.webmanifest', { Host: host() })).body) as { display: string; icons: unknown[] };
   assert.equal(manifest.display, 'standalone');
@@ -132,6 +177,10 @@ test('hostme host --install writes a systemd user unit and an autostart entry wi
 });
 
 test('the console WebSocket is refused to other origins, other Hosts and without the secret', async () => {
+  // The VGA screen: the secret is needed; without a running VM there is nothing to show.
+  assert.equal((await raw('GET', '/api/sites/web/screen.png', { Host: host() })).status, 403);
+  assert.equal((await raw('GET', `/api/sites/web/screen.png?secret=${encodeURIComponent(node.home.secret)}`, { Host: 'evil.example' })).status, 403);
+  assert.equal((await raw('GET', `/api/sites/web/screen.png?secret=${encodeURIComponent(node.home.secret)}`, { Host: host() })).status, 409);
   const { WebSocket } = await import('ws');
   const attempt = (headers: Record<string, string>, secret: string) =>
     new Promise<number>((resolve) => {

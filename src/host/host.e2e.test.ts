@@ -39,8 +39,8 @@ after(async () => {
 
 const hubUrl = () => String(hub.info.url);
 
-async function startNode(name: string, port = 0): Promise<CliProcess> {
-  const node = await startCli(['host', '--home', join(work, name), '--port', String(port), '--json'], { env });
+async function startNode(name: string, port = 0, extra: string[] = []): Promise<CliProcess> {
+  const node = await startCli(['host', '--home', join(work, name), '--port', String(port), '--json', ...extra], { env });
   nodes.push(node);
   return node;
 }
@@ -86,7 +86,8 @@ test('two nodes host examples/web through the hub; kill -9 of one loses no GET; 
   // Node A is added the way a visitor does it: the site's page offers "Host this site on my computer"
   // (the local node answered /api/hello), and the node's own page asks for confirmation.
   const aPort = await freeLoopbackPort();
-  const a = await startNode('node-a', aPort);
+  // --vga: A's site VM gets a VGA adapter, shown on its dashboard.
+  const a = await startNode('node-a', aPort, ['--vga']);
   const nodeUrl = String(a.info.url);
   const browser = await launchChromium();
   const shots = await artifactsDir();
@@ -116,6 +117,13 @@ test('two nodes host examples/web through the hub; kill -9 of one loses no GET; 
     await page.keyboard.type('hostname\n');
     await page.waitForFunction((name) => (window as unknown as { hostmeConsole: { text(): string } }).hostmeConsole.text().split('\n').some((l) => l.trim() === name), site.guestHostname, { timeout: 60_000, polling: 300 });
     await page.screenshot({ path: join(shots, 'host-4-console.png') });
+    // The VM's VGA screen (QMP screendump as PNG, refreshed about once a second).
+    await page.goto(`${nodeUrl}/`);
+    await page.click('tr[data-site="web"] a.screen', { timeout: 30_000 });
+    await page.waitForFunction(() => document.body.dataset.screen === 'shown', undefined, { timeout: 60_000 });
+    const size = await page.evaluate(() => { const img = document.getElementById('screen') as HTMLImageElement; return [img.naturalWidth, img.naturalHeight]; });
+    assert.ok(size[0]! >= 320 && size[1]! >= 200, `a VGA-sized screen: ${size.join('x')}`);
+    await page.screenshot({ path: join(shots, 'host-5-screen.png') });
   } finally {
     await browser.close();
   }

@@ -18,6 +18,8 @@ export interface NodeHome {
   publicKey: KeyObject;
   /** Per-node secret the dashboard's own pages carry in state-changing POSTs. */
   secret: string;
+  /** Pairing key a browser on the LAN presents once (then as a cookie) to use the node's LAN listener. */
+  lanKey: string;
 }
 
 function readOrCreate(file: string, make: () => string): string {
@@ -43,5 +45,6 @@ export function openNodeHome(dir = defaultNodeHome()): NodeHome {
   const pem = readOrCreate(join(home, 'node.key'), () => generateKeyPairSync('ed25519').privateKey.export({ format: 'pem', type: 'pkcs8' }).toString());
   const privateKey = createPrivateKey(pem);
   const secret = readOrCreate(join(home, 'dashboard.secret'), () => randomBytes(32).toString('base64url')).trim();
-  return { dir: home, dbFile: join(home, 'node.db'), cacheDir: join(home, 'cache'), privateKey, publicKey: createPublicKey(privateKey), secret };
+  const lanKey = readOrCreate(join(home, 'lan.key'), () => randomBytes(32).toString('base64url')).trim();
+  return { dir: home, dbFile: join(home, 'node.db'), cacheDir: join(home, 'cache'), privateKey, publicKey: createPublicKey(privateKey), secret, lanKey };
 }

@@ -3,6 +3,7 @@ import { openNodeHome, type NodeHome } from './node-home.js';
 import { SiteVm, type SiteVmStatus } from './site-vm.js';
 import { SqliteSiteStore, type SiteEntry, type SiteStore } from './site-store.js';
 import { TunnelClient } from './tunnel-client.js';
+import { CacheBudget } from './cache-budget.js';
 import { nodeIdOf, nodeKeyText } from '../hub/tunnel-protocol.js';
 
 export interface NodeLimits {
@@ -12,9 +13,11 @@ export interface NodeLimits {
   maxMemoryMiB: number;
   /** Sites in the list (default 32). */
   maxSites: number;
+  /** Disk the node's cache may take, MiB (default 10240): chunks, decoded copies and the sites' overlays. */
+  maxCacheMiB: number;
 }
 
-export const DEFAULT_LIMITS: NodeLimits = { maxVms: 4, maxMemoryMiB: 4096, maxSites: 32 };
+export const DEFAULT_LIMITS: NodeLimits = { maxVms: 4, maxMemoryMiB: 4096, maxSites: 32, maxCacheMiB: 10240 };
 /** How often the node re-reads its site list (`hostme host add` from another process). */
 const RECONCILE_MS = 1000;
 
@@ -30,14 +33,20 @@ export class HostNode {
   private timer?: NodeJS.Timeout;
   private stopped = false;
 
-  constructor(options: { home?: string; limits?: Partial<NodeLimits>; log?: (line: string) => void }) {
+  /** Site VMs get a VGA adapter, shown on the dashboard (hostme host --vga). */
+  readonly vga: boolean;
+
+  constructor(options: { home?: string; limits?: Partial<NodeLimits>; log?: (line: string) => void; vga?: boolean }) {
+    this.vga = options.vga ?? false;
     this.home = openNodeHome(options.home);
     this.store = new SqliteSiteStore(this.home.dbFile);
     this.limits = { ...DEFAULT_LIMITS, ...options.limits };
+    this.cache = new CacheBudget(this.home.cacheDir, this.limits.maxCacheMiB * 1024 * 1024);
     this.log = options.log ?? ((line) => process.stderr.write(`hostme host: ${line}\n`));
   }
 
   readonly limits: NodeLimits;
+  readonly cache: CacheBudget;
   readonly log: (line: string) => void;
 
   get nodeId(): string {
@@ -79,7 +88,7 @@ export class HostNode {
     return this.store.list().map((entry) => {
       const vm = this.vms.get(entry.name);
       const tunnel = this.tunnels.get(entry.hub);
-      const status = vm?.status() ?? { name: entry.name, state: 'stopped' as const, uptimeMs: 0, restarts: 0, requests: 0, bytesFetched: 0, bytesFromCache: 0 };
+      const status = vm?.status() ?? { name: entry.name, state: 'stopped' as const, uptimeMs: 0, restarts: 0, requests: 0, bytesFetched: 0, bytesFromCache: 0, screen: false };
       return { ...status, hub: entry.hub, repo: entry.repo, image: entry.image, enabled: entry.enabled, hubConnected: Boolean(tunnel?.connected && tunnel.admitted.includes(entry.name)) };
     });
   }
@@ -112,7 +121,7 @@ export class HostNode {
       let vm = this.vms.get(entry.name);
       if (!vm) {
         if (this.vms.size >= this.limits.maxVms) continue;
-        vm = new SiteVm(entry, { cacheDir: this.home.cacheDir, log: this.log, admitMemory: (me, mib) => this.admitMemory(me, mib) });
+        vm = new SiteVm(entry, { cacheDir: this.home.cacheDir, log: this.log, admitMemory: (me, mib) => this.admitMemory(me, mib), admitCache: () => this.cache.refuse(0, 'not started'), vga: this.vga });
         this.vms.set(entry.name, vm);
       }
       vm.entry = entry;

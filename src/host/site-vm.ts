@@ -20,6 +20,8 @@ export interface SiteVmStatus {
   bytesFetched: number;
   bytesFromCache: number;
   memoryMiB?: number;
+  /** The VM has a display the dashboard can show (hostme host --vga). */
+  screen: boolean;
   error?: string;
 }
 
@@ -28,6 +30,7 @@ const BACKOFF_MAX_MS = 60_000;
 /** A run that served this long resets the backoff. */
 const STABLE_MS = 60_000;
 const SERVE_WAIT_MS = 240_000;
+const RETRY_FAILED_MS = 30_000;
 
 /**
  * One site's VM: boots it with the runner (streamed, verified, cached,
@@ -45,12 +48,23 @@ export class SiteVm {
   private backoffMs = BACKOFF_MIN_MS;
   private timer?: NodeJS.Timeout;
   private wanted = false;
+  private failedAt = 0;
   private error?: string;
   private run?: Promise<void>;
 
   constructor(
     public entry: SiteEntry,
-    private readonly options: { cacheDir: string; log: (line: string) => void; admitMemory: (vm: SiteVm, memoryMiB: number) => string | undefined; share?: boolean },
+    private readonly options: {
+      cacheDir: string;
+      log: (line: string) => void;
+      admitMemory: (vm: SiteVm, memoryMiB: number) => string | undefined;
+      /** The node's disk-cache limit: a reason not to boot, or undefined. */
+      admitCache: () => Promise<string | undefined>;
+      /** Give the VM a standard VGA adapter (its screen on the dashboard). */
+      vga?: boolean;
+      /** Share this node's cached chunks with the site's swarm (default true; docs/peers.md). */
+      share?: boolean;
+    },
   ) {}
 
   get memoryMiB(): number | undefined {
@@ -68,6 +82,8 @@ export class SiteVm {
 
   start(): void {
     this.wanted = true;
+    // A refused start (a limit) is tried again at most every RETRY_FAILED_MS, not at every reconcile.
+    if (this.state === 'failed' && Date.now() - this.failedAt < RETRY_FAILED_MS) return;
     if (this.state === 'stopped' || this.state === 'failed') this.launch();
   }
 
@@ -95,8 +111,26 @@ export class SiteVm {
       bytesFetched: stats?.bytesFetched ?? 0,
       bytesFromCache: stats?.bytesFromCache ?? 0,
       ...(this.memoryMiB ? { memoryMiB: this.memoryMiB } : {}),
+      screen: Boolean(this.options.vga && this.running),
       ...(this.error ? { error: this.error } : {}),
     };
+  }
+
+  private lastScreen?: { at: number; png: Promise<Buffer> };
+
+  /**
+   * The VM's screen as PNG, or undefined without a VM or display. One
+   * screendump at a time per VM, reused for 500 ms: viewers cannot make
+   * QEMU dump faster than twice a second.
+   */
+  screen(): Promise<Buffer> | undefined {
+    const vm = this.running?.vm;
+    if (!vm || !this.options.vga) return undefined;
+    if (this.lastScreen && Date.now() - this.lastScreen.at < 500) return this.lastScreen.png;
+    const png = vm.screendump();
+    png.catch(() => {});
+    this.lastScreen = { at: Date.now(), png };
+    return png;
   }
 
   private launch(): void {
@@ -110,6 +144,15 @@ export class SiteVm {
   }
 
   private async boot(): Promise<void> {
+    const full = await this.options.admitCache();
+    if (full) {
+      this.error = full;
+      this.state = 'failed';
+      this.failedAt = Date.now();
+      this.wanted = false;
+      this.options.log(`site ${this.entry.name}: ${full}`);
+      return;
+    }
     this.port = await freeLoopbackPort();
     const running = await startImage({
       link: { repo: this.entry.repo, name: this.entry.image },
@@ -120,6 +163,7 @@ export class SiteVm {
       publish: [{ hostAddr: '127.0.0.1', hostPort: this.port, guestPort: this.entry.guestPort, proto: 'tcp' }],
       // Nodes are peers by default: they fetch from and share with the hub's swarm (docs/peers.md).
       peers: { hub: this.entry.hub, share: this.options.share === false ? false : {} },
+      ...(this.options.vga ? { extraQemuArgs: ['-device', 'VGA'] } : {}),
     });
     this.running = running;
     const refused = this.options.admitMemory(this, running.manifest.hardware.memoryMiB);
@@ -129,6 +173,7 @@ export class SiteVm {
       this.running = undefined;
       this.error = refused;
       this.state = 'failed';
+      this.failedAt = Date.now();
       this.wanted = false;
       return;
     }

@@ -4,7 +4,7 @@ import { request as httpsRequest } from 'node:https';
 import { connect as netConnect, type Socket } from 'node:net';
 import type { KeyObject } from 'node:crypto';
 import { errorMessage } from '../errors.js';
-import { CHALLENGE_PATH, NODE_HEADER, RETRY_HEADER, SITE_HEADER, STATUS_PATH, TUNNEL_PATH, TUNNEL_PROTOCOL, nodeIdOf, nodeKeyText, signTunnelRequest, type NodeStatus, type SiteClaim } from '../hub/tunnel-protocol.js';
+import { SESSION_WINDOW_BYTES, STREAM_WINDOW_BYTES, CHALLENGE_PATH, NODE_HEADER, RETRY_HEADER, SITE_HEADER, STATUS_PATH, TUNNEL_PATH, TUNNEL_PROTOCOL, nodeIdOf, nodeKeyText, signTunnelRequest, type NodeStatus, type SiteClaim } from '../hub/tunnel-protocol.js';
 
 /** What the tunnel needs from the node: where each site's VM answers. */
 export interface TunnelTarget {
@@ -50,7 +50,13 @@ export class TunnelClient {
   ) {
     this.nodeId = nodeIdOf(nodeKeyText(key.publicKey));
     // Extended CONNECT (RFC 8441) carries upgraded connections (WebSocket) to the VM.
-    this.h2 = createH2Server({ maxSessionMemory: 64, settings: { enableConnectProtocol: true } }, (req, res) => this.serve(req, res));
+    this.h2 = createH2Server({ maxSessionMemory: 64, settings: { enableConnectProtocol: true, initialWindowSize: STREAM_WINDOW_BYTES } }, (req, res) => this.serve(req, res));
+    this.h2.on('session', (session) => {
+      session.once('connect', () => session.setLocalWindowSize(SESSION_WINDOW_BYTES));
+      // A session that ends (GOAWAY, error) must not leave a half-dead tunnel that looks connected.
+      session.once('goaway', () => session.destroy());
+      session.once('close', () => session.destroy());
+    });
     this.h2.on('connect', (req: Http2ServerRequest, res: Http2ServerResponse) => this.serveUpgrade(req, res));
     this.h2.on('sessionError', () => {});
   }

@@ -9,8 +9,10 @@ import { connect } from 'node:net';
 import { generateKeyPairSync } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { startRepoServer, type RunningRepoServer } from '../server/server.js';
-import { removeDir, run, tempDir } from '../testing/fixtures.js';
-import { writeFile } from 'node:fs/promises';
+import { makeDiskBytes, packWithNewKey, removeDir, run, tempDir, writeDisk } from '../testing/fixtures.js';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { createServer as createH2Server } from 'node:http2';
+import { repoSites } from './repo-sites.js';
 import { TunnelClient } from '../host/tunnel-client.js';
 import { Hub, type HubOptions } from './hub.js';
 import { SqliteHubStore } from './hub-store.js';
@@ -140,6 +142,59 @@ test('hosting: invite admits only nodes with a valid token, each token bound to 
   assert.deepEqual(thief.admitted, [], 'the token is already bound to another node');
 });
 
+test('a site whose manifest says hosting: invite needs an invite even on an open hub; other sites stay open', async () => {
+  const repoDir = `${dir}/policy-repo`;
+  await mkdir(repoDir, { recursive: true });
+  const disk = await writeDisk(`${dir}/policy-disk.raw`, makeDiskBytes(1));
+  const { key, repo } = await packWithNewKey(`${dir}`, repoDir, { disk, name: 'web' });
+  const { packImage } = await import('../pack/pack-image.js');
+  await packImage({ repo, workDir: dir, key, disk, name: 'blog', hosting: 'invite' });
+  assert.equal((await repo.loadImage('blog', undefined)).manifest.hosting, 'invite');
+  const store = new SqliteHubStore(':memory:');
+  store.createInvite('blog', 'blog-invite-0123456789');
+  const { url } = await startHub({ store, hosting: 'open', ...repoSites(repoDir) });
+  const vm = await backend('vm');
+  const uninvited = node(url, { web: vm.port, blog: vm.port });
+  const invited = node(url, { web: vm.port, blog: vm.port }, [{ site: 'web' }, { site: 'blog', invite: 'blog-invite-0123456789' }]);
+  await until(() => (uninvited.connected && invited.connected ? true : undefined));
+  assert.deepEqual(uninvited.admitted, ['web'], 'the manifest asks for invitations: no token, no blog');
+  assert.deepEqual(invited.admitted.sort(), ['blog', 'web']);
+});
+
+test('the hub trusts a node only for the sites it was admitted for, whatever the node says', async () => {
+  const { url, hub } = await startHub();
+  // A hand-made node that claims blog at login, then reports web ready too and answers anything.
+  const key = generateKeyPairSync('ed25519');
+  const { nonce } = (await (await fetch(`${url}${CHALLENGE_PATH}`)).json()) as { nonce: string };
+  const asked: string[] = [];
+  const liar = createH2Server((req, res) => {
+    if (req.url === '/.hostme/status') {
+      res.end(JSON.stringify({ ready: ['web', 'blog', 'nosuch'], inflight: 0 }));
+      return;
+    }
+    asked.push(String(req.headers['x-hostme-site']));
+    res.end('liar');
+  });
+  cleanups.push(() => liar.close());
+  await new Promise<void>((resolve, reject) => {
+    const req = request(`${url}${TUNNEL_PATH}`, { headers: { ...signTunnelRequest(key.privateKey, key.publicKey, nonce, [{ site: 'blog' }]), Connection: 'Upgrade', Upgrade: TUNNEL_PROTOCOL } });
+    req.on('upgrade', (_res, socket, head) => {
+      if (head.length) socket.unshift(head);
+      cleanups.push(() => socket.destroy());
+      liar.emit('connection', socket);
+      resolve();
+    });
+    req.on('response', (res) => reject(new Error(`tunnel refused: ${res.statusCode}`)));
+    req.end();
+  });
+  await readyAt(hub, 'blog');
+  const [entry] = hub.nodeList();
+  assert.deepEqual(entry!.ready, ['blog'], 'web and nosuch were never admitted');
+  assert.equal((await fetch(`${url}/s/web/`)).status, 503);
+  assert.equal(await (await fetch(`${url}/s/blog/`)).text(), 'liar');
+  assert.deepEqual(asked, ['blog']);
+});
+
 test('load is spread; a failing node is skipped and an idempotent GET retried on another', async () => {
   const { url, hub } = await startHub();
   const good = await backend('good');
@@ -188,6 +243,62 @@ test('hostile clients are bounded: huge headers, oversized and slow bodies', asy
     }, 30_000).unref();
   });
   assert.ok(Number.isFinite(closedIn), 'the slow client was disconnected');
+  // Slow headers (one header line a second, never finished): answered 408 or cut. Node enforces
+  // headersTimeout on its connection check, every 30 s by default: bounded, not prompt.
+  const slowHeaders = await new Promise<string>((resolve) => {
+    let answer = '';
+    const socket = connect(Number(port), '127.0.0.1', () => socket.write('GET /s/web/ HTTP/1.1\r\nHost: x\r\n'));
+    const drip = setInterval(() => socket.write(`x-drip-${Date.now()}: 1\r\n`), 1000);
+    socket.on('data', (d: Buffer) => (answer += d.toString()));
+    socket.on('close', () => {
+      clearInterval(drip);
+      resolve(answer || 'closed');
+    });
+    socket.on('error', () => {});
+    setTimeout(() => {
+      socket.destroy();
+      resolve('still open');
+    }, 75_000).unref();
+  });
+  assert.ok(slowHeaders === 'closed' || /^HTTP\/1\.1 408/.test(slowHeaders), `slow headers: ${slowHeaders.slice(0, 80)}`);
+  // Many small headers (within the byte limit, beyond the count the hub forwards): bounded answer, no crash.
+  const many: Record<string, string> = {};
+  for (let i = 0; i < 300; i++) many[`x-h${i}`] = '1';
+  const manyAnswer = await fetch(`${url}/s/web/`, { headers: many }).catch(() => undefined);
+  assert.ok(manyAnswer === undefined || [200, 431, 502, 503].includes(manyAnswer.status), `many headers: ${manyAnswer?.status}`);
+  assert.equal((await fetch(`${url}/s/web/`)).status, 200, 'still serving afterwards');
+});
+
+test('thousands of requests keep one tunnel: answered streams are not reset (Node\'s rapid-reset guard would close the tunnel)', async () => {
+  const { url, hub } = await startHub({ nodeRatePerSecond: 1_000_000 });
+  const vm = await backend('web-vm');
+  const x = node(url, { web: vm.port });
+  await readyAt(hub, 'web');
+  const [before] = hub.nodeList();
+  const statuses = new Map<number, number>();
+  const { Agent, request: get } = await import('node:http');
+  const agent = new Agent({ keepAlive: true, maxSockets: 8 });
+  await Promise.all(
+    Array.from({ length: 8 }, async () => {
+      for (let i = 0; i < 400; i++) {
+        const status = await new Promise<number>((resolve) => {
+          const req = get(`${url}/s/web/`, { agent }, (res) => {
+            res.resume();
+            res.on('end', () => resolve(res.statusCode ?? 0));
+          });
+          req.on('error', () => resolve(0));
+          req.end();
+        });
+        statuses.set(status, (statuses.get(status) ?? 0) + 1);
+      }
+    }),
+  );
+  agent.destroy();
+  assert.deepEqual([...statuses], [[200, 3200]]);
+  const after = hub.nodeList();
+  assert.equal(after.length, 1);
+  assert.equal(after[0]!.since, before!.since, 'the same tunnel session throughout');
+  assert.ok(x.connected);
 });
 
 test('1,000 concurrent gateway requests are all answered (200, or 503 beyond the in-flight limit) and none hangs', async () => {

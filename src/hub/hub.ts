@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { constants, type IncomingHttpHeaders as H2Headers } from 'node:http2';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
+import type { Socket } from 'node:net';
 import { HostmeError, errorMessage, isHostmeError } from '../errors.js';
 import { escapeHtml } from '../server/http-util.js';
 import { NodeSession } from './node-session.js';
@@ -13,12 +14,30 @@ import { SignalServer } from '../peer/signal-server.js';
 
 export type HostingPolicy = 'open' | 'invite';
 
+/**
+ * `--fallback`: the hub's own node (src/hub/fallback.ts), asked to boot a
+ * site when no visitor hosts it. It logs in through the tunnel like any
+ * node; its key is admitted for every existing site whatever the policy,
+ * and it is chosen only when no other node is ready.
+ */
+export interface HubFallback {
+  readonly keyText: string;
+  /** Boot the site (idempotent, returns at once). */
+  start(site: string): void;
+}
+
 export interface HubOptions {
   /** Which site names exist (the images of the served repository). */
   siteExists: (site: string) => Promise<boolean>;
   store: HubStore;
   /** Default 'open': any node may host any site; 'invite': a node needs a valid invite token for the site. */
   hosting?: HostingPolicy;
+  /**
+   * The site's own policy (its image manifest's `hosting`); the stricter of
+   * it and `hosting` applies. A site whose policy cannot be read is hosted
+   * by invitation only (fail closed).
+   */
+  sitePolicy?: (site: string) => Promise<HostingPolicy | undefined>;
   /** SITE.DOMAIN in the Host header routes to SITE (besides /s/SITE/). */
   domain?: string;
   /** Largest request body forwarded (default 16 MiB). */
@@ -38,6 +57,9 @@ export interface HubOptions {
   publicUrl?: string;
   /** Seconds between a peer's announces to the tracker (default 30); docs/peers.md. */
   peerIntervalSeconds?: number;
+  fallback?: HubFallback;
+  /** How long a request waits for the fallback to boot a site before 503 (default 30 s). */
+  fallbackWaitMs?: number;
 }
 
 const NONCE_TTL_MS = 30_000;
@@ -65,7 +87,7 @@ export class Hub {
   private inflight = 0;
   private upgrades = 0;
   private rr = 0;
-  private readonly opts: Required<Omit<HubOptions, 'domain' | 'log' | 'packageFile' | 'publicUrl' | 'peerIntervalSeconds'>> & Pick<HubOptions, 'domain' | 'log' | 'packageFile' | 'publicUrl' | 'peerIntervalSeconds'>;
+  private readonly opts: Required<Omit<HubOptions, 'domain' | 'log' | 'packageFile' | 'publicUrl' | 'peerIntervalSeconds' | 'sitePolicy' | 'fallback'>> & Pick<HubOptions, 'domain' | 'log' | 'packageFile' | 'publicUrl' | 'peerIntervalSeconds' | 'sitePolicy' | 'fallback'>;
   /** GET /api/peers, POST /api/peers/announce|report: peers sharing images (no public swarm with invite hosting). */
   readonly tracker: Tracker;
   /** WebSocket /api/peers/signal: WebRTC signaling between members of an image's swarm. */
@@ -79,6 +101,7 @@ export class Hub {
       maxInflight: 512,
       nodeRatePerSecond: 500,
       maxNodes: 1000,
+      fallbackWaitMs: 30_000,
       ...options,
     };
     this.tracker = new Tracker({ imageExists: options.siteExists, publicSwarm: this.opts.hosting === 'open', intervalSeconds: options.peerIntervalSeconds, log: options.log });
@@ -86,8 +109,8 @@ export class Hub {
   }
 
   /** Live nodes, for /api/hub/nodes and tests. */
-  nodeList(): Array<{ id: string; sites: string[]; ready: string[]; inflight: number; served: number; since: string }> {
-    return [...this.nodes.values()].map((n) => ({ id: n.id, sites: [...n.sites], ready: [...n.ready], inflight: n.inflight, served: n.served, since: new Date(n.connectedAt).toISOString() }));
+  nodeList(): Array<{ id: string; sites: string[]; ready: string[]; inflight: number; served: number; since: string; fallback: boolean }> {
+    return [...this.nodes.values()].map((n) => ({ id: n.id, sites: [...n.sites], ready: [...n.ready], inflight: n.inflight, served: n.served, since: new Date(n.connectedAt).toISOString(), fallback: n.keyText === this.opts.fallback?.keyText }));
   }
 
   close(): void {
@@ -154,6 +177,8 @@ export class Hub {
     // The newest connection of a key replaces an older one (a restarted node).
     this.nodes.get(keyText)?.eject();
     this.opts.store.nodeSeen(keyText, allowed);
+    // Many small HTTP/2 frames each way: Nagle's algorithm against delayed ACKs would stall each request ~40 ms.
+    if ('setNoDelay' in socket && typeof socket.setNoDelay === 'function') (socket as Socket).setNoDelay(true);
     socket.write(`HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: ${TUNNEL_PROTOCOL}\r\nx-hostme-admitted: ${allowed.join(',')}\r\n\r\n`);
     if (head.length) socket.unshift(head);
     const session = new NodeSession(keyText, allowed, socket, {
@@ -167,15 +192,30 @@ export class Hub {
     this.opts.log?.(`hub: node ${session.id} connected for ${allowed.join(', ') || 'no sites'}`);
   }
 
-  /** The claimed sites this node may host: existing sites, and with invite hosting only with a valid token. */
+  /** The claimed sites this node may host: existing sites, and where hosting is by invitation only with a valid token. */
   private async admitClaims(keyText: string, claims: SiteClaim[]): Promise<string[]> {
     const allowed: string[] = [];
     for (const claim of claims) {
       if (!(await this.opts.siteExists(claim.site))) continue;
-      if (this.opts.hosting === 'invite' && !(claim.invite && this.opts.store.inviteValid(claim.site, claim.invite, keyText))) continue;
+      if (keyText === this.opts.fallback?.keyText) {
+        allowed.push(claim.site);
+        continue;
+      }
+      if ((await this.policyOf(claim.site)) === 'invite' && !(claim.invite && this.opts.store.inviteValid(claim.site, claim.invite, keyText))) continue;
       allowed.push(claim.site);
     }
     return allowed;
+  }
+
+  /** The stricter of the hub's policy and the site's own (its manifest). */
+  private async policyOf(site: string): Promise<HostingPolicy> {
+    if (this.opts.hosting === 'invite' || !this.opts.sitePolicy) return this.opts.hosting;
+    try {
+      return (await this.opts.sitePolicy(site)) ?? this.opts.hosting;
+    } catch (err) {
+      this.opts.log?.(`hub: cannot read the hosting policy of ${site} (${errorMessage(err)}); invitation only`);
+      return 'invite';
+    }
   }
 
   private newNonce(): string {
@@ -261,7 +301,10 @@ export class Hub {
   }
 
   private pick(site: string, tried: Set<NodeSession>): NodeSession | undefined {
-    const live = [...this.nodes.values()].filter((n) => !n.closed && n.ready.has(site) && !tried.has(n));
+    const ready = [...this.nodes.values()].filter((n) => !n.closed && n.ready.has(site) && !tried.has(n));
+    // The hub's own fallback serves only while no visitor's node can.
+    const visitors = ready.filter((n) => n.keyText !== this.opts.fallback?.keyText);
+    const live = visitors.length ? visitors : ready;
     if (live.length === 0) return undefined;
     // Least loaded first; equal load takes turns.
     const start = this.rr++ % live.length;
@@ -283,10 +326,17 @@ export class Hub {
       // Idempotent requests without a body can be replayed on another node.
       const retryable = IDEMPOTENT.has(method) && !hasBody;
       const tried = new Set<NodeSession>();
+      let fallbackAsked = false;
       for (;;) {
         const node = this.pick(site, tried);
         if (!node) {
           if ([...this.nodes.values()].some((n) => n.ready.has(site) && !tried.has(n))) throw new GatewayError(429, 'the hosts of this site are at their request rate limit; try again');
+          if (this.opts.fallback && !fallbackAsked && retryable) {
+            fallbackAsked = true;
+            this.opts.fallback.start(site);
+            if (await this.waitForHost(site, tried, res)) continue;
+            throw new GatewayError(503, `${site} is starting on the hub; try again in a few seconds`, site);
+          }
           throw new GatewayError(503, `no host of "${site}" is online`, site);
         }
         tried.add(node);
@@ -302,6 +352,16 @@ export class Hub {
       if (err instanceof GatewayError) this.sendError(req, res, err);
       else this.sendError(req, res, new GatewayError(502, errorMessage(err)));
     }
+  }
+
+  /** Waits (bounded, while the client stays) until a node not yet tried reports the site ready. */
+  private async waitForHost(site: string, tried: Set<NodeSession>, res: ServerResponse): Promise<boolean> {
+    const deadline = Date.now() + this.opts.fallbackWaitMs;
+    while (Date.now() < deadline && !res.destroyed) {
+      if ([...this.nodes.values()].some((n) => !n.closed && n.ready.has(site) && !tried.has(n))) return true;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    return false;
   }
 
   /** One attempt on one node: 'done' once a response started, 'retry' if the node could not answer. */
@@ -336,7 +396,10 @@ export class Hub {
         resolve(result);
       };
       res.on('close', () => {
-        if (!stream.closed) stream.close(constants.NGHTTP2_CANCEL);
+        // Only a client that left before the answer ended cancels the stream. Cancelling streams
+        // already answered sent one RST_STREAM per request: past ~1,000 of them Node's HTTP/2
+        // server (the node) takes it for a rapid-reset attack and closes the whole tunnel.
+        if (!stream.closed && !stream.readableEnded) stream.close(constants.NGHTTP2_CANCEL);
       });
       if (hasBody) {
         let received = 0;
@@ -396,8 +459,14 @@ export class Hub {
           if (heldBytes > COMMIT_BYTES) commit();
         });
         stream.on('end', () => {
-          commit();
-          res.end();
+          if (!responded) {
+            // The whole answer was held: head and body leave in one write.
+            responded = true;
+            res.writeHead(status, out);
+            res.end(held.length === 1 ? held[0] : Buffer.concat(held));
+          } else {
+            res.end();
+          }
           node.succeeded();
           finish('done');
         });
@@ -427,7 +496,9 @@ export class Hub {
   private sendError(req: IncomingMessage, res: ServerResponse, err: GatewayError): void {
     const site = err.page;
     const html =
-      site !== undefined
+      site !== undefined && this.opts.fallback
+        ? `<!doctype html><html><head><meta charset="utf-8"><meta http-equiv="refresh" content="5"><title>${escapeHtml(site)} is starting</title></head><body><h1>${escapeHtml(site)} is starting</h1><p>No visitor is hosting this site right now, so the hub is starting it itself. This page reloads in a few seconds.</p><p><a class="hostme-button" href="/i/${encodeURIComponent(site)}">Host this site on my computer</a> (HostMe)</p></body></html>`
+        : site !== undefined
         ? `<!doctype html><html><head><meta charset="utf-8"><title>${escapeHtml(site)} is offline</title></head><body><h1>No one is hosting ${escapeHtml(site)} right now</h1><p>This site is served by its visitors' computers, and none of them is online.</p><p><a class="hostme-button" href="/i/${encodeURIComponent(site)}">Host this site on my computer</a> (HostMe)</p></body></html>`
         : `<!doctype html><html><head><meta charset="utf-8"><title>${err.status}</title></head><body><h1>${err.status}</h1><p>${escapeHtml(err.message)}</p></body></html>`;
     res.writeHead(err.status, {

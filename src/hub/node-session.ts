@@ -1,6 +1,6 @@
 import { connect, constants, type ClientHttp2Session } from 'node:http2';
 import type { Duplex } from 'node:stream';
-import { STATUS_PATH, nodeIdOf, type NodeStatus } from './tunnel-protocol.js';
+import { SESSION_WINDOW_BYTES, STATUS_PATH, STREAM_WINDOW_BYTES, nodeIdOf, type NodeStatus } from './tunnel-protocol.js';
 
 const STATUS_EVERY_MS = 1000;
 const STATUS_TIMEOUT_MS = 3000;
@@ -52,13 +52,17 @@ export class NodeSession {
       createConnection: () => socket,
       // Bounded: a node cannot make the hub buffer unbounded headers.
       maxHeaderListPairs: 256,
-      maxSessionMemory: 32,
+      maxSessionMemory: 64,
+      settings: { initialWindowSize: STREAM_WINDOW_BYTES },
     });
+    this.h2.once('connect', () => this.h2.setLocalWindowSize(SESSION_WINDOW_BYTES));
     const close = () => {
       if (this.closed) return;
       this.closed = true;
       clearInterval(this.timer);
       this.ready.clear();
+      // A GOAWAY or error leaves the socket open: close it, so the node notices and dials again.
+      this.h2.destroy();
       options.onClose(this);
     };
     this.h2.on('close', close);

@@ -19,6 +19,15 @@ export const NODE_HEADER = 'x-hostme-node';
 export const RETRY_HEADER = 'x-hostme-retry';
 /** Path the hub polls (no site header) for the node's per-site readiness. */
 export const STATUS_PATH = '/.hostme/status';
+/**
+ * HTTP/2 flow-control windows on the tunnel, both ends. RFC 9113's default
+ * (64 KiB per stream and per connection) costs one window update round trip
+ * per 64 KiB: a 1 MiB page crossed the tunnel at a few MB/s. 4 MiB per
+ * stream and 32 MiB per connection keep a loopback or LAN tunnel busy; the
+ * memory stays bounded by the receivers' back-pressure (maxSessionMemory).
+ */
+export const STREAM_WINDOW_BYTES = 4 << 20;
+export const SESSION_WINDOW_BYTES = 32 << 20;
 
 export const SITE_NAME = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
 const MAX_SITES_PER_NODE = 64;

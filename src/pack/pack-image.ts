@@ -30,6 +30,8 @@ export interface PackRequest {
   description?: string;
   /** The overlay network the image joins by default. */
   network?: { join: string };
+  /** Who may host the image as a site (docs/host.md). */
+  hosting?: 'open' | 'invite';
   mirrors?: string[];
   onProgress?: (step: string, done: number, total: number) => void;
 }
@@ -79,6 +81,7 @@ export async function packImage(request: PackRequest): Promise<PackSummary> {
       disks: [{ name: 'disk0', ...disk.ref, storedBytes: disk.stats.storedBytes }],
       mirrors: request.mirrors ?? [],
       ...(request.network ? { network: request.network } : {}),
+      ...(request.hosting ? { hosting: request.hosting } : {}),
     };
     const published = await request.repo.publish(manifest, request.key);
     const all = [disk.stats, kernel?.stats, initrd?.stats].filter((s): s is ChunkingStats => s !== undefined);

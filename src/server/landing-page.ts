@@ -40,9 +40,11 @@ export function runPagePath(name: string, version?: string): string {
 }
 
 /** The image page's one script: the "Open web+hostme: links with this site" button (src/web/handler.ts). */
-// connect-src: the "Host this site" offer probes a HostMe node on this computer (any loopback port);
-// 'self': "Run here" warms the snapshot and the run page's files on intent (src/web/warm.ts).
-export const IMAGE_PAGE_CSP = "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; connect-src 'self' http://127.0.0.1:* http://localhost:*; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+// connect-src: the "Host this site" offer probes a HostMe node on this computer (any loopback port) and
+// the LAN node address the user typed (any private address: CSP cannot name address ranges, so http:/https:;
+// the script itself refuses public addresses, src/web/host-button.ts).
+// The same http:/https: lets "Run here" warm the snapshot and the run page's files on intent (src/web/warm.ts).
+export const IMAGE_PAGE_CSP = "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; connect-src http: https:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /** Group a hex key id in fours so it can be compared by eye. */
 function fingerprint(keyId: string): string {
@@ -87,6 +89,8 @@ ${inBrowser ? `<p><a href="${e(runHere)}"${warm.length ? ` data-hostme-warm="${e
 ` : ''}<p><a href="${e(`hostme+${s.pageUrl}`)}">Run on my computer</a> <span class="muted">(opens <code>hostme run</code>; <code>hostme install-handler</code> sets up these links), or type:</span></p>
 <pre><code>${e(s.runCommand)}</code></pre>
 <p id="host-offer" data-page="${e(s.pageUrl)}" hidden><a id="host-link" href="">Host this site on my computer</a> <span class="muted">(your HostMe node runs it in a VM and serves it to the web; you confirm on the node's page)</span></p>
+<p id="host-offer-lan" hidden><a id="host-link-lan" href="">Host this site on my network's HostMe node</a> <span class="muted">(the node at the address below; you confirm on its page)</span></p>
+<details id="lan-node"><summary>Use a HostMe node on my network</summary><p><input id="lan-node-address" size="32" placeholder="http://192.168.1.5:7481" autocomplete="off"> <button type="button" id="lan-node-save">Save</button> <span id="lan-node-status" class="muted" role="status"></span></p></details>
 <p><a href="${e(`/r/${encodeURIComponent(s.name)}.hostme`)}" download>Download ${e(s.name)}.hostme</a> <span class="muted">(a reference file: opens in <code>hostme run</code> once <code>hostme install-handler</code> registered it)</span></p>
 <p class="muted">The disk streams on demand; every piece is checked against the signed manifest.</p>
 <p><button type="button" id="register-handler" hidden>Open web+hostme: links with this site</button> <span id="handler-status" role="status"></span></p>

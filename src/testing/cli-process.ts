@@ -16,8 +16,9 @@ export interface CliProcess {
  * waits for the JSON it prints once it listens. Bounded: rejects after
  * timeoutMs, and the process is killed then.
  */
-export async function startCli(args: string[], options: { env?: Record<string, string>; timeoutMs?: number } = {}): Promise<CliProcess> {
-  const child = spawn(process.execPath, [hostmeBin, ...args], { env: { ...process.env, ...options.env }, stdio: ['pipe', 'pipe', 'pipe'] });
+export async function startCli(args: string[], options: { env?: Record<string, string>; timeoutMs?: number; script?: string } = {}): Promise<CliProcess> {
+  // `script`: another Node program that prints its JSON the same way (a benchmark's stand-in).
+  const child = spawn(process.execPath, [options.script ?? hostmeBin, ...args], { env: { ...process.env, ...options.env }, stdio: ['pipe', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
   child.stderr.on('data', (d: Buffer) => {

@@ -180,6 +180,12 @@ export interface VmHandle {
    * Falls back to SIGKILL; never hangs.
    */
   shutdown(options?: { graceful?: boolean; timeoutMs?: number }): Promise<VmExit>;
+  /**
+   * The display as PNG (QMP screendump into the VM's own runtime folder,
+   * which a confined QEMU can write). Needs a display device (e.g.
+   * extraArgs -device VGA); otherwise QMP's error.
+   */
+  screendump(): Promise<Buffer>;
 }
 
 const CONSOLE_KEEP = 1 << 20;
@@ -600,6 +606,7 @@ async function startQemu(spec: VmSpec, binary: string, accel: Accel, accelReason
   });
   ready.catch(() => undefined); // callers that only await `exited` must not crash on it
 
+  let screens = 0;
   const handle: VmHandle = {
     pid: child.pid ?? -1,
     accel,
@@ -618,6 +625,15 @@ async function startQemu(spec: VmSpec, binary: string, accel: Accel, accelReason
     },
     sendConsole(text: string | Uint8Array) {
       if (!exitInfo) child.stdin.write(text);
+    },
+    async screendump() {
+      const file = path.join(dir, `screen-${++screens}.png`);
+      try {
+        await qmpClient.execute('screendump', { filename: file, format: 'png' }, { timeoutMs: 10_000 });
+        return await fs.readFile(file);
+      } finally {
+        await fs.rm(file, { force: true });
+      }
     },
     waitForConsole(pattern: RegExp, options: { timeoutMs?: number; since?: number } = {}) {
       const since = options.since ?? consoleBase + consoleText.length;
