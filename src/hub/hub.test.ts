@@ -159,6 +159,11 @@ test('a site whose manifest says hosting: invite needs an invite even on an open
   await until(() => (uninvited.connected && invited.connected ? true : undefined));
   assert.deepEqual(uninvited.admitted, ['web'], 'the manifest asks for invitations: no token, no blog');
   assert.deepEqual(invited.admitted.sort(), ['blog', 'web']);
+  // Nor a public swarm for it: the tracker refuses the invite-only image and serves the open one.
+  const privatePeers = await fetch(`${url}/api/peers?image=blog@1`);
+  assert.equal(privatePeers.status, 403);
+  assert.match(await privatePeers.text(), /blog is invite-only/);
+  assert.equal((await fetch(`${url}/api/peers?image=web@1`)).status, 200);
 });
 
 test('the hub trusts a node only for the sites it was admitted for, whatever the node says', async () => {

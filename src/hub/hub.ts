@@ -104,8 +104,9 @@ export class Hub {
       fallbackWaitMs: 30_000,
       ...options,
     };
-    this.tracker = new Tracker({ imageExists: options.siteExists, publicSwarm: this.opts.hosting === 'open', intervalSeconds: options.peerIntervalSeconds, log: options.log });
-    this.signals = new SignalServer({ imageExists: options.siteExists, publicSwarm: this.opts.hosting === 'open' });
+    const imagePublic = async (name: string) => (await this.policyOf(name)) === 'open';
+    this.tracker = new Tracker({ imageExists: options.siteExists, publicSwarm: this.opts.hosting === 'open', imagePublic, intervalSeconds: options.peerIntervalSeconds, log: options.log });
+    this.signals = new SignalServer({ imageExists: options.siteExists, publicSwarm: this.opts.hosting === 'open', imagePublic });
   }
 
   /** Live nodes, for /api/hub/nodes and tests. */

@@ -11,6 +11,8 @@ export interface SignalServerOptions {
   imageExists: (name: string) => Promise<boolean>;
   /** false (invite-only hosting): no public swarm, every connection is refused. */
   publicSwarm: boolean;
+  /** Whether one image may have a public swarm (its manifest's hosting policy); default: every image the hub serves. */
+  imagePublic?: (name: string) => Promise<boolean>;
   /** Members of one image's swarm at once (default 256). */
   maxPerImage?: number;
   /** Connections at once, all images (default 4096). */
@@ -52,9 +54,11 @@ export class SignalServer {
     if (!this.opts.publicSwarm) return (refuse(403, 'No Public Swarm'), true);
     if (!IMAGE_KEY.test(image) || !address) return (refuse(400, 'Bad Request'), true);
     if (this.connections >= (this.opts.maxConnections ?? 4096) || (this.swarms.get(image)?.size ?? 0) >= (this.opts.maxPerImage ?? 256)) return (refuse(503, 'Busy'), true);
-    void this.opts.imageExists(image.split('@')[0]!).then(
-      (exists) => {
+    const name = image.split('@')[0]!;
+    void Promise.all([this.opts.imageExists(name), this.opts.imagePublic?.(name) ?? true]).then(
+      ([exists, open]) => {
         if (!exists) return refuse(404, 'Not Found');
+        if (!open) return refuse(403, 'No Public Swarm');
         this.wss.handleUpgrade(req, socket, head, (ws) => this.join(ws, image, address));
       },
       () => refuse(500, 'Error'),

@@ -13,6 +13,8 @@ export interface TrackerOptions {
   imageExists: (name: string) => Promise<boolean>;
   /** false: invite-only hosting, no public swarm: every tracker route answers 403. */
   publicSwarm: boolean;
+  /** Whether one image may have a public swarm (its manifest's hosting policy); default: every image the hub serves. */
+  imagePublic?: (name: string) => Promise<boolean>;
   /** Seconds between heartbeats a peer is asked for (default 30); a peer expires after 3 missed. */
   intervalSeconds?: number;
   /** Peers tracked at once (default 10,000). */
@@ -100,6 +102,7 @@ export class Tracker {
     if (url.pathname === '/api/peers' && req.method === 'GET') {
       const image = url.searchParams.get('image') ?? '';
       if (!IMAGE_KEY.test(image)) throw new TrackerError(400, 'bad-image', 'image must be NAME@VERSION');
+      await this.refusePrivate(image);
       return { image, interval: this.intervalMs / 1000, peers: this.lookup(image, from) };
     }
     if (req.method !== 'POST') throw new TrackerError(405, 'method', 'use GET /api/peers or POST /api/peers/announce|report');
@@ -108,6 +111,12 @@ export class Tracker {
     if (url.pathname === '/api/peers/announce') return this.announce(from, body);
     if (url.pathname === '/api/peers/report') return this.report(from, body);
     throw new TrackerError(404, 'not-found', 'no such tracker route');
+  }
+
+  /** An invite-only image (its manifest says `hosting: invite`) has no public swarm, even on an open hub. */
+  private async refusePrivate(image: string): Promise<void> {
+    const name = image.split('@')[0]!;
+    if (this.opts.imagePublic && !(await this.opts.imagePublic(name))) throw new TrackerError(403, 'no-public-swarm', `${name} is invite-only: it has no public swarm`);
   }
 
   private async announce(address: string, body: Record<string, unknown>): Promise<unknown> {
@@ -119,6 +128,7 @@ export class Tracker {
     }
     for (const image of images) {
       if (!(await this.opts.imageExists(image.split('@')[0]!))) throw new TrackerError(404, 'unknown-image', `this hub serves no image named ${image.split('@')[0]}`);
+      await this.refusePrivate(image);
     }
     const key = `${address}|${port}`;
     const existing = this.peers.get(key);
