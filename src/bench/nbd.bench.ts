@@ -19,15 +19,15 @@ import { FileDevice } from '../nbd/file-device.js';
 import { NbdServer } from '../nbd/server.js';
 import { packImage } from '../pack/pack-image.js';
 import { openRepository } from '../repo/repository.js';
-import { generatePublisherKey, parsePrivateKeyPem } from '../format/signature.js';
-import { DirStore } from '../store/transport-store.js';
+import { generatePublisherKey, parsePrivateKeyPem } from '../format/node/keys.js';
+import { DirStore } from '../store/node/dir-store.js';
 import { CacheStore } from '../store/cache-store.js';
 import { FetchScheduler } from '../store/fetch-scheduler.js';
 import { ChunkedImageDevice } from '../device/chunked-image.js';
-import { CowOverlay } from '../device/cow-overlay.js';
-import { VerifiedChunkFile } from '../device/verified-chunks.js';
+import { VerifiedChunkFile } from '../device/node/verified-chunks.js';
 import type { BlockDevice } from '../device/block-device.js';
 import type { ObjectSource } from '../store/object-store.js';
+import { openFileOverlay } from '../device/node/cow-file.js';
 
 const MiB = 1024 * 1024;
 
@@ -103,7 +103,7 @@ async function cachedImageStack(file: string, dir: string, verifyOnce = false): 
   await mkdir(overlayDir);
   // Verify once (docs/run.md): chunks verified by the warm-up pass are then read from the verified file.
   const verified = verifyOnce ? await VerifiedChunkFile.open(path.join(dir, 'verified'), index) : undefined;
-  const overlay = await CowOverlay.open(new ChunkedImageDevice(index, scheduler, { verified }), overlayDir);
+  const overlay = await openFileOverlay(new ChunkedImageDevice(index, scheduler, { verified }), overlayDir);
   return { device: overlay, verified, close: () => overlay.close() };
 }
 

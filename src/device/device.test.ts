@@ -6,12 +6,13 @@ import type { BlockDevice } from './block-device.js';
 import { MemoryDevice } from './memory-device.js';
 import { CowOverlay } from './cow-overlay.js';
 import { ChunkedImageDevice } from './chunked-image.js';
-import { encodeObject } from '../format/object-codec.js';
+import { encodeObject } from '../format/node/codecs.js';
 import { HOLE_ID } from '../format/digest.js';
 import type { ObjectSource, VerifiedObject } from '../store/object-store.js';
 import { StoreError } from '../store/errors.js';
 import { isHostmeError } from '../errors.js';
 import { pseudoRandom, tempDir, removeDir } from '../testing/fixtures.js';
+import { openFileOverlay } from './node/cow-file.js';
 
 const SIZE = 1024 * 1024 + 512; // not a multiple of the 4 KiB overlay block
 
@@ -45,7 +46,7 @@ test('CowOverlay behaves like a plain disk for unaligned writes, zeroes and read
   try {
     const baseBytes = pseudoRandom(SIZE, 7);
     const base = new MemoryDevice(baseBytes.slice(), { readOnly: true });
-    const overlay = await CowOverlay.open(base, dir);
+    const overlay = await openFileOverlay(base, dir);
     await exerciseAgainstModel(overlay, new MemoryDevice(baseBytes.slice()), 42);
     assert.deepEqual(await base.read(0, SIZE), baseBytes, 'the base changed');
     assert.ok(overlay.writtenBlocks > 0);
@@ -55,16 +56,26 @@ test('CowOverlay behaves like a plain disk for unaligned writes, zeroes and read
   }
 });
 
+test('in-memory CowOverlay (the browser\'s) behaves like a plain disk and never touches its base', async () => {
+  const baseBytes = pseudoRandom(SIZE, 8);
+  const base = new MemoryDevice(baseBytes.slice(), { readOnly: true });
+  const overlay = new CowOverlay(base);
+  await exerciseAgainstModel(overlay, new MemoryDevice(baseBytes.slice()), 43);
+  assert.deepEqual(await base.read(0, SIZE), baseBytes, 'the base changed');
+  assert.ok(overlay.writtenBlocks > 0);
+  await overlay.close();
+});
+
 test('CowOverlay keeps flushed writes across reopen; unflushed ones may be lost, never half-mapped', async () => {
   const dir = await tempDir('hostme-cow-persist-');
   try {
     const base = new MemoryDevice(pseudoRandom(SIZE, 3), { readOnly: true });
-    const first = await CowOverlay.open(base, dir);
+    const first = await openFileOverlay(base, dir);
     await first.write(8192, new Uint8Array(4096).fill(0xaa));
     await first.flush();
     await first.write(65536, new Uint8Array(4096).fill(0xbb)); // never flushed: like a crash before the guest's flush
     // Simulate kill -9: reopen without close().
-    const second = await CowOverlay.open(base, dir);
+    const second = await openFileOverlay(base, dir);
     assert.deepEqual(await second.read(8192, 4096), new Uint8Array(4096).fill(0xaa));
     assert.deepEqual(await second.read(65536, 4096), await base.read(65536, 4096));
     await second.close();
@@ -78,7 +89,7 @@ test('a corrupt overlay map is a clear error that says how to recover', async ()
   const dir = await tempDir('hostme-cow-corrupt-');
   try {
     await writeFile(join(dir, 'overlay.map'), 'garbage');
-    await assert.rejects(CowOverlay.open(new MemoryDevice(SIZE), dir), (err) => isHostmeError(err) && /hostme reset/.test(err.message));
+    await assert.rejects(openFileOverlay(new MemoryDevice(SIZE), dir), (err) => isHostmeError(err) && /hostme reset/.test(err.message));
   } finally {
     await removeDir(dir);
   }

@@ -1,7 +1,7 @@
 import { open } from 'node:fs/promises';
 import { HOLE_ID, type ObjectId } from '../format/digest.js';
 import { chunkCountFor, encodeIndex, indexByteLength, type ChunkIndex } from '../format/chunk-index.js';
-import { encodeObject } from '../format/object-codec.js';
+import { encodeObject } from '../format/node/codecs.js';
 import type { ObjectStore } from '../store/object-store.js';
 import type { BlobRef } from '../format/manifest.js';
 import { ChunkWorkerPool } from './worker-pool.js';

@@ -4,8 +4,9 @@ import { FormatError } from '../format/errors.js';
 import { INDEX_HEADER_BYTES, chunkCountFor, decodeIndex, indexByteLength, type ChunkIndex } from '../format/chunk-index.js';
 import { ID_BYTES } from '../format/digest.js';
 import { parseManifest, serializeManifest, type BlobRef, type Manifest } from '../format/manifest.js';
-import { formatPublicKeyLine, openEnvelope, signEnvelope, type PublisherKey } from '../format/signature.js';
-import { DirTransport } from '../store/dir-transport.js';
+import { formatPublicKeyLine, signEnvelope, type PublisherKey } from '../format/node/keys.js';
+import { openEnvelope } from '../format/envelope.js';
+import { DirTransport } from '../store/node/dir-transport.js';
 import { S3Transport } from './s3-transport.js';
 import { HttpTransport, type HttpTransportOptions } from '../store/http-transport.js';
 import type { RepoTransport } from '../store/transport.js';
@@ -14,6 +15,7 @@ import { TransportStore } from '../store/transport-store.js';
 import { StoreError } from '../store/errors.js';
 import { HostmeError, isHostmeError } from '../errors.js';
 import { LISTING, REPO_FORMAT_VERSION, REPO_MARKER, emptyListing, keyPath, manifestPath, type RepoListing } from './layout.js';
+import { nodeCodecs } from '../format/node/codecs.js';
 
 const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
 
@@ -37,7 +39,7 @@ export class Repository {
   readonly objects: TransportStore;
 
   constructor(readonly transport: RepoTransport) {
-    this.objects = new TransportStore(transport);
+    this.objects = new TransportStore(transport, nodeCodecs);
   }
 
   get location(): string {
@@ -74,7 +76,7 @@ export class Repository {
     const origin = `${this.location}/${path}`;
     const envelope = await this.transport.read(path, { maxBytes: MAX_MANIFEST_BYTES });
     if (!envelope) throw new HostmeError('image-not-found', `${this.location}: no version "${resolved}" of image "${name}"`, { name, version: resolved });
-    const opened = openEnvelope(envelope, { origin, trusted: trust.trusted });
+    const opened = await openEnvelope(nodeCodecs, envelope, { origin, trusted: trust.trusted });
     const manifest = parseManifest(opened.payload, origin);
     if (manifest.name !== name || manifest.version !== resolved) {
       throw new FormatError('manifest-corrupt', `${origin}: manifest says ${manifest.name}@${manifest.version}, but is stored as ${name}@${resolved}`, { origin });

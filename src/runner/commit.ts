@@ -1,8 +1,8 @@
 import { HOLE_ID, isAllZero } from '../format/digest.js';
 import { chunkLength, isHole, type ChunkIndex } from '../format/chunk-index.js';
-import { encodeObject } from '../format/object-codec.js';
+import { encodeObject } from '../format/node/codecs.js';
 import { manifestBlobs, type BlobRef, type Manifest } from '../format/manifest.js';
-import type { PublisherKey } from '../format/signature.js';
+import type { PublisherKey } from '../format/node/keys.js';
 import { HostmeError } from '../errors.js';
 import { openRepository, type Repository } from '../repo/repository.js';
 import { publishDerived } from '../repo/versions.js';
@@ -13,6 +13,7 @@ import { CowOverlay, COW_GRANULARITY } from '../device/cow-overlay.js';
 import { CacheDir } from './cache-dir.js';
 import { Instance } from './instance.js';
 import { resolveImage } from './image-source.js';
+import { openFileOverlay } from '../device/node/cow-file.js';
 
 export interface CommitRequest {
   instance: string;
@@ -55,7 +56,7 @@ export async function commitInstance(request: CommitRequest): Promise<CommitResu
     for (const [i, disk] of base.disks.entries()) {
       const index = await resolved.repo.readIndex(disk, resolved.source, `disk ${disk.name}`);
       const device = new ChunkedImageDevice(index, resolved.source);
-      const overlay = await CowOverlay.open(device, i === 0 ? instance.dir : `${instance.dir}/disk${i}`);
+      const overlay = await openFileOverlay(device, i === 0 ? instance.dir : `${instance.dir}/disk${i}`);
       try {
         const ids = await rebuildIndex(index, overlay, target, resolved.source, result, request.onProgress);
         const newIndex = await storeIndex({ ...index, ids }, target.objects);

@@ -4,11 +4,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chunkLength, isHole } from '../format/chunk-index.js';
 import type { Manifest } from '../format/manifest.js';
-import type { PublisherKey } from '../format/signature.js';
+import type { PublisherKey } from '../format/node/keys.js';
 import { HostmeError, errorMessage, isHostmeError } from '../errors.js';
 import type { BlockDevice } from '../device/block-device.js';
 import { ChunkedImageDevice } from '../device/chunked-image.js';
-import { VerifiedChunkFile } from '../device/verified-chunks.js';
+import { VerifiedChunkFile } from '../device/node/verified-chunks.js';
 import { CowOverlay } from '../device/cow-overlay.js';
 import { NbdServer } from '../nbd/server.js';
 import { launchVm, type VmConsole, type VmHandle, type VmExit, type VmSpec } from '../vm/qemu.js';
@@ -24,6 +24,7 @@ import { RunStatsCollector, type RunStats } from './run-stats.js';
 import { attachGuest, overlayMac } from '../net/control.js';
 import type { ImageLink } from './link.js';
 import { userNetwork, type PortPublish } from './publish.js';
+import { openFileOverlay } from '../device/node/cow-file.js';
 
 export interface RunOptions {
   link: ImageLink;
@@ -155,7 +156,7 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
     const overlays: CowOverlay[] = [];
     for (const [i, device] of devices.entries()) {
       const overlayDir = i === 0 ? instance.dir : join(instance.dir, `disk${i}`);
-      const overlay = await CowOverlay.open(device, overlayDir);
+      const overlay = await openFileOverlay(device, overlayDir);
       cleanups.push(() => overlay.close());
       exported.set(`disk${i}`, overlay);
       overlays.push(overlay);

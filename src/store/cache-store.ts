@@ -1,4 +1,4 @@
-import { channel } from 'node:diagnostics_channel';
+import { eventChannel as channel } from './events.js';
 import type { ObjectId } from '../format/digest.js';
 import { isHostmeError, errorMessage } from '../errors.js';
 import type { GetOptions, ObjectRef, ObjectSource, ObjectStore, VerifiedObject } from './object-store.js';
@@ -44,6 +44,10 @@ export class CacheStore implements ObjectSource {
 
   async has(id: ObjectId): Promise<boolean> {
     return (await this.cache.has(id)) || this.upstream.has(id);
+  }
+
+  holdsLocally(id: ObjectId): Promise<boolean> {
+    return this.cache.has(id).catch(() => false);
   }
 
   async close(): Promise<void> {

@@ -6,10 +6,12 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MirrorGroup } from './mirror-group.js';
-import { DirStore, TransportStore } from './transport-store.js';
+import { TransportStore } from './transport-store.js';
+import { DirStore } from './node/dir-store.js';
 import { HttpTransport } from './http-transport.js';
 import { StaticServer, type StaticServerBehavior } from './testing/static-server.js';
 import { compressibleObject, hasCode, randomObject } from './store.case.js';
+import { nodeCodecs } from '../format/node/codecs.js';
 
 async function closedPortUrl(): Promise<string> {
   const server = createServer();
@@ -19,7 +21,7 @@ async function closedPortUrl(): Promise<string> {
   return `http://127.0.0.1:${port}/down`;
 }
 
-const httpStore = (url: string) => new TransportStore(new HttpTransport(url, { retries: 1, backoffMs: 1, timeoutMs: 5000 }));
+const httpStore = (url: string) => new TransportStore(new HttpTransport(url, { retries: 1, backoffMs: 1, timeoutMs: 5000 }), nodeCodecs);
 
 describe('MirrorGroup over real HTTP servers', () => {
   let root: string;

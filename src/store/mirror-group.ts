@@ -1,4 +1,4 @@
-import { channel } from 'node:diagnostics_channel';
+import { eventChannel as channel, unrefTimer } from './events.js';
 import type { ObjectId } from '../format/digest.js';
 import { isHostmeError, errorMessage } from '../errors.js';
 import type { GetOptions, ObjectRef, ObjectSource, VerifiedObject } from './object-store.js';
@@ -54,9 +54,9 @@ export class MirrorGroup implements ObjectSource {
     const all = Promise.all(
       this.mirrors.map(async (m) => {
         const started = performance.now();
-        let timer: NodeJS.Timeout | undefined;
+        let timer: ReturnType<typeof setTimeout> | undefined;
         const late = new Promise<'late'>((resolve) => {
-          if (Number.isFinite(deadlineMs)) timer = setTimeout(() => resolve('late'), deadlineMs).unref();
+          if (Number.isFinite(deadlineMs)) timer = unrefTimer(setTimeout(() => resolve('late'), deadlineMs));
         });
         try {
           const outcome = await Promise.race([probe(m.source).then(() => 'ok' as const), late]);
@@ -79,7 +79,7 @@ export class MirrorGroup implements ObjectSource {
       }),
     );
     // Rank on the first answers: after one mirror answered, the rest get `graceMs`; a late one is ranked last until it answers.
-    await (Number.isFinite(graceMs) ? Promise.race([all, ok.then(() => new Promise<void>((resolve) => setTimeout(resolve, graceMs).unref()))]) : all);
+    await (Number.isFinite(graceMs) ? Promise.race([all, ok.then(() => new Promise<void>((resolve) => unrefTimer(setTimeout(resolve, graceMs))))]) : all);
     for (const m of pending) {
       m.latencyMs = Number.MAX_SAFE_INTEGER / 8;
       problems.push({ name: m.source.name, problem: `no answer within ${graceMs} ms of the fastest source (slow)` });

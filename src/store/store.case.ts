@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { encodeObject, type EncodedObject } from '../format/object-codec.js';
+import { encodeObject, type EncodedObject } from '../format/node/codecs.js';
 import { objectPath } from '../format/digest.js';
 import { isHostmeError } from '../errors.js';
 import type { ObjectStore } from './object-store.js';

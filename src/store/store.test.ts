@@ -4,11 +4,13 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { DirStore, TransportStore } from './transport-store.js';
+import { TransportStore } from './transport-store.js';
+import { DirStore } from './node/dir-store.js';
 import { HttpTransport } from './http-transport.js';
-import { DirTransport } from './dir-transport.js';
+import { DirTransport } from './node/dir-transport.js';
 import { StaticServer } from './testing/static-server.js';
 import { compressibleObject, hasCode, randomObject, runObjectStoreCases } from './store.case.js';
+import { nodeCodecs } from '../format/node/codecs.js';
 
 async function tempDir(): Promise<string> {
   return mkdtemp(join(tmpdir(), 'hostme-store-'));
@@ -22,7 +24,7 @@ runObjectStoreCases('DirStore', async () => {
 runObjectStoreCases('TransportStore over HttpTransport', async () => {
   const root = await tempDir();
   const server = await StaticServer.start(root, { writable: true });
-  const store = new TransportStore(new HttpTransport(server.url, { retries: 1, backoffMs: 1, timeoutMs: 5000 }));
+  const store = new TransportStore(new HttpTransport(server.url, { retries: 1, backoffMs: 1, timeoutMs: 5000 }), nodeCodecs);
   return {
     store,
     root,
@@ -59,7 +61,7 @@ describe('HttpTransport failure handling', () => {
   });
 
   const storeFor = (url: string, options: ConstructorParameters<typeof HttpTransport>[1] = {}) =>
-    new TransportStore(new HttpTransport(url, { backoffMs: 1, timeoutMs: 5000, ...options }));
+    new TransportStore(new HttpTransport(url, { backoffMs: 1, timeoutMs: 5000, ...options }), nodeCodecs);
 
   test('transient 500s are retried and the read succeeds', async () => {
     server.behavior = { failures: 2 };
