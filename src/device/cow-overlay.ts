@@ -62,7 +62,7 @@ export class CowOverlay implements BlockDevice {
 
   constructor(
     private readonly base: BlockDevice,
-    private readonly medium: OverlayMedium = new MemoryMedium(),
+    readonly medium: OverlayMedium = new MemoryMedium(),
     private readonly bitmap: Uint8Array = new Uint8Array(Math.ceil(Math.ceil(base.size / COW_GRANULARITY) / 8)),
   ) {}
 

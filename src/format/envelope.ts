@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod/mini';
 import { FormatError } from './errors.js';
 import { BASE64_PATTERN, concatBytes, fromBase64, toBase64 } from './digest.js';
 import type { Codecs } from './codecs.js';
@@ -21,9 +21,9 @@ export interface PublicKeyInfo {
 }
 
 export const envelopeSchema = z.object({
-  hostmeEnvelope: z.number().int(),
+  hostmeEnvelope: z.int(),
   payloadType: z.string(),
-  payload: z.string().regex(BASE64_PATTERN, 'must be base64'),
+  payload: z.string().check(z.regex(BASE64_PATTERN, 'must be base64')),
   signatures: z.array(z.object({ keyId: z.string(), publicKey: z.string(), sig: z.string() })),
 });
 export type Envelope = z.infer<typeof envelopeSchema>;

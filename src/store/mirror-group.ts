@@ -90,6 +90,7 @@ export class MirrorGroup implements ObjectSource {
   async get(ref: ObjectRef, options: GetOptions = {}): Promise<VerifiedObject> {
     const problems: string[] = [];
     let allMissing = true;
+    let allInvalid = true;
     const order = this.ordered();
     for (const [i, mirror] of order.entries()) {
       const started = performance.now();
@@ -105,6 +106,7 @@ export class MirrorGroup implements ObjectSource {
         if (isHostmeError(err, 'object-length-mismatch')) throw err;
         const next = order[i + 1]?.source.name;
         if (isHostmeError(err, 'object-missing')) {
+          allInvalid = false;
           problems.push(`${mirror.source.name}: missing`);
         } else if (isHostmeError(err, 'object-invalid')) {
           allMissing = false;
@@ -114,6 +116,7 @@ export class MirrorGroup implements ObjectSource {
           mirrorDemotedChannel.publish({ mirror: mirror.source.name, id: ref.id, reason: errorMessage(err) });
         } else {
           allMissing = false;
+          allInvalid = false;
           mirror.failures++;
           mirror.latencyMs = mirror.latencyMs * 2 + 100;
           problems.push(`${mirror.source.name}: ${errorMessage(err)}`);
@@ -121,7 +124,8 @@ export class MirrorGroup implements ObjectSource {
         if (next) mirrorFailoverChannel.publish({ from: mirror.source.name, to: next, id: ref.id, reason: errorMessage(err) });
       }
     }
-    const code = allMissing ? 'object-missing' : 'store-unavailable';
+    // Every mirror served wrong bytes: an integrity failure, not an outage.
+    const code = allMissing ? 'object-missing' : allInvalid ? 'object-invalid' : 'store-unavailable';
     throw new StoreError(code, `object ${ref.id} could not be read from any mirror: ${problems.join('; ')}`, { id: ref.id, problems });
   }
 
