@@ -23,7 +23,8 @@ import { generatePublisherKey, parsePrivateKeyPem } from '../format/node/keys.js
 import { DirStore } from '../store/node/dir-store.js';
 import { CacheStore } from '../store/cache-store.js';
 import { FetchScheduler } from '../store/fetch-scheduler.js';
-import { ChunkedImageDevice } from '../device/chunked-image.js';
+import { openImageDisks } from '../device/image-disks.js';
+import type { ChunkIndex } from '../format/chunk-index.js';
 import { VerifiedChunkFile } from '../device/node/verified-chunks.js';
 import type { BlockDevice } from '../device/block-device.js';
 import type { ObjectSource } from '../store/object-store.js';
@@ -98,12 +99,15 @@ async function cachedImageStack(file: string, dir: string, verifyOnce = false): 
     close: async () => {},
   };
   const scheduler = new FetchScheduler(new CacheStore(new DirStore(repoDir), offline), 8);
-  const index = await repo.readIndex(image.manifest.disks[0]!, scheduler, 'disk');
   const overlayDir = path.join(dir, verifyOnce ? 'overlay-v' : 'overlay');
   await mkdir(overlayDir);
-  // Verify once (docs/run.md): chunks verified by the warm-up pass are then read from the verified file.
-  const verified = verifyOnce ? await VerifiedChunkFile.open(path.join(dir, 'verified'), index) : undefined;
-  const overlay = await openFileOverlay(new ChunkedImageDevice(index, scheduler, { verified }), overlayDir);
+  // The stack hostme run assembles (openImageDisks); verify once (docs/run.md): chunks verified by the warm-up pass are then read from the verified file.
+  let verified: VerifiedChunkFile | undefined;
+  const [disk] = await openImageDisks(image.manifest, scheduler, {
+    ...(verifyOnce ? { verified: async (_: number, index: ChunkIndex) => (verified = await VerifiedChunkFile.open(path.join(dir, 'verified'), index)) } : {}),
+    overlay: (device) => openFileOverlay(device, overlayDir),
+  });
+  const overlay = disk!.overlay!;
   return { device: overlay, verified, close: () => overlay.close() };
 }
 

@@ -30,7 +30,7 @@ export interface OpenImageDisksOptions {
   /** Build the overlay of disk `i` (omit for read-only disks). */
   overlay?: (image: ChunkedImageDevice, disk: number) => Promise<CowOverlay> | CowOverlay;
   /** Verified chunks kept from earlier runs, per disk (a failure to open one only costs speed). */
-  verified?: (disk: number, index: ChunkIndex) => Promise<VerifiedChunks | undefined>;
+  verified?: (disk: number, index: ChunkIndex, ref: BlobRef) => Promise<VerifiedChunks | undefined>;
   onFirstAccess?: (disk: number, chunk: number) => void;
   memoryCacheBytes?: number;
 }
@@ -61,7 +61,7 @@ export async function openImageDisks(manifest: Pick<Manifest, 'disks'>, source: 
     manifest.disks.map(async (disk, i) => {
       const label = `disk ${disk.name}`;
       const index = await readChunkIndex(source, disk, label);
-      const verified = await options.verified?.(i, index).catch(() => undefined);
+      const verified = await options.verified?.(i, index, disk).catch(() => undefined);
       const imageOptions: ChunkedImageOptions = { label, verified };
       if (options.memoryCacheBytes) imageOptions.memoryCacheBytes = options.memoryCacheBytes;
       const onFirstAccess = options.onFirstAccess;
