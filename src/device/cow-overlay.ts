@@ -99,12 +99,12 @@ export class CowOverlay implements BlockDevice {
     return out;
   }
 
-  write(offset: number, bytes: Uint8Array): Promise<void> {
+  async write(offset: number, bytes: Uint8Array): Promise<void> {
     checkRange(this.size, offset, bytes.length);
     return this.serialized(() => this.writeBlocks(offset, bytes));
   }
 
-  writeZeroes(offset: number, length: number): Promise<void> {
+  async writeZeroes(offset: number, length: number): Promise<void> {
     checkRange(this.size, offset, length);
     return this.serialized(async () => {
       const step = 1 << 20;

@@ -90,7 +90,7 @@ export class MirrorGroup implements ObjectSource {
   async get(ref: ObjectRef, options: GetOptions = {}): Promise<VerifiedObject> {
     const problems: string[] = [];
     let allMissing = true;
-    let allInvalid = true;
+    let anyUnavailable = false;
     const order = this.ordered();
     for (const [i, mirror] of order.entries()) {
       const started = performance.now();
@@ -106,7 +106,6 @@ export class MirrorGroup implements ObjectSource {
         if (isHostmeError(err, 'object-length-mismatch')) throw err;
         const next = order[i + 1]?.source.name;
         if (isHostmeError(err, 'object-missing')) {
-          allInvalid = false;
           problems.push(`${mirror.source.name}: missing`);
         } else if (isHostmeError(err, 'object-invalid')) {
           allMissing = false;
@@ -116,7 +115,7 @@ export class MirrorGroup implements ObjectSource {
           mirrorDemotedChannel.publish({ mirror: mirror.source.name, id: ref.id, reason: errorMessage(err) });
         } else {
           allMissing = false;
-          allInvalid = false;
+          anyUnavailable = true;
           mirror.failures++;
           mirror.latencyMs = mirror.latencyMs * 2 + 100;
           problems.push(`${mirror.source.name}: ${errorMessage(err)}`);
@@ -124,8 +123,8 @@ export class MirrorGroup implements ObjectSource {
         if (next) mirrorFailoverChannel.publish({ from: mirror.source.name, to: next, id: ref.id, reason: errorMessage(err) });
       }
     }
-    // Every mirror served wrong bytes: an integrity failure, not an outage.
-    const code = allMissing ? 'object-missing' : allInvalid ? 'object-invalid' : 'store-unavailable';
+    // Every mirror answered, and no copy was genuine: an integrity failure, not an outage.
+    const code = allMissing ? 'object-missing' : anyUnavailable ? 'store-unavailable' : 'object-invalid';
     throw new StoreError(code, `object ${ref.id} could not be read from any mirror: ${problems.join('; ')}`, { id: ref.id, problems });
   }
 

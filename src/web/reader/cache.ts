@@ -63,25 +63,23 @@ export class BrowserCacheStore implements ObjectStore {
     return (await cache?.match(KEY_PREFIX + id).catch(() => undefined)) !== undefined;
   }
 
-  /**
-   * Queues the write and returns: the guest waits for the bytes, not for the
-   * cache. A write that failed (quota) is reported by the next put, which
-   * makes the CacheStore stop persisting.
-   */
+  /** Resolves once the object is in the cache; writes wait while held (holdWrites). */
   async put(id: ObjectId, stored: Uint8Array): Promise<void> {
     if (this.failed) throw this.failed;
     const cache = await this.open();
     const write = this.writeHold
       .then(() => cache.put(KEY_PREFIX + id, new Response(new Uint8Array(stored), { headers: { 'content-type': 'application/octet-stream' } })))
       .catch((err: unknown) => {
-        this.degrade(
+        throw this.degrade(
           isQuotaError(err)
             ? new StoreError('store-full', `Browser storage is full (quota exceeded): ${NO_CACHE}.`)
             : new StoreError('store-io', `Cannot store chunks in the browser cache (${(err as Error).message}): ${NO_CACHE}.`),
         );
       });
-    this.writes.add(write);
-    void write.finally(() => this.writes.delete(write));
+    const settled = write.catch(() => {});
+    this.writes.add(settled);
+    void settled.finally(() => this.writes.delete(settled));
+    await write;
   }
 
   async remove(id: ObjectId): Promise<void> {

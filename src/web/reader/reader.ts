@@ -75,7 +75,7 @@ export class ImageReader {
     readonly mirrors: MirrorGroup,
     private readonly options: OpenImageOptions,
   ) {
-    const upstream = options.cache ? new CacheStore(options.cache, mirrors) : mirrors;
+    const upstream = options.cache ? new CacheStore(options.cache, mirrors, { writeBehind: true }) : mirrors;
     this.source = new FetchScheduler(this.counted(upstream), 8);
     this.listen();
   }
