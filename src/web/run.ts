@@ -6,7 +6,7 @@ import { FitAddon } from '@xterm/addon-fit';
 import { BrowserCacheStore } from './reader/cache.js';
 import { webCodecs } from './reader/codecs.js';
 import type { Manifest } from '../format/manifest.js';
-import { isHostmeError } from '../errors.js';
+import { HostmeError, isHostmeError } from '../errors.js';
 import { ImageReader, type ReaderStats } from './reader/reader.js';
 import { V86ChunkDisk, type DiskReadFailure } from './reader/v86-disk.js';
 import { Prefetcher, prefetchChunks, type PrefetchStats } from './prefetch.js';
@@ -161,7 +161,7 @@ async function fetchStart(reader: ImageReader, m: Manifest, plan: StartPlan): Pr
     const state = await reader.readBlob(plan.snapshot, 'memory snapshot', 8, counted);
     return { initial_state: { buffer: state.buffer } };
   }
-  if (m.boot.mode !== 'direct') throw new Error('unreachable: firmware boot was refused earlier');
+  if (m.boot.mode !== 'direct') throw new HostmeError('internal', 'unreachable: firmware boot was refused earlier');
   const boot = m.boot;
   totalBootBytes = boot.kernel.size + (boot.initrd?.size ?? 0);
   progressEl.max = totalBootBytes;
