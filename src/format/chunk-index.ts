@@ -1,5 +1,5 @@
 import { FormatError } from './errors.js';
-import { HOLE_ID, ID_BYTES, fromHex, toHex, type ObjectId } from './digest.js';
+import { HOLE_ID, ID_BYTES, hexIds, hexInto, type ObjectId } from './digest.js';
 
 /**
  * The chunk index of a disk or blob (docs/format.md "Index"): a fixed 32-byte
@@ -61,7 +61,7 @@ export function encodeIndex(index: ChunkIndex): Uint8Array {
   view.setUint32(12, index.chunkSize, true);
   view.setBigUint64(16, BigInt(index.size), true);
   view.setBigUint64(24, BigInt(count), true);
-  index.ids.forEach((id, i) => out.set(fromHex(id), INDEX_HEADER_BYTES + i * ID_BYTES));
+  index.ids.forEach((id, i) => hexInto(id, out, INDEX_HEADER_BYTES + i * ID_BYTES));
   return out;
 }
 
@@ -87,8 +87,7 @@ export function decodeIndex(bytes: Uint8Array, origin = 'index', expect?: { size
   const expected = INDEX_HEADER_BYTES + ID_BYTES * count;
   if (bytes.length !== expected) fail(`${bytes.length} bytes, expected ${expected} for ${count} chunks (truncated or padded)`);
   if (expect && (expect.size !== size || expect.chunkSize !== chunkSize)) fail(`describes ${size} bytes in ${chunkSize}-byte chunks, the manifest says ${expect.size} in ${expect.chunkSize}`);
-  const ids: ObjectId[] = new Array(count);
-  for (let i = 0; i < count; i++) ids[i] = toHex(bytes.subarray(INDEX_HEADER_BYTES + i * ID_BYTES, INDEX_HEADER_BYTES + (i + 1) * ID_BYTES));
+  const ids: ObjectId[] = hexIds(bytes.subarray(INDEX_HEADER_BYTES), count);
   return { chunkSize, size, ids };
 }
 

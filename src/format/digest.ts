@@ -34,6 +34,11 @@ export function objectPath(id: ObjectId): string {
 }
 
 const HEX = Array.from({ length: 256 }, (_, b) => b.toString(16).padStart(2, '0'));
+const NIBBLE = new Uint8Array(128);
+for (let i = 0; i < 16; i++) {
+  NIBBLE['0123456789abcdef'.charCodeAt(i)] = i;
+  NIBBLE['0123456789ABCDEF'.charCodeAt(i)] = i;
+}
 
 export function toHex(bytes: Uint8Array): string {
   let out = '';
@@ -41,10 +46,35 @@ export function toHex(bytes: Uint8Array): string {
   return out;
 }
 
-/** Bytes of a lowercase or uppercase hex string of even length (callers validate the shape first). */
+const HEX_ASCII = new TextEncoder().encode('0123456789abcdef');
+const utf8 = new TextDecoder();
+
+/**
+ * Hex ids of `count` consecutive 32-byte ids: one ASCII buffer decoded once
+ * (decoders take a fast path for ASCII), then sliced. Indexes hold up to
+ * millions of ids; per-id string building is several times slower.
+ */
+export function hexIds(bytes: Uint8Array, count: number, width = ID_BYTES): string[] {
+  const ascii = new Uint8Array(count * width * 2);
+  for (let i = 0; i < ascii.length >> 1; i++) {
+    const b = bytes[i]!;
+    ascii[2 * i] = HEX_ASCII[b >> 4]!;
+    ascii[2 * i + 1] = HEX_ASCII[b & 15]!;
+  }
+  const text = utf8.decode(ascii);
+  const ids = new Array<string>(count);
+  for (let i = 0; i < count; i++) ids[i] = text.slice(i * width * 2, (i + 1) * width * 2);
+  return ids;
+}
+
+/** Writes the bytes of a hex string (shape validated by the caller) into `out` at `at`. */
+export function hexInto(hex: string, out: Uint8Array, at = 0): void {
+  for (let i = 0, n = hex.length >> 1; i < n; i++) out[at + i] = (NIBBLE[hex.charCodeAt(2 * i) & 127]! << 4) | NIBBLE[hex.charCodeAt(2 * i + 1) & 127]!;
+}
+
 export function fromHex(hex: string): Uint8Array {
   const out = new Uint8Array(hex.length >> 1);
-  for (let i = 0; i < out.length; i++) out[i] = parseInt(hex.slice(2 * i, 2 * i + 2), 16);
+  hexInto(hex, out);
   return out;
 }
 
