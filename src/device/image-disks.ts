@@ -78,9 +78,10 @@ export async function readWholeBlob(
   source: ObjectSource,
   ref: BlobRef,
   label: string,
-  options: { parallel?: number; priority?: FetchPriority; onChunk?: (bytes: number) => void } = {},
+  options: { parallel?: number; priority?: FetchPriority; onChunk?: (bytes: number) => void; onIndex?: (index: ChunkIndex) => void } = {},
 ): Promise<Uint8Array> {
   const index = await readChunkIndex(source, ref, label);
+  options.onIndex?.(index);
   const out = new Uint8Array(ref.size);
   let next = 0;
   const worker = async (): Promise<void> => {

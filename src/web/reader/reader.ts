@@ -66,7 +66,8 @@ export class ImageReader {
   /** Every object read goes through here: demand before prefetch, one fetch per object at a time. */
   readonly source: FetchScheduler;
   private readonly unsubscribe: Array<() => void> = [];
-  private readonly disks: ImageDisk[] = [];
+  /** Indexes read so far, to name an object by what it is part of. */
+  private readonly indexes: Array<{ label: string; ids: string[] }> = [];
 
   private constructor(
     readonly manifest: Manifest,
@@ -124,22 +125,22 @@ export class ImageReader {
   /** The image's disks: chunked image + in-memory copy-on-write overlay, `memoryBytes` of decoded chunks each. */
   async openDisks(memoryBytes = 32 * 1024 * 1024): Promise<ImageDisk[]> {
     const disks = await openImageDisks(this.manifest, this.source, { overlay: memoryOverlay, memoryCacheBytes: memoryBytes });
-    this.disks.push(...disks);
+    for (const disk of disks) this.indexes.push({ label: disk.label, ids: disk.image.index.ids });
     return disks;
   }
 
-  /** "disk NAME chunk N" for an object of an open disk (messages name what the guest lost, not just a hash). */
+  /** "disk NAME chunk N" / "memory snapshot chunk N" for an object read so far (messages name what was lost, not just a hash). */
   labelOf(id: string): string {
-    for (const disk of this.disks) {
-      const chunk = disk.image.index.ids.indexOf(id);
-      if (chunk >= 0) return `${disk.label} chunk ${chunk}`;
+    for (const { label, ids } of this.indexes) {
+      const chunk = ids.indexOf(id);
+      if (chunk >= 0) return `${label} chunk ${chunk}`;
     }
     return `object ${id.slice(0, 16)}`;
   }
 
   /** A whole blob (kernel, initrd, snapshot), chunks fetched in parallel. */
   readBlob(ref: BlobRef, label: string, parallel = 6, onChunk?: (bytes: number) => void): Promise<Uint8Array> {
-    return readWholeBlob(this.source, ref, label, { parallel, ...(onChunk ? { onChunk } : {}) });
+    return readWholeBlob(this.source, ref, label, { parallel, onIndex: (index) => this.indexes.push({ label, ids: index.ids }), ...(onChunk ? { onChunk } : {}) });
   }
 
   /** Keep persistent-cache writes queued until `until` settles (the machine's start needs the main thread more). */
