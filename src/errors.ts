@@ -34,3 +34,13 @@ export function errorMessage(err: unknown): string {
   if (err instanceof Error) return err.message;
   return String(err);
 }
+
+/**
+ * Process exit status for an error that ends a command (cli/main.ts): usage
+ * errors 2, everything else 1. One table, so a command cannot pick its own.
+ */
+export const EXIT_STATUS: Readonly<Record<string, number>> = { usage: 2 };
+
+export function exitStatusOf(err: unknown): number {
+  return isHostmeError(err) ? (EXIT_STATUS[err.code] ?? 1) : 1;
+}

@@ -19,15 +19,16 @@ import { FileDevice } from '../nbd/file-device.js';
 import { NbdServer } from '../nbd/server.js';
 import { packImage } from '../pack/pack-image.js';
 import { openRepository } from '../repo/repository.js';
-import { generatePublisherKey, parsePrivateKeyPem } from '../format/signature.js';
-import { DirStore } from '../store/transport-store.js';
+import { generatePublisherKey, parsePrivateKeyPem } from '../format/node/keys.js';
+import { DirStore } from '../store/node/dir-store.js';
 import { CacheStore } from '../store/cache-store.js';
 import { FetchScheduler } from '../store/fetch-scheduler.js';
-import { ChunkedImageDevice } from '../device/chunked-image.js';
-import { CowOverlay } from '../device/cow-overlay.js';
-import { VerifiedChunkFile } from '../device/verified-chunks.js';
+import { openImageDisks } from '../device/image-disks.js';
+import type { ChunkIndex } from '../format/chunk-index.js';
+import { VerifiedChunkFile } from '../device/node/verified-chunks.js';
 import type { BlockDevice } from '../device/block-device.js';
 import type { ObjectSource } from '../store/object-store.js';
+import { openFileOverlay } from '../device/node/cow-file.js';
 import { runBench } from './bench-util.js';
 
 const MiB = 1024 * 1024;
@@ -99,12 +100,15 @@ async function cachedImageStack(file: string, dir: string, verifyOnce = false): 
     close: async () => {},
   };
   const scheduler = new FetchScheduler(new CacheStore(new DirStore(repoDir), offline), 8);
-  const index = await repo.readIndex(image.manifest.disks[0]!, scheduler, 'disk');
   const overlayDir = path.join(dir, verifyOnce ? 'overlay-v' : 'overlay');
   await mkdir(overlayDir);
-  // Verify once (docs/run.md): chunks verified by the warm-up pass are then read from the verified file.
-  const verified = verifyOnce ? await VerifiedChunkFile.open(path.join(dir, 'verified'), index) : undefined;
-  const overlay = await CowOverlay.open(new ChunkedImageDevice(index, scheduler, { verified }), overlayDir);
+  // The stack hostme run assembles (openImageDisks); verify once (docs/run.md): chunks verified by the warm-up pass are then read from the verified file.
+  let verified: VerifiedChunkFile | undefined;
+  const [disk] = await openImageDisks(image.manifest, scheduler, {
+    ...(verifyOnce ? { verified: async (_: number, index: ChunkIndex) => (verified = await VerifiedChunkFile.open(path.join(dir, 'verified'), index)) } : {}),
+    overlay: (device) => openFileOverlay(device, overlayDir),
+  });
+  const overlay = disk!.overlay!;
   return { device: overlay, verified, close: () => overlay.close() };
 }
 

@@ -12,7 +12,7 @@ import { spawn } from 'node:child_process';
 import type { Readable } from 'node:stream';
 import { HostmeError } from '../errors.js';
 import { renderSeedFiles, type SeedOptions } from '../seed/nocloud.js';
-import type { PublisherKey } from '../format/signature.js';
+import type { PublisherKey } from '../format/node/keys.js';
 import { packImage, type PackSummary } from '../pack/pack-image.js';
 import { openRepository } from '../repo/repository.js';
 import { loadBuildManifest, parseDiskSize, parseMode, type BuildManifest } from './build-manifest.js';

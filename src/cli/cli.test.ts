@@ -166,6 +166,12 @@ describe('hostme CLI', () => {
     assert.match(unknown.stderr, /unknown command/);
     const missingOption = await hostme(['pack', disk]);
     assert.equal(missingOption.code, 2);
+    // A usage error found by the command itself (HostmeError 'usage'), not by the option parser: also 2.
+    const seedKey = join(work, 'seed-test.key');
+    assert.equal((await hostme(['keygen', seedKey])).code, 0);
+    const badSeed = await hostme(['build', join(work, 'no-such-hostme.json'), '--repo', join(work, 'repo-seed'), '--key', seedKey, '--seed', join(work, 'no-such-seed.json')]);
+    assert.equal(badSeed.code, 2, badSeed.stderr);
+    assert.match(badSeed.stderr, /--seed/);
     const help = await hostme(['--help']);
     assert.equal(help.code, 0);
     assert.match(help.stdout, /keygen/);

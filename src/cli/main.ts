@@ -1,5 +1,6 @@
 import { Command, CommanderError } from 'commander';
 import { reportError } from './output.js';
+import { exitStatusOf } from '../errors.js';
 
 type Register = (program: Command) => void;
 
@@ -59,6 +60,6 @@ export async function main(argv: string[]): Promise<number> {
   } catch (err) {
     if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;
     reportError(err, argv.includes('--json'));
-    return 1;
+    return exitStatusOf(err);
   }
 }

@@ -3,7 +3,7 @@ import { parseImageLink } from '../runner/link.js';
 import { CacheDir } from '../runner/cache-dir.js';
 import { resolveImage } from '../runner/image-source.js';
 import { reportSourceProblems } from '../runner/source-reporter.js';
-import { ChunkedImageDevice } from '../device/chunked-image.js';
+import { openImageDisks } from '../device/image-disks.js';
 import { FetchScheduler } from '../store/fetch-scheduler.js';
 import { NbdServer } from '../nbd/server.js';
 import type { BlockDevice } from '../device/block-device.js';
@@ -27,11 +27,10 @@ export function registerNbd(program: Command): void {
       const stopReporting = reportSourceProblems((line) => process.stderr.write(`hostme: ${line}\n`));
       const scheduler = new FetchScheduler(resolved.source, 8);
       const exports = new Map<string, BlockDevice>();
-      for (const [i, disk] of resolved.image.manifest.disks.entries()) {
-        const index = await resolved.repo.readIndex(disk, scheduler, `disk ${disk.name}`);
-        const device = new ChunkedImageDevice(index, scheduler, { label: `disk ${disk.name}` });
-        exports.set(`disk${i}`, device);
-        if (i === 0) exports.set('', device);
+      // Read-only: the image itself, no overlay.
+      for (const [i, disk] of (await openImageDisks(resolved.image.manifest, scheduler)).entries()) {
+        exports.set(`disk${i}`, disk.device);
+        if (i === 0) exports.set('', disk.device);
       }
       const server = new NbdServer({ exports });
       await server.listen(options.socket);

@@ -15,6 +15,10 @@ export class ChunkLru {
     return data;
   }
 
+  has(id: string): boolean {
+    return this.entries.has(id);
+  }
+
   set(id: string, data: Uint8Array): void {
     if (data.length > this.maxBytes) return;
     const old = this.entries.get(id);

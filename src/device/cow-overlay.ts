@@ -1,21 +1,58 @@
-import { open, readFile, type FileHandle } from 'node:fs/promises';
-import { join } from 'node:path';
-import { writeFileAtomic } from '../store/dir-transport.js';
 import type { BlockDevice } from './block-device.js';
-import { BlockDeviceError, checkRange } from './errors.js';
+import { checkRange } from './errors.js';
 
-const MAP_MAGIC = 'HMCOW001';
-const MAP_HEADER = 24;
 export const COW_GRANULARITY = 4096;
 
 /**
- * Copy-on-write overlay: the guest's writes go to a sparse data file beside a
- * bitmap of written 4 KiB blocks; unwritten blocks read from the base device.
+ * Where an overlay keeps the blocks the guest wrote: a sparse file plus a map
+ * file in Node (device/node/cow-file.ts), RAM in a page. Offsets are bytes of
+ * the device; writes are whole 4 KiB blocks.
+ */
+export interface OverlayMedium {
+  read(into: Uint8Array, at: number, length: number, offset: number): Promise<void>;
+  write(data: Uint8Array, offset: number): Promise<void>;
+  /** Make every earlier write, and the bitmap of written blocks, durable. */
+  persist(bitmap: Uint8Array, dirty: boolean): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** Blocks written, in RAM (the browser, tests): gone when the page is. */
+export class MemoryMedium implements OverlayMedium {
+  readonly blocks = new Map<number, Uint8Array>();
+
+  async read(into: Uint8Array, at: number, length: number, offset: number): Promise<void> {
+    for (let done = 0; done < length; ) {
+      const block = Math.floor((offset + done) / COW_GRANULARITY);
+      const within = (offset + done) % COW_GRANULARITY;
+      const n = Math.min(COW_GRANULARITY - within, length - done);
+      const bytes = this.blocks.get(block);
+      if (bytes) into.set(bytes.subarray(within, within + n), at + done);
+      else into.fill(0, at + done, at + done + n);
+      done += n;
+    }
+  }
+
+  async write(data: Uint8Array, offset: number): Promise<void> {
+    for (let done = 0; done < data.length; done += COW_GRANULARITY) {
+      const block = new Uint8Array(COW_GRANULARITY);
+      block.set(data.subarray(done, done + COW_GRANULARITY));
+      this.blocks.set((offset + done) / COW_GRANULARITY, block);
+    }
+  }
+
+  async persist(): Promise<void> {}
+
+  async close(): Promise<void> {}
+}
+
+/**
+ * Copy-on-write overlay: the guest's writes go to a medium beside a bitmap of
+ * written 4 KiB blocks; unwritten blocks read from the base device.
  *
- * Crash safety: the bitmap on disk is replaced atomically, and only at flush
- * time after the data file was synced, so after a kill -9 every block the map
- * claims holds data that reached the disk. Writes the guest never flushed may
- * be lost, exactly as on a real disk.
+ * Crash safety (file medium): the bitmap on disk is replaced atomically, and
+ * only at flush time after the data file was synced, so after a kill -9 every
+ * block the map claims holds data that reached the disk. Writes the guest
+ * never flushed may be lost, exactly as on a real disk.
  */
 export class CowOverlay implements BlockDevice {
   readonly readOnly = false;
@@ -23,25 +60,11 @@ export class CowOverlay implements BlockDevice {
   private dirty = false;
   private writeChain: Promise<unknown> = Promise.resolve();
 
-  private constructor(
+  constructor(
     private readonly base: BlockDevice,
-    private readonly data: FileHandle,
-    private readonly mapPath: string,
-    private readonly bitmap: Uint8Array,
+    readonly medium: OverlayMedium = new MemoryMedium(),
+    private readonly bitmap: Uint8Array = new Uint8Array(Math.ceil(Math.ceil(base.size / COW_GRANULARITY) / 8)),
   ) {}
-
-  /** Open (or create) the overlay files `overlay.data` and `overlay.map` in `dir`. */
-  static async open(base: BlockDevice, dir: string): Promise<CowOverlay> {
-    const mapPath = join(dir, 'overlay.map');
-    const blocks = Math.ceil(base.size / COW_GRANULARITY);
-    const bitmap = await loadBitmap(mapPath, base.size, blocks);
-    const data = await open(join(dir, 'overlay.data'), 'a+').then(async (h) => {
-      await h.close();
-      return open(join(dir, 'overlay.data'), 'r+');
-    });
-    await data.truncate(base.size);
-    return new CowOverlay(base, data, mapPath, bitmap);
-  }
 
   get size(): number {
     return this.base.size;
@@ -67,7 +90,7 @@ export class CowOverlay implements BlockDevice {
     for (const run of this.runs(offset, length)) {
       const at = run.offset - offset;
       if (run.written) {
-        reads.push(this.data.read(out, at, run.length, run.offset).then(() => {}));
+        reads.push(this.medium.read(out, at, run.length, run.offset));
       } else {
         reads.push(this.base.read(run.offset, run.length).then((bytes) => out.set(bytes, at)));
       }
@@ -76,12 +99,12 @@ export class CowOverlay implements BlockDevice {
     return out;
   }
 
-  write(offset: number, bytes: Uint8Array): Promise<void> {
+  async write(offset: number, bytes: Uint8Array): Promise<void> {
     checkRange(this.size, offset, bytes.length);
     return this.serialized(() => this.writeBlocks(offset, bytes));
   }
 
-  writeZeroes(offset: number, length: number): Promise<void> {
+  async writeZeroes(offset: number, length: number): Promise<void> {
     checkRange(this.size, offset, length);
     return this.serialized(async () => {
       const step = 1 << 20;
@@ -98,19 +121,18 @@ export class CowOverlay implements BlockDevice {
 
   flush(): Promise<void> {
     return this.serialized(async () => {
-      await this.data.datasync().catch(toBlockError('sync the overlay'));
-      if (!this.dirty) return;
+      const dirty = this.dirty;
       this.dirty = false;
-      await writeFileAtomic(this.mapPath, encodeMap(this.size, this.bitmap)).catch((err) => {
-        this.dirty = true;
-        throw toBlockError('save the overlay map')(err);
+      await this.medium.persist(this.bitmap, dirty).catch((err: unknown) => {
+        this.dirty ||= dirty;
+        throw err;
       });
     });
   }
 
   async close(): Promise<void> {
     await this.flush();
-    await this.data.close();
+    await this.medium.close();
   }
 
   private async writeBlocks(offset: number, bytes: Uint8Array): Promise<void> {
@@ -124,7 +146,7 @@ export class CowOverlay implements BlockDevice {
       buffer = await this.read(alignedStart, alignedEnd - alignedStart);
       buffer.set(bytes, offset - alignedStart);
     }
-    await this.data.write(buffer, 0, buffer.length, alignedStart).catch(toBlockError('write the overlay'));
+    await this.medium.write(buffer, alignedStart);
     for (let block = firstBlock; block <= lastBlock; block++) this.bitmap[block >> 3]! |= 1 << (block & 7);
     this.dirty = true;
   }
@@ -163,40 +185,3 @@ export class CowOverlay implements BlockDevice {
   }
 }
 
-function toBlockError(action: string) {
-  return (err: NodeJS.ErrnoException): never => {
-    const errno = err.code === 'ENOSPC' || err.code === 'EDQUOT' ? 'ENOSPC' : 'EIO';
-    throw new BlockDeviceError(errno, `cannot ${action}: ${err.message}`, { errnoCode: err.code }, { cause: err });
-  };
-}
-
-function encodeMap(size: number, bitmap: Uint8Array): Uint8Array {
-  const out = new Uint8Array(MAP_HEADER + bitmap.length);
-  const view = new DataView(out.buffer);
-  out.set(new TextEncoder().encode(MAP_MAGIC), 0);
-  view.setUint32(8, COW_GRANULARITY, true);
-  view.setUint32(12, 0, true);
-  view.setBigUint64(16, BigInt(size), true);
-  out.set(bitmap, MAP_HEADER);
-  return out;
-}
-
-async function loadBitmap(mapPath: string, size: number, blocks: number): Promise<Uint8Array> {
-  const bytes = await readFile(mapPath).catch((err: NodeJS.ErrnoException) => {
-    if (err.code === 'ENOENT') return null;
-    throw err;
-  });
-  const bitmap = new Uint8Array(Math.ceil(blocks / 8));
-  if (!bytes) return bitmap;
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const valid =
-    bytes.length === MAP_HEADER + bitmap.length &&
-    new TextDecoder().decode(bytes.subarray(0, 8)) === MAP_MAGIC &&
-    view.getUint32(8, true) === COW_GRANULARITY &&
-    Number(view.getBigUint64(16, true)) === size;
-  if (!valid) {
-    throw new BlockDeviceError('EIO', `${mapPath}: overlay map is corrupt or belongs to a disk of another size; run "hostme reset" to discard the overlay`, { mapPath });
-  }
-  bitmap.set(bytes.subarray(MAP_HEADER));
-  return bitmap;
-}

@@ -6,12 +6,14 @@ import type { BlockDevice } from './block-device.js';
 import { MemoryDevice } from './memory-device.js';
 import { CowOverlay } from './cow-overlay.js';
 import { ChunkedImageDevice } from './chunked-image.js';
-import { encodeObject } from '../format/object-codec.js';
+import { encodeObject } from '../format/node/codecs.js';
 import { HOLE_ID } from '../format/digest.js';
 import type { ObjectSource, VerifiedObject } from '../store/object-store.js';
 import { StoreError } from '../store/errors.js';
 import { isHostmeError } from '../errors.js';
 import { pseudoRandom, tempDir, removeDir } from '../testing/fixtures.js';
+import { openFileOverlay } from './node/cow-file.js';
+import { FileDevice } from '../nbd/file-device.js';
 
 const SIZE = 1024 * 1024 + 512; // not a multiple of the 4 KiB overlay block
 
@@ -34,10 +36,10 @@ async function exerciseAgainstModel(device: BlockDevice, model: MemoryDevice, se
       await device.writeZeroes!(offset, length);
       await model.writeZeroes(offset, length);
     } else {
-      assert.deepEqual(await device.read(offset, length), await model.read(offset, length), `read ${offset}+${length} after ${i} ops`);
+      assert.ok(Buffer.from(await device.read(offset, length)).equals(await model.read(offset, length)), `read ${offset}+${length} after ${i} ops`);
     }
   }
-  assert.deepEqual(await device.read(0, SIZE), await model.read(0, SIZE));
+  assert.ok(Buffer.from(await device.read(0, SIZE)).equals(await model.read(0, SIZE)));
 }
 
 test('CowOverlay behaves like a plain disk for unaligned writes, zeroes and reads, and never touches its base', async () => {
@@ -45,7 +47,7 @@ test('CowOverlay behaves like a plain disk for unaligned writes, zeroes and read
   try {
     const baseBytes = pseudoRandom(SIZE, 7);
     const base = new MemoryDevice(baseBytes.slice(), { readOnly: true });
-    const overlay = await CowOverlay.open(base, dir);
+    const overlay = await openFileOverlay(base, dir);
     await exerciseAgainstModel(overlay, new MemoryDevice(baseBytes.slice()), 42);
     assert.deepEqual(await base.read(0, SIZE), baseBytes, 'the base changed');
     assert.ok(overlay.writtenBlocks > 0);
@@ -55,16 +57,26 @@ test('CowOverlay behaves like a plain disk for unaligned writes, zeroes and read
   }
 });
 
+test('in-memory CowOverlay (the browser\'s) behaves like a plain disk and never touches its base', async () => {
+  const baseBytes = pseudoRandom(SIZE, 8);
+  const base = new MemoryDevice(baseBytes.slice(), { readOnly: true });
+  const overlay = new CowOverlay(base);
+  await exerciseAgainstModel(overlay, new MemoryDevice(baseBytes.slice()), 43);
+  assert.deepEqual(await base.read(0, SIZE), baseBytes, 'the base changed');
+  assert.ok(overlay.writtenBlocks > 0);
+  await overlay.close();
+});
+
 test('CowOverlay keeps flushed writes across reopen; unflushed ones may be lost, never half-mapped', async () => {
   const dir = await tempDir('hostme-cow-persist-');
   try {
     const base = new MemoryDevice(pseudoRandom(SIZE, 3), { readOnly: true });
-    const first = await CowOverlay.open(base, dir);
+    const first = await openFileOverlay(base, dir);
     await first.write(8192, new Uint8Array(4096).fill(0xaa));
     await first.flush();
     await first.write(65536, new Uint8Array(4096).fill(0xbb)); // never flushed: like a crash before the guest's flush
     // Simulate kill -9: reopen without close().
-    const second = await CowOverlay.open(base, dir);
+    const second = await openFileOverlay(base, dir);
     assert.deepEqual(await second.read(8192, 4096), new Uint8Array(4096).fill(0xaa));
     assert.deepEqual(await second.read(65536, 4096), await base.read(65536, 4096));
     await second.close();
@@ -78,7 +90,7 @@ test('a corrupt overlay map is a clear error that says how to recover', async ()
   const dir = await tempDir('hostme-cow-corrupt-');
   try {
     await writeFile(join(dir, 'overlay.map'), 'garbage');
-    await assert.rejects(CowOverlay.open(new MemoryDevice(SIZE), dir), (err) => isHostmeError(err) && /hostme reset/.test(err.message));
+    await assert.rejects(openFileOverlay(new MemoryDevice(SIZE), dir), (err) => isHostmeError(err) && /hostme reset/.test(err.message));
   } finally {
     await removeDir(dir);
   }
@@ -125,3 +137,67 @@ test('ChunkedImageDevice reads across chunks, holes read as zeros without a fetc
   await assert.rejects(broken.read(2 * chunkSize, 10), (err) => isHostmeError(err) && (err as { errno?: string }).errno === 'EIO' && /chunk 2/.test(err.message));
   await assert.rejects(device.read(size - 5, 10), (err) => isHostmeError(err, 'block-einval'));
 });
+
+/**
+ * The contract every BlockDevice layer honours, run against each one: reads
+ * return what the layer holds, a zero-length read is empty, a range past the
+ * end is block-einval; writable layers behave like a plain disk under random
+ * unaligned writes, zeroes and reads.
+ */
+function runBlockDeviceCases(name: string, make: (content: Uint8Array) => Promise<{ device: BlockDevice; cleanup?: () => Promise<void> }>): void {
+  test(`BlockDevice contract: ${name}`, async () => {
+    const content = pseudoRandom(SIZE, name.length + 3);
+    const { device, cleanup } = await make(content.slice());
+    try {
+      assert.equal(device.size, SIZE);
+      assert.ok(device.blockSize > 0 && (device.blockSize & (device.blockSize - 1)) === 0, 'block size is a power of two');
+      // Compared as bytes: a layer may hand out a Buffer (a Uint8Array) from Node's file API.
+      assert.ok(Buffer.from(await device.read(0, SIZE)).equals(content));
+      assert.ok(Buffer.from(await device.read(SIZE - 7, 7)).equals(content.slice(SIZE - 7)));
+      assert.equal((await device.read(123, 0)).length, 0);
+      for (const [offset, length] of [[SIZE - 5, 10], [-1, 4], [0, SIZE + 1], [1.5, 2]] as const) {
+        await assert.rejects(device.read(offset, length), (err) => isHostmeError(err, 'block-einval'), `read(${offset}, ${length})`);
+      }
+      if (device.readOnly) {
+        assert.equal(device.write, undefined, 'a read-only layer offers no write');
+      } else {
+        await exerciseAgainstModel(device, new MemoryDevice(content.slice()), name.length);
+        await assert.rejects(device.write!(SIZE - 1, new Uint8Array(2)), (err) => isHostmeError(err, 'block-einval'));
+      }
+    } finally {
+      await device.close();
+      await cleanup?.();
+    }
+  });
+}
+
+/** A chunked image over `content`: 64 KiB chunks, all-zero ones as holes, from an in-memory source. */
+function chunkedImageOf(content: Uint8Array): ChunkedImageDevice {
+  const chunkSize = 64 * 1024;
+  const objects = new Map<string, Uint8Array>();
+  const ids: string[] = [];
+  for (let at = 0; at < content.length; at += chunkSize) {
+    const chunk = content.slice(at, at + chunkSize);
+    if (chunk.every((b) => b === 0)) {
+      ids.push(HOLE_ID);
+      continue;
+    }
+    const { id } = encodeObject(chunk);
+    objects.set(id, chunk);
+    ids.push(id);
+  }
+  return new ChunkedImageDevice({ chunkSize, size: content.length, ids }, sourceOf(objects));
+}
+
+runBlockDeviceCases('MemoryDevice', async (content) => ({ device: new MemoryDevice(content) }));
+runBlockDeviceCases('FileDevice', async (content) => {
+  const dir = await tempDir('hostme-filedev-');
+  await writeFile(join(dir, 'disk.raw'), content);
+  return { device: await FileDevice.open(join(dir, 'disk.raw')), cleanup: () => removeDir(dir) };
+});
+runBlockDeviceCases('ChunkedImageDevice', async (content) => ({ device: chunkedImageOf(content) }));
+runBlockDeviceCases('CowOverlay (file) over a ChunkedImageDevice', async (content) => {
+  const dir = await tempDir('hostme-cowdev-');
+  return { device: await openFileOverlay(chunkedImageOf(content), dir), cleanup: () => removeDir(dir) };
+});
+runBlockDeviceCases('CowOverlay (memory) over a ChunkedImageDevice', async (content) => ({ device: new CowOverlay(chunkedImageOf(content)) }));

@@ -1,6 +1,10 @@
 import { HostmeError } from '../errors.js';
 import type { BlockErrno } from './block-device.js';
 
+/** Device codes are `block-` + the errno the guest sees (lower case). */
+export const BLOCK_ERROR_CODES = ['block-eio', 'block-enospc', 'block-einval', 'block-eperm', 'block-enotsup'] as const;
+export type BlockErrorCode = (typeof BLOCK_ERROR_CODES)[number];
+
 /** A block-level failure with the errno the guest should see. */
 export class BlockDeviceError extends HostmeError {
   constructor(

@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { defaultBuildCacheDir } from '../build/build-image.js';
 import { debianArch, extractVmlinux, fetchDeb, readKernelPackage, type KernelPackageContents } from '../build/debian.js';
 import { chunkLength, isHole } from '../format/chunk-index.js';
-import { sha256Hex } from '../format/digest.js';
+import { sha256Hex } from '../format/node/codecs.js';
 import type { BlobRef } from '../format/manifest.js';
 import type { LoadedImage, Repository } from '../repo/repository.js';
 import { ExportError } from './errors.js';

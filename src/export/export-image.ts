@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { errorMessage } from '../errors.js';
-import type { PublisherKey } from '../format/signature.js';
+import type { PublisherKey } from '../format/node/keys.js';
 import { openRepository, type Repository } from '../repo/repository.js';
 import { openDestination, type Destination } from './destinations/index.js';
 import { prepareBootKit } from './boot-kit.js';

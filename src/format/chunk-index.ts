@@ -1,5 +1,5 @@
 import { FormatError } from './errors.js';
-import { HOLE_ID, ID_BYTES, type ObjectId } from './digest.js';
+import { HOLE_ID, ID_BYTES, hexIds, hexInto, type ObjectId } from './digest.js';
 
 /**
  * The chunk index of a disk or blob (docs/format.md "Index"): a fixed 32-byte
@@ -61,11 +61,12 @@ export function encodeIndex(index: ChunkIndex): Uint8Array {
   view.setUint32(12, index.chunkSize, true);
   view.setBigUint64(16, BigInt(index.size), true);
   view.setBigUint64(24, BigInt(count), true);
-  index.ids.forEach((id, i) => out.set(Buffer.from(id, 'hex'), INDEX_HEADER_BYTES + i * ID_BYTES));
+  index.ids.forEach((id, i) => hexInto(id, out, INDEX_HEADER_BYTES + i * ID_BYTES));
   return out;
 }
 
-export function decodeIndex(bytes: Uint8Array, origin = 'index'): ChunkIndex {
+/** The one chunk index parser (Node and browser); `expect` checks it against the manifest's reference. */
+export function decodeIndex(bytes: Uint8Array, origin = 'index', expect?: { size: number; chunkSize: number }): ChunkIndex {
   const fail = (why: string): never => {
     throw new FormatError('index-corrupt', `${origin}: ${why}`, { origin });
   };
@@ -85,9 +86,8 @@ export function decodeIndex(bytes: Uint8Array, origin = 'index'): ChunkIndex {
   if (count !== chunkCountFor(size, chunkSize)) fail(`chunk count ${count} does not match size ${size} / chunk size ${chunkSize}`);
   const expected = INDEX_HEADER_BYTES + ID_BYTES * count;
   if (bytes.length !== expected) fail(`${bytes.length} bytes, expected ${expected} for ${count} chunks (truncated or padded)`);
-  const hex = Buffer.from(bytes.buffer, bytes.byteOffset + INDEX_HEADER_BYTES, ID_BYTES * count).toString('hex');
-  const ids: ObjectId[] = new Array(count);
-  for (let i = 0; i < count; i++) ids[i] = hex.slice(i * 64, i * 64 + 64);
+  if (expect && (expect.size !== size || expect.chunkSize !== chunkSize)) fail(`describes ${size} bytes in ${chunkSize}-byte chunks, the manifest says ${expect.size} in ${expect.chunkSize}`);
+  const ids: ObjectId[] = hexIds(bytes.subarray(INDEX_HEADER_BYTES), count);
   return { chunkSize, size, ids };
 }
 

@@ -10,4 +10,22 @@ import { HostmeError } from '../errors.js';
  *  - object-length-mismatch: genuine bytes of an object, but a different length
  *    than its referrer (index/manifest) claims: the referrer is inconsistent
  */
-export class FormatError extends HostmeError {}
+export const FORMAT_ERROR_CODES = [
+  'format-unsupported',
+  'manifest-corrupt',
+  'index-corrupt',
+  'manifest-unsigned',
+  'signature-invalid',
+  'key-mismatch',
+  'key-invalid',
+  'chunk-size-invalid',
+  'object-invalid',
+  'object-length-mismatch',
+] as const;
+export type FormatErrorCode = (typeof FORMAT_ERROR_CODES)[number];
+
+export class FormatError extends HostmeError {
+  constructor(code: FormatErrorCode, message: string, context: Record<string, unknown> = {}, options?: { cause?: unknown }) {
+    super(code, message, context, options);
+  }
+}

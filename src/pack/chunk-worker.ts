@@ -1,5 +1,5 @@
 import { parentPort } from 'node:worker_threads';
-import { encodeObject } from '../format/object-codec.js';
+import { encodeObject } from '../format/node/codecs.js';
 import { isAllZero } from '../format/digest.js';
 
 /** Worker: hash and compress one chunk; all-zero chunks come back as holes. */

@@ -1,10 +1,11 @@
 import { open } from 'node:fs/promises';
 import { HOLE_ID, type ObjectId } from '../format/digest.js';
 import { chunkCountFor, encodeIndex, indexByteLength, type ChunkIndex } from '../format/chunk-index.js';
-import { encodeObject } from '../format/object-codec.js';
+import { encodeObject } from '../format/node/codecs.js';
 import type { ObjectStore } from '../store/object-store.js';
 import type { BlobRef } from '../format/manifest.js';
 import { ChunkWorkerPool } from './worker-pool.js';
+import { HostmeError } from '../errors.js';
 
 export interface ChunkingStats {
   size: number;
@@ -53,7 +54,7 @@ export async function chunkFile(
       const length = Math.min(chunkSize, size - seq * chunkSize);
       const data = new Uint8Array(length);
       const { bytesRead } = await file.read(data, 0, length, seq * chunkSize);
-      if (bytesRead !== length) throw new Error(`${path}: short read at chunk ${seq} (file changed while packing?)`);
+      if (bytesRead !== length) throw new HostmeError('pack-source-changed', `${path}: short read at chunk ${seq} (file changed while packing?)`, { path, chunk: seq });
       const task = pool.run({ seq, data, level }).then(async (result) => {
         if (result.hole) {
           ids[result.seq] = HOLE_ID;
@@ -99,7 +100,7 @@ export async function chunkFile(
 
 export async function storeIndex(index: ChunkIndex, store: ObjectStore): Promise<ObjectId> {
   const encoded = encodeObject(encodeIndex(index));
-  if (encoded.length !== indexByteLength(index.size, index.chunkSize)) throw new Error('index length mismatch');
+  if (encoded.length !== indexByteLength(index.size, index.chunkSize)) throw new HostmeError('internal', 'index length mismatch', { size: index.size });
   if (!(await store.has(encoded.id))) await store.put(encoded.id, encoded.stored);
   return encoded.id;
 }

@@ -1,7 +1,7 @@
 import { stat } from 'node:fs/promises';
 import { DEFAULT_CHUNK_SIZE, validateChunkSize } from '../format/chunk-index.js';
 import { MANIFEST_FORMAT_VERSION, imageNamePattern, versionPattern, type BlobRef, type Manifest } from '../format/manifest.js';
-import type { PublisherKey } from '../format/signature.js';
+import type { PublisherKey } from '../format/node/keys.js';
 import type { Repository } from '../repo/repository.js';
 import { nextVersion } from '../repo/versions.js';
 import { HostmeError } from '../errors.js';

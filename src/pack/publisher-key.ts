@@ -1,7 +1,7 @@
 import { mkdir, readFile, writeFile, chmod } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { homedir } from 'node:os';
-import { generatePublisherKey, parsePrivateKeyPem, parsePublicKeyLine, type PublisherKey } from '../format/signature.js';
+import { generatePublisherKey, parsePrivateKeyPem, parsePublicKeyLine, type PublisherKey } from '../format/node/keys.js';
 import { HostmeError } from '../errors.js';
 
 export function defaultKeyPath(): string {

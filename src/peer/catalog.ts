@@ -3,7 +3,8 @@ import { decodeIndex, indexByteLength, isHole } from '../format/chunk-index.js';
 import { isObjectId, objectPath, type ObjectId } from '../format/digest.js';
 import { decodeObject } from '../format/object-codec.js';
 import { manifestBlobs, parseManifest } from '../format/manifest.js';
-import { openEnvelope } from '../format/signature.js';
+import { openEnvelope } from '../format/envelope.js';
+import { nodeCodecs } from '../format/node/codecs.js';
 import type { CacheDir } from '../runner/cache-dir.js';
 
 /** One image a peer shares: the repository it came from, its name and version. */
@@ -75,12 +76,12 @@ export class ShareCatalog {
       const cached = await this.cache.cachedManifest(image.repo, image.name, image.version);
       if (!cached) continue;
       try {
-        const manifest = parseManifest(openEnvelope(cached.envelope, { origin: image.name }).payload, image.name);
+        const manifest = parseManifest((await openEnvelope(nodeCodecs, cached.envelope, { origin: image.name })).payload, image.name);
         for (const { ref } of manifestBlobs(manifest)) {
           const stored = await readFile(this.cache.objects.dir.fullPath(objectPath(ref.index))).catch(() => null);
           if (!stored) continue;
           ids.add(ref.index);
-          const index = decodeIndex(decodeObject(ref.index, indexByteLength(ref.size, ref.chunkSize), stored, 'cache'));
+          const index = decodeIndex(await decodeObject(nodeCodecs, ref.index, indexByteLength(ref.size, ref.chunkSize), stored, 'cache'));
           for (const id of index.ids) if (!isHole(id)) ids.add(id);
         }
       } catch {

@@ -1,4 +1,5 @@
 import { decodeObject } from '../format/object-codec.js';
+import type { Codecs } from '../format/codecs.js';
 import type { ObjectId } from '../format/digest.js';
 import { StoreError, missing } from '../store/errors.js';
 import type { GetOptions, ObjectRef, ObjectSource, VerifiedObject } from '../store/object-store.js';
@@ -26,6 +27,8 @@ export interface ObjectCatalog {
 
 export interface ChannelPeerOptions {
   name: string;
+  /** Verifies what the other side sends (node:crypto + zstd-napi on Node, WebCrypto + zstddec in a page). */
+  codecs: Codecs;
   /** Largest message the channel carries (the SCTP max-message-size both sides agreed on). */
   maxMessage: number;
   /** Serve this catalog to the other side (omit: fetch only). */
@@ -84,7 +87,7 @@ export class ChannelPeer implements ObjectSource {
     const started = performance.now();
     const stored = await this.request((req) => encodeGet(req, ref.id), options.signal);
     if (!stored) throw missing(this.name, `object ${ref.id}`);
-    const data = decodeObject(ref.id, ref.length, stored, this.name);
+    const data = await decodeObject(this.opts.codecs, ref.id, ref.length, stored, this.name);
     this.stats.fetched++;
     return { id: ref.id, data, stored, source: this.name, transferMs: performance.now() - started };
   }

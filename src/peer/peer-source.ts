@@ -1,4 +1,6 @@
 import { decodeObject } from '../format/object-codec.js';
+// Peers' HTTP servers are reached from Node only (a page cannot fetch a LAN address over http from https).
+import { nodeCodecs } from '../format/node/codecs.js';
 import { objectPath, type ObjectId } from '../format/digest.js';
 import { StoreError, missing } from '../store/errors.js';
 import type { GetOptions, ObjectRef, ObjectSource, VerifiedObject } from '../store/object-store.js';
@@ -34,7 +36,7 @@ export class HttpPeerSource implements ObjectSource {
     if (!stored) throw missing(this.name, `object ${ref.id}`);
     const transferMs = performance.now() - started;
     httpRequestChannel.publish({ url: `${this.base}/${objectPath(ref.id)}`, method: 'GET', status: 200, bytes: stored.length, ms: transferMs, attempt: 0 });
-    return { id: ref.id, data: decodeObject(ref.id, ref.length, stored, this.name), stored, source: this.name, transferMs };
+    return { id: ref.id, data: await decodeObject(nodeCodecs, ref.id, ref.length, stored, this.name), stored, source: this.name, transferMs };
   }
 
   /** The signed manifest envelope the peer shares (the caller verifies the signature), or null. */

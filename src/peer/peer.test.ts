@@ -4,7 +4,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { cp, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { encodeObject } from '../format/object-codec.js';
+import { encodeObject, nodeCodecs } from '../format/node/codecs.js';
 import { objectPath } from '../format/digest.js';
 import { MirrorGroup } from '../store/mirror-group.js';
 import { TransportStore } from '../store/transport-store.js';
@@ -184,7 +184,7 @@ test('mirror group: a lying peer is dropped and reported, a slow peer loses the 
     else res.writeHead(404).end();
   });
   const port = (u: string) => Number(new URL(u).port);
-  const group = new MirrorGroup([new TransportStore(new HttpTransport(origin, { retries: 0 }))]);
+  const group = new MirrorGroup([new TransportStore(new HttpTransport(origin, { retries: 0 }), nodeCodecs)]);
   const dropped: Array<{ reason: string; wrongBytes: boolean }> = [];
   group.addPeers([new HttpPeerSource('127.0.0.1', port(liar))], { latencyMs: 1, onDropped: (reason, wrongBytes) => dropped.push({ reason, wrongBytes }) });
   const got = await group.get({ id: honest.id, length: honest.length });
@@ -200,7 +200,7 @@ test('mirror group: a lying peer is dropped and reported, a slow peer loses the 
   assert.equal(counts.slow, 1);
   assert.ok(performance.now() - started < 14_000, 'moved on long before the peer transport timeout');
 
-  const prefetchGroup = new MirrorGroup([new TransportStore(new HttpTransport(origin, { retries: 0 }))]);
+  const prefetchGroup = new MirrorGroup([new TransportStore(new HttpTransport(origin, { retries: 0 }), nodeCodecs)]);
   prefetchGroup.addPeers([new HttpPeerSource('127.0.0.1', port(good))], { latencyMs: 500 });
   const originBefore = counts.origin;
   const prefetched = await prefetchGroup.get({ id: honest.id, length: honest.length }, { priority: 'prefetch' });

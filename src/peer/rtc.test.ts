@@ -4,6 +4,7 @@ import { cp } from 'node:fs/promises';
 import { join } from 'node:path';
 import { decodeIndex, chunkLength, indexByteLength, isHole } from '../format/chunk-index.js';
 import { MirrorGroup } from '../store/mirror-group.js';
+import { nodeCodecs } from '../format/node/codecs.js';
 import { TransportStore } from '../store/transport-store.js';
 import { HttpTransport } from '../store/http-transport.js';
 import { CacheDir } from '../runner/cache-dir.js';
@@ -65,10 +66,10 @@ test('wire: responses are split to the message size and reassembled in order; in
   assert.throws(() => second?.kind === 'data' && skip.add(second), /order/);
 });
 
-function waitForPeer(options: Omit<ConstructorParameters<typeof RtcSwarm>[1], 'hub' | 'image' | 'onPeer'>, env: Awaited<ReturnType<typeof nodeRtcEnvironment>>): { swarm: RtcSwarm; peer: Promise<ChannelPeer> } {
+function waitForPeer(options: Omit<ConstructorParameters<typeof RtcSwarm>[1], 'hub' | 'image' | 'onPeer' | 'codecs'>, env: Awaited<ReturnType<typeof nodeRtcEnvironment>>): { swarm: RtcSwarm; peer: Promise<ChannelPeer> } {
   let found!: (peer: ChannelPeer) => void;
   const peer = new Promise<ChannelPeer>((resolve) => (found = resolve));
-  const swarm = new RtcSwarm(env, { hub: String(hub.info.url), image: 'hello@1', ...options, onPeer: (p) => found(p) });
+  const swarm = new RtcSwarm(env, { hub: String(hub.info.url), image: 'hello@1', codecs: nodeCodecs, ...options, onPeer: (p) => found(p) });
   swarms.push(swarm);
   return { swarm, peer };
 }
@@ -130,7 +131,7 @@ test('a Node peer fetches every chunk of an image from another over a WebRTC dat
   const lying = channels[outcomes.indexOf('object-invalid')]!;
   const honest = channels[outcomes.indexOf('ok')]!;
   // In a mirror group, with the liar ranked first: dropped and reported, the read still gets the right bytes.
-  const group = new MirrorGroup([new TransportStore(new HttpTransport('http://127.0.0.1:9', { retries: 0, timeoutMs: 2000 }))]);
+  const group = new MirrorGroup([new TransportStore(new HttpTransport('http://127.0.0.1:9', { retries: 0, timeoutMs: 2000 }), nodeCodecs)]);
   const dropped: string[] = [];
   group.addPeers([lying], { lan: true, latencyMs: 0, onDropped: (reason, wrong) => void (wrong && dropped.push(reason)) });
   group.addPeers([honest], { lan: true, latencyMs: 1 });

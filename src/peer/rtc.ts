@@ -1,3 +1,4 @@
+import type { Codecs } from '../format/codecs.js';
 import { ChannelPeer, type DataChannelLike, type ObjectCatalog } from './channel-peer.js';
 import { IMAGE_KEY } from './tracker.js';
 import { SIGNAL_PATH } from './signal-server.js';
@@ -44,6 +45,8 @@ export interface RtcEnvironment {
 
 export interface RtcSwarmOptions {
   hub: string;
+  /** Verifies every object a member sends (see ChannelPeerOptions.codecs). */
+  codecs: Codecs;
   image: string;
   /** Answer other members' requests from this catalog (omit: fetch only). */
   serve?: ObjectCatalog;
@@ -187,7 +190,7 @@ export class RtcSwarm {
     const ready = () => {
       const negotiated = pc.sctp?.maxMessageSize || 65_536;
       const maxMessage = Math.max(1024, Math.min(negotiated, this.opts.maxMessage ?? 256 * 1024));
-      const peer = new ChannelPeer(channel, { name: `webrtc peer ${id.slice(0, 8)}`, maxMessage, serve: this.opts.serve });
+      const peer = new ChannelPeer(channel, { name: `webrtc peer ${id.slice(0, 8)}`, codecs: this.opts.codecs, maxMessage, serve: this.opts.serve });
       this.open.push(peer);
       this.opts.onPeer?.(peer);
     };

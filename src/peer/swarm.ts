@@ -1,3 +1,4 @@
+import { nodeCodecs } from '../format/node/codecs.js';
 import { errorMessage } from '../errors.js';
 import type { MirrorGroup } from '../store/mirror-group.js';
 import type { CacheDir } from '../runner/cache-dir.js';
@@ -108,6 +109,7 @@ export class Swarm {
     const [{ RtcSwarm }, { nodeRtcEnvironment }] = await Promise.all([import('./rtc.js'), import('./node-rtc.js')]);
     const rtc = new RtcSwarm(await nodeRtcEnvironment(), {
       hub: this.opts.hub,
+      codecs: nodeCodecs,
       image,
       serve: this.sharing?.catalog,
       maxMessage: options.maxMessage,

@@ -1,6 +1,6 @@
 /** The child process side of isolated-build.ts: one build, then exit. */
 import { isHostmeError, errorMessage } from '../errors.js';
-import { parsePrivateKeyPem } from '../format/signature.js';
+import { parsePrivateKeyPem } from '../format/node/keys.js';
 import { repositoryBuild } from './repository-build.js';
 import type { ChildBuildRequest, ChildMessage } from './isolated-build.js';
 

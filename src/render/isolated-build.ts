@@ -9,7 +9,7 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { HostmeError } from '../errors.js';
-import type { PublisherKey } from '../format/signature.js';
+import type { PublisherKey } from '../format/node/keys.js';
 import type { RenderBuild, RenderContext } from './render-service.js';
 import type { RenderPolicy } from './policy.js';
 

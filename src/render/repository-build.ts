@@ -1,4 +1,4 @@
-import type { PublisherKey } from '../format/signature.js';
+import type { PublisherKey } from '../format/node/keys.js';
 import { buildImage } from '../build/index.js';
 import { exportImage } from '../export/export-image.js';
 import { exportFormat } from '../export/formats/index.js';

@@ -8,7 +8,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { packImage } from '../pack/pack-image.js';
 import { buildImage } from '../build/index.js';
-import { formatPublicKeyLine, signEnvelope } from '../format/signature.js';
+import { formatPublicKeyLine, signEnvelope } from '../format/node/keys.js';
 import { serializeManifest } from '../format/manifest.js';
 import { startRepoServer } from '../server/server.js';
 import { hasCode, newKey, pseudoRandom, removeDir, tempDir } from '../testing/fixtures.js';

@@ -10,14 +10,14 @@ import { packImage } from '../pack/pack-image.js';
 import { storeIndex } from '../pack/chunker.js';
 import { isHole, indexStats } from '../format/chunk-index.js';
 import { HOLE_ID, objectPath } from '../format/digest.js';
-import { signEnvelope } from '../format/signature.js';
+import { signEnvelope } from '../format/node/keys.js';
 import { serializeManifest } from '../format/manifest.js';
 import { isHostmeError } from '../errors.js';
 import { StaticServer } from '../store/testing/static-server.js';
 import { HttpTransport } from '../store/http-transport.js';
 import { MirrorGroup } from '../store/mirror-group.js';
 import { CacheStore } from '../store/cache-store.js';
-import { DirStore } from '../store/transport-store.js';
+import { DirStore } from '../store/node/dir-store.js';
 import { makeDiskBytes, newKey, patchFile, pseudoRandom, removeDir, tempDir, writeDisk } from '../testing/fixtures.js';
 
 const CHUNK = 64 * 1024;

@@ -1,19 +1,21 @@
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FormatError } from '../format/errors.js';
-import { INDEX_HEADER_BYTES, chunkCountFor, decodeIndex, indexByteLength, type ChunkIndex } from '../format/chunk-index.js';
-import { ID_BYTES } from '../format/digest.js';
+import type { ChunkIndex } from '../format/chunk-index.js';
 import { parseManifest, serializeManifest, type BlobRef, type Manifest } from '../format/manifest.js';
-import { formatPublicKeyLine, openEnvelope, signEnvelope, type PublisherKey } from '../format/signature.js';
-import { DirTransport } from '../store/dir-transport.js';
+import { formatPublicKeyLine, signEnvelope, type PublisherKey } from '../format/node/keys.js';
+import { openEnvelope } from '../format/envelope.js';
+import { DirTransport } from '../store/node/dir-transport.js';
 import { S3Transport } from './s3-transport.js';
 import { HttpTransport, type HttpTransportOptions } from '../store/http-transport.js';
 import type { RepoTransport } from '../store/transport.js';
 import type { ObjectSource } from '../store/object-store.js';
+import { readChunkIndex } from '../device/image-disks.js';
 import { TransportStore } from '../store/transport-store.js';
 import { StoreError } from '../store/errors.js';
-import { HostmeError, isHostmeError } from '../errors.js';
+import { HostmeError } from '../errors.js';
 import { LISTING, REPO_FORMAT_VERSION, REPO_MARKER, emptyListing, keyPath, manifestPath, type RepoListing } from './layout.js';
+import { nodeCodecs } from '../format/node/codecs.js';
 
 const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
 
@@ -37,7 +39,7 @@ export class Repository {
   readonly objects: TransportStore;
 
   constructor(readonly transport: RepoTransport) {
-    this.objects = new TransportStore(transport);
+    this.objects = new TransportStore(transport, nodeCodecs);
   }
 
   get location(): string {
@@ -74,7 +76,7 @@ export class Repository {
     const origin = `${this.location}/${path}`;
     const envelope = await this.transport.read(path, { maxBytes: MAX_MANIFEST_BYTES });
     if (!envelope) throw new HostmeError('image-not-found', `${this.location}: no version "${resolved}" of image "${name}"`, { name, version: resolved });
-    const opened = openEnvelope(envelope, { origin, trusted: trust.trusted });
+    const opened = await openEnvelope(nodeCodecs, envelope, { origin, trusted: trust.trusted });
     const manifest = parseManifest(opened.payload, origin);
     if (manifest.name !== name || manifest.version !== resolved) {
       throw new FormatError('manifest-corrupt', `${origin}: manifest says ${manifest.name}@${manifest.version}, but is stored as ${name}@${resolved}`, { origin });
@@ -84,26 +86,7 @@ export class Repository {
 
   /** Fetch and check the chunk index of a blob against the manifest's claims. */
   async readIndex(ref: BlobRef, source: ObjectSource = this.objects, label = 'blob'): Promise<ChunkIndex> {
-    const length = indexByteLength(ref.size, ref.chunkSize);
-    const object = await source.get({ id: ref.index, length }).catch((err: unknown) => {
-      if (!isHostmeError(err, 'object-length-mismatch')) throw err;
-      // The index object is genuine but lists a different number of chunks than the manifest's blob has.
-      const actual = Number(err.context.actualLength);
-      const listed = Math.max(0, Math.floor((actual - INDEX_HEADER_BYTES) / ID_BYTES));
-      const needed = chunkCountFor(ref.size, ref.chunkSize);
-      const where = listed > needed ? 'it points past the end of the blob' : 'it does not cover the whole blob';
-      throw new FormatError(
-        'index-corrupt',
-        `${label}: index ${ref.index} lists ${listed} chunks, but the manifest's ${ref.size}-byte blob has ${needed} chunks of ${ref.chunkSize} bytes: ${where}`,
-        { index: ref.index, listed, needed },
-        { cause: err },
-      );
-    });
-    const index = decodeIndex(object.data, `${label} index ${ref.index.slice(0, 16)}`);
-    if (index.size !== ref.size || index.chunkSize !== ref.chunkSize) {
-      throw new FormatError('index-corrupt', `${label}: index describes ${index.size} bytes in ${index.chunkSize}-byte chunks, manifest says ${ref.size} in ${ref.chunkSize}`);
-    }
-    return index;
+    return readChunkIndex(source, ref, label);
   }
 
   /** Write a signed manifest (after all its objects) and update the listing: the image becomes visible atomically. */

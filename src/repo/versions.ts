@@ -1,5 +1,5 @@
 import type { Manifest } from '../format/manifest.js';
-import type { PublisherKey } from '../format/signature.js';
+import type { PublisherKey } from '../format/node/keys.js';
 import type { LoadedImage, Repository } from './repository.js';
 
 /** Next integer version after the highest numeric one ("1" for a new image). */

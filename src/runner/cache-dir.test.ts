@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { utimes, writeFile, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { encodeObject } from '../format/object-codec.js';
+import { encodeObject } from '../format/node/codecs.js';
 import { objectPath } from '../format/digest.js';
 import { tempDir, removeDir, pseudoRandom } from '../testing/fixtures.js';
 import { CacheDir } from './cache-dir.js';

@@ -1,8 +1,8 @@
 import { mkdir, readFile, readdir, rm, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { createHash } from 'node:crypto';
-import { DirStore } from '../store/transport-store.js';
-import { writeFileAtomic } from '../store/dir-transport.js';
+import { DirStore } from '../store/node/dir-store.js';
+import { writeFileAtomic } from '../store/node/dir-transport.js';
 import { userCacheRoot } from '../user-dirs.js';
 
 /**

@@ -1,18 +1,19 @@
 import { HOLE_ID, isAllZero } from '../format/digest.js';
 import { chunkLength, isHole, type ChunkIndex } from '../format/chunk-index.js';
-import { encodeObject } from '../format/object-codec.js';
+import { encodeObject } from '../format/node/codecs.js';
 import { manifestBlobs, type BlobRef, type Manifest } from '../format/manifest.js';
-import type { PublisherKey } from '../format/signature.js';
+import type { PublisherKey } from '../format/node/keys.js';
 import { HostmeError } from '../errors.js';
 import { openRepository, type Repository } from '../repo/repository.js';
 import { publishDerived } from '../repo/versions.js';
 import { storeIndex } from '../pack/chunker.js';
 import type { ObjectSource } from '../store/object-store.js';
-import { ChunkedImageDevice } from '../device/chunked-image.js';
+import { openImageDisks } from '../device/image-disks.js';
 import { CowOverlay, COW_GRANULARITY } from '../device/cow-overlay.js';
 import { CacheDir } from './cache-dir.js';
 import { Instance } from './instance.js';
 import { resolveImage } from './image-source.js';
+import { openFileOverlay } from '../device/node/cow-file.js';
 
 export interface CommitRequest {
   instance: string;
@@ -52,17 +53,16 @@ export async function commitInstance(request: CommitRequest): Promise<CommitResu
     const base = resolved.image.manifest;
     const result: CommitResult = { name: base.name, baseVersion: base.version, version: '', changedChunks: 0, reusedChunks: 0, copiedObjects: 0, newStoredBytes: 0, manifestDigest: '' };
     const disks: Manifest['disks'] = [];
-    for (const [i, disk] of base.disks.entries()) {
-      const index = await resolved.repo.readIndex(disk, resolved.source, `disk ${disk.name}`);
-      const device = new ChunkedImageDevice(index, resolved.source);
-      const overlay = await CowOverlay.open(device, i === 0 ? instance.dir : `${instance.dir}/disk${i}`);
-      try {
-        const ids = await rebuildIndex(index, overlay, target, resolved.source, result, request.onProgress);
-        const newIndex = await storeIndex({ ...index, ids }, target.objects);
+    const opened = await openImageDisks(base, resolved.source, { overlay: (image, i) => openFileOverlay(image, i === 0 ? instance.dir : `${instance.dir}/disk${i}`) });
+    try {
+      for (const [i, disk] of base.disks.entries()) {
+        const { image, overlay } = opened[i]!;
+        const ids = await rebuildIndex(image.index, overlay!, target, resolved.source, result, request.onProgress);
+        const newIndex = await storeIndex({ ...image.index, ids }, target.objects);
         disks.push({ name: disk.name, size: disk.size, chunkSize: disk.chunkSize, index: newIndex });
-      } finally {
-        await overlay.close();
       }
+    } finally {
+      await Promise.all(opened.map((d) => d.overlay?.close()));
     }
     for (const { ref, label } of manifestBlobs(base).filter((b) => !b.label.startsWith('disk'))) {
       await copyBlob(ref, label, resolved.repo, resolved.source, target, result);

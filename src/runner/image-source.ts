@@ -1,4 +1,5 @@
-import { openEnvelope, type PublisherKey } from '../format/signature.js';
+import { type PublisherKey } from '../format/node/keys.js';
+import { openEnvelope } from '../format/envelope.js';
 import { parseManifest } from '../format/manifest.js';
 import { errorMessage, HostmeError, isHostmeError } from '../errors.js';
 import { openRepository, type LoadedImage, type Repository } from '../repo/repository.js';
@@ -11,6 +12,7 @@ import type { ObjectSource } from '../store/object-store.js';
 import type { CacheDir } from './cache-dir.js';
 import { TrustPins } from './trust-pins.js';
 import type { ImageLink } from './link.js';
+import { nodeCodecs } from '../format/node/codecs.js';
 
 export interface ResolvedImage {
   image: LoadedImage;
@@ -63,12 +65,12 @@ export async function resolveImage(link: ImageLink, options: ResolveOptions): Pr
   let contacted = false;
   // A version, once published, never changes: with its signed manifest cached, no network is needed.
   const pinned = version && !repo.isLocal ? await options.cache.cachedManifest(link.repo, link.name, version) : null;
-  if (pinned) image = openCached(options.cache, link, pinned, options.trusted);
+  if (pinned) image = await openCached(options.cache, link, pinned, options.trusted);
   const urls = unique([link.repo, ...(options.extraMirrors ?? [])]);
   const reports: string[] = [];
   // Rollback protection: unless a version is asked for, never go back behind the newest one this machine has seen.
   const seenRaw = version || repo.isLocal ? null : await options.cache.cachedManifest(link.repo, link.name);
-  const seen = seenRaw ? openCachedQuietly(options.cache, link, seenRaw, options.trusted) : undefined;
+  const seen = seenRaw ? await openCachedQuietly(options.cache, link, seenRaw, options.trusted) : undefined;
   try {
     if (!image && urls.length > 1 && !repo.isLocal) {
       contacted = true;
@@ -89,7 +91,7 @@ export async function resolveImage(link: ImageLink, options: ResolveOptions): Pr
       throw new HostmeError('repo-unreachable', `cannot reach ${urls.join(' or ')} (${errorMessage(err)}) and ${link.name} has never been run here, so nothing is cached; check the URL or your network`, { repo: link.repo });
     }
     if (cached) {
-      image = openCached(options.cache, link, cached, options.trusted);
+      image = await openCached(options.cache, link, cached, options.trusted);
       offline = errorMessage(err);
       contacted = false;
     }
@@ -105,7 +107,7 @@ export async function resolveImage(link: ImageLink, options: ResolveOptions): Pr
     });
   }
   const objectUrls = unique([...urls, ...image.manifest.mirrors]);
-  const mirrors = new MirrorGroup(objectUrls.map((url) => new TransportStore(new HttpTransport(url, http))));
+  const mirrors = new MirrorGroup(objectUrls.map((url) => new TransportStore(new HttpTransport(url, http), nodeCodecs)));
   if (objectUrls.length > 1 && contacted) {
     // All sources at once, each with a deadline: a dead or trickling one is ranked last instead of delaying the start.
     const slow = await mirrors.measure((s) => (s as TransportStore).transport.read(REPO_MARKER, { maxBytes: 4096 }), options.metadataDeadlineMs ?? 5_000, 500);
@@ -200,7 +202,7 @@ async function peerManifest(link: ImageLink, version: string, options: ResolveOp
   }
   for (const offer of await options.peers!.manifests(link.name, version).catch(() => [])) {
     try {
-      const opened = openEnvelope(offer.envelope, { origin: offer.source, trusted });
+      const opened = await openEnvelope(nodeCodecs, offer.envelope, { origin: offer.source, trusted });
       const manifest = parseManifest(opened.payload, offer.source);
       if (manifest.name !== link.name || manifest.version !== version) throw new HostmeError('manifest-mismatch', `it is ${manifest.name}@${manifest.version}`);
       return { manifest, signer: opened.signer, digest: opened.digest, envelope: offer.envelope, origin: offer.source };
@@ -229,17 +231,17 @@ function withDeadline<T>(work: Promise<T>, ms: number): Promise<T> {
   return Promise.race([work, expired]).finally(() => clearTimeout(timer));
 }
 
-function openCachedQuietly(cache: CacheDir, link: ImageLink, cached: { version: string; envelope: Uint8Array }, trusted?: PublisherKey[]): LoadedImage | undefined {
+async function openCachedQuietly(cache: CacheDir, link: ImageLink, cached: { version: string; envelope: Uint8Array }, trusted?: PublisherKey[]): Promise<LoadedImage | undefined> {
   try {
-    return openCached(cache, link, cached, trusted);
+    return await openCached(cache, link, cached, trusted);
   } catch {
     return undefined;
   }
 }
 
-function openCached(cache: CacheDir, link: ImageLink, cached: { version: string; envelope: Uint8Array }, trusted?: PublisherKey[]): LoadedImage {
+async function openCached(cache: CacheDir, link: ImageLink, cached: { version: string; envelope: Uint8Array }, trusted?: PublisherKey[]): Promise<LoadedImage> {
   const origin = cache.manifestFile(link.repo, link.name, cached.version);
-  const opened = openEnvelope(cached.envelope, { origin, trusted });
+  const opened = await openEnvelope(nodeCodecs, cached.envelope, { origin, trusted });
   return { manifest: parseManifest(opened.payload, origin), signer: opened.signer, digest: opened.digest, envelope: cached.envelope, origin };
 }
 

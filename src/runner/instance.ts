@@ -1,7 +1,7 @@
 import { mkdir, open, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { HostmeError } from '../errors.js';
-import { writeFileAtomic } from '../store/dir-transport.js';
+import { writeFileAtomic } from '../store/node/dir-transport.js';
 
 export interface InstanceRecord {
   repo: string;

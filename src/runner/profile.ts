@@ -1,4 +1,4 @@
-import type { PublisherKey } from '../format/signature.js';
+import type { PublisherKey } from '../format/node/keys.js';
 import { HostmeError } from '../errors.js';
 import { openRepository } from '../repo/repository.js';
 import { publishDerived } from '../repo/versions.js';

@@ -11,7 +11,7 @@ import { startRepoServer, type RunningRepoServer } from '../server/server.js';
 import { publishedWebSite } from '../testing/web-site.js';
 import { newKey, removeDir, tempDir } from '../testing/fixtures.js';
 import { runCli } from '../testing/published-guest.js';
-import { formatPublicKeyLine } from '../format/signature.js';
+import { formatPublicKeyLine } from '../format/node/keys.js';
 import { REFERENCE_MEDIA_TYPE } from './reference-file.js';
 
 let dir: string;

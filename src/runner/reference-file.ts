@@ -1,7 +1,7 @@
 import { readFile, stat } from 'node:fs/promises';
 import { z } from 'zod';
 import { HostmeError } from '../errors.js';
-import { formatPublicKeyLine, parsePublicKeyLine, type PublisherKey } from '../format/signature.js';
+import { formatPublicKeyLine, parsePublicKeyLine, type PublisherKey } from '../format/node/keys.js';
 import { parseImageLink, type ImageLink } from './link.js';
 
 /** The content type of a `.hostme` reference file (docs/host.md "Reference file"). */

@@ -7,14 +7,13 @@ import { DiskGate } from '../grants/disk-gate.js';
 import type { GrantSet } from '../grants/grant-set.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chunkLength, isHole } from '../format/chunk-index.js';
-import type { Manifest } from '../format/manifest.js';
-import type { PublisherKey } from '../format/signature.js';
+import { chunkLength, type ChunkIndex } from '../format/chunk-index.js';
+import type { BlobRef, Manifest } from '../format/manifest.js';
+import type { PublisherKey } from '../format/node/keys.js';
 import { HostmeError, errorMessage, isHostmeError } from '../errors.js';
 import type { BlockDevice } from '../device/block-device.js';
 import { ChunkedImageDevice } from '../device/chunked-image.js';
-import { VerifiedChunkFile } from '../device/verified-chunks.js';
-import { CowOverlay } from '../device/cow-overlay.js';
+import { VerifiedChunkFile } from '../device/node/verified-chunks.js';
 import { NbdServer } from '../nbd/server.js';
 import { launchVm, type VmConsole, type VmHandle, type VmExit, type VmSpec } from '../vm/qemu.js';
 import type { Accel } from '../vm/accel.js';
@@ -29,6 +28,8 @@ import { RunStatsCollector, type RunStats } from './run-stats.js';
 import { attachGuest, overlayMac } from '../net/control.js';
 import type { ImageLink } from './link.js';
 import { userNetwork, type PortPublish } from './publish.js';
+import { openFileOverlay } from '../device/node/cow-file.js';
+import { openImageDisks } from '../device/image-disks.js';
 
 export interface RunOptions {
   link: ImageLink;
@@ -175,21 +176,22 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
     const nics = (network ? 1 : 0) + (netdev ? 1 : 0);
     const planning = willResume ? planResume({ resolved, scheduler, cacheRoot: resolved.cache ? cache.root : undefined, runDir, accel: options.accel, extraDisks: options.extraDisks?.length ?? 0, nics, notices }) : Promise.resolve(undefined);
     planning.catch(() => {});
-    const devices = await openDisks(resolved, scheduler, options.onFirstAccess, resolved.cache ? join(cache.root, 'verified') : undefined);
-    cleanups.push(() => Promise.all(devices.map((d) => d.close())));
-    const exported = new Map<string, BlockDevice>();
-    const overlays: CowOverlay[] = [];
+    const verifiedDir = resolved.cache ? join(cache.root, 'verified') : undefined;
+    const disks = await openImageDisks(manifest, scheduler, {
+      ...(options.onFirstAccess ? { onFirstAccess: options.onFirstAccess } : {}),
+      // A cache that cannot hold them only costs speed: run without.
+      ...(verifiedDir ? { verified: (_: number, index: ChunkIndex, ref: BlobRef) => VerifiedChunkFile.open(join(verifiedDir, ref.index), index) } : {}),
+      overlay: (image, i) => openFileOverlay(image, i === 0 ? instance.dir : join(instance.dir, `disk${i}`)),
+    });
+    const devices = disks.map((d) => d.image);
+    const overlays = disks.map((d) => d.overlay!);
+    cleanups.push(() => Promise.all(disks.map(async (d) => {
+      await d.overlay?.close();
+      await d.image.close();
+    })));
     // The disk caretaker (hostme grant|revoke NAME disk): every export passes a gate.
-    const gates: DiskGate[] = [];
-    for (const [i, device] of devices.entries()) {
-      const overlayDir = i === 0 ? instance.dir : join(instance.dir, `disk${i}`);
-      const overlay = await CowOverlay.open(device, overlayDir);
-      cleanups.push(() => overlay.close());
-      const gate = new DiskGate(overlay, 'rw', `disk${i}`);
-      gates.push(gate);
-      exported.set(`disk${i}`, gate);
-      overlays.push(overlay);
-    }
+    const gates = disks.map((d, i) => new DiskGate(d.device, 'rw', `disk${i}`));
+    const exported = new Map<string, BlockDevice>(gates.map((gate, i) => [`disk${i}`, gate]));
     const nbd = new NbdServer({ exports: exported, onError: (err) => collector.error(`nbd: ${errorMessage(err)}`) });
     const socket = join(runDir, 'nbd.sock');
     await nbd.listen(socket);
@@ -326,17 +328,6 @@ async function setLinkOrStop(machine: VmHandle, up: boolean): Promise<void> {
   }
 }
 
-async function openDisks(resolved: ResolvedImage, scheduler: FetchScheduler, onFirstAccess?: (disk: number, chunk: number) => void, verifiedDir?: string): Promise<ChunkedImageDevice[]> {
-  return Promise.all(
-    resolved.image.manifest.disks.map(async (disk, i) => {
-      const index = await resolved.repo.readIndex(disk, scheduler, `disk ${disk.name}`);
-      // A cache that cannot hold it only costs speed: run without.
-      const verified = verifiedDir ? await VerifiedChunkFile.open(join(verifiedDir, disk.index), index).catch(() => undefined) : undefined;
-      return new ChunkedImageDevice(index, scheduler, { label: `disk ${disk.name}`, verified, onFirstAccess: onFirstAccess ? (chunk) => onFirstAccess(i, chunk) : undefined });
-    }),
-  );
-}
-
 async function prepareBoot(resolved: ResolvedImage, scheduler: FetchScheduler, runDir: string, cacheDir: string | undefined, append?: string) {
   const { boot } = resolved.image.manifest;
   if (boot.mode === 'firmware') return { firmwareBoot: true };
@@ -354,23 +345,20 @@ async function prepareBoot(resolved: ResolvedImage, scheduler: FetchScheduler, r
 function prefetch(
   manifest: Manifest,
   devices: ChunkedImageDevice[],
-  resolved: ResolvedImage,
+  resolved: Pick<ResolvedImage, 'cache'>,
   collector: RunStatsCollector,
   fill: boolean,
   bootSet = true,
 ): { cancel(): void; done: Promise<boolean> } {
   let cancelled = false;
   let failures = 0;
-  const cached = async (device: ChunkedImageDevice, chunk: number) => {
-    const id = device.index.ids[chunk]!;
-    return isHole(id) || (resolved.cache ? await resolved.cache.cache.has(id) : true);
-  };
   const fetchAhead = async (disk: number, chunk: number, priority: 'prefetch' | 'background') => {
     const device = devices[disk];
-    if (!device || cancelled || (await cached(device, chunk))) return;
-    await device.chunk(chunk, priority).then(
-      () => {
-        if (!cancelled) collector.stats.chunksPrefetched++;
+    if (!device || cancelled) return;
+    // Chunks a local cache holds are read quickly on demand: only the network is worth getting ahead of.
+    await device.prefetch(chunk, { priority, skipLocal: true }).then(
+      (outcome) => {
+        if (outcome === 'fetched' && !cancelled) collector.stats.chunksPrefetched++;
       },
       () => {
         failures++; // the guest's own read will retry and report it
@@ -379,7 +367,8 @@ function prefetch(
   };
   const done = (async () => {
     await Promise.all((bootSet ? (manifest.prefetch ?? []) : []).map(([disk, chunk]) => fetchAhead(disk, chunk, 'prefetch')));
-    if (!fill || cancelled) return false;
+    // Filling is for the cache (background chunks do not stay in memory): without one there is nothing to fill.
+    if (!fill || cancelled || !resolved.cache) return false;
     for (const [disk, device] of devices.entries()) {
       const pending: Promise<void>[] = [];
       for (let chunk = 0; chunk < device.index.ids.length && !cancelled; chunk++) {

@@ -7,7 +7,7 @@ import { publishedReferenceGuest, runCli, copyRepo, type PublishedGuest } from '
 import { tempDir, removeDir, run } from '../testing/fixtures.js';
 import { startImage } from './run-image.js';
 import type { RunStats } from './run-stats.js';
-import { DirStore } from '../store/transport-store.js';
+import { DirStore } from '../store/node/dir-store.js';
 import { isHole } from '../format/chunk-index.js';
 
 // End to end over loopback HTTP with the 1 GiB reference guest, real QEMU (TCG).

@@ -3,10 +3,10 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { sha256Hex } from '../format/digest.js';
+import { sha256Hex } from '../format/node/codecs.js';
 import { CacheStore } from '../store/cache-store.js';
 import { MirrorGroup } from '../store/mirror-group.js';
-import { DirStore } from '../store/transport-store.js';
+import { DirStore } from '../store/node/dir-store.js';
 import { reportSourceProblems } from './source-reporter.js';
 
 test('a corrupt cached object (repaired) and a lying mirror (demoted) each give one console line, once', async () => {

@@ -1,8 +1,8 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { writeFileAtomic } from '../store/dir-transport.js';
+import { writeFileAtomic } from '../store/node/dir-transport.js';
 import { FormatError } from '../format/errors.js';
-import type { PublisherKey } from '../format/signature.js';
+import type { PublisherKey } from '../format/node/keys.js';
 
 type Pins = Record<string, string>;
 

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { packImage } from '../pack/pack-image.js';
-import { generatePublisherKey, parsePrivateKeyPem } from '../format/signature.js';
+import { generatePublisherKey, parsePrivateKeyPem } from '../format/node/keys.js';
 import { openRepository } from '../repo/repository.js';
 import { linkParameter, MAX_LINK_LENGTH, resolveOpenLink } from './open-link.js';
 import { startRepoServer, type RunningRepoServer } from './server.js';

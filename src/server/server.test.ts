@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import { packImage } from '../pack/pack-image.js';
-import { generatePublisherKey, parsePrivateKeyPem, signEnvelope, type PublisherKey } from '../format/signature.js';
+import { generatePublisherKey, parsePrivateKeyPem, signEnvelope, type PublisherKey } from '../format/node/keys.js';
 import { HOLE_ID, objectPath } from '../format/digest.js';
 import { chunkLength } from '../format/chunk-index.js';
 import { compress } from 'zstd-napi';

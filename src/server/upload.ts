@@ -4,10 +4,12 @@ import { mkdir, open, readdir, readFile, realpath, rename, rm, rmdir, stat } fro
 import { dirname, join, sep } from 'node:path';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { errorMessage } from '../errors.js';
-import { declaredContentSize, inflateStreaming } from '../format/zstd-capped.js';
-import { isObjectId, objectPath, sha256Hex } from '../format/digest.js';
+import { declaredContentSize, inflateStreaming } from '../format/node/zstd-capped.js';
+import { isObjectId, objectPath } from '../format/digest.js';
+import { sha256Hex, nodeCodecs } from '../format/node/codecs.js';
 import { imageNamePattern, manifestBlobs, parseManifest, versionPattern } from '../format/manifest.js';
-import { openEnvelope, parsePublicKeyLine } from '../format/signature.js';
+import { parsePublicKeyLine } from '../format/node/keys.js';
+import { openEnvelope } from '../format/envelope.js';
 import { REPO_FORMAT_VERSION, type RepoListing } from '../repo/layout.js';
 import { HttpError, sendJson } from './http-util.js';
 
@@ -238,7 +240,7 @@ async function verifyMetadata(target: UploadTarget, bytes: Buffer, root: string)
     switch (target.kind) {
       case 'manifest': {
         const origin = `manifests/${target.name}/${target.version}.json`;
-        const opened = openEnvelope(data, { origin });
+        const opened = await openEnvelope(nodeCodecs, data, { origin });
         const manifest = parseManifest(opened.payload, origin);
         if (manifest.name !== target.name || manifest.version !== target.version) {
           throw new Error(`the manifest is ${manifest.name}@${manifest.version} but was uploaded as ${target.name}@${target.version}`);

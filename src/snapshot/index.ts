@@ -1,4 +1,3 @@
 export { snapshotImage, type SnapshotRequest, type SnapshotResult, type SnapshotStep } from './take-snapshot.js';
 export { NodeMachine, type MachineStart } from './node-machine.js';
-export { RepositoryChunks } from './repository-chunks.js';
 export { v86PackageVersion, v86File, seabiosFile } from './v86-install.js';

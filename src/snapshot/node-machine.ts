@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { HostmeError } from '../errors.js';
-import { V86ChunkDisk, type ChunkReader, type DiskReadFailure } from '../web/reader/v86-disk.js';
-import type { DiskRef } from '../format/manifest.js';
+import { V86ChunkDisk, type DiskReadFailure } from '../web/reader/v86-disk.js';
+import type { ImageDisk } from '../device/image-disks.js';
 import { VGA_MEMORY_BYTES } from '../web/reader/v86-machine.js';
 import { seabiosFile, v86File } from './v86-install.js';
 
@@ -22,8 +22,8 @@ export type MachineStart =
 
 export interface NodeMachineOptions {
   start: MachineStart;
-  chunks: ChunkReader;
-  disk: DiskRef;
+  /** The image's first disk as openImageDisks assembles it, with an in-memory overlay (as in the page). */
+  disk: ImageDisk;
   memoryBytes: number;
   vgaMemoryBytes?: number;
 }
@@ -53,7 +53,7 @@ export class NodeMachine {
     const { V86 } = (await import('v86')) as unknown as { V86: V86Constructor };
     const [bios, vgaBios] = await Promise.all([readAsset(seabiosFile('bios.bin')), readAsset(seabiosFile('vgabios-stdvga.bin'))]);
     const holder: { machine?: NodeMachine } = {};
-    const disk = new V86ChunkDisk(options.chunks, options.disk, `disk ${options.disk.name}`, (failure: DiskReadFailure) => {
+    const disk = new V86ChunkDisk(options.disk, (failure: DiskReadFailure) => {
       // Under Node there is nobody to press Retry: the read failure ends the run.
       if (holder.machine) holder.machine.fail(failure.error);
     });

@@ -16,7 +16,7 @@ import { startRepoServer, type RequestLogEntry } from '../server/server.js';
 import { runCli } from '../testing/published-guest.js';
 import { artifactsDir, launchChromium, prepareWeb, publishWebRepo, runTranscript, tamperObject, waitForRunState, waitForTranscript } from '../web/web-fixtures.js';
 import { NodeMachine } from './node-machine.js';
-import { RepositoryChunks } from './repository-chunks.js';
+import { memoryOverlay, openImageDisks, readWholeBlob } from '../device/image-disks.js';
 import { v86PackageVersion } from './v86-install.js';
 import type { SnapshotResult } from './take-snapshot.js';
 
@@ -74,10 +74,10 @@ test('hostme snapshot publishes a signed version whose memorySnapshot records th
 test('the saved state resumes in v86 under Node and answers a command', { skip, timeout: 120_000 }, async () => {
   const repo = openRepository(repoDir);
   const m = (await repo.loadImage('hello-i686', snapshot.version)).manifest;
-  const chunks = new RepositoryChunks(repo);
-  const state = await chunks.readBlob(m.memorySnapshot!, 'memory snapshot');
+  const state = await readWholeBlob(repo.objects, m.memorySnapshot!, 'memory snapshot');
+  const [disk] = await openImageDisks(m, repo.objects, { overlay: memoryOverlay });
   const started = performance.now();
-  const machine = await NodeMachine.start({ start: { kind: 'restore', state }, chunks, disk: m.disks[0]!, memoryBytes: m.memorySnapshot!.memoryBytes!, vgaMemoryBytes: m.memorySnapshot!.vgaMemoryBytes! });
+  const machine = await NodeMachine.start({ start: { kind: 'restore', state }, disk: disk!, memoryBytes: m.memorySnapshot!.memoryBytes!, vgaMemoryBytes: m.memorySnapshot!.vgaMemoryBytes! });
   try {
     const from = machine.transcript.length;
     machine.send('echo "answer $((6*7))"\n');

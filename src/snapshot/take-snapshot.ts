@@ -12,7 +12,7 @@ import { ChunkWorkerPool } from '../pack/worker-pool.js';
 import { DEFAULT_CHUNK_SIZE } from '../format/chunk-index.js';
 import { SNAPSHOT_CMDLINE_EXTRA, VGA_MEMORY_BYTES, guestMemoryBytes, v86EmulatorId } from '../web/reader/v86-machine.js';
 import { NodeMachine } from './node-machine.js';
-import { RepositoryChunks } from './repository-chunks.js';
+import { memoryOverlay, openImageDisks, readWholeBlob } from '../device/image-disks.js';
 import { v86PackageVersion } from './v86-install.js';
 import { snapshotQemuImage, type QemuSnapshotRequest } from './qemu-snapshot.js';
 
@@ -50,16 +50,18 @@ export async function snapshotImage(request: SnapshotRequest): Promise<SnapshotR
   // x86_64 images are saved by QEMU (hostme run resumes them); i686 ones by v86 (the browser does).
   if (m.hardware.arch === 'x86_64') return snapshotQemuImage({ ...request, version: m.version });
   const boot = checkSnapshottable(m);
-  const chunks = new RepositoryChunks(repo);
-  const [kernel, initrd] = await Promise.all([chunks.readBlob(boot.kernel, 'kernel'), boot.initrd ? chunks.readBlob(boot.initrd, 'initrd') : undefined]);
+  const [kernel, initrd, disks] = await Promise.all([
+    readWholeBlob(repo.objects, boot.kernel, 'kernel'),
+    boot.initrd ? readWholeBlob(repo.objects, boot.initrd, 'initrd') : undefined,
+    openImageDisks(m, repo.objects, { overlay: memoryOverlay }),
+  ]);
   const memoryBytes = guestMemoryBytes(m.hardware.memoryMiB, initrd?.length ?? 0);
 
   request.onStep?.('boot', `booting ${m.name}@${m.version} in v86 until ${request.until}`);
   const started = performance.now();
   const machine = await NodeMachine.start({
     start: { kind: 'boot', kernel, ...(initrd ? { initrd } : {}), cmdline: `${boot.cmdline} ${SNAPSHOT_CMDLINE_EXTRA}` },
-    chunks,
-    disk: m.disks[0]!,
+    disk: disks[0]!,
     memoryBytes,
     vgaMemoryBytes: VGA_MEMORY_BYTES,
   });

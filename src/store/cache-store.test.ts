@@ -7,12 +7,12 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CacheStore } from './cache-store.js';
-import { DirStore } from './transport-store.js';
+import { DirStore } from './node/dir-store.js';
 import { StoreError } from './errors.js';
 import { objectPath, type ObjectId } from '../format/digest.js';
 import type { GetOptions, ObjectRef, ObjectSource, ObjectStore, VerifiedObject } from './object-store.js';
 import { compressibleObject, randomObject } from './store.case.js';
-import type { EncodedObject } from '../format/object-codec.js';
+import type { EncodedObject } from '../format/node/codecs.js';
 
 const run = promisify(execFile);
 

@@ -1,4 +1,4 @@
-import { channel } from 'node:diagnostics_channel';
+import { eventChannel as channel } from './events.js';
 import type { ObjectId } from '../format/digest.js';
 import { isHostmeError, errorMessage } from '../errors.js';
 import type { GetOptions, ObjectRef, ObjectSource, ObjectStore, VerifiedObject } from './object-store.js';
@@ -26,6 +26,8 @@ export class CacheStore implements ObjectSource {
   constructor(
     readonly cache: ObjectStore,
     readonly upstream: ObjectSource,
+    /** Do not wait for the cache write before answering (a page: the Cache API's writes cost the main thread, not the guest). */
+    private readonly options: { writeBehind?: boolean } = {},
   ) {
     this.name = `cache(${cache.name}) → ${upstream.name}`;
   }
@@ -44,6 +46,10 @@ export class CacheStore implements ObjectSource {
 
   async has(id: ObjectId): Promise<boolean> {
     return (await this.cache.has(id)) || this.upstream.has(id);
+  }
+
+  holdsLocally(id: ObjectId): Promise<boolean> {
+    return this.cache.has(id).catch(() => false);
   }
 
   async close(): Promise<void> {
@@ -67,11 +73,8 @@ export class CacheStore implements ObjectSource {
 
   private async keep(object: VerifiedObject): Promise<void> {
     if (!this.persisting) return;
-    try {
-      await this.cache.put(object.id, object.stored);
-    } catch (err) {
-      this.degrade(errorMessage(err));
-    }
+    const writing = this.cache.put(object.id, object.stored).catch((err: unknown) => this.degrade(errorMessage(err)));
+    if (!this.options.writeBehind) await writing;
   }
 
   private degrade(reason: string): void {

@@ -7,17 +7,32 @@ import { HostmeError } from '../errors.js';
  *  - store-full / store-readonly: a cache cannot persist → keep running uncached
  *  - store-io: any other local I/O failure
  *  - store-refused: the server refused a write (auth, validation)
+ *  - store-bad-redirect: a redirect no retry can fix (loop, non-http scheme)
+ *  - store-path-invalid: a repository path that is absolute or climbs out ("..")
+ *  - store-closed: the reader was closed while the fetch waited
  * Wrong bytes are FormatError 'object-invalid' (see format/errors.ts).
  */
-export class StoreError extends HostmeError {}
+export const STORE_ERROR_CODES = [
+  'object-missing',
+  'object-invalid',
+  'store-unavailable',
+  'store-bad-redirect',
+  'store-full',
+  'store-readonly',
+  'store-io',
+  'store-refused',
+  'store-path-invalid',
+  'store-closed',
+] as const;
+export type StoreErrorCode = (typeof STORE_ERROR_CODES)[number];
+
+export class StoreError extends HostmeError {
+  constructor(code: StoreErrorCode, message: string, context: Record<string, unknown> = {}, options?: { cause?: unknown }) {
+    super(code, message, context, options);
+  }
+}
 
 export function missing(source: string, what: string): StoreError {
   return new StoreError('object-missing', `${source}: ${what} not found`, { source, what });
 }
 
-/** Map a filesystem errno to a store error class. */
-export function fromFsError(err: NodeJS.ErrnoException, source: string, action: string): StoreError {
-  const code = err.code === 'ENOSPC' || err.code === 'EDQUOT' ? 'store-full' : err.code === 'EROFS' || err.code === 'EACCES' || err.code === 'EPERM' ? 'store-readonly' : 'store-io';
-  const advice = code === 'store-full' ? ' (disk full: free space or lower the cache limit)' : code === 'store-readonly' ? ' (not writable: check permissions or pick another directory)' : '';
-  return new StoreError(code, `${source}: cannot ${action}: ${err.message}${advice}`, { source, errno: err.code }, { cause: err });
-}

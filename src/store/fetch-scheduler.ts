@@ -1,4 +1,5 @@
 import type { ObjectId } from '../format/digest.js';
+import { StoreError } from './errors.js';
 import type { FetchPriority, GetOptions, ObjectRef, ObjectSource, VerifiedObject } from './object-store.js';
 
 interface Pending {
@@ -66,11 +67,15 @@ export class FetchScheduler implements ObjectSource {
     return this.source.has(id);
   }
 
+  async holdsLocally(id: ObjectId): Promise<boolean> {
+    return (await this.source.holdsLocally?.(id)) ?? false;
+  }
+
   async close(): Promise<void> {
     for (const queue of Object.values(this.queues)) {
       for (const entry of queue.splice(0)) {
         this.pending.delete(entry.ref.id);
-        entry.reject(new Error('fetch cancelled: the image was closed'));
+        entry.reject(new StoreError('store-closed', 'fetch cancelled: the image was closed'));
       }
     }
     await this.source.close();

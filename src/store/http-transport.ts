@@ -1,4 +1,4 @@
-import { channel } from 'node:diagnostics_channel';
+import { eventChannel as channel } from './events.js';
 import { assertRepoPath, type ReadOptions, type RepoTransport } from './transport.js';
 import { StoreError } from './errors.js';
 import { Semaphore } from './semaphore.js';
@@ -15,6 +15,10 @@ export interface HttpTransportOptions {
   backoffMs?: number;
   /** Bearer token for PUT (publishing). */
   token?: string;
+  /** The fetch to use (default: the platform's; a page may pass a wrapped one). */
+  fetch?: typeof fetch;
+  /** Added to every request (a page sends `credentials: 'omit'`: repositories are public). */
+  requestInit?: RequestInit;
 }
 
 /** Published for every completed HTTP request: { url, method, status, bytes, ms, attempt }. */
@@ -35,6 +39,8 @@ export class HttpTransport implements RepoTransport {
   private readonly retries: number;
   private readonly backoffMs: number;
   private readonly token?: string;
+  private readonly fetch: typeof fetch;
+  private readonly init: RequestInit;
 
   constructor(baseUrl: string, options: HttpTransportOptions = {}) {
     this.base = new URL(baseUrl.endsWith('/') ? baseUrl : `${baseUrl}/`);
@@ -44,6 +50,8 @@ export class HttpTransport implements RepoTransport {
     this.retries = options.retries ?? 3;
     this.backoffMs = options.backoffMs ?? 150;
     this.token = options.token;
+    this.fetch = options.fetch ?? ((input, init) => globalThis.fetch(input, init));
+    this.init = options.requestInit ?? {};
   }
 
   urlOf(path: string): string {
@@ -55,7 +63,10 @@ export class HttpTransport implements RepoTransport {
     const url = this.urlOf(path);
     const maxBytes = options.maxBytes ?? DEFAULT_MAX_BYTES;
     return this.withRetries<Uint8Array | null>(url, 'GET', options.signal, async (signal) => {
-      const response = await fetch(url, { signal, headers: { 'accept-encoding': 'identity' } });
+      const init: RequestInit = { ...this.init, signal, headers: { 'accept-encoding': 'identity' } };
+      if (options.lowPriority) (init as { priority?: string }).priority = 'low';
+      if (options.revalidate) init.cache = 'no-cache';
+      const response = await this.fetch(url, init);
       if (response.status === 404 || response.status === 410) {
         await response.body?.cancel();
         return { value: null, status: response.status, bytes: 0 };
@@ -72,7 +83,7 @@ export class HttpTransport implements RepoTransport {
   async exists(path: string): Promise<boolean> {
     const url = this.urlOf(path);
     const found = await this.withRetries(url, 'HEAD', undefined, async (signal) => {
-      const response = await fetch(url, { method: 'HEAD', signal });
+      const response = await this.fetch(url, { ...this.init, method: 'HEAD', signal });
       if (response.status === 404) return { value: false, status: 404, bytes: 0 };
       if (!response.ok) return { retryable: response.status >= 500, status: response.status, error: `HTTP ${response.status}` };
       return { value: true, status: response.status, bytes: 0 };
@@ -85,7 +96,7 @@ export class HttpTransport implements RepoTransport {
     await this.withRetries(url, 'PUT', undefined, async (signal) => {
       const headers: Record<string, string> = { 'content-type': 'application/octet-stream' };
       if (this.token) headers.authorization = `Bearer ${this.token}`;
-      const response = await fetch(url, { method: 'PUT', body: data as unknown as BodyInit, headers, signal });
+      const response = await this.fetch(url, { ...this.init, method: 'PUT', body: data as unknown as BodyInit, headers, signal });
       const text = await response.text().catch(() => '');
       if (response.ok) return { value: undefined, status: response.status, bytes: data.length };
       if (response.status >= 500) return { retryable: true, status: response.status, error: `HTTP ${response.status} ${text.slice(0, 200)}` };

@@ -6,10 +6,12 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MirrorGroup } from './mirror-group.js';
-import { DirStore, TransportStore } from './transport-store.js';
+import { TransportStore } from './transport-store.js';
+import { DirStore } from './node/dir-store.js';
 import { HttpTransport } from './http-transport.js';
 import { StaticServer, type StaticServerBehavior } from './testing/static-server.js';
 import { compressibleObject, hasCode, randomObject } from './store.case.js';
+import { nodeCodecs } from '../format/node/codecs.js';
 
 async function closedPortUrl(): Promise<string> {
   const server = createServer();
@@ -19,7 +21,7 @@ async function closedPortUrl(): Promise<string> {
   return `http://127.0.0.1:${port}/down`;
 }
 
-const httpStore = (url: string) => new TransportStore(new HttpTransport(url, { retries: 1, backoffMs: 1, timeoutMs: 5000 }));
+const httpStore = (url: string) => new TransportStore(new HttpTransport(url, { retries: 1, backoffMs: 1, timeoutMs: 5000 }), nodeCodecs);
 
 describe('MirrorGroup over real HTTP servers', () => {
   let root: string;
@@ -107,11 +109,23 @@ describe('MirrorGroup over real HTTP servers', () => {
   });
 
   test('measure() ranks the faster mirror first', async () => {
-    const slow = await serve({ delayMs: 300 });
+    // No wall-clock race: the slow mirror's probe answers only after the fast one's has (plus a margin), whatever the load.
+    const slow = await serve({});
     const fast = await serve({});
     const group = new MirrorGroup([httpStore(slow.url), httpStore(fast.url)]);
     assert.equal(group.ranking()[0]!.name, slow.url, 'listed order before measuring');
-    await group.measure((source) => source.get(refs[0]!));
+    let fastDone!: () => void;
+    const fastAnswered = new Promise<void>((resolve) => (fastDone = resolve));
+    await group.measure(async (source) => {
+      if (source.name === slow.url) {
+        await fastAnswered;
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        return source.get(refs[0]!);
+      }
+      const object = await source.get(refs[0]!);
+      fastDone();
+      return object;
+    });
     assert.deepEqual(group.ranking().map((r) => r.name), [fast.url, slow.url]);
     const before = fast.count('objects/');
     await group.get(refs[1]!);
@@ -119,9 +133,13 @@ describe('MirrorGroup over real HTTP servers', () => {
   });
 
   test('reads rank mirrors by transfer time: our own busy CPU (decoding, hashing) does not demote a fast mirror', async () => {
-    const slow = await serve({ delayMs: 120 });
+    const slow = await serve({});
     const fast = await serve({});
-    const fastStore = httpStore(fast.url);
+    // Transfer times as the transports report them, fixed (a loaded machine's real ones would race):
+    // the fast mirror moves bytes in 1 ms, the slow one in 120 ms.
+    const reporting = (store: ReturnType<typeof httpStore>, transferMs: number): typeof store =>
+      Object.assign(Object.create(store) as typeof store, { get: async (ref: { id: string; length: number }) => ({ ...(await store.get(ref)), transferMs }) });
+    const fastStore = reporting(httpStore(fast.url), 1);
     // The fast mirror's objects cost 200 ms of our CPU after they arrive (a busy machine verifying them).
     const busyAfterTransfer: typeof fastStore = Object.assign(Object.create(fastStore) as typeof fastStore, {
       get: async (ref: { id: string; length: number }) => {
@@ -131,7 +149,7 @@ describe('MirrorGroup over real HTTP servers', () => {
         return object;
       },
     });
-    const group = new MirrorGroup([busyAfterTransfer, httpStore(slow.url)]);
+    const group = new MirrorGroup([busyAfterTransfer, reporting(httpStore(slow.url), 120)]);
     for (const ref of refs) await group.get(ref);
     const ranking = group.ranking();
     assert.equal(ranking[0]!.name, fast.url, `ranking: ${JSON.stringify(ranking)}`);

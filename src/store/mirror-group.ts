@@ -1,4 +1,4 @@
-import { channel } from 'node:diagnostics_channel';
+import { eventChannel as channel, unrefTimer } from './events.js';
 import type { ObjectId } from '../format/digest.js';
 import { isHostmeError, errorMessage } from '../errors.js';
 import type { GetOptions, ObjectRef, ObjectSource, VerifiedObject } from './object-store.js';
@@ -104,9 +104,9 @@ export class MirrorGroup implements ObjectSource {
     const all = Promise.all(
       this.mirrors.map(async (m) => {
         const started = performance.now();
-        let timer: NodeJS.Timeout | undefined;
+        let timer: ReturnType<typeof setTimeout> | undefined;
         const late = new Promise<'late'>((resolve) => {
-          if (Number.isFinite(deadlineMs)) timer = setTimeout(() => resolve('late'), deadlineMs).unref();
+          if (Number.isFinite(deadlineMs)) timer = unrefTimer(setTimeout(() => resolve('late'), deadlineMs));
         });
         try {
           const outcome = await Promise.race([probe(m.source).then(() => 'ok' as const), late]);
@@ -129,7 +129,7 @@ export class MirrorGroup implements ObjectSource {
       }),
     );
     // Rank on the first answers: after one mirror answered, the rest get `graceMs`; a late one is ranked last until it answers.
-    await (Number.isFinite(graceMs) ? Promise.race([all, ok.then(() => new Promise<void>((resolve) => setTimeout(resolve, graceMs).unref()))]) : all);
+    await (Number.isFinite(graceMs) ? Promise.race([all, ok.then(() => new Promise<void>((resolve) => unrefTimer(setTimeout(resolve, graceMs))))]) : all);
     for (const m of pending) {
       m.latencyMs = Number.MAX_SAFE_INTEGER / 8;
       problems.push({ name: m.source.name, problem: `no answer within ${graceMs} ms of the fastest source (slow)` });
@@ -140,6 +140,7 @@ export class MirrorGroup implements ObjectSource {
   async get(ref: ObjectRef, options: GetOptions = {}): Promise<VerifiedObject> {
     const problems: string[] = [];
     let allMissing = true;
+    let anyUnavailable = false;
     const order = this.ordered(options.priority);
     for (const [i, mirror] of order.entries()) {
       const started = performance.now();
@@ -169,6 +170,7 @@ export class MirrorGroup implements ObjectSource {
           else mirrorDemotedChannel.publish({ mirror: mirror.source.name, id: ref.id, reason: errorMessage(err) });
         } else {
           allMissing = false;
+          anyUnavailable = true;
           mirror.failures++;
           // Slow is not dead: a late peer ranks lower, only failing ones are dropped.
           if (!attempt?.late()) mirror.streak++;
@@ -179,7 +181,8 @@ export class MirrorGroup implements ObjectSource {
         if (next) mirrorFailoverChannel.publish({ from: mirror.source.name, to: next, id: ref.id, reason: errorMessage(err) });
       }
     }
-    const code = allMissing ? 'object-missing' : 'store-unavailable';
+    // Every mirror answered, and no copy was genuine: an integrity failure, not an outage.
+    const code = allMissing ? 'object-missing' : anyUnavailable ? 'store-unavailable' : 'object-invalid';
     throw new StoreError(code, `object ${ref.id} could not be read from any mirror: ${problems.join('; ')}`, { id: ref.id, problems });
   }
 

@@ -38,6 +38,11 @@ export interface ObjectSource {
   /** Verified content; throws StoreError 'object-missing' / FormatError 'object-invalid' / StoreError 'store-unavailable'. */
   get(ref: ObjectRef, options?: GetOptions): Promise<VerifiedObject>;
   has(id: ObjectId): Promise<boolean>;
+  /**
+   * Whether a local layer of this chain (a cache) holds the object, so that
+   * reading it costs no network. Sources without a local layer leave it out.
+   */
+  holdsLocally?(id: ObjectId): Promise<boolean>;
   close(): Promise<void>;
 }
 

@@ -4,11 +4,17 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { DirStore, TransportStore } from './transport-store.js';
+import { TransportStore } from './transport-store.js';
+import { DirStore } from './node/dir-store.js';
 import { HttpTransport } from './http-transport.js';
-import { DirTransport } from './dir-transport.js';
+import { DirTransport } from './node/dir-transport.js';
 import { StaticServer } from './testing/static-server.js';
-import { compressibleObject, hasCode, randomObject, runObjectStoreCases } from './store.case.js';
+import { compressibleObject, dirSeed, hasCode, randomObject, runObjectSourceCases, runObjectStoreCases } from './store.case.js';
+import { MirrorGroup } from './mirror-group.js';
+import type { ObjectSource } from './object-store.js';
+import { CacheStore } from './cache-store.js';
+import { FetchScheduler } from './fetch-scheduler.js';
+import { nodeCodecs } from '../format/node/codecs.js';
 
 async function tempDir(): Promise<string> {
   return mkdtemp(join(tmpdir(), 'hostme-store-'));
@@ -16,22 +22,33 @@ async function tempDir(): Promise<string> {
 
 runObjectStoreCases('DirStore', async () => {
   const root = await tempDir();
-  return { store: new DirStore(root), root, cleanup: () => rm(root, { recursive: true, force: true }) };
+  return { store: new DirStore(root), seed: dirSeed(root), cleanup: () => rm(root, { recursive: true, force: true }) };
 });
 
 runObjectStoreCases('TransportStore over HttpTransport', async () => {
   const root = await tempDir();
   const server = await StaticServer.start(root, { writable: true });
-  const store = new TransportStore(new HttpTransport(server.url, { retries: 1, backoffMs: 1, timeoutMs: 5000 }));
+
+  const store = new TransportStore(new HttpTransport(server.url, { retries: 1, backoffMs: 1, timeoutMs: 5000 }), nodeCodecs);
   return {
     store,
-    root,
+    seed: dirSeed(root),
     cleanup: async () => {
       await server.close();
       await rm(root, { recursive: true, force: true });
     },
   };
 });
+
+/** Read-only combinators over directories: the same contract, one layer up. */
+async function overDirs(build: (dirs: string[]) => ObjectSource, count = 1) {
+  const dirs = await Promise.all(Array.from({ length: count }, () => tempDir()));
+  return { source: build(dirs), seed: dirSeed(dirs[dirs.length - 1]!), cleanup: async () => void (await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })))) };
+}
+runObjectSourceCases('MirrorGroup of one mirror', () => overDirs(([d]) => new MirrorGroup([new DirStore(d!)])));
+runObjectSourceCases('MirrorGroup whose first mirror lacks everything', () => overDirs(([empty, full]) => new MirrorGroup([new DirStore(empty!), new DirStore(full!)]), 2));
+runObjectSourceCases('CacheStore (empty cache) in front of a store', () => overDirs(([cache, upstream]) => new CacheStore(new DirStore(cache!), new DirStore(upstream!)), 2));
+runObjectSourceCases('FetchScheduler in front of a store', () => overDirs(([d]) => new FetchScheduler(new DirStore(d!), 4)));
 
 /** A TCP port nothing listens on. */
 async function closedPort(): Promise<number> {
@@ -59,7 +76,7 @@ describe('HttpTransport failure handling', () => {
   });
 
   const storeFor = (url: string, options: ConstructorParameters<typeof HttpTransport>[1] = {}) =>
-    new TransportStore(new HttpTransport(url, { backoffMs: 1, timeoutMs: 5000, ...options }));
+    new TransportStore(new HttpTransport(url, { backoffMs: 1, timeoutMs: 5000, ...options }), nodeCodecs);
 
   test('transient 500s are retried and the read succeeds', async () => {
     server.behavior = { failures: 2 };

@@ -1,3 +1,5 @@
+import { StoreError } from './errors.js';
+
 /**
  * Byte-level access to a repository's files (manifests, index.json, keys,
  * objects). A repository is plain files, so a directory and a static HTTP
@@ -28,11 +30,15 @@ export interface ReadOptions {
   signal?: AbortSignal;
   /** Refuse bodies larger than this (a lying server must not exhaust memory). */
   maxBytes?: number;
+  /** A hint that nobody waits for these bytes (prefetch): a browser sends them after waiting requests. */
+  lowPriority?: boolean;
+  /** Ask HTTP caches to revalidate (mutable files: listings, manifests). */
+  revalidate?: boolean;
 }
 
 /** Repository-relative paths only: no absolute paths, no "..", no empty segments. */
 export function assertRepoPath(path: string): void {
   if (path.startsWith('/') || path.split('/').some((seg) => seg === '' || seg === '.' || seg === '..') || path.includes('\\') || path.includes('\0')) {
-    throw new Error(`invalid repository path ${JSON.stringify(path)}`);
+    throw new StoreError('store-path-invalid', `invalid repository path ${JSON.stringify(path)}`, { path });
   }
 }

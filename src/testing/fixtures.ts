@@ -4,7 +4,7 @@ import { promisify } from 'node:util';
 import { mkdir, mkdtemp, open, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { generatePublisherKey, parsePrivateKeyPem, type PublisherKey } from '../format/signature.js';
+import { generatePublisherKey, parsePrivateKeyPem, type PublisherKey } from '../format/node/keys.js';
 import { chunkLength, isHole, type ChunkIndex } from '../format/chunk-index.js';
 import type { BlobRef } from '../format/manifest.js';
 import { openRepository, type Repository } from '../repo/repository.js';

@@ -4,7 +4,7 @@ import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { loadPrivateKey } from '../pack/publisher-key.js';
 import { packWithNewKey } from './fixtures.js';
-import type { PublisherKey } from '../format/signature.js';
+import type { PublisherKey } from '../format/node/keys.js';
 import { loadReferenceGuest, referenceGuestDir, type ReferenceGuest } from './reference-guest.js';
 
 export interface PublishedGuest {

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { HostmeError } from '../errors.js';
 import { moduleLoadOrder, readKernelPackage } from '../build/debian.js';
 import { makeInitrd } from '../build/initrd.js';
-import type { PublisherKey } from '../format/signature.js';
+import type { PublisherKey } from '../format/node/keys.js';
 import { packWithNewKey } from './fixtures.js';
 import { loadReferenceGuest, referenceGuestDir, type ReferenceGuest } from './reference-guest.js';
 

@@ -3,8 +3,10 @@
 // Bundled by scripts/build-web.sh into dist-web/run.js. Browser-only.
 import { Terminal } from '@xterm/xterm';
 import { FitAddon } from '@xterm/addon-fit';
-import { BrowserObjectCache } from './reader/cache.js';
-import { ReaderError, type Manifest } from './reader/format.js';
+import { BrowserCacheStore } from './reader/cache.js';
+import { webCodecs } from './reader/codecs.js';
+import type { Manifest } from '../format/manifest.js';
+import { HostmeError, isHostmeError } from '../errors.js';
 import { ImageReader, type ReaderStats } from './reader/reader.js';
 import { V86ChunkDisk, type DiskReadFailure } from './reader/v86-disk.js';
 import { Prefetcher, prefetchChunks, type PrefetchStats } from './prefetch.js';
@@ -110,14 +112,20 @@ function fail(err: unknown, retry?: () => void): void {
   const message = err instanceof Error ? err.message : String(err);
   run.errors.push(message);
   setState('error');
+  const code = rootCode(err);
   let title = 'The image could not be started.';
-  if (err instanceof ReaderError) {
-    if (err.code === 'network') title = 'The network connection to the image repository was lost.';
-    else if (err.code === 'invalid-object') title = 'A piece of the image failed its integrity check and was rejected.';
-    else if (err.code === 'tampered' || err.code === 'key-mismatch' || err.code === 'unsigned') title = 'The image signature is not valid: refusing to run it.';
-    else if (err.code === 'unsupported') title = 'This image needs a newer hostme.';
-  }
+  if (code === 'store-unavailable' || code === 'store-bad-redirect') title = 'The network connection to the image repository was lost.';
+  else if (code === 'object-invalid' || code === 'index-corrupt') title = 'A piece of the image failed its integrity check and was rejected.';
+  else if (code === 'signature-invalid' || code === 'key-mismatch' || code === 'manifest-unsigned') title = 'The image signature is not valid: refusing to run it.';
+  else if (code === 'format-unsupported') title = 'This image needs a newer hostme.';
   showMessage('error', [text(title, 'strong'), text(message, 'p')], retry);
+}
+
+/** The code of the innermost HostmeError (a disk read error wraps the store's reason). */
+function rootCode(err: unknown): string | undefined {
+  let code: string | undefined;
+  for (let e = err, depth = 0; e && depth < 8; e = (e as { cause?: unknown }).cause, depth++) if (isHostmeError(e)) code = e.code;
+  return code;
 }
 
 let totalBootBytes = 0;
@@ -154,7 +162,7 @@ async function fetchStart(reader: ImageReader, m: Manifest, plan: StartPlan): Pr
     const state = await reader.readBlob(plan.snapshot, 'memory snapshot', 8, counted);
     return { initial_state: { buffer: state.buffer } };
   }
-  if (m.boot.mode !== 'direct') throw new Error('unreachable: firmware boot was refused earlier');
+  if (m.boot.mode !== 'direct') throw new HostmeError('internal', 'unreachable: firmware boot was refused earlier');
   const boot = m.boot;
   totalBootBytes = boot.kernel.size + (boot.initrd?.size ?? 0);
   progressEl.max = totalBootBytes;
@@ -185,7 +193,7 @@ async function main(): Promise<void> {
     void warm(warmPaths(body), 'high').then(() => mark('warmed'));
   }
 
-  const cache = new BrowserObjectCache((warning) => {
+  const cache = new BrowserCacheStore(webCodecs, typeof caches === 'undefined' ? undefined : caches, (warning) => {
     eventsEl.append(text(warning, 'li'));
     body.dataset.cacheWarning = warning;
   });
@@ -234,7 +242,7 @@ async function main(): Promise<void> {
     mark('v86Loaded');
     return loaded;
   });
-  const diskIndexLoading = reader.chunkIndex(m.disks[0]!, `disk ${m.disks[0]!.name}`);
+  const diskIndexLoading = reader.openDisks();
   emulatorLoading.catch(() => {});
   diskIndexLoading.catch(() => {});
   const machineStart = await fetchStart(reader, m, plan);
@@ -242,7 +250,7 @@ async function main(): Promise<void> {
   progressEl.removeAttribute('value'); // indeterminate: the disk streams on demand from here
 
   const holder: { emulator?: V86Emulator } = {};
-  const disk = new V86ChunkDisk(reader, m.disks[0]!, `disk ${m.disks[0]!.name}`, (failure: DiskReadFailure) => {
+  const disk = new V86ChunkDisk((await diskIndexLoading)[0]!, (failure: DiskReadFailure) => {
     // Pause the machine while its disk is unreachable (a guest I/O timeout would be worse).
     const wasRunning = holder.emulator?.is_running() ?? false;
     if (wasRunning) void holder.emulator?.stop();
@@ -253,7 +261,6 @@ async function main(): Promise<void> {
       if (wasRunning) void holder.emulator?.run();
     });
   });
-  await diskIndexLoading;
   run.guestReadChunks = () => [...disk.touchedChunks].sort((x, y) => x - y);
   // The prefetch list is a cold boot's working set: a restored machine reads other chunks.
   const prefetcher = new Prefetcher(disk, plan.kind === 'boot' ? prefetchChunks(m.prefetch, 0, disk.prefetchCapacity) : [], updatePrefetch);

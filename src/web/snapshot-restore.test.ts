@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { planStart } from './snapshot-restore.js';
-import type { Manifest } from './reader/format.js';
+import type { Manifest } from '../format/manifest.js';
 
 const ref = { size: 1 << 20, chunkSize: 262144, index: 'a'.repeat(64) };
 const manifest = (memorySnapshot?: Manifest['memorySnapshot']): Manifest => ({

@@ -1,7 +1,7 @@
 // Chooses how the run page starts an image: restore its memory snapshot when
 // this page's v86 can load it, otherwise a cold boot with a visible notice.
 // Browser-safe (no DOM, no Node): unit-tested under Node.
-import type { Manifest } from './reader/format.js';
+import type { Manifest } from '../format/manifest.js';
 import { guestMemoryBytes, snapshotMismatch, VGA_MEMORY_BYTES } from './reader/v86-machine.js';
 
 export type StartPlan =

@@ -16,6 +16,7 @@ import { openRepository } from '../repo/repository.js';
 import { packWithNewKey, skipUnlessCi } from '../testing/fixtures.js';
 import { decodeIndex, isHole } from '../format/chunk-index.js';
 import { decodeObject } from '../format/object-codec.js';
+import { nodeCodecs } from '../format/node/codecs.js';
 
 export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 export const CHROMIUM = process.env.HOSTME_CHROMIUM ?? '/usr/bin/chromium';
@@ -95,7 +96,7 @@ export async function diskChunkIds(repoDir: string, name: string): Promise<Array
   const disk = (await readManifest(repoDir, name)).disks[0]!;
   const n = Math.ceil(disk.size / disk.chunkSize);
   const stored = await readFile(join(repoDir, 'objects', disk.index.slice(0, 2), disk.index));
-  const index = decodeIndex(decodeObject(disk.index, 32 + 32 * n, new Uint8Array(stored)));
+  const index = decodeIndex(await decodeObject(nodeCodecs, disk.index, 32 + 32 * n, new Uint8Array(stored)));
   return index.ids.map((id) => (isHole(id) ? null : id));
 }
 

@@ -2,6 +2,7 @@ import { createReadStream } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
 import type { Destination, DestinationKind, UploadItem, UploadProgress } from './types.js';
+import { ExportError } from '../errors.js';
 
 interface HttpReply {
   status: number;
@@ -55,7 +56,7 @@ class HttpDestination implements Destination {
     const reply = await request(url, 'PUT', this.headers, { path: item.path, size: item.size, onProgress });
     if (reply.status < 200 || reply.status >= 300) {
       const detail = reply.body.trim().split('\n')[0]?.slice(0, 200);
-      throw new Error(`PUT ${url.href} answered HTTP ${reply.status}${detail ? `: ${detail}` : ''}`);
+      throw new ExportError('export-destination-failed', `PUT ${url.href} answered HTTP ${reply.status}${detail ? `: ${detail}` : ''}`, { url: url.href, status: reply.status });
     }
     return url.href;
   }

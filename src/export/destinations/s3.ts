@@ -89,7 +89,7 @@ export class S3Destination implements Destination {
     } catch (err) {
       const status = (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
       if (status === 403) return;
-      if (status === 404) throw new Error(`bucket "${this.bucket}" does not exist (NoSuchBucket)`, { cause: err });
+      if (status === 404) throw new ExportError('export-destination-failed', `bucket "${this.bucket}" does not exist (NoSuchBucket)`, { bucket: this.bucket }, { cause: err });
       throw err;
     }
   }
@@ -118,7 +118,7 @@ export class S3Destination implements Destination {
     const { client, s3 } = await this.connect();
     const created = await client.send(new s3.CreateMultipartUploadCommand({ Bucket: this.bucket, Key, ContentType: 'application/octet-stream' }));
     const UploadId = created.UploadId;
-    if (!UploadId) throw new Error(`CreateMultipartUpload for ${Key} returned no UploadId`);
+    if (!UploadId) throw new ExportError('export-destination-failed', `CreateMultipartUpload for ${Key} returned no UploadId`, { key: Key });
     const handle = await open(item.path, 'r');
     try {
       const parts: CompletedPart[] = new Array(count);
@@ -133,7 +133,7 @@ export class S3Destination implements Destination {
             const length = Math.min(partSize, item.size - i * partSize);
             const body = Buffer.allocUnsafe(length);
             const { bytesRead } = await handle.read(body, 0, length, i * partSize);
-            if (bytesRead !== length) throw new Error(`${item.path} changed while uploading (short read)`);
+            if (bytesRead !== length) throw new ExportError('export-source-changed', `${item.path} changed while uploading (short read)`, { path: item.path });
             const reply = await client.send(new s3.UploadPartCommand({ Bucket: this.bucket, Key, UploadId, PartNumber: i + 1, Body: body, ContentLength: length }));
             parts[i] = { PartNumber: i + 1, ETag: reply.ETag };
             this.stats.parts++;

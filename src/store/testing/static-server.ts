@@ -2,7 +2,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo, Socket } from 'node:net';
 import { readFile, readdir, stat } from 'node:fs/promises';
 import { join, normalize, relative } from 'node:path';
-import { writeFileAtomic } from '../dir-transport.js';
+import { writeFileAtomic } from '../node/dir-transport.js';
 
 /**
  * Test helper: a tiny static file server over a directory (like any web

@@ -5,8 +5,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { readFile } from 'node:fs/promises';
-import { chunkCountFor, type ChunkIndex } from '../format/chunk-index.js';
-import { makeDiskBytes, removeDir, tempDir, writeDisk } from '../testing/fixtures.js';
+import { chunkCountFor, type ChunkIndex } from '../../format/chunk-index.js';
+import { makeDiskBytes, removeDir, tempDir, writeDisk } from '../../testing/fixtures.js';
 import { VerifiedChunkFile } from './verified-chunks.js';
 
 const CHUNK = 65536;

@@ -4,8 +4,9 @@ import { dirname, join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { assertRepoPath, type ReadOptions, type RepoTransport, type WriteOptions } from './transport.js';
-import { StoreError, fromFsError } from './errors.js';
+import { assertRepoPath, type ReadOptions, type RepoTransport, type WriteOptions } from '../transport.js';
+import { StoreError } from '../errors.js';
+import { fromFsError } from './fs-errors.js';
 
 /** A repository or cache that is a local directory. Writes are temp file + fsync + rename. */
 export class DirTransport implements RepoTransport {

@@ -6,7 +6,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { VerifiedChunkFile } from './verified-chunks.js';
-import { chunkCountFor } from '../format/chunk-index.js';
+import { chunkCountFor } from '../../format/chunk-index.js';
 
 const [dir, diskFile, chunkSizeArg] = process.argv.slice(2) as [string, string, string];
 const chunkSize = Number(chunkSizeArg);

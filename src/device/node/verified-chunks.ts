@@ -1,8 +1,10 @@
 import { mkdir, open, readFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { ChunkIndex } from '../format/chunk-index.js';
-import { chunkLength } from '../format/chunk-index.js';
-import { writeFileAtomic } from '../store/dir-transport.js';
+import type { ChunkIndex } from '../../format/chunk-index.js';
+import { chunkLength } from '../../format/chunk-index.js';
+import { writeFileAtomic } from '../../store/node/dir-transport.js';
+import type { VerifiedChunks } from '../chunked-image.js';
+import { BlockDeviceError } from '../errors.js';
 
 const MAP_MAGIC = 'HMVER001';
 const MAP_HEADER = 24;
@@ -22,10 +24,10 @@ const MAP_HEADER = 24;
  * index id (one per blob, shared by every instance; two writers only ever
  * write identical bytes, and a bit one of them loses is only a re-fetch).
  */
-export class VerifiedChunkFile {
+export class VerifiedChunkFile implements VerifiedChunks {
   private readonly pending = new Set<number>();
   private flushing: Promise<void> | undefined;
-  private timer: NodeJS.Timeout | undefined;
+  private timer: ReturnType<typeof setTimeout> | undefined;
   private broken = false;
 
   private constructor(
@@ -55,7 +57,7 @@ export class VerifiedChunkFile {
     const length = chunkLength(this.index, chunk);
     const out = new Uint8Array(length);
     const { bytesRead } = await this.data.read(out, 0, length, chunk * this.index.chunkSize);
-    if (bytesRead !== length) throw new Error(`verified chunk ${chunk}: short read (${bytesRead} of ${length} bytes)`);
+    if (bytesRead !== length) throw new BlockDeviceError('EIO', `verified chunk ${chunk}: short read (${bytesRead} of ${length} bytes)`, { chunk });
     return out;
   }
 

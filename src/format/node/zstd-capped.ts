@@ -9,6 +9,7 @@
  * would pass the cap.
  */
 import { createRequire } from 'node:module';
+import type { InflateResult } from '../codecs.js';
 import type * as Binding from 'zstd-napi/binding.js';
 
 // The native binding (module.exports = the addon), loaded the CommonJS way:
@@ -24,10 +25,7 @@ const STEP_BYTES = 128 * 1024;
  */
 export const MAX_WINDOW_LOG = 24;
 
-export type CappedResult =
-  | { ok: true; data: Uint8Array }
-  | { ok: false; reason: 'too-short'; detail: string; data: Uint8Array }
-  | { ok: false; reason: 'too-long' | 'corrupt'; detail: string };
+export type CappedResult = InflateResult;
 
 function context(): Binding.DCtx {
   const dctx = new zstd.DCtx();

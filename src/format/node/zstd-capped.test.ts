@@ -2,12 +2,13 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { fileURLToPath } from 'node:url';
 import { decompress } from 'zstd-napi';
-import { zstdBomb, runMeasured } from '../testing/hostile.js';
+import { zstdBomb, runMeasured } from '../../testing/hostile.js';
 import { inflateExact, inflateStreaming } from './zstd-capped.js';
-import { decodeObject } from './object-codec.js';
-import { zstdDeclaredSize } from '../web/reader/format.js';
+import { decodeObject } from '../object-codec.js';
+import { zstdDeclaredSize } from '../codecs.js';
+import { nodeCodecs } from './codecs.js';
 
-const dist = fileURLToPath(new URL('../', import.meta.url));
+const dist = fileURLToPath(new URL('../../', import.meta.url));
 const GiB = 1024 ** 3;
 const MiB = 1024 ** 2;
 
@@ -46,10 +47,11 @@ test('inflateExact stops at the declared length; inflateStreaming at its cap', a
 test('decodeObject: a zstd bomb is refused at the referenced length, with bounded memory', async () => {
   const script = `
     import { decodeObject } from './format/object-codec.js';
+    import { nodeCodecs } from './format/node/codecs.js';
     import { zstdBomb } from './testing/hostile.js';
     const codes = [];
     for (const declare of [false, true, false]) {
-      try { decodeObject('${'ab'.repeat(32)}', 65536, zstdBomb(${GiB}, declare), 'chunk'); codes.push('accepted'); }
+      try { await decodeObject(nodeCodecs, '${'ab'.repeat(32)}', 65536, zstdBomb(${GiB}, declare), 'chunk'); codes.push('accepted'); }
       catch (err) { codes.push(err.code + ': ' + err.message); }
     }
     console.log(JSON.stringify(codes));`;
@@ -59,5 +61,5 @@ test('decodeObject: a zstd bomb is refused at the referenced length, with bounde
   for (const c of codes) assert.match(c, /^object-invalid: chunk: object (ab)+ decodes to more than 65536 bytes/);
   assert.ok(maxRssBytes < 200 * MiB, `peak RSS ${(maxRssBytes / MiB).toFixed(0)} MiB decoding three 33 KB bombs`);
   // And in this process, the message stays clear for a valid frame of the wrong length.
-  assert.throws(() => decodeObject('cd'.repeat(32), 1000, zstdBomb(500)), /decodes to 500 bytes, expected 1000/);
+  await assert.rejects(() => decodeObject(nodeCodecs, 'cd'.repeat(32), 1000, zstdBomb(500)), /decodes to 500 bytes, expected 1000/);
 });
