@@ -3,7 +3,7 @@ import { Agent, request as httpRequest, type IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { connect as netConnect, type Socket } from 'node:net';
 import type { KeyObject } from 'node:crypto';
-import { errorMessage } from '../errors.js';
+import { HostmeError, errorMessage } from '../errors.js';
 import { SESSION_WINDOW_BYTES, STREAM_WINDOW_BYTES, CHALLENGE_PATH, NODE_HEADER, RETRY_HEADER, SITE_HEADER, STATUS_PATH, TUNNEL_PATH, TUNNEL_PROTOCOL, nodeIdOf, nodeKeyText, signTunnelRequest, type NodeStatus, type SiteClaim } from '../hub/tunnel-protocol.js';
 
 /** What the tunnel needs from the node: where each site's VM answers. */
@@ -104,7 +104,7 @@ export class TunnelClient {
   private async connect(): Promise<void> {
     const claims = JSON.parse(this.claimsKey || '[]') as SiteClaim[];
     const challenge = await fetch(new URL(CHALLENGE_PATH, this.hub), { signal: AbortSignal.any([AbortSignal.timeout(10_000), this.aborter.signal]) });
-    if (!challenge.ok) throw new Error(`challenge: HTTP ${challenge.status}`);
+    if (!challenge.ok) throw new HostmeError('tunnel-refused', `challenge: HTTP ${challenge.status}`, { status: challenge.status });
     const { nonce } = (await challenge.json()) as { nonce: string };
     const headers = signTunnelRequest(this.key.privateKey, this.key.publicKey, nonce, claims);
     const url = new URL(TUNNEL_PATH, this.hub);

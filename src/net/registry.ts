@@ -107,7 +107,7 @@ export class NetRegistry {
     }
     try {
       const parsed = JSON.parse(text) as RegistryFile;
-      if (parsed.version !== 1 || typeof parsed.networks !== 'object') throw new Error('unknown layout');
+      if (parsed.version !== 1 || typeof parsed.networks !== 'object') throw new HostmeError('net-state-corrupt', 'unknown layout');
       return parsed;
     } catch (err) {
       throw new HostmeError('net-state-corrupt', `${this.file} is not a hostme network registry (${(err as Error).message}); move it away to start afresh`, { file: this.file });

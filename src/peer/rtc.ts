@@ -1,3 +1,4 @@
+import { HostmeError } from '../errors.js';
 import type { Codecs } from '../format/codecs.js';
 import { ChannelPeer, type DataChannelLike, type ObjectCatalog } from './channel-peer.js';
 import { IMAGE_KEY } from './tracker.js';
@@ -78,7 +79,7 @@ export class RtcSwarm {
     private readonly env: RtcEnvironment,
     private readonly opts: RtcSwarmOptions,
   ) {
-    if (!IMAGE_KEY.test(opts.image)) throw new Error(`not NAME@VERSION: ${opts.image}`);
+    if (!IMAGE_KEY.test(opts.image)) throw new HostmeError('usage', `not NAME@VERSION: ${opts.image}`);
   }
 
   /** Open channels (fetch from them, or they fetch from us). */

@@ -2,7 +2,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { realpathSync, statSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { errorMessage, isHostmeError } from '../errors.js';
+import { HostmeError, errorMessage, isHostmeError } from '../errors.js';
 import { handleApi } from './api.js';
 import { CORS_ALLOW_HEADERS, CORS_ALLOW_METHODS, CORS_MAX_AGE, HttpError, sendJsonError, setCommonHeaders } from './http-util.js';
 import { handleImagePage, handleIndexPage, handleReferenceFile } from './landing-page.js';
@@ -78,7 +78,7 @@ const ALLOWED_METHODS = new Set(['GET', 'HEAD', 'PUT', 'POST', 'OPTIONS']);
  */
 export function createRepoServer(options: RepoServerOptions): Server {
   const rootReal = realpathSync(options.repoDir);
-  if (!statSync(rootReal).isDirectory()) throw new Error(`${options.repoDir} is not a directory`);
+  if (!statSync(rootReal).isDirectory()) throw new HostmeError('usage', `${options.repoDir} is not a directory`, { repoDir: options.repoDir });
   const view = new RepoView(rootReal);
   const etags = new EtagCache();
   const small = new SmallFileCache();
@@ -89,7 +89,7 @@ export function createRepoServer(options: RepoServerOptions): Server {
     maxUploadBytes: options.maxUploadBytes ?? DEFAULT_MAX_UPLOAD_BYTES,
     maxObjectContentBytes: options.maxObjectContentBytes ?? DEFAULT_MAX_OBJECT_CONTENT_BYTES,
   };
-  if (upload.token !== undefined && upload.token.length === 0) throw new Error('the upload token must not be empty');
+  if (upload.token !== undefined && upload.token.length === 0) throw new HostmeError('usage', 'the upload token must not be empty');
 
   const iso = options.iso ? new IsoService(options.iso) : undefined;
   const server = createServer();

@@ -3,7 +3,7 @@ import { createReadStream } from 'node:fs';
 import { mkdir, open, readdir, readFile, realpath, rename, rm, rmdir, stat } from 'node:fs/promises';
 import { dirname, join, sep } from 'node:path';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { errorMessage } from '../errors.js';
+import { HostmeError, errorMessage } from '../errors.js';
 import { declaredContentSize, inflateStreaming } from '../format/node/zstd-capped.js';
 import { isObjectId, objectPath } from '../format/digest.js';
 import { sha256Hex, nodeCodecs } from '../format/node/codecs.js';
@@ -243,11 +243,11 @@ async function verifyMetadata(target: UploadTarget, bytes: Buffer, root: string)
         const opened = await openEnvelope(nodeCodecs, data, { origin });
         const manifest = parseManifest(opened.payload, origin);
         if (manifest.name !== target.name || manifest.version !== target.version) {
-          throw new Error(`the manifest is ${manifest.name}@${manifest.version} but was uploaded as ${target.name}@${target.version}`);
+          throw new HostmeError('upload-invalid', `the manifest is ${manifest.name}@${manifest.version} but was uploaded as ${target.name}@${target.version}`);
         }
         for (const { label, ref } of manifestBlobs(manifest)) {
           const found = await stat(join(root, objectPath(ref.index))).catch(() => null);
-          if (!found?.isFile()) throw new Error(`the index object ${ref.index} of its ${label} is not here: upload objects before the manifest`);
+          if (!found?.isFile()) throw new HostmeError('upload-invalid', `the index object ${ref.index} of its ${label} is not here: upload objects before the manifest`);
         }
         const pinned = await publisherKeys(root);
         if (!pinned.includes(opened.signer.keyId)) {
@@ -257,7 +257,7 @@ async function verifyMetadata(target: UploadTarget, bytes: Buffer, root: string)
       }
       case 'key': {
         const key = parsePublicKeyLine(new TextDecoder('utf-8', { fatal: true }).decode(data), `keys/${target.id}.pub`);
-        if (key.keyId !== target.id) throw new Error(`this public key has id ${key.keyId}, not ${target.id}`);
+        if (key.keyId !== target.id) throw new HostmeError('upload-invalid', `this public key has id ${key.keyId}, not ${target.id}`);
         // The first key makes a new repository's publisher; later ones only the operator adds (on disk).
         const pinned = await publisherKeys(root);
         if (pinned.length > 0) {
@@ -268,7 +268,7 @@ async function verifyMetadata(target: UploadTarget, bytes: Buffer, root: string)
       case 'marker': {
         const marker = parseJson(data) as { format?: unknown; formatVersion?: unknown } | null;
         if (marker?.format !== 'hostme-repo' || marker.formatVersion !== REPO_FORMAT_VERSION) {
-          throw new Error(`expected {"format": "hostme-repo", "formatVersion": ${REPO_FORMAT_VERSION}}`);
+          throw new HostmeError('upload-invalid', `expected {"format": "hostme-repo", "formatVersion": ${REPO_FORMAT_VERSION}}`);
         }
         return;
       }
@@ -276,7 +276,7 @@ async function verifyMetadata(target: UploadTarget, bytes: Buffer, root: string)
         await verifyListing(parseJson(data) as RepoListing | null, root);
         return;
       default:
-        throw new Error(`unexpected upload kind ${target.kind}`);
+        throw new HostmeError('upload-invalid', `unexpected upload kind ${target.kind}`);
     }
   } catch (err) {
     if (err instanceof HttpError) throw err;
@@ -293,24 +293,24 @@ function parseJson(data: Uint8Array): unknown {
   try {
     return JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(data));
   } catch (err) {
-    throw new Error(`not valid JSON (${errorMessage(err)})`);
+    throw new HostmeError('upload-invalid', `not valid JSON (${errorMessage(err)})`);
   }
 }
 
 /** index.json goes last: every version it lists must already be here, with the digest it claims. */
 async function verifyListing(listing: RepoListing | null, root: string): Promise<void> {
   if (listing?.format !== 'hostme-repo' || listing.formatVersion !== REPO_FORMAT_VERSION || typeof listing.images !== 'object' || listing.images === null) {
-    throw new Error(`not a hostme repository listing (format "hostme-repo", formatVersion ${REPO_FORMAT_VERSION})`);
+    throw new HostmeError('upload-invalid', `not a hostme repository listing (format "hostme-repo", formatVersion ${REPO_FORMAT_VERSION})`);
   }
   for (const [name, image] of Object.entries(listing.images)) {
-    if (!imageNamePattern.test(name) || !Array.isArray(image?.versions)) throw new Error(`image "${name}": malformed entry`);
-    if (!image.versions.some((v) => v?.version === image.latest)) throw new Error(`image "${name}": latest version "${image.latest}" is not among its versions`);
+    if (!imageNamePattern.test(name) || !Array.isArray(image?.versions)) throw new HostmeError('upload-invalid', `image "${name}": malformed entry`);
+    if (!image.versions.some((v) => v?.version === image.latest)) throw new HostmeError('upload-invalid', `image "${name}": latest version "${image.latest}" is not among its versions`);
     for (const entry of image.versions) {
-      if (typeof entry?.version !== 'string' || !versionPattern.test(entry.version)) throw new Error(`image "${name}": malformed version entry`);
+      if (typeof entry?.version !== 'string' || !versionPattern.test(entry.version)) throw new HostmeError('upload-invalid', `image "${name}": malformed version entry`);
       const path = `manifests/${name}/${entry.version}.json`;
       const bytes = await readFile(join(root, path)).catch(() => null);
-      if (!bytes) throw new Error(`${path} is not here: upload manifests before index.json`);
-      if (sha256Hex(bytes) !== entry.digest) throw new Error(`${path} has digest ${sha256Hex(bytes)}, the listing says ${entry.digest}`);
+      if (!bytes) throw new HostmeError('upload-invalid', `${path} is not here: upload manifests before index.json`);
+      if (sha256Hex(bytes) !== entry.digest) throw new HostmeError('upload-invalid', `${path} has digest ${sha256Hex(bytes)}, the listing says ${entry.digest}`);
     }
   }
 }

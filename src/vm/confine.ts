@@ -29,7 +29,7 @@ export function qemuUser(): QemuUser | undefined {
   try {
     const uid = Number(execFileSync('id', ['-u', name], { encoding: 'utf8' }).trim());
     const gid = Number(execFileSync('id', ['-g', name], { encoding: 'utf8' }).trim());
-    if (!Number.isInteger(uid) || !Number.isInteger(gid) || uid === 0) throw new Error(`${name} has uid 0`);
+    if (!Number.isInteger(uid) || !Number.isInteger(gid) || uid === 0) throw new HostmeError('qemu-user', `${name} has uid 0`);
     return { name, uid, gid };
   } catch (err) {
     throw new HostmeError('qemu-user', `cannot run QEMU as ${name}: ${errorMessage(err)} (set HOSTME_QEMU_USER to an unprivileged user)`, { user: name });

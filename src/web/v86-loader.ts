@@ -1,3 +1,4 @@
+import { HostmeError } from '../errors.js';
 // Loads everything v86 needs from the hostme server (module, WebAssembly,
 // SeaBIOS), in parallel with the image's boot blobs: v86 on its own would
 // fetch and compile them one after the other only once it is constructed.
@@ -24,7 +25,7 @@ const ASSETS = '/_hostme/';
 
 async function fetchBytes(name: string): Promise<ArrayBuffer> {
   const res = await fetch(ASSETS + name, { credentials: 'omit' });
-  if (!res.ok) throw new Error(`${ASSETS + name}: HTTP ${res.status} (the server is missing an emulator file)`);
+  if (!res.ok) throw new HostmeError('emulator-missing', `${ASSETS + name}: HTTP ${res.status} (the server is missing an emulator file)`, { file: name, status: res.status });
   return res.arrayBuffer();
 }
 
