@@ -65,7 +65,7 @@ describe('hostme export CLI', () => {
     assert.equal(dest.code, 1);
     assert.equal(JSON.parse(dest.stdout).error.code, 'export-destination-unknown');
     const provider = await runCli(['export', 'small', '--repo', img.repoDir, '--format', 'vagrant', '--provider', 'vmware', '--to', join(img.dir, 'x')]);
-    assert.equal(provider.code, 1);
+    assert.equal(provider.code, 2, 'a usage error exits 2');
     assert.match(provider.stderr, /--provider must be libvirt or virtualbox/);
   });
 });

@@ -113,7 +113,7 @@ test('a read-only folder in a real guest: reads work, writes fail with a permiss
   assert.match(again.out, /HELLO-FROM-HOST/);
 
   // Outside the allowed root: refused by the instance.
-  assert.equal(await cli('grant', INSTANCE, 'dir', '/etc:ro'), 1);
+  assert.equal(await cli('grant', INSTANCE, 'dir', '/etc:ro'), 2, 'refused as a usage error (exit 2)');
   const status = await controlGrants(instanceDir, { op: 'status' });
   assert.deepEqual(status.granted, { net: true, egress: [], dirs: [`${shared}:ro as shared`] });
 });

@@ -94,5 +94,5 @@ test('a disk revoked at runtime: the guest sees I/O errors, QEMU and the NBD ser
   assert.equal(after.subarray(500 * 4096, 500 * 4096 + 10).toString(), 'WRITTEN-RW');
   assert.ok(after.subarray(200 * 4096, 201 * 4096).every((b) => b === 0), 'a write reached the disk while revoked');
   assert.ok(after.subarray(400 * 4096, 401 * 4096).every((b) => b === 0), 'a write reached the disk while read-only');
-  assert.equal(await cli('grant', INSTANCE, 'disk', 'bogus'), 1);
+  assert.equal(await cli('grant', INSTANCE, 'disk', 'bogus'), 2, 'a usage error exits 2');
 });
