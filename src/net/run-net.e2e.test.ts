@@ -80,7 +80,7 @@ test('hostme run without a terminal refuses an image that asks for a network nob
 
 test('hostme run --net refuses bad names and hub links with a clear message', async () => {
   const bad = await runCli(['run', repoDir, 'netdemo', '--net', 'Not Valid', '--console', 'none'], { env: { HOSTME_NET_DIR: netDir } });
-  assert.equal(bad.code, 1);
+  assert.equal(bad.code, 2, 'a usage error exits 2');
   assert.match(bad.stderr, /--net Not Valid: a network name is lowercase letters/);
   const hub = await runCli(['run', repoDir, 'netdemo', '--net', 'demo@https://hub.example', '--console', 'none'], { env: { HOSTME_NET_DIR: netDir } });
   assert.match(hub.stderr, /joining through a hub needs a token \(--net-token/);

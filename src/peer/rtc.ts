@@ -62,6 +62,7 @@ export interface RtcSwarmOptions {
 
 const LABEL = 'hostme-objects/1';
 const MAX_SDP = 12_000;
+const MAX_OFFERS = 3;
 
 export class RtcSwarm {
   private ws?: WebSocketLike;
@@ -69,6 +70,8 @@ export class RtcSwarm {
   private readonly open: ChannelPeer[] = [];
   private incoming = 0;
   private closed = false;
+  /** Offers made to each member: a connection that fails is offered again, a few times (ICE can fail under load). */
+  private readonly attempts = new Map<string, number>();
   /** Signals of one member are handled in order (a candidate may arrive before its offer is applied). */
   private readonly chains = new Map<string, Promise<void>>();
   /** Candidates that came before the remote description, applied after it (at most 32 per member). */
@@ -134,13 +137,16 @@ export class RtcSwarm {
       if (event.candidate?.candidate) this.send(id, { kind: 'candidate', candidate: event.candidate.candidate, sdpMid: event.candidate.sdpMid ?? null });
     };
     pc.onconnectionstatechange = () => {
-      if (pc.connectionState === 'failed' || pc.connectionState === 'closed') this.drop(id);
+      if (pc.connectionState !== 'failed' && pc.connectionState !== 'closed') return;
+      if (this.connections.get(id) === pc) this.drop(id);
+      this.retry(id);
     };
     return pc;
   }
 
   private async offer(id: string): Promise<void> {
     if (this.connections.has(id) || this.closed) return;
+    this.attempts.set(id, (this.attempts.get(id) ?? 0) + 1);
     const pc = this.newConnection(id);
     this.adopt(id, pc, pc.createDataChannel(LABEL, { ordered: true }));
     await pc.setLocalDescription(await pc.createOffer());
@@ -152,8 +158,12 @@ export class RtcSwarm {
     if (this.closed) return;
     const kind = data.kind;
     if (kind === 'offer' && typeof data.sdp === 'string' && data.sdp.length <= MAX_SDP) {
-      if (this.connections.has(from) || this.incoming >= 2 * (this.opts.maxConnections ?? 8)) return;
-      this.incoming++;
+      const existing = this.connections.get(from);
+      // A new offer from a member whose connection never came up replaces it (the offerer retries after a failure).
+      if (existing && existing.connectionState === 'connected') return;
+      if (existing) this.drop(from);
+      else if (this.incoming >= 2 * (this.opts.maxConnections ?? 8)) return;
+      else this.incoming++;
       const pc = this.newConnection(from);
       pc.ondatachannel = (event) => {
         if (event.channel && (event.channel as unknown as { label?: string }).label === LABEL) this.adopt(from, pc, event.channel);
@@ -197,6 +207,14 @@ export class RtcSwarm {
     };
     if (channel.readyState === 'open') ready();
     else channel.onopen = ready;
+  }
+
+  /** Offers again to a member we offered to whose connection failed: at most 3 offers, 1 s apart and more. */
+  private retry(id: string): void {
+    const made = this.attempts.get(id);
+    if (made === undefined || made >= MAX_OFFERS || this.closed) return;
+    const timer = setTimeout(() => void this.offer(id).catch(() => this.drop(id)), 1000 * made);
+    timer.unref?.();
   }
 
   private drop(id: string): void {
