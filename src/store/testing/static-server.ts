@@ -26,6 +26,8 @@ export interface StaticServerBehavior {
   lackObjects?: boolean;
   /** Die after this many requests: every later connection is dropped (a server crash mid-boot). */
   dropAfter?: number;
+  /** Die once this many requests matched `test` (e.g. objects of the disk, read only once the guest runs). */
+  dropAfterMatching?: { test: (path: string) => boolean; count: number };
   /** Accept PUT (writes the file into the root). */
   writable?: boolean;
 }
@@ -86,7 +88,8 @@ export class StaticServer {
     this.requests.push(record);
     const b = this.behavior;
     if (b.delayMs) await new Promise((resolve) => setTimeout(resolve, b.delayMs));
-    if (b.drop || (b.dropAfter !== undefined && this.requests.length > b.dropAfter)) {
+    const matched = b.dropAfterMatching ? this.requests.filter((r) => b.dropAfterMatching!.test(r.path)).length : 0;
+    if (b.drop || (b.dropAfter !== undefined && this.requests.length > b.dropAfter) || (b.dropAfterMatching && matched > b.dropAfterMatching.count)) {
       record.status = -1;
       req.socket.destroy();
       return;
