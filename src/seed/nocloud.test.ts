@@ -92,10 +92,10 @@ describe('cloud-init NoCloud seed', () => {
     assert.equal(out.cmdline, 'ip=10.1.2.3::10.1.0.1:255.255.0.0:cli-host:eth0:off:10.1.0.53 hostname=cli-host');
     assert.match(await mtype(img, 'meta-data'), /local-hostname: cli-host/);
     const bad = await runCli(['seed', join(dir, 'x.img'), '--hostname', 'h', '--gateway', '10.0.0.1']);
-    assert.equal(bad.code, 1);
+    assert.equal(bad.code, 2); // a usage error (errors.ts EXIT_STATUS)
     assert.match(bad.stderr, /need --address/);
     const missing = await runCli(['run', dir, 'small', '--seed', join(dir, 'no-such-seed.img'), '--console', 'none']);
-    assert.equal(missing.code, 1);
+    assert.equal(missing.code, 2); // usage, too
     assert.match(missing.stderr, /--seed .*no-such-seed\.img: no such file \(make one with hostme seed\)/);
   });
 });
