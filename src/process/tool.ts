@@ -33,6 +33,8 @@ export const TOOL_PACKAGES: Readonly<Record<string, string>> = {
   sfdisk: 'fdisk',
   'mkfs.vfat': 'dosfstools',
   syslinux: 'syslinux',
+  'update-desktop-database': 'desktop-file-utils',
+  'update-mime-database': 'shared-mime-info',
 };
 
 /** HOSTME_QEMU_IMG for qemu-img: upper case, anything not a letter or digit becomes '_'. */
