@@ -67,6 +67,11 @@ function zstd(): Promise<WasmZstd> {
   return decoder;
 }
 
+/** Starts loading the decoder now (the page, once it knows it will boot), so the first chunk does not wait for it; a failure shows up at the first decode. */
+export function prepareZstd(): void {
+  zstd().catch(() => undefined);
+}
+
 export const webCodecs: Codecs = {
   async sha256Hex(data) {
     return toHex(new Uint8Array(await crypto.subtle.digest('SHA-256', bufferSource(data))));
