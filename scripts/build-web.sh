@@ -8,3 +8,6 @@ cd "$(dirname "$0")/.."
 mkdir -p dist-web
 npx --no-install esbuild src/web/run.ts src/web/handler.ts src/web/node-console.ts --bundle --format=esm --target=es2022 --platform=browser \
   --minify --sourcemap --legal-comments=linked --log-level=warning --outdir=dist-web
+# The zstd decoder's WebAssembly, served as /_hostme/zstd.wasm (brotli-compressed by hostme serve)
+# instead of the base64 copy zstddec inlines: src/web/reader/codecs.ts fetches it beside run.js.
+node scripts/extract-zstd-wasm.mjs dist-web/zstd.wasm

@@ -4,27 +4,26 @@
  * safe unpacker, kernel extraction (bzImage → ELF vmlinux, the approach of
  * scripts/guest/build-reference.sh) and kernel modules with their dependencies.
  */
-import { execFile, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdir, mkdtemp, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
-import { promisify } from 'node:util';
 import tar from 'tar-stream';
-import { HostmeError } from '../errors.js';
-
-const run = promisify(execFile);
+import { HostmeError, errorMessage, isHostmeError } from '../errors.js';
+import { runTool } from '../process/tool.js';
 
 async function aptField(pkg: string, command: 'policy' | 'depends'): Promise<string> {
   try {
-    const { stdout } = await run('apt-cache', [command, pkg], { maxBuffer: 16 << 20 });
+    const { stdout } = await runTool('apt-cache', [command, pkg]);
     return stdout;
   } catch (err) {
-    throw new HostmeError('apt-failed', `apt-cache ${command} ${pkg} failed (is this a Debian system?): ${(err as Error).message.split('\n')[0]}`, { package: pkg });
+    if (isHostmeError(err, 'tool-missing')) throw err;
+    throw new HostmeError('apt-failed', `apt-cache ${command} ${pkg} failed (is this a Debian system?): ${errorMessage(err).split('\n')[0]}`, { package: pkg });
   }
 }
 
 async function debVersion(file: string): Promise<string> {
-  const { stdout } = await run('dpkg-deb', ['-f', file, 'Version']);
+  const { stdout } = await runTool('dpkg-deb', ['-f', file, 'Version'], { failureCode: 'deb-invalid' });
   return stdout.trim();
 }
 
@@ -97,10 +96,12 @@ async function download(qualified: string, version: string, dir: string, log?: (
   log?.(`apt-get download ${qualified}=${version}`);
   const staging = await mkdtemp(path.join(dir, '.download-'));
   try {
-    await run('apt-get', ['download', '-q', `${qualified}=${version}`], { cwd: staging, maxBuffer: 16 << 20 });
+    await runTool('apt-get', ['download', '-q', `${qualified}=${version}`], { cwd: staging });
     for (const name of await readdir(staging)) if (name.endsWith('.deb')) await rename(path.join(staging, name), path.join(dir, name));
   } catch (err) {
-    throw new HostmeError('deb-unavailable', `apt-get download ${qualified}=${version} failed: ${(err as { stderr?: string }).stderr?.trim().split('\n').pop() ?? (err as Error).message}`, { package: qualified, version });
+    if (isHostmeError(err, 'tool-missing')) throw err;
+    const stderr = isHostmeError(err) ? String(err.context.stderr ?? '').trim() : '';
+    throw new HostmeError('deb-unavailable', `apt-get download ${qualified}=${version} failed: ${stderr.split('\n').pop() || errorMessage(err)}`, { package: qualified, version });
   } finally {
     await rm(staging, { recursive: true, force: true });
   }

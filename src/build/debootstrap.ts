@@ -7,15 +7,13 @@
  * /etc/hostname, apt lists and downloads, logs) is left out. Not reproducible bit for bit: dpkg and debconf record installation
  * times and the package versions follow the mirror.
  */
-import { execFile } from 'node:child_process';
 import { lstat, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { promisify } from 'node:util';
-import { HostmeError } from '../errors.js';
+import { HostmeError, isHostmeError } from '../errors.js';
+import { runTool, toolOutput } from '../process/tool.js';
 import { BUILD_EPOCH } from './disk.js';
 import { loadMirrorRules, rewriteUrl } from './fetch-base.js';
 
-const run = promisify(execFile);
 
 export interface DebootstrapRequest {
   suite: string;
@@ -41,7 +39,7 @@ export async function debootstrap(req: DebootstrapRequest): Promise<void> {
   req.log(`debootstrap ${args.join(' ')}`);
   const started = performance.now();
   try {
-    await run('debootstrap', args, { maxBuffer: 64 << 20, env: { ...process.env, SOURCE_DATE_EPOCH: String(BUILD_EPOCH), LC_ALL: 'C' } });
+    await runTool('debootstrap', args, { maxOutputBytes: 64 << 20, env: { ...process.env, SOURCE_DATE_EPOCH: String(BUILD_EPOCH), LC_ALL: 'C' } });
   } catch (err) {
     throw await debootstrapError(err, req.root);
   } finally {
@@ -57,8 +55,8 @@ export async function debootstrap(req: DebootstrapRequest): Promise<void> {
 
 /** The "E:" line debootstrap printed (or its last line) plus the tail of its log, which goes away with the work dir. */
 async function debootstrapError(err: unknown, root: string): Promise<HostmeError> {
-  if ((err as NodeJS.ErrnoException).code === 'ENOENT') return new HostmeError('tool-missing', 'debootstrap is not installed (Debian package debootstrap)', { package: 'debootstrap' });
-  const output = `${(err as { stderr?: string }).stderr ?? ''}\n${(err as { stdout?: string }).stdout ?? ''}`.split('\n').filter((l) => l.trim());
+  if (isHostmeError(err, 'tool-missing')) return err;
+  const output = toolOutput(err).split('\n').filter((l) => l.trim());
   const reason = output.filter((l) => l.startsWith('E:')).pop() ?? output.pop() ?? (err as Error).message;
   const logTail = await readFile(path.join(root, 'debootstrap', 'debootstrap.log'), 'utf8').then(
     (text) => text.trimEnd().split('\n').slice(-20),
@@ -81,7 +79,7 @@ export async function unmountUnder(dir: string): Promise<void> {
     .filter((p): p is string => p !== undefined && p.startsWith(prefix))
     .sort((a, b) => b.length - a.length);
   for (const point of points) {
-    await run('umount', ['-l', point]).catch((err: Error) => {
+    await runTool('umount', ['-l', point]).catch((err: Error) => {
       throw new HostmeError('debootstrap-failed', `cannot unmount ${point} left by debootstrap: ${err.message}`, { mountPoint: point });
     });
   }

@@ -6,15 +6,13 @@
  * boot partition written with mtools, ext4 root at partition 2 via
  * `mke2fs -E offset=`).
  */
-import { execFile, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { copyFile, lstat, lutimes, mkdir, open, readdir, readFile, rm, stat, truncate, utimes, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { promisify } from 'node:util';
-import { HostmeError } from '../errors.js';
+import { HostmeError, errorMessage, isHostmeError } from '../errors.js';
+import { runTool, toolOutput } from '../process/tool.js';
 import type { Ownership } from './safe-unpack.js';
 
-const run = promisify(execFile);
 export const BUILD_EPOCH = 1700000000;
 const BLOCK = 4096;
 const MiB = 1024 * 1024;
@@ -129,12 +127,12 @@ export async function makeExt4(req: Ext4Request): Promise<void> {
   const ext = [`hash_seed=${req.hashSeed}`, 'root_owner=0:0', ...(offset ? [`offset=${offset}`] : [])];
   const args = ['-q', '-F', '-t', 'ext4', '-b', String(BLOCK), '-m', '0', '-L', req.label, '-U', req.uuid, '-E', ext.join(','), '-d', req.root, req.image, `${Math.floor(req.sizeBytes / 1024)}k`];
   try {
-    await run('mke2fs', args, { env, maxBuffer: 16 << 20 });
+    await runTool('mke2fs', args, { env });
   } catch (err) {
-    const text = `${(err as { stderr?: string }).stderr ?? ''}${(err as { stdout?: string }).stdout ?? ''}`;
+    if (isHostmeError(err, 'tool-missing')) throw err;
+    const text = toolOutput(err);
     if (/no space|could not allocate|not enough space|too many/i.test(text)) throw tooSmall('the root file system', req.sizeBytes, Math.max(need, req.sizeBytes * 1.5));
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new HostmeError('tool-missing', 'mke2fs is not installed (Debian package e2fsprogs)');
-    throw new HostmeError('mkfs-failed', `mke2fs failed: ${text.trim().split('\n').slice(-2).join(' ') || (err as Error).message}`);
+    throw new HostmeError('mkfs-failed', `mke2fs failed: ${text.trim().split('\n').slice(-2).join(' ') || errorMessage(err)}`);
   }
   // Pin every inode's times (mke2fs -d copies ctime, which userland cannot set) and set owners.
   const lines: string[] = [];
@@ -152,7 +150,7 @@ export async function makeExt4(req: Ext4Request): Promise<void> {
   const cmds = `${req.image}.debugfs-commands`;
   await writeFile(cmds, lines.join('\n') + '\n');
   try {
-    const { stderr } = await run('debugfs', ['-w', '-f', cmds, device(req.image, offset)], { env, maxBuffer: 256 << 20 });
+    const { stderr } = await runTool('debugfs', ['-w', '-f', cmds, device(req.image, offset)], { env, maxOutputBytes: 256 << 20 });
     // debugfs exits 0 even when a command fails: any message besides its banner is an error.
     const problems = stderr.split('\n').filter((l) => l.trim() && !/^debugfs \d/.test(l));
     if (problems.length) throw new HostmeError('mkfs-failed', `debugfs could not pin inode times/owners: ${problems[0]}`, { problems: problems.slice(0, 20) });
@@ -168,21 +166,9 @@ async function firstExisting(paths: string[], what: string, pkg: string): Promis
   throw new HostmeError('tool-missing', `${what} not found (${paths.join(', ')}): install the Debian package ${pkg}`, { package: pkg });
 }
 
-async function tool(cmd: string, args: string[], pkg: string, env: NodeJS.ProcessEnv = process.env, input?: string): Promise<void> {
-  await new Promise<void>((resolve, reject) => {
-    const child = spawn(cmd, args, { env, stdio: [input === undefined ? 'ignore' : 'pipe', 'ignore', 'pipe'] });
-    let stderr = '';
-    child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', (err: NodeJS.ErrnoException) =>
-      reject(err.code === 'ENOENT' ? new HostmeError('tool-missing', `${cmd} is not installed (Debian package ${pkg})`, { package: pkg }) : err),
-    );
-    child.on('close', (code) => (code === 0 ? resolve() : reject(new HostmeError('disk-tool-failed', `${cmd} ${args.join(' ')} failed: ${stderr.trim().split('\n').slice(-2).join(' ')}`, { command: cmd }))));
-    if (input !== undefined && child.stdin) {
-      // A tool that exits before reading all its input closes the pipe: its exit status, not EPIPE, says what happened.
-      child.stdin.on('error', () => {});
-      child.stdin.end(input);
-    }
-  });
+/** A disk tool run to completion; its Debian package comes from the process layer's table. */
+async function tool(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env, input?: string): Promise<void> {
+  await runTool(cmd, args, { env, input, failureCode: 'disk-tool-failed' });
 }
 
 export interface BiosDiskRequest {
@@ -216,7 +202,7 @@ export async function makeBiosDisk(req: BiosDiskRequest): Promise<void> {
   await truncate(req.image, req.diskBytes);
   const labelId = req.uuid.replace(/-/g, '').slice(0, 8);
   const script = `label: dos\nlabel-id: 0x${labelId}\nunit: sectors\nstart=${bootStart / 512}, size=${bootBytes / 512}, type=e, bootable\nstart=${rootStart / 512}, size=${rootBytes / 512}, type=83\n`;
-  await tool('sfdisk', ['-q', '--no-reread', '--no-tell-kernel', req.image], 'fdisk', process.env, script);
+  await tool('sfdisk', ['-q', '--no-reread', '--no-tell-kernel', req.image], process.env, script);
   await writeSyslinuxPartition({ image: req.image, start: bootStart, bytes: bootBytes, volumeId: labelId, kernel: req.kernel, initrd: req.initrd, cmdline: req.cmdline });
   await writeSyslinuxMbr(req.image);
   await makeExt4({ root: req.root, image: req.image, offset: rootStart, sizeBytes: rootBytes, uuid: req.uuid, hashSeed: req.hashSeed, label: req.label, tree: req.tree, owners: req.owners });
@@ -242,7 +228,7 @@ export interface SyslinuxPartition {
  */
 export async function writeSyslinuxPartition(req: SyslinuxPartition): Promise<void> {
   const env = { ...process.env, TZ: 'UTC', SOURCE_DATE_EPOCH: String(BUILD_EPOCH), MTOOLS_SKIP_CHECK: '1' };
-  await tool('mkfs.vfat', ['-F', '16', '--offset', String(req.start / 512), '-i', req.volumeId, '-n', 'HOSTMEBOOT', '--invariant', req.image, String(req.bytes / 1024)], 'dosfstools', env);
+  await tool('mkfs.vfat', ['-F', '16', '--offset', String(req.start / 512), '-i', req.volumeId, '-n', 'HOSTMEBOOT', '--invariant', req.image, String(req.bytes / 1024)], env);
   const fat = `${req.image}@@${req.start}`;
   const staging = `${req.image}.boot`;
   await rm(staging, { recursive: true, force: true });
@@ -254,11 +240,11 @@ export async function writeSyslinuxPartition(req: SyslinuxPartition): Promise<vo
     if (req.initrd) await copyFile(req.initrd, path.join(staging, 'initrd'));
     const names = ['syslinux.cfg', 'vmlinuz', ...(req.initrd ? ['initrd'] : [])];
     for (const n of names) await utimes(path.join(staging, n), BUILD_EPOCH, BUILD_EPOCH);
-    await tool('mcopy', ['-m', '-i', fat, ...names.map((n) => path.join(staging, n)), '::/'], 'mtools', env);
+    await tool('mcopy', ['-m', '-i', fat, ...names.map((n) => path.join(staging, n)), '::/'], env);
   } finally {
     await rm(staging, { recursive: true, force: true });
   }
-  await tool('syslinux', ['--offset', String(req.start), '--install', req.image], 'syslinux', env);
+  await tool('syslinux', ['--offset', String(req.start), '--install', req.image], env);
 }
 
 /** Writes syslinux's MBR boot code (the first 440 bytes: it chain-loads the active partition); the partition table is left as it is. */

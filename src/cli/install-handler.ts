@@ -2,9 +2,9 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { execFile } from 'node:child_process';
 import type { Command } from 'commander';
 import { emit } from './output.js';
+import { runTool } from '../process/tool.js';
 
 /** The link schemes the HostMe button's "Run on my computer" uses (see src/runner/link.ts). */
 export const HANDLED_SCHEMES = ['hostme+https', 'hostme+http', 'web+hostme'];
@@ -71,8 +71,8 @@ export function registerInstallHandler(program: Command): void {
       await mkdir(join(mimeDir, 'packages'), { recursive: true });
       await writeFile(join(mimeDir, 'packages', 'hostme.xml'), MIME_PACKAGE);
       // Refresh the desktop's caches when the tools are there; the files above are what counts.
-      await new Promise((done) => execFile('update-desktop-database', [applications], () => done(undefined)));
-      await new Promise((done) => execFile('update-mime-database', [mimeDir], () => done(undefined)));
+      await runTool('update-desktop-database', [applications], { timeoutMs: 60_000 }).catch(() => undefined);
+      await runTool('update-mime-database', [mimeDir], { timeoutMs: 60_000 }).catch(() => undefined);
       emit(options, { desktopFile: desktopPath, mimeapps, schemes: HANDLED_SCHEMES, types: HANDLED_TYPES }, () => `registered ${HANDLED_SCHEMES.join(', ')} links and ${HANDLED_TYPES.join(', ')} files: ${desktopPath} (defaults in ${mimeapps})`);
     });
 }

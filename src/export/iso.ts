@@ -193,6 +193,5 @@ export async function writeIso(req: IsoRequest): Promise<void> {
       '-isohybrid-mbr', await firstExisting(ISOHYBRID_MBR, 'isohdpfx.bin', 'isolinux'),
       tree,
     ],
-    { debianPackage: 'xorriso' },
   );
 }

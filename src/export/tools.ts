@@ -1,48 +1,32 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { HostmeError } from '../errors.js';
+import { runTool as runProcessTool, type ToolOptions, type ToolResult } from '../process/tool.js';
 
-const running = new Set<ChildProcess>();
+export type { ToolResult };
+
+const running = new Set<AbortController>();
 
 /** Kills every tool still running (interrupted export): no qemu-img keeps writing into a removed work directory. */
 export function killActiveTools(): void {
-  for (const child of running) child.kill('SIGKILL');
-}
-
-export interface ToolResult {
-  stdout: string;
-  stderr: string;
+  for (const controller of running) controller.abort();
 }
 
 /**
- * Runs an external tool (qemu-img, mtools) to completion. Failure to start
- * (not installed) and non-zero exits both become HostmeError
- * 'export-tool-failed' naming the Debian package to install.
+ * Runs an export tool (qemu-img, xorriso, mtools) through the process layer
+ * (src/process/tool.ts), registered so killActiveTools can stop it. A
+ * non-zero exit is 'export-tool-failed' unless `failureCode` says otherwise;
+ * a missing tool is 'tool-missing' naming its Debian package.
  */
-export function runTool(binary: string, args: string[], options: { debianPackage: string; env?: NodeJS.ProcessEnv; code?: string } = { debianPackage: 'qemu-utils' }): Promise<ToolResult> {
-  const code = options.code ?? 'export-tool-failed';
-  return new Promise((resolve, reject) => {
-    const child = spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'], env: options.env ?? process.env });
-    running.add(child);
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', (err: NodeJS.ErrnoException) => {
-      running.delete(child);
-      const why = err.code === 'ENOENT' ? `${binary} is not installed (apt-get install ${options.debianPackage})` : `${binary}: ${err.message}`;
-      reject(new HostmeError(code, why, { binary, package: options.debianPackage }, { cause: err }));
-    });
-    child.on('close', (exit, signal) => {
-      running.delete(child);
-      if (exit === 0) return resolve({ stdout, stderr });
-      const detail = (stderr.trim() || stdout.trim()).split('\n').slice(-3).join(' / ');
-      reject(new HostmeError(code, `${binary} ${args.join(' ')} failed (${exit ?? signal}): ${detail}`, { binary, args, exit, stderr }));
-    });
-  });
+export async function runTool(tool: string, args: string[], options: Omit<ToolOptions, 'signal'> = {}): Promise<ToolResult> {
+  const controller = new AbortController();
+  running.add(controller);
+  try {
+    return await runProcessTool(tool, args, { failureCode: 'export-tool-failed', ...options, signal: controller.signal });
+  } finally {
+    running.delete(controller);
+  }
 }
 
 export function qemuImg(args: string[]): Promise<ToolResult> {
-  return runTool(process.env.HOSTME_QEMU_IMG || 'qemu-img', args, { debianPackage: 'qemu-utils' });
+  return runTool('qemu-img', args);
 }
 
 /** `qemu-img convert` from our sparse raw file; holes stay holes in the output (-S default). */

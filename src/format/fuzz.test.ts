@@ -16,7 +16,7 @@ import { encodeObject } from './node/codecs.js';
 import { parseManifest, serializeManifest, type Manifest } from './manifest.js';
 import { formatPublicKeyLine, signEnvelope } from './node/keys.js';
 import { openEnvelope } from './envelope.js';
-import { webCodecs } from '../web/reader/codecs.js';
+import { webCodecs } from '../testing/web-codecs.js';
 import { startRepoServer } from '../server/server.js';
 import { newKey, pseudoRandom, removeDir, tempDir } from '../testing/fixtures.js';
 import { zstdBomb } from '../testing/hostile.js';

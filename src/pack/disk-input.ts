@@ -1,10 +1,7 @@
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { HostmeError } from '../errors.js';
-
-const run = promisify(execFile);
+import { HostmeError, isHostmeError } from '../errors.js';
+import { runTool } from '../process/tool.js';
 
 export interface DiskInput {
   /** A raw file to read chunks from (the original, or a sparse temporary conversion). */
@@ -34,9 +31,10 @@ export async function openDiskInput(path: string, workDir: string): Promise<Disk
   const dir = await mkdtemp(join(workDir, '.pack-'));
   const rawPath = join(dir, 'disk.raw');
   try {
-    await run('qemu-img', ['convert', '-q', '-f', format, '-O', 'raw', '-S', '4k', path, rawPath], { maxBuffer: 1 << 20 });
+    await runTool('qemu-img', ['convert', '-q', '-f', format, '-O', 'raw', '-S', '4k', path, rawPath], { maxOutputBytes: 1 << 20 });
   } catch (err) {
     await rm(dir, { recursive: true, force: true });
+    if (isHostmeError(err, 'tool-missing')) throw err;
     throw new HostmeError('disk-unreadable', `${path}: qemu-img could not convert this ${format} image: ${stderrOf(err)}`, { path, format });
   }
   const size = (await stat(rawPath)).size;
@@ -45,17 +43,15 @@ export async function openDiskInput(path: string, workDir: string): Promise<Disk
 
 async function detectFormat(path: string): Promise<string> {
   try {
-    const { stdout } = await run('qemu-img', ['info', '--output=json', path], { maxBuffer: 1 << 20 });
+    const { stdout } = await runTool('qemu-img', ['info', '--output=json', path], { maxOutputBytes: 1 << 20 });
     return (JSON.parse(stdout) as { format: string }).format;
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
-      throw new HostmeError('tool-missing', 'qemu-img is not installed: install the Debian package qemu-utils (or run scripts/setup.sh)', { tool: 'qemu-img' });
-    }
+    if (isHostmeError(err, 'tool-missing')) throw err;
     throw new HostmeError('disk-unreadable', `${path}: qemu-img cannot read it: ${stderrOf(err)}`, { path });
   }
 }
 
 function stderrOf(err: unknown): string {
-  const stderr = (err as { stderr?: string }).stderr?.trim();
+  const stderr = isHostmeError(err) ? String(err.context.stderr ?? '').trim() : '';
   return (stderr || (err as Error).message).split('\n').slice(-1)[0]!;
 }

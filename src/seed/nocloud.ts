@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, basename } from 'node:path';
 import { stringify } from 'yaml';
 import { HostmeError } from '../errors.js';
-import { runTool } from '../export/tools.js';
+import { runTool } from '../process/tool.js';
 
 export interface SeedNetwork {
   /** Static address with prefix length, e.g. 192.168.122.10/24 or 2001:db8::10/64. */
@@ -100,7 +100,7 @@ export async function makeNoCloudSeed(options: SeedOptions, outPath: string): Pr
   const work = await mkdtemp(join(tmpdir(), 'hostme-seed-'));
   const temp = join(dirname(outPath), `.${basename(outPath)}.tmp-${process.pid}`);
   const env = { ...process.env, MTOOLS_SKIP_CHECK: '1', MTOOLSRC: '/dev/null' };
-  const mtool = (binary: string, args: string[]) => runTool(binary, args, { debianPackage: 'mtools', env, code: 'seed-tool-failed' });
+  const mtool = (binary: string, args: string[]) => runTool(binary, args, { env, failureCode: 'seed-tool-failed' });
   try {
     const content = Object.values(files).reduce((sum, text) => sum + Buffer.byteLength(text), 0);
     const size = Math.max(2, Math.ceil((content * 1.1) / MIB) + 1) * MIB;

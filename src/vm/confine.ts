@@ -10,11 +10,11 @@
  * the device state moves through a descriptor or a socket (never `exec:`,
  * a spawn the sandbox forbids), and the RAM file is handed over (below).
  */
-import { execFileSync } from 'node:child_process';
 import { constants, openSync, closeSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { HostmeError, errorMessage } from '../errors.js';
+import { runTool } from '../process/tool.js';
 import type { VmSpec } from './qemu.js';
 
 export const SANDBOX_ARGS = ['-sandbox', 'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny'] as const;
@@ -22,13 +22,13 @@ export const SANDBOX_ARGS = ['-sandbox', 'on,obsolete=deny,elevateprivileges=den
 export interface QemuUser { name: string; uid: number; gid: number }
 
 /** The user QEMU runs as: undefined when hostme is not root, or when HOSTME_QEMU_USER=root. Default nobody. */
-export function qemuUser(): QemuUser | undefined {
+export async function qemuUser(): Promise<QemuUser | undefined> {
   if (process.getuid?.() !== 0) return undefined;
   const name = process.env.HOSTME_QEMU_USER || 'nobody';
   if (name === 'root') return undefined;
   try {
-    const uid = Number(execFileSync('id', ['-u', name], { encoding: 'utf8' }).trim());
-    const gid = Number(execFileSync('id', ['-g', name], { encoding: 'utf8' }).trim());
+    const uid = Number((await runTool('id', ['-u', name], { timeoutMs: 10_000 })).stdout.trim());
+    const gid = Number((await runTool('id', ['-g', name], { timeoutMs: 10_000 })).stdout.trim());
     if (!Number.isInteger(uid) || !Number.isInteger(gid) || uid === 0) throw new HostmeError('qemu-user', `${name} has uid 0`);
     return { name, uid, gid };
   } catch (err) {

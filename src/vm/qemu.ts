@@ -17,6 +17,7 @@ import { chooseAccel, resetAccelCache, type Accel, type AccelChoice } from './ac
 import { machineIdentity, rememberVerdict } from './accel-verdict.js';
 import { QmpClient } from './qmp.js';
 import { SANDBOX_ARGS, handOver, qemuUser } from './confine.js';
+import { findOnPath, toolBinary } from '../process/tool.js';
 import { defaultQemuBinary, resolveQemuBinary, type VmArch } from './qemu-binary.js';
 
 export { defaultQemuBinary, resolveQemuBinary, type VmArch };
@@ -371,7 +372,7 @@ function watchForLife(vm: VmHandle, activity: (() => number) | undefined, boundM
 let setprivLookup: Promise<string | undefined> | undefined;
 
 function setprivBinary(): Promise<string | undefined> {
-  setprivLookup ??= resolveQemuBinary('setpriv').catch(() => undefined);
+  setprivLookup ??= findOnPath(toolBinary('setpriv'));
   return setprivLookup;
 }
 
@@ -379,7 +380,7 @@ async function startQemu(spec: VmSpec, binary: string, accel: Accel, accelReason
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'hostme-vm-'));
   const qmpSocket = path.join(dir, 'qmp.sock');
   // As root, QEMU runs as an unprivileged user and gets its files handed over (confine.ts).
-  const user = qemuUser();
+  const user = await qemuUser();
   const handed = user ? await handOver(spec, dir, user).catch(async (err) => { await fs.rm(dir, { recursive: true, force: true }); throw err; }) : undefined;
   // The device state to restore, as a descriptor: `exec:cat` would be a spawn, which the sandbox forbids.
   const incomingHandle = spec.incomingFile ? await fs.open(spec.incomingFile, 'r').catch(async (err: NodeJS.ErrnoException) => {

@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { BrowserCacheStore, type CacheStorageLike } from './reader/cache.js';
-import { webCodecs } from './reader/codecs.js';
+import { webCodecs } from '../testing/web-codecs.js';
 import { nodeCodecs } from '../format/node/codecs.js';
 import { runObjectStoreCases, compressibleObject, hasCode } from '../store/store.case.js';
 

@@ -11,7 +11,7 @@ import { packWithNewKey, skipUnlessCi } from '../testing/fixtures.js';
 import { parseManifest } from '../format/manifest.js';
 import { openEnvelope } from '../format/envelope.js';
 import { isHostmeError } from '../errors.js';
-import { webCodecs } from './reader/codecs.js';
+import { webCodecs } from '../testing/web-codecs.js';
 import { ImageReader, type ReaderEvent } from './reader/reader.js';
 import { V86ChunkDisk } from './reader/v86-disk.js';
 import { diskChunkIds, tamperObject, type I686Guest } from './web-fixtures.js';

@@ -4,7 +4,7 @@
 import { Terminal } from '@xterm/xterm';
 import { FitAddon } from '@xterm/addon-fit';
 import { BrowserCacheStore } from './reader/cache.js';
-import { webCodecs } from './reader/codecs.js';
+import { prepareZstd, webCodecs } from './reader/codecs.js';
 import type { Manifest } from '../format/manifest.js';
 import { HostmeError, isHostmeError } from '../errors.js';
 import { ImageReader, type ReaderStats } from './reader/reader.js';
@@ -187,6 +187,7 @@ async function main(): Promise<void> {
     needsLocal(`This image is ${arch}: it needs \`hostme run\` (the in-browser emulator runs 32-bit i686 images only).`);
     return;
   }
+  prepareZstd(); // zstd.wasm arrives alongside the manifest, not after the first chunk
   // The snapshot's objects start streaming now, alongside the manifest's fetch and verification
   // and v86's download; the reader's requests for them then hit the HTTP cache (src/web/warm.ts).
   if (params.get('boot') !== 'cold') {

@@ -2,11 +2,10 @@ import fs from 'node:fs';
 import { mkdir, open, rename, rm, stat } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
 import { assertRepoPath, type ReadOptions, type RepoTransport, type WriteOptions } from '../transport.js';
 import { StoreError } from '../errors.js';
 import { fromFsError } from './fs-errors.js';
+import { runTool } from '../../process/tool.js';
 
 /** A repository or cache that is a local directory. Writes are temp file + fsync + rename. */
 export class DirTransport implements RepoTransport {
@@ -52,7 +51,7 @@ export class DirTransport implements RepoTransport {
 
   /** syncfs(2) of the file system holding the directory, through coreutils `sync -f`. */
   async sync(): Promise<void> {
-    await promisify(execFile)('sync', ['-f', this.root]).catch((err: Error) => {
+    await runTool('sync', ['-f', this.root]).catch((err: Error) => {
       throw new StoreError('store-io', `${this.location}: cannot sync to disk: ${err.message}`);
     });
   }
