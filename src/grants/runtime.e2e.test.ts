@@ -67,7 +67,7 @@ test('revoking the network grant stops ping, granting it again resumes it, and b
 
     assert.equal(await cli('grant', 'alpha', 'net'), 0);
     assert.equal(await cli('grants', 'alpha'), 0);
-    assert.equal(await cli('grant', 'alpha', 'usb'), 1);
+    assert.equal(await cli('grant', 'alpha', 'usb'), 2);
     // The guest's NIC sees the carrier come back; a few pings cover its ARP.
     assert.equal(await rc(alpha.vm, `ping -c 1 -W 5 ${beta.ip} || ping -c 1 -W 5 ${beta.ip}`), 0, 'ping did not resume after grant');
 

@@ -191,6 +191,8 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
     })));
     // The disk caretaker (hostme grant|revoke NAME disk): every export passes a gate.
     const gates = disks.map((d, i) => new DiskGate(d.device, 'rw', `disk${i}`));
+    // The disk I/O limit granted at start (hostme grant NAME disk-io changes it).
+    for (const gate of gates) gate.setLimit(granted?.resources.diskIo ?? {});
     const exported = new Map<string, BlockDevice>(gates.map((gate, i) => [`disk${i}`, gate]));
     const nbd = new NbdServer({ exports: exported, onError: (err) => collector.error(`nbd: ${errorMessage(err)}`) });
     const socket = join(runDir, 'nbd.sock');
@@ -268,7 +270,7 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
     if (!ephemeral) {
       // hostme grant|revoke|grants NAME talk to this (src/grants/runtime.ts).
       try {
-        const control = await serveGrantControl({ instanceDir: instance.dir, instance: instanceName, qmp: machine.qmp, nic: Boolean(network && base.overlay), net: plan0.linkUp, egress, folders, disks: gates });
+        const control = await serveGrantControl({ instanceDir: instance.dir, instance: instanceName, qmp: machine.qmp, nic: Boolean(network && base.overlay), net: plan0.linkUp, egress, folders, disks: gates, ...(granted?.resources.diskIo ? { diskIo: granted.resources.diskIo } : {}) });
         cleanups.push(() => control.close());
       } catch (err) {
         notices.push(`grants cannot be changed while this instance runs: ${errorMessage(err)}`);
