@@ -100,3 +100,13 @@ test('disk I/O rates: flags, grant file, refusals naming the field', () => {
   assert.throws(() => parseGrantText('{"resources":{"diskIo":"8X"}}', { source: 'g.json', base: '/srv', root: '/srv', yaml: false }),
     (err: unknown) => isHostmeError(err, 'grants-invalid') && /g\.json: grants\.resources\.diskIo: /.test(err.message));
 });
+
+test('bandwidth grants: flag, grant file, refusals naming the field', () => {
+  assert.equal(applyGrantFlags(['--allow-bandwidth=10']).resources.bandwidthMbit, 10);
+  assert.match(describeGrants(applyGrantFlags(['--allow-bandwidth=10'])).join('\n'), /10 Mbit\/s network/);
+  assert.equal(applyGrantFlags(['--allow-bandwidth=10', '--deny-bandwidth']).resources.bandwidthMbit, undefined);
+  assert.throws(() => applyGrantFlags(['--allow-bandwidth=0']), (err: unknown) => isHostmeError(err, 'grants-invalid') && /--allow-bandwidth=0/.test(err.message));
+  assert.equal(parseGrantText('{"resources":{"bandwidthMbit":50}}', { source: 'g.json', base: '/srv', root: '/srv', yaml: false }).resources.bandwidthMbit, 50);
+  assert.throws(() => parseGrantText('{"resources":{"bandwidthMbit":200000}}', { source: 'g.json', base: '/srv', root: '/srv', yaml: false }),
+    (err: unknown) => isHostmeError(err, 'grants-invalid') && /grants\.resources\.bandwidthMbit: bandwidth is 1\.\.100000/.test(err.message));
+});

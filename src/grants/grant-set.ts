@@ -18,7 +18,7 @@ export interface NetGrant { networks: string[]; egress: EgressGrant[]; ports: Pu
 export interface DirGrant { path: string; mode: DirMode }
 /** Disk I/O limit per second; an absent field is unlimited. */
 export interface DiskIoGrant { bytesPerSec?: number; opsPerSec?: number }
-export interface ResourceGrant { cpus?: number; memoryMiB?: number; diskIo?: DiskIoGrant }
+export interface ResourceGrant { cpus?: number; memoryMiB?: number; diskIo?: DiskIoGrant; /** Overlay network bandwidth, Mbit/s each way (the switch port). */ bandwidthMbit?: number }
 
 const UNIT: Record<string, number> = { '': 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3 };
 const MAX_RATE = 1024 ** 4;
@@ -87,6 +87,7 @@ const fileSchema = z
         cpus: z.number().int().min(1).max(64).optional(),
         memoryMiB: z.number().int().min(16).max(1 << 20).optional(),
         diskIo: z.string().max(64).optional(),
+        bandwidthMbit: z.number().int().min(1, 'bandwidth is 1..100000 Mbit/s').max(100_000, 'bandwidth is 1..100000 Mbit/s').optional(),
       })
       .default({}),
     console: z.boolean().default(false),
@@ -169,7 +170,7 @@ export function describeGrants(set: GrantSet): string[] {
   lines.push(`ports: ${none(set.net.ports) ? 'none' : set.net.ports.map((p) => `${p.hostPort}->${p.guestPort}/${p.proto}`).join(', ')}`);
   lines.push(`dirs: ${none(set.dirs) ? 'none' : set.dirs.map((d) => `${d.path} (${d.mode})`).join(', ')}`);
   const r = set.resources;
-  const parts = [r.cpus !== undefined ? `${r.cpus} cpus` : '', r.memoryMiB !== undefined ? `${r.memoryMiB} MiB` : '', r.diskIo ? `disk I/O ${formatDiskIo(r.diskIo)}/s` : ''].filter(Boolean);
+  const parts = [r.cpus !== undefined ? `${r.cpus} cpus` : '', r.memoryMiB !== undefined ? `${r.memoryMiB} MiB` : '', r.diskIo ? `disk I/O ${formatDiskIo(r.diskIo)}/s` : '', r.bandwidthMbit !== undefined ? `${r.bandwidthMbit} Mbit/s network` : ''].filter(Boolean);
   lines.push(`resources: ${parts.length ? parts.join(', ') : 'image defaults'}`);
   return lines;
 }

@@ -23,12 +23,12 @@ import { confineDir, grantRoot } from './grant-set.js';
 import type { DiskAccess, DiskGate, IoLimit } from './disk-gate.js';
 import { formatDiskIo, parseDiskIo } from './grant-set.js';
 
-export const RUNTIME_KINDS = ['net', 'egress', 'dir', 'disk', 'disk-io'] as const;
+export const RUNTIME_KINDS = ['net', 'egress', 'dir', 'disk', 'disk-io', 'bandwidth'] as const;
 export type RuntimeKind = (typeof RUNTIME_KINDS)[number];
 const MAX_REQUEST = 4096;
 
 export interface AuditEntry { time: string; op: 'grant' | 'revoke' | 'start'; kind: RuntimeKind | 'connect'; value?: string; ok: boolean; granted?: boolean | string[]; error?: string }
-export interface Granted { net: boolean; egress: string[]; dirs: string[]; disks?: DiskAccess; /** The disk I/O limit (BYTES[:OPS] per second), absent = unlimited. */ diskIo?: string }
+export interface Granted { net: boolean; egress: string[]; dirs: string[]; disks?: DiskAccess; /** The disk I/O limit (BYTES[:OPS] per second), absent = unlimited. */ diskIo?: string; /** Overlay bandwidth in Mbit/s each way, absent = unlimited. */ bandwidthMbit?: number }
 export interface RuntimeStatus { instance: string; granted: Granted; log: AuditEntry[] }
 export interface GrantRequest { op: 'grant' | 'revoke'; kind: string; value?: string }
 
@@ -42,7 +42,9 @@ export function auditLog(instanceDir: string): string {
 export interface GrantControl { close(): Promise<void> }
 
 /** Serves grant changes for a running VM whose overlay NIC is netdev ov0. */
-export async function serveGrantControl(options: { instanceDir: string; instance: string; qmp: QmpClient; /** The VM has the overlay NIC (netdev ov0); default true. */ nic?: boolean; net: boolean; egress?: EgressProxy; folders?: FolderServer; disks?: DiskGate[]; /** The disk I/O limit at start (grant file / flags); revoke disk-io returns to it. */ diskIo?: IoLimit }): Promise<GrantControl> {
+export async function serveGrantControl(options: { instanceDir: string; instance: string; qmp: QmpClient; /** The VM has the overlay NIC (netdev ov0); default true. */ nic?: boolean; net: boolean; egress?: EgressProxy; folders?: FolderServer; disks?: DiskGate[]; /** The disk I/O limit at start (grant file / flags); revoke disk-io returns to it. */ diskIo?: IoLimit;
+  /** The switch port's bandwidth caretaker: `initial` Mbit/s at start (undefined = unlimited); `set` changes it at the switch. */
+  bandwidth?: { initial?: number; set: (mbit: number | undefined) => Promise<void> } }): Promise<GrantControl> {
   const egressList = () => (options.egress?.allowed ?? []).map((e) => `${e.host}:${e.port}`);
   const dirList = () => (options.folders?.granted ?? []).map((d) => `${d.path}:${d.mode} as ${d.name}`);
   const granted: Granted = { net: options.net, egress: egressList(), dirs: dirList(), ...(options.disks?.length ? { disks: options.disks[0]!.access } : {}) };
@@ -61,6 +63,7 @@ export async function serveGrantControl(options: { instanceDir: string; instance
     else granted.diskIo = formatDiskIo(limit);
   };
   if (options.disks?.length) setDiskIo(options.diskIo ?? {});
+  if (options.bandwidth?.initial !== undefined) granted.bandwidthMbit = options.bandwidth.initial;
   const nic = options.nic !== false;
   // The VM starts with what was granted at start: apply it before anyone asks.
   if (nic) await setNet(options.net);
@@ -91,6 +94,18 @@ export async function serveGrantControl(options: { instanceDir: string; instance
       }
       if (value === undefined) throw new HostmeError('usage', 'grant disk-io needs a rate BYTES[K|M|G][:OPS] per second');
       return setDiskIo(parseDiskIo(value));
+    }
+    if (kind === 'bandwidth') {
+      if (!options.bandwidth) throw new HostmeError('usage', 'this instance is on no overlay network (bandwidth is policed at its switch port)');
+      let mbit = options.bandwidth.initial;
+      if (op === 'grant') {
+        if (value === undefined || !/^\d{1,6}$/.test(value) || Number(value) < 1 || Number(value) > 100_000) throw new HostmeError('usage', 'grant bandwidth needs MBIT, 1..100000 (Mbit/s each way)');
+        mbit = Number(value);
+      } else if (value !== undefined) throw new HostmeError('usage', 'revoke bandwidth takes no value (it returns to the limit given at start)');
+      await options.bandwidth.set(mbit);
+      if (mbit === undefined) delete granted.bandwidthMbit;
+      else granted.bandwidthMbit = mbit;
+      return;
     }
     if (kind === 'dir') {
       if (!options.folders) throw new HostmeError('usage', 'this instance has no folder caretaker');
