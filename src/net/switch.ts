@@ -562,6 +562,8 @@ export interface PortInfo {
   host?: string;
   mac?: string;
   ip?: string;
+  /** The bandwidth grant, Mbit/s each way (absent: unlimited). */
+  bandwidthMbit?: number;
   counters: PortCounters;
 }
 
@@ -628,6 +630,7 @@ export class NetSwitch {
       host: p.host,
       mac: p.netMac === undefined ? undefined : formatMac(p.netMac),
       ip: p.ip === undefined ? undefined : formatIp(p.ip),
+      ...(p.bandwidthMbit !== undefined ? { bandwidthMbit: p.bandwidthMbit } : {}),
       counters: p.counters,
     }));
   }
