@@ -8,7 +8,7 @@ import { applyGrantFlags } from '../grants/flags.js';
 import { loadGrantFile } from '../grants/flags.js';
 import { emptyGrants, type GrantSet } from '../grants/grant-set.js';
 
-const VALUED = ['net', 'dir', 'port', 'disk', 'cpus', 'memory'] as const;
+const VALUED = ['net', 'dir', 'port', 'disk', 'disk-io', 'bandwidth', 'cpus', 'memory'] as const;
 const SWITCHES = ['console', 'screen'] as const;
 
 function collect(value: string | boolean, previous: Array<string | boolean> = []): Array<string | boolean> {
@@ -27,6 +27,10 @@ export function addGrantOptions(command: Command): Command {
     .option('--deny-port [items]', 'deny these published ports, or all', collect)
     .option('--allow-disk <items>', 'IMAGE[:ro|:cow|:rw]', collect)
     .option('--deny-disk [items]', 'deny these disks, or all', collect)
+    .option('--allow-disk-io <rate>', 'disk I/O limit BYTES[K|M|G][:OPS] per second (hostme grant NAME disk-io changes it)', collect)
+    .option('--deny-disk-io', 'no disk I/O limit from the grant file', collect)
+    .option('--allow-bandwidth <mbit>', 'overlay network bandwidth in Mbit/s each way (hostme grant NAME bandwidth changes it)', collect)
+    .option('--deny-bandwidth', 'no bandwidth limit from the grant file', collect)
     .option('--allow-cpus <n>', 'vCPUs', collect)
     .option('--deny-cpus', 'image default vCPUs', collect)
     .option('--allow-memory <mib>', 'memory in MiB', collect)
@@ -39,7 +43,7 @@ export function addGrantOptions(command: Command): Command {
 }
 
 function camel(verb: 'allow' | 'deny', kind: string): string {
-  return `${verb}${kind[0]!.toUpperCase()}${kind.slice(1)}`;
+  return verb + kind.split('-').map((part) => part[0]!.toUpperCase() + part.slice(1)).join('');
 }
 
 /** The grant flags given, as `--allow-KIND=VALUE` strings. */

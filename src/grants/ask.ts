@@ -8,6 +8,7 @@
 import { createInterface } from 'node:readline/promises';
 import { HostmeError } from '../errors.js';
 import type { GrantSet } from './grant-set.js';
+import { networkAskText } from './page-grants.js';
 
 /** One thing the image asks for that is not granted. */
 export interface Ask {
@@ -21,7 +22,7 @@ export interface Ask {
 export function asksBeyond(manifest: { network?: { join: string } }, granted: GrantSet): Ask[] {
   const asks: Ask[] = [];
   const join = manifest.network?.join;
-  if (join && !granted.net.networks.includes(join)) asks.push({ kind: 'network', value: join, text: `join overlay network "${join}" (reach the other environments on it)` });
+  if (join && !granted.net.networks.includes(join)) asks.push({ kind: 'network', value: join, text: networkAskText(join) });
   return asks;
 }
 

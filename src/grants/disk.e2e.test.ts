@@ -94,5 +94,17 @@ test('a disk revoked at runtime: the guest sees I/O errors, QEMU and the NBD ser
   assert.equal(after.subarray(500 * 4096, 500 * 4096 + 10).toString(), 'WRITTEN-RW');
   assert.ok(after.subarray(200 * 4096, 201 * 4096).every((b) => b === 0), 'a write reached the disk while revoked');
   assert.ok(after.subarray(400 * 4096, 401 * 4096).every((b) => b === 0), 'a write reached the disk while read-only');
-  assert.equal(await cli('grant', INSTANCE, 'disk', 'bogus'), 2, 'a usage error exits 2');
+  assert.equal(await cli('grant', INSTANCE, 'disk', 'bogus'), 2);
+
+  // Throttled to 256 KiB/s through the same gate, a 1 MiB direct read still completes.
+  assert.equal(await cli('grant', INSTANCE, 'disk-io', '256K'), 0);
+  assert.deepEqual(gate.limit, { bytesPerSec: 256 * 1024 });
+  const throttledRead = await sh('dd if=/dev/nvme1n1 of=/dev/null bs=64k skip=32 count=16 iflag=direct');
+  assert.equal(throttledRead.rc, 0, throttledRead.out);
+  assert.ok(gate.throttled > 0, 'no request waited for the limit');
+  assert.equal(await cli('grant', INSTANCE, 'disk-io', 'fast'), 2);
+  assert.equal(await cli('revoke', INSTANCE, 'disk-io'), 0);
+  assert.deepEqual(gate.limit, {});
+  const status = await readFile(path.join(instanceDir, 'audit.log'), 'utf8');
+  assert.match(status, /"kind":"disk-io","value":"256K"/);
 });

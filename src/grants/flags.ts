@@ -7,16 +7,18 @@
  *   --allow-dir=./src:ro                --deny-dir=./src
  *   --allow-port=8080 | 8080:80[/udp]   --deny-port=8080
  *   --allow-disk=IMAGE[:ro|cow|rw]      --deny-disk=IMAGE
+ *   --allow-disk-io=4M[:200]  (bytes[/ops] per second through the disk caretaker)
+ *   --allow-bandwidth=MBIT  (overlay network, each way, through the switch port)
  *   --allow-cpus=2  --allow-memory=512  --allow-console  --allow-screen  (and their --deny-)
  */
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { HostmeError, errorMessage } from '../errors.js';
-import { confineDir, emptyGrants, grantRoot, validateGrants, type GrantSet } from './grant-set.js';
+import { confineDir, emptyGrants, grantRoot, parseDiskIo, validateGrants, type GrantSet } from './grant-set.js';
 
 const MAX_GRANT_FILE = 256 * 1024;
-const FLAG = /^--(allow|deny)-(net|dir|port|disk|cpus|memory|console|screen)(?:=(.*))?$/s;
+const FLAG = /^--(allow|deny)-(net|dir|port|disk-io|disk|bandwidth|cpus|memory|console|screen)(?:=(.*))?$/s;
 
 export function isGrantFlag(arg: string): boolean {
   return FLAG.test(arg);
@@ -26,7 +28,7 @@ interface Flag { verb: 'allow' | 'deny'; kind: string; value: string | undefined
 
 function parseFlag(text: string): Flag {
   const m = FLAG.exec(text);
-  if (!m) throw new HostmeError('grants-invalid', `${text}: not a grant flag (--allow-KIND or --deny-KIND; kinds: net, dir, port, disk, cpus, memory, console, screen)`, { field: text });
+  if (!m) throw new HostmeError('grants-invalid', `${text}: not a grant flag (--allow-KIND or --deny-KIND; kinds: net, dir, port, disk, disk-io, bandwidth, cpus, memory, console, screen)`, { field: text });
   return { verb: m[1] as Flag['verb'], kind: m[2]!, value: m[3], text };
 }
 
@@ -127,6 +129,14 @@ function allow(set: GrantSet, flag: Flag, cwd: string, root: string): void {
         set.disks.push({ image: name, mode });
       }
       return;
+    case 'disk-io':
+      try {
+        set.resources.diskIo = parseDiskIo(flag.value ?? '');
+      } catch (err) {
+        throw bad(flag, (err as HostmeError).message);
+      }
+      return;
+    case 'bandwidth': set.resources.bandwidthMbit = parseCount(flag, 1, 100_000); return;
     case 'cpus': set.resources.cpus = parseCount(flag, 1, 64); return;
     case 'memory': set.resources.memoryMiB = parseCount(flag, 16, 1 << 20); return;
     case 'console':
@@ -167,6 +177,8 @@ function deny(set: GrantSet, flag: Flag, cwd: string, root: string): void {
       if (all) { set.disks = []; return; }
       for (const item of items(flag)) set.disks = set.disks.filter((d) => d.image !== splitMode(flag, item, ['ro', 'cow', 'rw'] as const, 'cow').name);
       return;
+    case 'disk-io': delete set.resources.diskIo; return;
+    case 'bandwidth': delete set.resources.bandwidthMbit; return;
     case 'cpus': delete set.resources.cpus; return;
     case 'memory': delete set.resources.memoryMiB; return;
     case 'console':

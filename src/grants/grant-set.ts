@@ -16,7 +16,34 @@ export interface EgressGrant { host: string; port: number }
 export interface PublishedPort { hostPort: number; guestPort: number; proto: 'tcp' | 'udp' }
 export interface NetGrant { networks: string[]; egress: EgressGrant[]; ports: PublishedPort[] }
 export interface DirGrant { path: string; mode: DirMode }
-export interface ResourceGrant { cpus?: number; memoryMiB?: number }
+/** Disk I/O limit per second; an absent field is unlimited. */
+export interface DiskIoGrant { bytesPerSec?: number; opsPerSec?: number }
+export interface ResourceGrant { cpus?: number; memoryMiB?: number; diskIo?: DiskIoGrant; /** Overlay network bandwidth, Mbit/s each way (the switch port). */ bandwidthMbit?: number }
+
+const UNIT: Record<string, number> = { '': 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3 };
+const MAX_RATE = 1024 ** 4;
+
+/**
+ * A disk I/O rate: `BYTES[K|M|G][:OPS]` per second (binary units), e.g.
+ * `4M`, `4M:200`, `:200` (operations only). Throws a message (no field).
+ */
+export function parseDiskIo(text: string): DiskIoGrant {
+  const m = /^(?:(\d{1,13})([KMG]?))?(?::(\d{1,9}))?$/i.exec(text.trim());
+  if (!m || (m[1] === undefined && m[3] === undefined)) throw new HostmeError('usage', `"${text}" is not a disk I/O rate (BYTES[K|M|G][:OPS] per second, e.g. 4M or 4M:200)`);
+  const out: DiskIoGrant = {};
+  if (m[1] !== undefined) out.bytesPerSec = Number(m[1]) * UNIT[m[2]!.toUpperCase()]!;
+  if (m[3] !== undefined) out.opsPerSec = Number(m[3]);
+  if (out.bytesPerSec !== undefined && (out.bytesPerSec < 4096 || out.bytesPerSec > MAX_RATE)) throw new HostmeError('usage', `"${text}": bytes per second must be 4K..1024G`);
+  if (out.opsPerSec !== undefined && (out.opsPerSec < 1 || out.opsPerSec > 1e8)) throw new HostmeError('usage', `"${text}": operations per second must be 1..100000000`);
+  return out;
+}
+
+/** `4M:200` for a DiskIoGrant (hostme grants). */
+export function formatDiskIo(io: DiskIoGrant): string {
+  const b = io.bytesPerSec;
+  const unit = b === undefined ? '' : b % UNIT.G! === 0 ? `${b / UNIT.G!}G` : b % UNIT.M! === 0 ? `${b / UNIT.M!}M` : b % UNIT.K! === 0 ? `${b / UNIT.K!}K` : String(b);
+  return `${unit}${io.opsPerSec !== undefined ? `:${io.opsPerSec}` : ''}`;
+}
 
 export interface GrantSet {
   disks: DiskGrant[];
@@ -59,6 +86,8 @@ const fileSchema = z
       .strictObject({
         cpus: z.number().int().min(1).max(64).optional(),
         memoryMiB: z.number().int().min(16).max(1 << 20).optional(),
+        diskIo: z.string().max(64).optional(),
+        bandwidthMbit: z.number().int().min(1, 'bandwidth is 1..100000 Mbit/s').max(100_000, 'bandwidth is 1..100000 Mbit/s').optional(),
       })
       .default({}),
     console: z.boolean().default(false),
@@ -106,7 +135,16 @@ export function validateGrants(doc: unknown, options: ValidateOptions): GrantSet
     }
     throw invalid(fieldName('grants', issue.path), issue.message, options.source);
   }
-  const { version: _version, ...set } = parsed.data;
+  const { version: _version, ...data } = parsed.data;
+  const { diskIo, ...resources } = data.resources;
+  const set: GrantSet = { ...data, resources };
+  if (diskIo !== undefined) {
+    try {
+      set.resources.diskIo = parseDiskIo(diskIo);
+    } catch (err) {
+      throw invalid('grants.resources.diskIo', (err as HostmeError).message, options.source);
+    }
+  }
   const root = path.resolve(options.root ?? grantRoot());
   set.dirs = set.dirs.map((dir, i) => ({ mode: dir.mode, path: confineDir(dir.path, options.base, root, `grants.dirs[${i}].path`, options.source) }));
   return set;
@@ -132,6 +170,7 @@ export function describeGrants(set: GrantSet): string[] {
   lines.push(`ports: ${none(set.net.ports) ? 'none' : set.net.ports.map((p) => `${p.hostPort}->${p.guestPort}/${p.proto}`).join(', ')}`);
   lines.push(`dirs: ${none(set.dirs) ? 'none' : set.dirs.map((d) => `${d.path} (${d.mode})`).join(', ')}`);
   const r = set.resources;
-  lines.push(`resources: ${r.cpus === undefined && r.memoryMiB === undefined ? 'image defaults' : [r.cpus !== undefined ? `${r.cpus} cpus` : '', r.memoryMiB !== undefined ? `${r.memoryMiB} MiB` : ''].filter(Boolean).join(', ')}`);
+  const parts = [r.cpus !== undefined ? `${r.cpus} cpus` : '', r.memoryMiB !== undefined ? `${r.memoryMiB} MiB` : '', r.diskIo ? `disk I/O ${formatDiskIo(r.diskIo)}/s` : '', r.bandwidthMbit !== undefined ? `${r.bandwidthMbit} Mbit/s network` : ''].filter(Boolean);
+  lines.push(`resources: ${parts.length ? parts.join(', ') : 'image defaults'}`);
   return lines;
 }

@@ -120,3 +120,12 @@ test('the network plan: a denied network keeps its NIC with the link down; a gat
   assert.deepEqual(networkPlan({ granted: emptyGrants() }), { linkUp: false, isolated: true });
   assert.deepEqual(networkPlan({ asked: 'demo' }), { network: 'demo', linkUp: true, isolated: false });
 });
+
+test('the browser page lists the image\'s network ask in hostme run\'s words', async () => {
+  const { browserGrantList } = await import('./page-grants.js');
+  const asks = asksBeyond({ network: { join: 'demo' } }, emptyGrants());
+  const page = browserGrantList({ asked: 'demo', joined: 'demo' });
+  assert.deepEqual(page[0], { kind: 'network', text: asks[0]!.text, status: 'granted' });
+  assert.equal(browserGrantList({ asked: 'demo' })[0]!.status, 'denied');
+  assert.deepEqual(browserGrantList({}).filter((l) => l.status === 'denied').map((l) => l.kind), ['egress', 'dir', 'port']);
+});

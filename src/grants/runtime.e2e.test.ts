@@ -58,7 +58,8 @@ test('revoking the network grant stops ping, granting it again resumes it, and b
   await mkdir(instanceDir, { recursive: true });
   const cli = (...args: string[]) => main(['node', 'hostme', ...args, '--cache', cache]);
   try {
-    control = await serveGrantControl({ instanceDir, instance: 'alpha', qmp: alpha.vm.qmp, net: true });
+    const bandwidth = { set: async (mbit: number | undefined) => { await controlRequest(dir, { op: 'bandwidth', instance: 'alpha', ...(mbit !== undefined ? { mbit } : {}) }); } };
+    control = await serveGrantControl({ instanceDir, instance: 'alpha', qmp: alpha.vm.qmp, net: true, bandwidth });
     assert.equal(await rc(alpha.vm, `ping -c 1 -W 5 ${beta.ip}`), 0);
 
     assert.equal(await cli('revoke', 'alpha', 'net'), 0);
@@ -67,7 +68,7 @@ test('revoking the network grant stops ping, granting it again resumes it, and b
 
     assert.equal(await cli('grant', 'alpha', 'net'), 0);
     assert.equal(await cli('grants', 'alpha'), 0);
-    assert.equal(await cli('grant', 'alpha', 'usb'), 2, 'a usage error exits 2');
+    assert.equal(await cli('grant', 'alpha', 'usb'), 2);
     // The guest's NIC sees the carrier come back; a few pings cover its ARP.
     assert.equal(await rc(alpha.vm, `ping -c 1 -W 5 ${beta.ip} || ping -c 1 -W 5 ${beta.ip}`), 0, 'ping did not resume after grant');
 
@@ -76,6 +77,17 @@ test('revoking the network grant stops ping, granting it again resumes it, and b
     const log = await readAudit(instanceDir);
     assert.deepEqual(log.map((e) => [e.op, e.kind, e.ok]), [['start', 'net', true], ['revoke', 'net', true], ['grant', 'net', true]]);
     await assert.rejects(controlGrants(instanceDir, { op: 'grant', kind: 'usb' }), /a request is/);
+
+    // Bandwidth: the switch port of alpha is policed at 1 Mbit/s; small pings still pass; revoked, unlimited again.
+    const alphaPort = async () => ((await controlRequest(dir, { op: 'ls' })) as unknown as { networks: Array<{ name: string; ports: Array<{ instance?: string; bandwidthMbit?: number }> }> })
+      .networks.find((n) => n.name === NETWORK)!.ports.find((p) => p.instance === 'alpha')!;
+    assert.equal(await cli('grant', 'alpha', 'bandwidth', '1'), 0);
+    assert.equal((await alphaPort()).bandwidthMbit, 1);
+    assert.equal((await controlGrants(instanceDir, { op: 'status' }) as { granted: { bandwidthMbit?: number } }).granted.bandwidthMbit, 1);
+    assert.equal(await rc(alpha.vm, `ping -c 1 -W 5 ${beta.ip}`), 0, 'a small ping passes 1 Mbit/s');
+    assert.equal(await cli('grant', 'alpha', 'bandwidth', 'lots'), 2);
+    assert.equal(await cli('revoke', 'alpha', 'bandwidth'), 0);
+    assert.equal((await alphaPort()).bandwidthMbit, undefined);
   } finally {
     await control?.close();
     control = undefined;

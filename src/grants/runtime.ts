@@ -20,14 +20,15 @@ import { parseEgress, type EgressProxy } from './egress.js';
 import { FolderServer } from '../folder/server.js';
 import { confineDir, grantRoot } from './grant-set.js';
 
-import type { DiskAccess, DiskGate } from './disk-gate.js';
+import type { DiskAccess, DiskGate, IoLimit } from './disk-gate.js';
+import { formatDiskIo, parseDiskIo } from './grant-set.js';
 
-export const RUNTIME_KINDS = ['net', 'egress', 'dir', 'disk'] as const;
+export const RUNTIME_KINDS = ['net', 'egress', 'dir', 'disk', 'disk-io', 'bandwidth'] as const;
 export type RuntimeKind = (typeof RUNTIME_KINDS)[number];
 const MAX_REQUEST = 4096;
 
 export interface AuditEntry { time: string; op: 'grant' | 'revoke' | 'start'; kind: RuntimeKind | 'connect'; value?: string; ok: boolean; granted?: boolean | string[]; error?: string }
-export interface Granted { net: boolean; egress: string[]; dirs: string[]; disks?: DiskAccess }
+export interface Granted { net: boolean; egress: string[]; dirs: string[]; disks?: DiskAccess; /** The disk I/O limit (BYTES[:OPS] per second), absent = unlimited. */ diskIo?: string; /** Overlay bandwidth in Mbit/s each way, absent = unlimited. */ bandwidthMbit?: number }
 export interface RuntimeStatus { instance: string; granted: Granted; log: AuditEntry[] }
 export interface GrantRequest { op: 'grant' | 'revoke'; kind: string; value?: string }
 
@@ -41,7 +42,9 @@ export function auditLog(instanceDir: string): string {
 export interface GrantControl { close(): Promise<void> }
 
 /** Serves grant changes for a running VM whose overlay NIC is netdev ov0. */
-export async function serveGrantControl(options: { instanceDir: string; instance: string; qmp: QmpClient; /** The VM has the overlay NIC (netdev ov0); default true. */ nic?: boolean; net: boolean; egress?: EgressProxy; folders?: FolderServer; disks?: DiskGate[] }): Promise<GrantControl> {
+export async function serveGrantControl(options: { instanceDir: string; instance: string; qmp: QmpClient; /** The VM has the overlay NIC (netdev ov0); default true. */ nic?: boolean; net: boolean; egress?: EgressProxy; folders?: FolderServer; disks?: DiskGate[]; /** The disk I/O limit at start (grant file / flags); revoke disk-io returns to it. */ diskIo?: IoLimit;
+  /** The switch port's bandwidth caretaker: `initial` Mbit/s at start (undefined = unlimited); `set` changes it at the switch. */
+  bandwidth?: { initial?: number; set: (mbit: number | undefined) => Promise<void> } }): Promise<GrantControl> {
   const egressList = () => (options.egress?.allowed ?? []).map((e) => `${e.host}:${e.port}`);
   const dirList = () => (options.folders?.granted ?? []).map((d) => `${d.path}:${d.mode} as ${d.name}`);
   const granted: Granted = { net: options.net, egress: egressList(), dirs: dirList(), ...(options.disks?.length ? { disks: options.disks[0]!.access } : {}) };
@@ -54,6 +57,13 @@ export async function serveGrantControl(options: { instanceDir: string; instance
     await options.qmp.execute('set_link', { name: 'ov0', up }, { timeoutMs: 1000 });
     granted.net = up;
   };
+  const setDiskIo = (limit: IoLimit) => {
+    for (const gate of options.disks ?? []) gate.setLimit(limit);
+    if (limit.bytesPerSec === undefined && limit.opsPerSec === undefined) delete granted.diskIo;
+    else granted.diskIo = formatDiskIo(limit);
+  };
+  if (options.disks?.length) setDiskIo(options.diskIo ?? {});
+  if (options.bandwidth?.initial !== undefined) granted.bandwidthMbit = options.bandwidth.initial;
   const nic = options.nic !== false;
   // The VM starts with what was granted at start: apply it before anyone asks.
   if (nic) await setNet(options.net);
@@ -74,6 +84,27 @@ export async function serveGrantControl(options: { instanceDir: string; instance
       if ((access as string) === 'bad' || (op === 'revoke' && value !== undefined)) throw new HostmeError('usage', 'grant disk [ro|rw] (default rw) or revoke disk');
       for (const gate of options.disks) gate.access = access;
       granted.disks = access;
+      return;
+    }
+    if (kind === 'disk-io') {
+      if (!options.disks?.length) throw new HostmeError('usage', 'this instance has no disk caretaker');
+      if (op === 'revoke') {
+        if (value !== undefined) throw new HostmeError('usage', 'revoke disk-io takes no value (it returns to the limit given at start)');
+        return setDiskIo(options.diskIo ?? {});
+      }
+      if (value === undefined) throw new HostmeError('usage', 'grant disk-io needs a rate BYTES[K|M|G][:OPS] per second');
+      return setDiskIo(parseDiskIo(value));
+    }
+    if (kind === 'bandwidth') {
+      if (!options.bandwidth) throw new HostmeError('usage', 'this instance is on no overlay network (bandwidth is policed at its switch port)');
+      let mbit = options.bandwidth.initial;
+      if (op === 'grant') {
+        if (value === undefined || !/^\d{1,6}$/.test(value) || Number(value) < 1 || Number(value) > 100_000) throw new HostmeError('usage', 'grant bandwidth needs MBIT, 1..100000 (Mbit/s each way)');
+        mbit = Number(value);
+      } else if (value !== undefined) throw new HostmeError('usage', 'revoke bandwidth takes no value (it returns to the limit given at start)');
+      await options.bandwidth.set(mbit);
+      if (mbit === undefined) delete granted.bandwidthMbit;
+      else granted.bandwidthMbit = mbit;
       return;
     }
     if (kind === 'dir') {

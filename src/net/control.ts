@@ -28,6 +28,7 @@ export type ControlRequest =
   | { op: 'ping' }
   | { op: 'attach'; network: string; instance: string; socket: string; site?: string; hub?: string; token?: string; services?: Array<{ port: number; socket: string }>; isolated?: boolean }
   | { op: 'connect'; from: string; to: string; port: number; on: boolean }
+  | { op: 'bandwidth'; instance: string; mbit?: number }
   | { op: 'ls' }
   | { op: 'leases'; network: string }
   | { op: 'token'; network: string }

@@ -342,3 +342,30 @@ describe('switch under hostile input (bounded fuzz)', () => {
     assert.deepEqual(dnsAnswer(a.take()[0]!).addresses, [formatIp(b.ip)]);
   });
 });
+
+describe('switch bandwidth grant', () => {
+  it('polices a port to its Mbit/s each way and counts the drops; lifted, every frame passes', () => {
+    const sw = new NetSwitch(new NetRegistry(tempDir()));
+    const a = new FakeGuest(sw, 'demo', MAC_A, 'alpha');
+    const b = new FakeGuest(sw, 'demo', MAC_B, 'beta');
+    a.lease();
+    b.lease();
+    b.take();
+    assert.equal(sw.setBandwidth('alpha', 1), 1);
+    assert.equal(a.port.bandwidthMbit, 1);
+    // 1000 frames of ~1.4 KB (1.4 MB) in one burst: at 1 Mbit/s (125 KB/s, burst 6 KB) passing them all would take over 10 s.
+    const big = Buffer.alloc(1400);
+    for (let i = 0; i < 1000; i++) a.send(a.udp(MAC_B, b.ip, 9, big));
+    const passed = b.take().length;
+    assert.ok(passed > 0 && passed < 1000, `${passed} of 1000 frames passed`);
+    assert.equal(a.port.counters.drops.bandwidth, 1000 - passed);
+    // To the guest: the same limit.
+    for (let i = 0; i < 1000; i++) b.send(b.udp(MAC_A, a.ip, 9, big));
+    const received = a.take().length;
+    assert.ok(received > 0 && received < 1000, `${received} of 1000 frames reached the limited guest`);
+    assert.equal(sw.setBandwidth('alpha', undefined), 1);
+    for (let i = 0; i < 1000; i++) a.send(a.udp(MAC_B, b.ip, 9, big));
+    assert.equal(b.take().length, 1000);
+    assert.equal(sw.setBandwidth('nobody', 1), 0);
+  });
+});

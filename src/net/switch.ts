@@ -42,7 +42,7 @@ import { GatewayTcp, IPPROTO_TCP, buildTcp, parseTcp, type GatewayServices } fro
 import { gatewayOf, maskOf, type Lease, type NetRegistry, type Subnet } from './registry.js';
 
 export type PortKind = 'qemu' | 'websocket' | 'trunk' | 'local';
-export type DropReason = 'malformed' | 'oversize' | 'spoofed' | 'rate' | 'broadcast' | 'unsupported' | 'unknown-destination' | 'policy';
+export type DropReason = 'malformed' | 'oversize' | 'spoofed' | 'rate' | 'broadcast' | 'unsupported' | 'unknown-destination' | 'policy' | 'bandwidth';
 
 export interface PortCounters {
   rxFrames: number;
@@ -75,12 +75,12 @@ class TokenBucket {
   ) {
     this.tokens = burst;
   }
-  take(): boolean {
+  take(cost = 1): boolean {
     const now = performance.now();
     this.tokens = Math.min(this.burst, this.tokens + ((now - this.last) * this.rate) / 1000);
     this.last = now;
-    if (this.tokens < 1) return false;
-    this.tokens -= 1;
+    if (this.tokens < cost) return false;
+    this.tokens -= cost;
     return true;
   }
 }
@@ -106,7 +106,7 @@ export class SwitchPort {
     rxBytes: 0,
     txFrames: 0,
     txBytes: 0,
-    drops: { malformed: 0, oversize: 0, spoofed: 0, rate: 0, broadcast: 0, unsupported: 0, 'unknown-destination': 0, policy: 0 },
+    drops: { malformed: 0, oversize: 0, spoofed: 0, rate: 0, broadcast: 0, unsupported: 0, 'unknown-destination': 0, policy: 0, bandwidth: 0 },
   };
   /** TCP to the gateway's caretakers (created at the first segment). */
   gatewayTcp?: GatewayTcp;
@@ -119,6 +119,11 @@ export class SwitchPort {
   closed = false;
   readonly frames: TokenBucket;
   readonly broadcasts: TokenBucket;
+  /** The bandwidth grant (Mbit/s each way), undefined = unlimited. */
+  bandwidthMbit?: number;
+  /** Byte buckets policing frames from and to the guest (a frame over the rate is dropped; TCP backs off). */
+  private fromGuest?: TokenBucket;
+  private toGuest?: TokenBucket;
 
   constructor(
     readonly id: number,
@@ -138,11 +143,29 @@ export class SwitchPort {
     return this.options.gateway?.isolated === true;
   }
 
+  /** Limits the port to `mbit` Mbit/s each way (undefined: unlimited); applies to the next frame. */
+  setBandwidth(mbit: number | undefined): void {
+    this.bandwidthMbit = mbit;
+    if (mbit === undefined) {
+      this.fromGuest = this.toGuest = undefined;
+      return;
+    }
+    const bytesPerSec = (mbit * 1_000_000) / 8;
+    // Burst: 50 ms of the rate, at least a few full frames.
+    const burst = Math.max(bytesPerSec / 20, 4 * MAX_FRAME);
+    this.fromGuest = new TokenBucket(bytesPerSec, burst);
+    this.toGuest = new TokenBucket(bytesPerSec, burst);
+  }
+
   /** A frame from the guest. Never throws: bad frames are counted and dropped. */
   receive(frame: Buffer): void {
     if (this.closed) return;
     this.counters.rxFrames++;
     this.counters.rxBytes += frame.length;
+    if (this.fromGuest && !this.fromGuest.take(frame.length)) {
+      this.counters.drops.bandwidth++;
+      return;
+    }
     const reason = this.network.ingress(this, frame);
     if (reason) this.counters.drops[reason]++;
   }
@@ -150,6 +173,10 @@ export class SwitchPort {
   /** A frame to the guest, with its MAC translated back if needed. */
   deliver(frame: Buffer): void {
     if (this.closed) return;
+    if (this.toGuest && !this.toGuest.take(frame.length)) {
+      this.counters.drops.bandwidth++;
+      return;
+    }
     let out = frame;
     if (this.guestMac !== undefined && this.netMac !== this.guestMac) out = translate(frame, this.netMac!, this.guestMac, 0, 18);
     this.counters.txFrames++;
@@ -535,6 +562,8 @@ export interface PortInfo {
   host?: string;
   mac?: string;
   ip?: string;
+  /** The bandwidth grant, Mbit/s each way (absent: unlimited). */
+  bandwidthMbit?: number;
   counters: PortCounters;
 }
 
@@ -575,6 +604,19 @@ export class NetSwitch {
     return undefined;
   }
 
+  /** Sets the bandwidth grant of every port of `instance` (hostme grant NAME bandwidth); the number of ports changed. */
+  setBandwidth(instance: string, mbit: number | undefined): number {
+    let changed = 0;
+    for (const network of this.networks.values()) {
+      for (const port of network.ports) {
+        if (port.kind === 'trunk' || port.options.instance !== instance) continue;
+        port.setBandwidth(mbit);
+        changed++;
+      }
+    }
+    return changed;
+  }
+
   activeNetworks(): Network[] {
     return [...this.networks.values()];
   }
@@ -588,6 +630,7 @@ export class NetSwitch {
       host: p.host,
       mac: p.netMac === undefined ? undefined : formatMac(p.netMac),
       ip: p.ip === undefined ? undefined : formatIp(p.ip),
+      ...(p.bandwidthMbit !== undefined ? { bandwidthMbit: p.bandwidthMbit } : {}),
       counters: p.counters,
     }));
   }

@@ -231,6 +231,13 @@ async function answer(conn: net.Socket, request: ControlRequest, ctx: ControlCon
       network.connect(from, to, port, on === true);
       return reply({ network: network.name, connections: network.connectionList });
     }
+    case 'bandwidth': {
+      const { instance, mbit } = request;
+      if (typeof instance !== 'string' || !instancePattern.test(instance)) throw new HostmeError('usage', 'instance: an instance name');
+      if (mbit !== undefined && (typeof mbit !== 'number' || !Number.isInteger(mbit) || mbit < 1 || mbit > 100_000)) throw new HostmeError('usage', 'mbit: 1..100000, or absent for unlimited');
+      if (ctx.sw.setBandwidth(instance, mbit) === 0) throw new HostmeError('net-not-connected', `${instance} has no port on this machine's switch`);
+      return reply({ instance, ...(mbit !== undefined ? { mbit } : {}) });
+    }
     case 'ls':
       return reply({
         networks: ctx.registry.names().map((name) => ({ name, subnet: formatSubnet(ctx.registry.subnet(name)), leases: ctx.registry.leases(name).length, ports: ctx.sw.ports(name) })),

@@ -25,7 +25,7 @@ import { Instance } from './instance.js';
 import { resolveImage, type ResolvedImage } from './image-source.js';
 import { materializeBlob } from './blob-file.js';
 import { RunStatsCollector, type RunStats } from './run-stats.js';
-import { attachGuest, overlayMac } from '../net/control.js';
+import { attachGuest, controlRequest, netStateDir, overlayMac } from '../net/control.js';
 import type { ImageLink } from './link.js';
 import { userNetwork, type PortPublish } from './publish.js';
 import { openFileOverlay } from '../device/node/cow-file.js';
@@ -191,6 +191,8 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
     })));
     // The disk caretaker (hostme grant|revoke NAME disk): every export passes a gate.
     const gates = disks.map((d, i) => new DiskGate(d.device, 'rw', `disk${i}`));
+    // The disk I/O limit granted at start (hostme grant NAME disk-io changes it).
+    for (const gate of gates) gate.setLimit(granted?.resources.diskIo ?? {});
     const exported = new Map<string, BlockDevice>(gates.map((gate, i) => [`disk${i}`, gate]));
     const nbd = new NbdServer({ exports: exported, onError: (err) => collector.error(`nbd: ${errorMessage(err)}`) });
     const socket = join(runDir, 'nbd.sock');
@@ -246,6 +248,7 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
     }
     let egress: EgressProxy | undefined;
     let folders: FolderServer | undefined;
+    let bandwidth: { initial?: number; set: (mbit: number | undefined) => Promise<void> } | undefined;
     if (network && base.overlay) {
       // Denied: the link goes down before the switch dials, so not one frame passes.
       if (!plan0.linkUp) await setLinkOrStop(machine, false);
@@ -263,12 +266,18 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
         throw err;
       });
       notices.push(`joined network ${network} (${joined.subnet}) as ${instanceName}.${network}.hostme`);
+      // The bandwidth caretaker: the switch port polices frames each way (hostme grant NAME bandwidth MBIT).
+      const switchDir = options.net?.dir ?? netStateDir();
+      const setBandwidth = async (mbit: number | undefined) => { await controlRequest(switchDir, { op: 'bandwidth', instance: instanceName, ...(mbit !== undefined ? { mbit } : {}) }); };
+      const initial = granted?.resources.bandwidthMbit;
+      if (initial !== undefined) await setBandwidth(initial);
+      bandwidth = { ...(initial !== undefined ? { initial } : {}), set: setBandwidth };
       if (!plan0.linkUp) notices.push(`network ${network} not granted: the NIC is present with its link down (hostme grant ${instanceName} net)`);
     }
     if (!ephemeral) {
       // hostme grant|revoke|grants NAME talk to this (src/grants/runtime.ts).
       try {
-        const control = await serveGrantControl({ instanceDir: instance.dir, instance: instanceName, qmp: machine.qmp, nic: Boolean(network && base.overlay), net: plan0.linkUp, egress, folders, disks: gates });
+        const control = await serveGrantControl({ instanceDir: instance.dir, instance: instanceName, qmp: machine.qmp, nic: Boolean(network && base.overlay), net: plan0.linkUp, egress, folders, disks: gates, ...(bandwidth ? { bandwidth } : {}), ...(granted?.resources.diskIo ? { diskIo: granted.resources.diskIo } : {}) });
         cleanups.push(() => control.close());
       } catch (err) {
         notices.push(`grants cannot be changed while this instance runs: ${errorMessage(err)}`);

@@ -78,6 +78,7 @@ button[disabled]{opacity:.5;cursor:default}
 #message.info{background:#e8f0fd;border-bottom:1px solid #b4c8e6}
 #message pre{background:#1d2330;color:#f3f5f9;padding:.6rem .8rem;border-radius:4px;overflow-x:auto;user-select:all}
 #events{padding:0 1rem;margin:0;color:#7a1010;font-size:.85rem}
+#grants-box{padding:0 1rem;font-size:.85rem}#grants{margin:0}
 #terminal{flex:1;min-height:18rem;background:#000;padding:.3rem}
 #terminal[hidden],#screen[hidden]{display:none}
 #screen{flex:1;min-height:18rem;background:#000;color:#aaa;padding:.3rem;overflow:auto;display:flex;justify-content:center;align-items:flex-start}
@@ -127,6 +128,7 @@ export function renderRunPage(args: { name: string; version: string; arch: strin
 </div>
 <div id="message" aria-live="assertive"></div>
 <ul id="events" aria-label="notices" aria-live="polite"></ul>
+<details id="grants-box"><summary>Grants</summary><ul id="grants" aria-label="grants"></ul></details>
 <div id="terminal" role="region" aria-label="serial console"></div>
 <div id="screen" role="region" aria-label="VGA screen: while it has focus, keys go to the guest" tabindex="0" hidden><div></div><canvas></canvas></div>
 <noscript>This page runs the virtual machine with JavaScript and WebAssembly, which are disabled here.

@@ -5,6 +5,7 @@ import { Terminal } from '@xterm/xterm';
 import { FitAddon } from '@xterm/addon-fit';
 import { BrowserCacheStore } from './reader/cache.js';
 import { prepareZstd, webCodecs } from './reader/codecs.js';
+import { browserGrantList } from '../grants/page-grants.js';
 import type { Manifest } from '../format/manifest.js';
 import { HostmeError, isHostmeError } from '../errors.js';
 import { ImageReader, type ReaderStats } from './reader/reader.js';
@@ -288,6 +289,7 @@ async function main(): Promise<void> {
   window.addEventListener('resize', () => fit.fit());
 
   const relay = overlayRelay(m.network?.join);
+  showGrants(m.network?.join);
   const started = performance.now();
   setState('booting');
   const vm = new V86({
@@ -357,6 +359,17 @@ async function main(): Promise<void> {
       () => {}, // refused (no user gesture, or not allowed in this frame): nothing to undo
     );
   });
+}
+
+/** What the image asks and what this page grants, in `hostme run`'s words (docs/grants.md). */
+function showGrants(asked: string | undefined): void {
+  const list = $<HTMLUListElement>('grants');
+  list.replaceChildren(...browserGrantList({ asked, joined: run.net?.network }).map((line) => {
+    const item = text(`${line.text}: ${line.status}`, 'li');
+    item.dataset.kind = line.kind;
+    item.dataset.status = line.status;
+    return item;
+  }));
 }
 
 /**

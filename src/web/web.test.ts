@@ -388,3 +388,22 @@ test('browser storage full: the page says so, keeps running without caching, and
     await full.close();
   }
 });
+
+test('the run page lists the grants in hostme run\'s words: the network the URL joins granted; folders, egress and ports denied', { skip, timeout: 120_000 }, async () => {
+  const page = await context.newPage();
+  try {
+    await page.goto(`${server.url}/i/hello-i686/run?net=demo`);
+    await page.locator('#grants li[data-kind="screen"]').waitFor({ state: 'attached', timeout: 60_000 });
+    const items = await page.locator('#grants li').evaluateAll((els) => els.map((el) => `${(el as HTMLElement).dataset.kind}|${el.textContent}`));
+    assert.deepEqual(items, [
+      'network|join overlay network "demo" (reach the other environments on it): granted',
+      'egress|internet egress (no egress proxy in the browser): denied',
+      'dir|host folders: denied',
+      'port|published ports: denied',
+      'console|console: granted',
+      'screen|screen: granted',
+    ]);
+  } finally {
+    await page.close();
+  }
+});
