@@ -54,7 +54,8 @@ echo "Interactive:  node bin/hostme.js run http://127.0.0.1:$port/i/hello --cach
 echo "Accelerator:  node bin/hostme.js doctor   (KVM or TCG, and why)"
 echo "Grants:       node bin/hostme.js run http://127.0.0.1:$port/i/hello --instance try   (gets a console and nothing else), then in"
 echo "              another terminal: node bin/hostme.js grants try; ... grant try disk-io 1M; ... revoke try disk   (docs/grants.md)"
-echo "Peers:        npm run bench:p2p   (N visitors boot one image at once: origin bytes and times with peers on and off, docs/peers.md)"
+echo "Peers:        npm run demo:peers  (visitor B boots from visitor A's cache; the site's ISO through its torrent, docs/peers.md)"
+echo "              npm run bench:p2p   (N visitors boot one image at once: origin bytes and times with peers on and off)"
 echo "Next demos:   npm run demo:net    (a hub, two guests on one overlay network, each with its own address and name)"
 echo "              npm run demo:host   (a hub and a visitor's node: the web example hosted in the node's VM, served through the hub)"
 if [ "$serve_after" = 1 ]; then
