@@ -1,24 +1,29 @@
 #!/usr/bin/env bash
 # Builds one of hostme's small example guests with `hostme build`, cached:
-# scripts/guest/build-i686.sh and build-9p.sh call it with their example's name
-# (their headers say what each guest is for). Outputs in
-# ${HOSTME_GUEST_DIR:-.cache/guest}/NAME: kernel, initrd.img, disk.raw,
-# image.json, guest.json, repo/. The inputs that decide the output (the example
+# scripts/guest/build-reference.sh, build-i686.sh and build-9p.sh call it with
+# their example's name (their headers say what each guest is for). Outputs in
+# ${HOSTME_GUEST_DIR:-.cache/guest}/NAME: kernel, initrd.img (when the example
+# has one), disk.raw, image.json, guest.json, repo/. The inputs that decide the output (the example
 # directory, hostme's build code, the kernel and busybox package versions, the
 # e2fsprogs/cpio/gzip versions) are hashed into a stamp; when it matches, the
 # script does nothing and prints nothing.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-NAME="${1:?usage: build-example.sh NAME (hello-i686 | hello-9p) [--force]}"
+NAME="${1:?usage: build-example.sh NAME (hello | hello-1g | hello-i686 | hello-9p) [--force]}"
 shift
 # The calling wrapper (scripts/guest/build-NAME.sh) documents itself: --help prints its header.
 SCRIPT="${HOSTME_BUILD_WRAPPER:-${BASH_SOURCE[0]}}"
 EXAMPLE="$REPO/examples/$NAME"
-# The kernel meta package and busybox of each example (the meta package stands for the kernel in the stamp).
+# The kernel meta package and busybox of each example (the meta package stands for the kernel in the stamp),
+# whether it has an initrd, and the example directories it reads (hello-1g takes hello's files).
+INITRD=1
+SOURCES="examples/$NAME"
 case "$NAME" in
-  hello-i686) PACKAGES="linux-image-686:i386 busybox-static:i386"; KERNEL_META=linux-image-686; APT_HINT="run 'dpkg --add-architecture i386 && apt-get update'" ;;
-  hello-9p) PACKAGES="linux-image-amd64 busybox-static"; KERNEL_META=linux-image-amd64; APT_HINT="run apt-get update" ;;
+  hello) PACKAGES="linux-image-cloud-amd64 busybox-static"; KERNEL_META=linux-image-cloud-amd64; APT_HINT="run apt-get update"; INITRD=0 ;;
+  hello-1g) PACKAGES="linux-image-cloud-amd64 busybox-static"; KERNEL_META=linux-image-cloud-amd64; APT_HINT="run apt-get update"; INITRD=0; SOURCES="examples/hello examples/hello-1g" ;;
+  hello-i686) PACKAGES="linux-image-686:i386 busybox-static:i386"; KERNEL_META=linux-image-686; APT_HINT="run 'dpkg --add-architecture i386 && apt-get update'"; SOURCES="examples/hello/net examples/hello-i686" ;;
+  hello-9p) PACKAGES="linux-image-amd64 busybox-static"; KERNEL_META=linux-image-amd64; APT_HINT="run apt-get update"; SOURCES="examples/hello/net examples/hello-9p" ;;
   *) echo "build-example: unknown example $NAME" >&2; exit 2 ;;
 esac
 GUEST_DIR="${HOSTME_GUEST_DIR:-$REPO/.cache/guest}"
@@ -39,7 +44,7 @@ done
 say() { echo "build-${NAME#hello-}: $*" >&2; }
 [ -f "$REPO/dist/build/build-image.js" ] || { say "hostme is not compiled: run npx tsc -p tsconfig.json (scripts/setup.sh does)"; exit 1; }
 
-complete() { [ -f "$OUT/stamp" ] && [ -f "$OUT/guest.json" ] && [ -f "$OUT/kernel" ] && [ -f "$OUT/initrd.img" ] && [ -f "$OUT/disk.raw" ]; }
+complete() { [ -f "$OUT/stamp" ] && [ -f "$OUT/guest.json" ] && [ -f "$OUT/kernel" ] && { [ "$INITRD" = 0 ] || [ -f "$OUT/initrd.img" ]; } && [ -f "$OUT/disk.raw" ]; }
 
 # ---------------------------------------------------------------- stamp
 # One apt-cache call (each one re-reads every package list where apt keeps no
@@ -54,7 +59,8 @@ case "$candidates" in
     if [ "$force" = 0 ] && complete; then exit 0; fi   # no apt metadata: keep what is built
     say "apt knows no $PACKAGES: $APT_HINT"; exit 1 ;;
 esac
-example_sum="$(cd "$REPO" && tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -cf - "examples/$NAME" | sha256sum | cut -d' ' -f1)"
+# shellcheck disable=SC2086 # SOURCES is a word list
+example_sum="$(cd "$REPO" && tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -cf - $SOURCES | sha256sum | cut -d' ' -f1)"
 code_sum="$(cd "$REPO/dist/build" && find . -name '*.js' ! -name '*.test.js' | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -d' ' -f1)"
 tools="$(dpkg-query -W -f='${Package}=${Version} ' e2fsprogs cpio gzip 2>/dev/null || true)"
 stamp_input="example=$example_sum build=$code_sum $candidates$tools"

@@ -1,8 +1,8 @@
 /**
  * Debian packages as build inputs, without installing anything on the host:
  * `apt-get download` into <cacheDir>/debs, `dpkg-deb --fsys-tarfile` into the
- * safe unpacker, kernel extraction (bzImage → ELF vmlinux, the approach of
- * scripts/guest/build-reference.sh) and kernel modules with their dependencies.
+ * safe unpacker, kernel extraction (bzImage → ELF vmlinux for QEMU's PVH
+ * entry) and kernel modules with their dependencies.
  */
 import { spawn } from 'node:child_process';
 import { mkdir, mkdtemp, readdir, rename, rm, writeFile } from 'node:fs/promises';

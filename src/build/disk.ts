@@ -1,7 +1,7 @@
 /**
  * Root tree → disk image, reproducibly and without root or loop devices:
  * ext4 with `mke2fs -d` (fixed UUID and hash seed, E2FSPROGS_FAKE_TIME, all
- * inode times pinned with debugfs as in scripts/guest/build-reference.sh),
+ * inode times pinned with debugfs: `mke2fs -d` copies the host's ctime),
  * optionally inside an MBR-partitioned, BIOS-bootable disk (syslinux on a FAT
  * boot partition written with mtools, ext4 root at partition 2 via
  * `mke2fs -E offset=`).

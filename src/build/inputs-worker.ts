@@ -5,3 +5,5 @@ import { validateInputs, type InputsQuestion } from './inputs.js';
 parentPort?.once('message', (question: InputsQuestion) => {
   parentPort!.postMessage(validateInputs(question));
 });
+// Loaded (ajv included): the caller's clock starts now.
+parentPort?.postMessage('ready');

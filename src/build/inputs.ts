@@ -34,7 +34,7 @@ export async function readInputsFile(file: string): Promise<Record<string, unkno
 }
 
 /** How long checking inputs against a manifest's schema may take (its patterns are the manifest author's regexes). */
-export const DEFAULT_VALIDATION_MS = 2000;
+export const DEFAULT_VALIDATION_MS = 5000;
 
 /**
  * Applies defaults and checks `given` against the manifest's inputs schema
@@ -51,13 +51,18 @@ export async function resolveInputs(schema: Record<string, unknown> | undefined,
   const worker = new Worker(new URL('./inputs-worker.js', import.meta.url));
   try {
     const answer = await new Promise<InputsAnswer>((resolve, reject) => {
-      const timer = setTimeout(
-        () => reject(new HostmeError('inputs-timeout', `checking the inputs against the manifest's inputs schema took longer than ${timeoutMs / 1000} s and was stopped: simplify its patterns (nested repetition such as "(a|a)+" takes exponential time)`)),
-        timeoutMs,
-      );
-      worker.once('message', (message: InputsAnswer) => (clearTimeout(timer), resolve(message)));
+      let timer: NodeJS.Timeout | undefined;
+      // The clock starts once the worker has loaded (its first message): on a
+      // starved machine, starting a thread and loading ajv can take seconds.
+      worker.once('message', () => {
+        timer = setTimeout(
+          () => reject(new HostmeError('inputs-timeout', `checking the inputs against the manifest's inputs schema took longer than ${timeoutMs / 1000} s and was stopped: simplify its patterns (nested repetition such as "(a|a)+" takes exponential time)`)),
+          timeoutMs,
+        );
+        worker.once('message', (message: InputsAnswer) => (clearTimeout(timer), resolve(message)));
+        worker.postMessage({ schema, given } satisfies InputsQuestion);
+      });
       worker.once('error', (err) => (clearTimeout(timer), reject(new HostmeError('inputs-invalid', `inputs: cannot be checked (${err.message})`))));
-      worker.postMessage({ schema, given } satisfies InputsQuestion);
     });
     if ('values' in answer) return answer.values;
     throw new HostmeError(answer.code, answer.message, answer.problems ? { problems: answer.problems } : {});

@@ -1,5 +1,5 @@
 /**
- * Locates the reference guest built by scripts/guest/build-reference.sh
+ * Locates the reference guest built by scripts/guest/build-reference.sh (hostme build of examples/hello)
  * (${HOSTME_GUEST_DIR:-<repo>/.cache/guest}/hello/guest.json).
  */
 import { readFileSync } from 'node:fs';
@@ -10,7 +10,7 @@ import type { VmSpec } from '../vm/qemu.js';
 
 export interface ReferenceGuest {
   name: string;
-  /** ELF vmlinux (boots via PVH with -kernel). */
+  /** ELF vmlinux (boots via PVH with -kernel), extracted by hostme build. */
   kernel: string;
   /** 64 MiB ext4 root filesystem. */
   disk: string;
@@ -28,6 +28,11 @@ const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..'
 
 export function referenceGuestDir(): string {
   return path.join(process.env.HOSTME_GUEST_DIR || path.join(repoRoot, '.cache', 'guest'), 'hello');
+}
+
+/** Where scripts/guest/build-example.sh keeps hostme build's .debs and kernels. */
+export function guestBuildCacheDir(): string {
+  return process.env.HOSTME_BUILD_CACHE || path.join(repoRoot, '.cache', 'build');
 }
 
 /** Reads guest.json; throws HostmeError 'guest-missing' telling how to build it. */

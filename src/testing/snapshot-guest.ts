@@ -1,11 +1,12 @@
-import { mkdir, readFile, readdir } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { HostmeError } from '../errors.js';
-import { moduleLoadOrder, readKernelPackage } from '../build/debian.js';
+import { fetchDeb, moduleLoadOrder, readKernelPackage } from '../build/debian.js';
+import { kernelIdentity } from '../export/boot-kit.js';
 import { makeInitrd } from '../build/initrd.js';
 import type { PublisherKey } from '../format/node/keys.js';
 import { packWithNewKey } from './fixtures.js';
-import { loadReferenceGuest, referenceGuestDir, type ReferenceGuest } from './reference-guest.js';
+import { guestBuildCacheDir, loadReferenceGuest, type ReferenceGuest } from './reference-guest.js';
 
 export interface SnapshotGuest {
   guest: ReferenceGuest;
@@ -25,10 +26,11 @@ export interface SnapshotGuest {
  */
 export async function snapshotReferenceGuest(dir: string, options: { disk1g?: boolean } = {}): Promise<SnapshotGuest> {
   const guest = loadReferenceGuest();
-  const debDir = join(referenceGuestDir(), '..', 'debs');
-  const deb = (await readdir(debDir).catch(() => [] as string[])).find((f) => f.startsWith('linux-image-') && f.endsWith('.deb'));
-  if (!deb) throw new HostmeError('guest-missing', `no kernel package in ${debDir}: run scripts/guest/build-reference.sh first`, { debDir });
-  const kernel = await readKernelPackage(join(debDir, deb), true);
+  // The kernel's banner names its Debian package; hostme build left the .deb in its cache.
+  const { release, debianVersion } = kernelIdentity(await readFile(guest.kernel));
+  if (!release || !debianVersion) throw new HostmeError('guest-missing', `the reference kernel ${guest.kernel} names no Debian package: run scripts/guest/build-reference.sh --force`, { kernel: guest.kernel });
+  const deb = await fetchDeb(`linux-image-${release}=${debianVersion}`, guestBuildCacheDir(), { arch: 'amd64' });
+  const kernel = await readKernelPackage(deb.file, true);
   await mkdir(dir, { recursive: true });
   const initrd = join(dir, 'initrd.gz');
   await makeInitrd({ busybox: await readFile('/bin/busybox'), modules: moduleLoadOrder(['virtio_pci', 'virtio_blk'], kernel), out: initrd, work: join(dir, 'initrd-tree') });
