@@ -21,6 +21,25 @@ export class HostmeError extends Error {
   }
 }
 
+/** A HostmeError class whose constructor takes only the codes of one layer's typed list. */
+export type CodedErrorClass<C extends string> = new (code: C, message: string, context?: Record<string, unknown>, options?: { cause?: unknown }) => HostmeError & { readonly code: C };
+
+/**
+ * The one way a layer gets its error class from its code list (format/errors.ts,
+ * store/errors.ts): `new FormatError('manifest-corrupt', …)` type-checks the code,
+ * `instanceof` tells the layer, `isHostmeError(err, code)` works as for any other.
+ */
+export function codedError<C extends string>(name: string, _codes: readonly C[]): CodedErrorClass<C> {
+  const Coded = class extends HostmeError {
+    declare readonly code: C;
+    constructor(code: C, message: string, context: Record<string, unknown> = {}, options?: { cause?: unknown }) {
+      super(code, message, context, options);
+    }
+  };
+  Object.defineProperty(Coded, 'name', { value: name });
+  return Coded as CodedErrorClass<C>;
+}
+
 export function isHostmeError(err: unknown, code?: string): err is HostmeError {
   return (
     typeof err === 'object' &&

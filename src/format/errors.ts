@@ -1,4 +1,4 @@
-import { HostmeError } from '../errors.js';
+import { codedError } from '../errors.js';
 
 /**
  * Problems with bytes that claim to be hostme format data (manifests, indexes,
@@ -24,8 +24,5 @@ export const FORMAT_ERROR_CODES = [
 ] as const;
 export type FormatErrorCode = (typeof FORMAT_ERROR_CODES)[number];
 
-export class FormatError extends HostmeError {
-  constructor(code: FormatErrorCode, message: string, context: Record<string, unknown> = {}, options?: { cause?: unknown }) {
-    super(code, message, context, options);
-  }
-}
+export const FormatError = codedError('FormatError', FORMAT_ERROR_CODES);
+export type FormatError = InstanceType<typeof FormatError>;

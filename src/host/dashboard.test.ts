@@ -10,48 +10,26 @@ import { request } from 'node:http';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { startRepoServer, type RunningRepoServer } from '../server/server.js';
-import { publishedWebSite } from '../testing/web-site.js';
-import { removeDir, tempDir } from '../testing/fixtures.js';
+import type { RunningRepoServer } from '../server/server.js';
 import { runCli } from '../testing/published-guest.js';
 import { HostNode } from './node.js';
 import { Dashboard } from './dashboard.js';
+import { rawRequest, startDashboardFixture, type DashboardFixture } from './dashboard-fixtures.js';
 
 let dir: string;
 let repo: RunningRepoServer;
 let node: HostNode;
-let dashboard: Dashboard;
 let url: string;
 
+let fixture: DashboardFixture;
+
 before(async () => {
-  dir = await tempDir('hostme-dashboard-test-');
-  repo = await startRepoServer({ repoDir: (await publishedWebSite()).repoDir });
-  node = new HostNode({ home: join(dir, 'home'), limits: { maxVms: 0 }, log: () => {} });
-  dashboard = new Dashboard(node);
-  url = await dashboard.listen(0);
-  node.start();
+  fixture = await startDashboardFixture('hostme-dashboard-test-');
+  ({ dir, repo, node, url } = fixture);
 });
-after(async () => {
-  await dashboard.close();
-  await node.stop();
-  await repo.close();
-  await removeDir(dir);
-});
+after(() => fixture?.close());
 
-/** A raw request (fetch cannot set Host, Origin or Sec-Fetch-Site freely). */
-function raw(method: string, path: string, headers: Record<string, string>, body = ''): Promise<{ status: number; headers: Record<string, unknown>; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = request(`${url}${path}`, { method, headers: { ...headers, 'content-length': String(Buffer.byteLength(body)) } }, (res) => {
-      let text = '';
-      res.setEncoding('utf8');
-      res.on('data', (d: string) => (text += d));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: text }));
-    });
-    req.on('error', reject);
-    req.end(body);
-  });
-}
-
+const raw = (method: string, path: string, headers: Record<string, string>, body = '') => rawRequest(url, method, path, headers, body);
 const host = () => new URL(url).host;
 const form = (fields: Record<string, string>) => new URLSearchParams(fields).toString();
 

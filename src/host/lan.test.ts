@@ -8,50 +8,29 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { request } from 'node:http';
 import { join } from 'node:path';
-import { startRepoServer, type RunningRepoServer } from '../server/server.js';
-import { publishedWebSite } from '../testing/web-site.js';
-import { removeDir, tempDir } from '../testing/fixtures.js';
+import type { RunningRepoServer } from '../server/server.js';
 import { artifactsDir, launchChromium } from '../web/web-fixtures.js';
-import { HostNode } from './node.js';
+import type { HostNode } from './node.js';
 import { Dashboard } from './dashboard.js';
+import { rawRequest, startDashboardFixture, type DashboardFixture } from './dashboard-fixtures.js';
 
-let dir: string;
 let repo: RunningRepoServer;
 let node: HostNode;
-let dashboard: Dashboard;
 let local: string;
 let lan: string;
 
-before(async () => {
-  dir = await tempDir('hostme-lan-test-');
-  repo = await startRepoServer({ repoDir: (await publishedWebSite()).repoDir });
-  node = new HostNode({ home: join(dir, 'home'), limits: { maxVms: 0 }, log: () => {} });
-  dashboard = new Dashboard(node);
-  local = await dashboard.listen(0);
-  lan = await dashboard.listenLan({ address: '127.0.0.2', port: 0, allowOrigins: [new URL(repo.url).origin] });
-  node.start();
-});
-after(async () => {
-  await dashboard?.close();
-  await node?.stop();
-  await repo?.close();
-  await removeDir(dir);
-});
+let fixture: DashboardFixture;
 
-function raw(base: string, method: string, path: string, headers: Record<string, string>, body = ''): Promise<{ status: number; headers: Record<string, unknown>; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = request(`${base}${path}`, { method, headers: { ...headers, 'content-length': String(Buffer.byteLength(body)) } }, (res) => {
-      let text = '';
-      res.setEncoding('utf8');
-      res.on('data', (d: string) => (text += d));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: text }));
-    });
-    req.on('error', reject);
-    req.end(body);
+before(async () => {
+  fixture = await startDashboardFixture('hostme-lan-test-', async (f) => {
+    lan = await f.dashboard.listenLan({ address: '127.0.0.2', port: 0, allowOrigins: [new URL(f.repo.url).origin] });
   });
-}
+  ({ repo, node, url: local } = fixture);
+});
+after(() => fixture?.close());
+
+const raw = rawRequest;
 
 test('the LAN listener: /api/hello only for the configured page origins; nothing without pairing; a wildcard address is refused', async () => {
   const host = new URL(lan).host;

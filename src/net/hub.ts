@@ -20,6 +20,7 @@ import { MAX_FRAME } from './frame.js';
 import { formatSubnet, networkNamePattern } from './registry.js';
 import { startSwitchDaemon, type SwitchDaemon } from './switchd.js';
 import type { SwitchLimits } from './switch.js';
+import { upgradeRoutes } from '../server/upgrades.js';
 
 export const NET_PATH_PREFIX = '/net/';
 const instancePattern = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
@@ -51,13 +52,13 @@ export async function attachNetHub(server: Server, options: NetHubOptions): Prom
     socket.end(`HTTP/1.1 ${status} ${status === 401 ? 'Unauthorized' : status === 503 ? 'Service Unavailable' : 'Bad Request'}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
   };
 
-  const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+  const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): boolean => {
     const url = new URL(req.url ?? '/', 'http://hub');
-    if (!url.pathname.startsWith(NET_PATH_PREFIX)) {
-      // Another handler's path (the HostMe hub's); with no other handler, nobody would ever answer it.
-      if (server.listenerCount('upgrade') === 1) socket.destroy();
-      return;
-    }
+    if (!url.pathname.startsWith(NET_PATH_PREFIX)) return false; // another route's (server/upgrades.ts closes it if none claims it)
+    handleNetUpgrade(url, req, socket, head);
+    return true;
+  };
+  const handleNetUpgrade = (url: URL, req: IncomingMessage, socket: Duplex, head: Buffer): void => {
     const [network = '', kind, ...rest] = url.pathname.slice(NET_PATH_PREFIX.length).split('/');
     const trunk = kind === 'trunk' && rest.length === 0;
     const token = url.searchParams.get('token') ?? '';
@@ -150,12 +151,12 @@ export async function attachNetHub(server: Server, options: NetHubOptions): Prom
       port.detach();
     });
   };
-  server.on('upgrade', onUpgrade);
+  const removeRoute = upgradeRoutes(server).add(onUpgrade);
 
   return {
     daemon,
     close: async () => {
-      server.off('upgrade', onUpgrade);
+      removeRoute();
       for (const ws of sockets) ws.terminate();
       wss.close();
       await daemon.close();

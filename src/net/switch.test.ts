@@ -76,6 +76,17 @@ class FakeGuest {
   }
 }
 
+/** A switch with guests alpha (MAC_A) and beta (MAC_B) on network demo, both leased, beta's inbox empty. */
+function twoLeasedGuests(): { sw: NetSwitch; a: FakeGuest; b: FakeGuest } {
+  const sw = new NetSwitch(new NetRegistry(tempDir()));
+  const a = new FakeGuest(sw, 'demo', MAC_A, 'alpha');
+  const b = new FakeGuest(sw, 'demo', MAC_B, 'beta');
+  a.lease();
+  b.lease();
+  b.take();
+  return { sw, a, b };
+}
+
 function dhcpFrame(mac: number, type: number, requested?: number): Buffer {
   const b = Buffer.alloc(300);
   b[0] = 1;
@@ -226,12 +237,7 @@ describe('switch services', () => {
 
 describe('switch isolation', () => {
   it('drops and counts spoofed MACs and addresses, and rogue DHCP servers', () => {
-    const sw = new NetSwitch(new NetRegistry(tempDir()));
-    const a = new FakeGuest(sw, 'demo', MAC_A, 'alpha');
-    const b = new FakeGuest(sw, 'demo', MAC_B, 'beta');
-    a.lease();
-    b.lease();
-    b.take();
+    const { a, b } = twoLeasedGuests();
     a.send(a.udp(MAC_B, b.ip, 9, Buffer.from('spoof'), b.ip)); // someone else's IP
     a.send(buildEth(MAC_B, parseMac('52:54:00:00:00:77')!, ETHERTYPE_IPV4, buildIpv4(a.ip, b.ip, IPPROTO_UDP, buildUdp(a.ip, b.ip, 1, 9, Buffer.alloc(4))))); // another MAC
     a.send(buildEth(BROADCAST_MAC, MAC_A, ETHERTYPE_ARP, buildArp({ op: 2, senderMac: MAC_A, senderIp: b.ip, targetMac: 0, targetIp: b.ip }))); // ARP poisoning
@@ -345,12 +351,7 @@ describe('switch under hostile input (bounded fuzz)', () => {
 
 describe('switch bandwidth grant', () => {
   it('polices a port to its Mbit/s each way and counts the drops; lifted, every frame passes', () => {
-    const sw = new NetSwitch(new NetRegistry(tempDir()));
-    const a = new FakeGuest(sw, 'demo', MAC_A, 'alpha');
-    const b = new FakeGuest(sw, 'demo', MAC_B, 'beta');
-    a.lease();
-    b.lease();
-    b.take();
+    const { sw, a, b } = twoLeasedGuests();
     assert.equal(sw.setBandwidth('alpha', 1), 1);
     assert.equal(a.port.bandwidthMbit, 1);
     // 1000 frames of ~1.4 KB (1.4 MB) in one burst: at 1 Mbit/s (125 KB/s, burst 6 KB) passing them all would take over 10 s.

@@ -5,20 +5,11 @@ import { join } from 'node:path';
 import { packImage, type PackRequest } from './pack-image.js';
 import { openRepository, type Repository } from '../repo/repository.js';
 import { verifyImage } from '../repo/verify.js';
-import { isHostmeError } from '../errors.js';
 import { indexStats } from '../format/chunk-index.js';
-import { fillDisk, makeDiskBytes, mountTmpfs, newKey, patchFile, pseudoRandom, readBlob, removeDir, run, tempDir, writeDisk } from '../testing/fixtures.js';
+import { fillDisk, hasCode, makeDiskBytes, mountTmpfs, newKey, patchFile, pseudoRandom, readBlob, removeDir, run, tempDir, writeDisk } from '../testing/fixtures.js';
 
 const CHUNK = 64 * 1024;
 const key = newKey();
-
-function hasCode(code: string) {
-  return (err: unknown): boolean => {
-    assert.ok(isHostmeError(err), `expected a HostmeError, got ${String(err)}`);
-    assert.equal(err.code, code, err.message);
-    return true;
-  };
-}
 
 describe('packImage', () => {
   let work: string;

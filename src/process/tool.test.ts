@@ -131,3 +131,19 @@ test('findOnPath finds executables only', async () => {
     assert.equal(await findOnPath(exe, ''), exe);
   });
 });
+
+test('a binary the caller chose runs under the tool\'s name, and okExitCodes are success', async () => {
+  await withDir(async (dir) => {
+    const probe = await script(join(dir, 'probe'), 'echo 1K; exit 67');
+    const result = await runTool('qemu-system-x86_64', [], { binary: probe, okExitCodes: [67] });
+    assert.equal(result.exit, 67);
+    assert.equal(result.stdout, '1K\n');
+    await assert.rejects(runTool('qemu-system-x86_64', [], { binary: probe }), (err) => isHostmeError(err, 'tool-failed') && err.context.exit === 67);
+    await assert.rejects(runTool('qemu-system-x86_64', [], { binary: join(dir, 'absent') }), (err) => {
+      assert.ok(isHostmeError(err, 'tool-missing'), String(err));
+      assert.match(err.message, /apt-get install qemu-system-x86\b/);
+      assert.match(err.message, /absent does not exist/);
+      return true;
+    });
+  });
+});

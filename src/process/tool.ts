@@ -30,6 +30,8 @@ export const TOOL_PACKAGES: Readonly<Record<string, string>> = {
   sync: 'coreutils',
   umount: 'mount',
   setpriv: 'util-linux',
+  'qemu-system-x86_64': 'qemu-system-x86',
+  'qemu-system-i386': 'qemu-system-x86',
   sfdisk: 'fdisk',
   'mkfs.vfat': 'dosfstools',
   syslinux: 'syslinux',
@@ -76,19 +78,29 @@ export interface ToolOptions {
   maxOutputBytes?: number;
   /** HostmeError code for a non-zero exit (default 'tool-failed'); 'tool-missing' stays 'tool-missing'. */
   failureCode?: string;
+  /**
+   * The binary, when the caller has already chosen it (QEMU: VmSpec.qemuBinary,
+   * HOSTME_QEMU, or by arch); `tool` then only names it and its package.
+   */
+  binary?: string;
+  /** Exit statuses that mean success (default [0]): the KVM probe guest exits 67 on purpose. */
+  okExitCodes?: readonly number[];
 }
 
 export interface ToolResult {
   stdout: string;
   stderr: string;
   truncated: boolean;
+  /** The exit status (one of okExitCodes). */
+  exit: number;
 }
 
 const DEFAULT_MAX_OUTPUT = 16 << 20;
 
-/** Runs `tool` to completion; resolves on exit 0, otherwise rejects with a HostmeError. */
+/** Runs `tool` to completion; resolves on exit 0 (or okExitCodes), otherwise rejects with a HostmeError. */
 export function runTool(tool: string, args: readonly string[], options: ToolOptions = {}): Promise<ToolResult> {
-  const binary = toolBinary(tool, options.env ?? process.env);
+  const binary = options.binary ?? toolBinary(tool, options.env ?? process.env);
+  const okExitCodes = options.okExitCodes ?? [0];
   const limit = options.maxOutputBytes ?? DEFAULT_MAX_OUTPUT;
   const context = { tool, binary, package: toolPackage(tool) };
   if (options.signal?.aborted) return Promise.reject(stopped(tool, 'aborted', context));
@@ -121,7 +133,7 @@ export function runTool(tool: string, args: readonly string[], options: ToolOpti
     child.on('error', (e: NodeJS.ErrnoException) => {
       done();
       if (e.code === 'ENOENT') {
-        reject(new HostmeError('tool-missing', `${tool} is not installed: install the Debian package ${context.package} (apt-get install ${context.package}, or run scripts/setup.sh)${binary !== tool ? ` — ${toolOverrideVariable(tool)}=${binary} does not exist` : ''}`, context, { cause: e }));
+        reject(new HostmeError('tool-missing', `${tool} is not installed: install the Debian package ${context.package} (apt-get install ${context.package}, or run scripts/setup.sh)${binary === tool ? '' : ` — ${options.binary ? '' : `${toolOverrideVariable(tool)}=`}${binary} does not exist`}`, context, { cause: e }));
       } else {
         reject(new HostmeError(options.failureCode ?? 'tool-failed', `cannot run ${binary}: ${e.message}`, context, { cause: e }));
       }
@@ -131,7 +143,7 @@ export function runTool(tool: string, args: readonly string[], options: ToolOpti
       const stdout = out.text();
       const stderr = err.text();
       if (stopReason) return reject(stopped(tool, stopReason, context));
-      if (exit === 0) return resolve({ stdout, stderr, truncated: out.truncated() || err.truncated() });
+      if (exit !== null && okExitCodes.includes(exit)) return resolve({ stdout, stderr, truncated: out.truncated() || err.truncated(), exit });
       const detail = (stderr.trim() || stdout.trim()).split('\n').slice(-3).join(' / ');
       reject(new HostmeError(options.failureCode ?? 'tool-failed', `${tool} ${args.join(' ')} failed (${exit ?? signal}): ${detail}`, { ...context, args, exit, signal, stderr: stderr.slice(-4096), stdout: stdout.slice(-4096) }));
     });

@@ -12,25 +12,15 @@ import { isHole, indexStats } from '../format/chunk-index.js';
 import { HOLE_ID, objectPath } from '../format/digest.js';
 import { signEnvelope } from '../format/node/keys.js';
 import { serializeManifest } from '../format/manifest.js';
-import { isHostmeError } from '../errors.js';
 import { StaticServer } from '../store/testing/static-server.js';
 import { HttpTransport } from '../store/http-transport.js';
 import { MirrorGroup } from '../store/mirror-group.js';
 import { CacheStore } from '../store/cache-store.js';
 import { DirStore } from '../store/node/dir-store.js';
-import { makeDiskBytes, newKey, patchFile, pseudoRandom, removeDir, tempDir, writeDisk } from '../testing/fixtures.js';
+import { hasCode, makeDiskBytes, newKey, patchFile, pseudoRandom, removeDir, tempDir, writeDisk } from '../testing/fixtures.js';
 
 const CHUNK = 64 * 1024;
 const key = newKey();
-
-function hasCode(code: string, ...parts: string[]) {
-  return (err: unknown): boolean => {
-    assert.ok(isHostmeError(err), `expected a HostmeError, got ${String(err)}`);
-    assert.equal(err.code, code, err.message);
-    for (const part of parts) assert.ok(err.message.includes(part), `${err.message} should mention ${part}`);
-    return true;
-  };
-}
 
 describe('repository: verify, trust and inspect', () => {
   let work: string;

@@ -1,4 +1,4 @@
-import { subscribe, unsubscribe } from 'node:diagnostics_channel';
+import { onEvent, type HostmeEventName, type HostmeEvents } from '../store/events.js';
 
 export interface RunStats {
   bytesFetched: number;
@@ -17,8 +17,6 @@ export interface RunStats {
   bytesFromPeers: number;
   errors: string[];
 }
-
-type Message = Record<string, unknown>;
 
 /**
  * Collects what the user sees in the progress line, the summary and
@@ -39,7 +37,7 @@ export class RunStatsCollector {
     bytesFromPeers: 0,
   };
   private readonly started = performance.now();
-  private readonly handlers: Array<[string, (message: unknown) => void]> = [];
+  private readonly stops: Array<() => void> = [];
   private windowBytes = 0;
   private windowStart = performance.now();
   private lastRate = 0;
@@ -47,22 +45,22 @@ export class RunStatsCollector {
   constructor() {
     this.on('hostme:http:request', (m) => {
       this.stats.requests++;
-      this.stats.bytesFetched += Number(m.bytes ?? 0);
-      this.windowBytes += Number(m.bytes ?? 0);
+      this.stats.bytesFetched += m.bytes;
+      this.windowBytes += m.bytes;
       if (m.error) this.error(`${m.url}: ${m.error}`);
     });
     this.on('hostme:cache:hit', (m) => {
       this.stats.chunksFromCache++;
-      this.stats.bytesFromCache += Number(m.bytes ?? 0);
+      this.stats.bytesFromCache += m.bytes;
     });
     this.on('hostme:cache:miss', (m) => {
       this.stats.chunksFetched++;
       if (m.priority === 'demand') this.stats.demandFetches++;
-      const source = String(m.source);
-      if (source.startsWith('peer ')) this.stats.bytesFromPeers += Number(m.bytes ?? 0);
+      const source = m.source;
+      if (source.startsWith('peer ')) this.stats.bytesFromPeers += m.bytes;
       if (!this.stats.mirrorsUsed.includes(source)) this.stats.mirrorsUsed.push(source);
     });
-    this.on('hostme:mirror:demote', (m) => this.error(`mirror ${m.mirror} served wrong bytes for ${String(m.id).slice(0, 16)} and was demoted`));
+    this.on('hostme:mirror:demote', (m) => this.error(`mirror ${m.mirror} served wrong bytes for ${m.id.slice(0, 16)} and was demoted`));
     this.on('hostme:mirror:failover', (m) => this.error(`failover from ${m.from} to ${m.to}: ${m.reason}`));
     this.on('hostme:cache:degraded', (m) => this.error(`cache not persisting: ${m.reason}`));
   }
@@ -93,13 +91,11 @@ export class RunStatsCollector {
   }
 
   close(): void {
-    for (const [name, handler] of this.handlers) unsubscribe(name, handler);
-    this.handlers.length = 0;
+    for (const stop of this.stops) stop();
+    this.stops.length = 0;
   }
 
-  private on(name: string, handler: (message: Message) => void): void {
-    const wrapped = (message: unknown) => handler(message as Message);
-    subscribe(name, wrapped);
-    this.handlers.push([name, wrapped]);
+  private on<N extends HostmeEventName>(name: N, handler: (message: HostmeEvents[N]) => void): void {
+    this.stops.push(onEvent(name, handler));
   }
 }

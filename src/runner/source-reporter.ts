@@ -5,28 +5,30 @@
  * deleted and fetched again (repaired), a cache that stopped persisting. Each
  * kind is reported once per source, so a failing mirror cannot flood the console.
  */
-import { subscribe, unsubscribe } from 'node:diagnostics_channel';
+import { onEvent, type HostmeEventName, type HostmeEvents } from '../store/events.js';
 
-const CHANNELS: Record<string, (m: Record<string, unknown>) => { key: string; line: string }> = {
-  'hostme:mirror:demote': (m) => ({ key: `demote ${String(m.mirror)}`, line: `source ${String(m.mirror)}: served wrong bytes (object ${String(m.id).slice(0, 16)}…): demoted, used last` }),
-  'hostme:mirror:failover': (m) => ({ key: `failover ${String(m.from)}`, line: `source ${String(m.from)}: ${String(m.reason)}; reads move on to ${String(m.to)}` }),
-  'hostme:peer:dropped': (m) => ({ key: `peer ${String(m.peer)}`, line: `${String(m.peer)}: ${String(m.reason)}: dropped${m.wrongBytes ? ' and reported to the hub' : ''}` }),
-  'hostme:cache:repaired': (m) => ({ key: `repaired ${String(m.id)}`, line: `cache: object ${String(m.id).slice(0, 16)}… was corrupt (${String(m.reason)}): deleted and fetched again` }),
-  'hostme:cache:degraded': (m) => ({ key: 'degraded', line: `cache: no longer stores objects (${String(m.reason)}); reads continue uncached` }),
+type Report = { key: string; line: string };
+
+const CHANNELS: { [N in HostmeEventName]?: (m: HostmeEvents[N]) => Report } = {
+  'hostme:mirror:demote': (m) => ({ key: `demote ${m.mirror}`, line: `source ${m.mirror}: served wrong bytes (object ${m.id.slice(0, 16)}…): demoted, used last` }),
+  'hostme:mirror:failover': (m) => ({ key: `failover ${m.from}`, line: `source ${m.from}: ${m.reason}; reads move on to ${m.to}` }),
+  'hostme:peer:dropped': (m) => ({ key: `peer ${m.peer}`, line: `${m.peer}: ${m.reason}: dropped${m.wrongBytes ? ' and reported to the hub' : ''}` }),
+  'hostme:cache:repaired': (m) => ({ key: `repaired ${m.id}`, line: `cache: object ${m.id.slice(0, 16)}… was corrupt (${m.reason}): deleted and fetched again` }),
+  'hostme:cache:degraded': (m) => ({ key: 'degraded', line: `cache: no longer stores objects (${m.reason}); reads continue uncached` }),
 };
 
 /** Starts reporting; returns the function that stops it. */
 export function reportSourceProblems(write: (line: string) => void): () => void {
   const seen = new Set<string>();
-  const handlers = Object.entries(CHANNELS).map(([name, describe]) => {
-    const handler = (message: unknown) => {
-      const { key, line } = describe((message ?? {}) as Record<string, unknown>);
-      if (seen.has(key) || seen.size > 10_000) return;
-      seen.add(key);
-      write(line);
-    };
-    subscribe(name, handler);
-    return [name, handler] as const;
-  });
-  return () => handlers.forEach(([name, handler]) => unsubscribe(name, handler));
+  const report = ({ key, line }: Report) => {
+    if (seen.has(key) || seen.size > 10_000) return;
+    seen.add(key);
+    write(line);
+  };
+  const listen = <N extends HostmeEventName>(name: N) => {
+    const describe = CHANNELS[name] as (m: HostmeEvents[N]) => Report;
+    return onEvent(name, (m) => report(describe(m)));
+  };
+  const stops = (Object.keys(CHANNELS) as HostmeEventName[]).map(listen);
+  return () => stops.forEach((stop) => stop());
 }

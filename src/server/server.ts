@@ -12,6 +12,7 @@ import { parseRequestPath } from './request-path.js';
 import { handleWebRoute } from './run-page.js';
 import { EtagCache, SmallFileCache, serveFile } from './static-files.js';
 import { HotObjects } from './hot-objects.js';
+import { upgradeRoutes } from './upgrades.js';
 import { DEFAULT_MAX_OBJECT_CONTENT_BYTES, DEFAULT_MAX_UPLOAD_BYTES, handleUpload } from './upload.js';
 
 /** One finished (or abandoned) request. */
@@ -181,13 +182,9 @@ export function createRepoServer(options: RepoServerOptions): Server {
       }
     });
   });
-  if (options.hub) {
-    const hub = options.hub;
-    server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-      // /net/ upgrades belong to the network hub (hostme serve --net), which listens beside this one.
-      if (!hub.handleUpgrade(req, socket, head) && !(req.url ?? '').startsWith('/net/')) socket.destroy();
-    });
-  }
+  // The network hub (hostme serve --net, net/hub.ts) adds its /net/ handler to the same list.
+  const hub = options.hub;
+  if (hub) upgradeRoutes(server).add((req, socket, head) => hub.handleUpgrade(req, socket, head));
   // Expect: 100-continue is answered by the upload handler once auth and size checks pass.
   server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => server.emit('request', req, res));
   return server;

@@ -3,13 +3,10 @@ import type { ObjectId } from '../format/digest.js';
 import { isHostmeError, errorMessage } from '../errors.js';
 import type { GetOptions, ObjectRef, ObjectSource, ObjectStore, VerifiedObject } from './object-store.js';
 
-/** { id, bytes, source } for every object served from the local cache. */
+/** Payloads: store/events.ts HostmeEvents. */
 export const cacheHitChannel = channel('hostme:cache:hit');
-/** { id, bytes, source, priority } for every object fetched from upstream. */
 export const cacheMissChannel = channel('hostme:cache:miss');
-/** { id, reason } when a cached object failed verification: it was deleted and is fetched again. */
 export const cacheRepairedChannel = channel('hostme:cache:repaired');
-/** { reason } once when the cache stops persisting (full, read-only). */
 export const cacheDegradedChannel = channel('hostme:cache:degraded');
 
 /**

@@ -1,4 +1,4 @@
-import { HostmeError } from '../errors.js';
+import { codedError } from '../errors.js';
 
 /**
  * Store failures; the code decides what a combinator does next:
@@ -26,11 +26,8 @@ export const STORE_ERROR_CODES = [
 ] as const;
 export type StoreErrorCode = (typeof STORE_ERROR_CODES)[number];
 
-export class StoreError extends HostmeError {
-  constructor(code: StoreErrorCode, message: string, context: Record<string, unknown> = {}, options?: { cause?: unknown }) {
-    super(code, message, context, options);
-  }
-}
+export const StoreError = codedError('StoreError', STORE_ERROR_CODES);
+export type StoreError = InstanceType<typeof StoreError>;
 
 export function missing(source: string, what: string): StoreError {
   return new StoreError('object-missing', `${source}: ${what} not found`, { source, what });

@@ -21,7 +21,7 @@ export interface HttpTransportOptions {
   requestInit?: RequestInit;
 }
 
-/** Published for every completed HTTP request: { url, method, status, bytes, ms, attempt }. */
+/** Published for every completed HTTP request (payload: store/events.ts HostmeEvents). */
 export const httpRequestChannel = channel('hostme:http:request');
 
 const DEFAULT_MAX_BYTES = 64 * 1024 * 1024;

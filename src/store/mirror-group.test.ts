@@ -10,7 +10,8 @@ import { TransportStore } from './transport-store.js';
 import { DirStore } from './node/dir-store.js';
 import { HttpTransport } from './http-transport.js';
 import { StaticServer, type StaticServerBehavior } from './testing/static-server.js';
-import { compressibleObject, hasCode, randomObject } from './store.case.js';
+import { compressibleObject, randomObject } from './store.case.js';
+import { hasCode } from '../testing/has-code.js';
 import { nodeCodecs } from '../format/node/codecs.js';
 
 async function closedPortUrl(): Promise<string> {

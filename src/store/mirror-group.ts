@@ -4,11 +4,9 @@ import { isHostmeError, errorMessage } from '../errors.js';
 import type { GetOptions, ObjectRef, ObjectSource, VerifiedObject } from './object-store.js';
 import { StoreError } from './errors.js';
 
-/** { mirror, reason, id } when a mirror serves wrong bytes and is demoted. */
+/** Payloads: store/events.ts HostmeEvents. */
 export const mirrorDemotedChannel = channel('hostme:mirror:demote');
-/** { from, to, id, reason } when a read moves on to the next mirror. */
 export const mirrorFailoverChannel = channel('hostme:mirror:failover');
-/** { peer, id, reason } when an untrusted peer is dropped from the group (wrong bytes, or dead). */
 export const peerDroppedChannel = channel('hostme:peer:dropped');
 
 /**

@@ -7,6 +7,7 @@ import { encodeObject, type EncodedObject } from '../format/node/codecs.js';
 import { objectPath } from '../format/digest.js';
 import { isHostmeError } from '../errors.js';
 import type { ObjectSource, ObjectStore } from './object-store.js';
+import { hasCode } from '../testing/has-code.js';
 
 /** What a source under test provides to the shared read cases. */
 export interface SourceFixture {
@@ -25,15 +26,6 @@ export interface StoreFixture {
 
 export function codeOf(err: unknown): string {
   return isHostmeError(err) ? err.code : `not a HostmeError: ${String(err)}`;
-}
-
-/** assert.rejects matcher for a HostmeError code, optionally requiring message parts. */
-export function hasCode(code: string, ...parts: string[]) {
-  return (err: unknown): boolean => {
-    assert.equal(codeOf(err), code, `message: ${(err as Error)?.message}`);
-    for (const part of parts) assert.ok((err as Error).message.includes(part), `${(err as Error).message} should mention ${part}`);
-    return true;
-  };
 }
 
 export function compressibleObject(size = 64 * 1024): EncodedObject {

@@ -1,4 +1,3 @@
-import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { mkdir, mkdtemp, open, rm, writeFile } from 'node:fs/promises';
@@ -8,7 +7,7 @@ import { generatePublisherKey, parsePrivateKeyPem, type PublisherKey } from '../
 import { chunkLength, isHole, type ChunkIndex } from '../format/chunk-index.js';
 import type { BlobRef } from '../format/manifest.js';
 import { openRepository, type Repository } from '../repo/repository.js';
-import { isHostmeError } from '../errors.js';
+export { hasCode } from './has-code.js';
 import { packImage, type PackRequest } from '../pack/pack-image.js';
 import { createKeyFiles, loadPrivateKey } from '../pack/publisher-key.js';
 
@@ -134,16 +133,6 @@ export async function fillDisk(dir: string, leaveBytes: number): Promise<void> {
   const { stdout } = await run('df', ['-B1', '--output=avail', dir]);
   const avail = Number(stdout.trim().split('\n').at(-1));
   if (avail > leaveBytes) await writeFile(join(dir, 'filler'), Buffer.alloc(avail - leaveBytes, 7));
-}
-
-/** An assert.rejects/throws check: a HostmeError with this code, whose message passes `check`. */
-export function hasCode(code: string, check?: (message: string) => void) {
-  return (err: unknown): boolean => {
-    assert.ok(isHostmeError(err), `expected a HostmeError, got ${String(err)}`);
-    assert.equal(err.code, code, err.message);
-    check?.(err.message);
-    return true;
-  };
 }
 
 /**

@@ -6,15 +6,13 @@
  *
  * File: <cache root>/accel.json, { "version": 1, "verdicts": { "<machine key>": Verdict } }.
  */
-import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdir, readFile, realpath, rename, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import { userCacheRoot } from '../user-dirs.js';
 import type { Accel } from './accel.js';
-import { resolveQemuBinary } from './qemu-binary.js';
+import { qemuVersionLine, resolveQemuBinary } from './qemu-binary.js';
 
 export interface MachineIdentity {
   /**
@@ -44,8 +42,6 @@ interface VerdictFile {
   verdicts: Record<string, AccelVerdict>;
 }
 
-const exec = promisify(execFile);
-
 export function verdictFile(): string {
   return process.env.HOSTME_ACCEL_VERDICT_FILE || path.join(userCacheRoot(), 'accel.json');
 }
@@ -54,10 +50,7 @@ const identities = new Map<string, Promise<MachineIdentity>>();
 
 /** The binary's own version line, for people (hostme doctor); not part of the identity. */
 export async function qemuVersion(qemuBinary: string): Promise<string> {
-  return exec(qemuBinary, ['--version'], { timeout: 5000 }).then(
-    (r) => r.stdout.split('\n')[0]!.trim(),
-    () => `unknown (${qemuBinary} --version failed)`,
-  );
+  return (await qemuVersionLine(qemuBinary)) ?? `unknown (${qemuBinary} --version failed)`;
 }
 
 /** This machine as the verdict sees it (once per binary and process). */

@@ -7,12 +7,13 @@
  * guest has shown life under it (launchVm's watchdog), and that verdict is
  * remembered per machine (accel-verdict.ts). docs/run.md "Accelerator".
  */
-import { spawn } from 'node:child_process';
 import { constants as fsConstants } from 'node:fs';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { HostmeError } from '../errors.js';
+import { HostmeError, isHostmeError } from '../errors.js';
+import { runTool, type ToolResult } from '../process/tool.js';
+import { qemuToolName } from './qemu-binary.js';
 import { machineIdentity, rememberVerdict, rememberedVerdict, type MachineIdentity } from './accel-verdict.js';
 
 export type Accel = 'kvm' | 'tcg';
@@ -148,34 +149,28 @@ async function runProbe(qemu: string, timeoutMs: number): Promise<ProbeResult> {
       '-kernel', image, '-serial', 'stdio',
       '-device', 'isa-debug-exit,iobase=0xf4,iosize=0x04',
     ];
-    const outcome = await new Promise<{ status: number | null; out: string; err: string; timedOut: boolean; spawnError?: Error }>(
-      (resolve) => {
-        let out = '';
-        let errText = '';
-        let timedOut = false;
-        const child = spawn(qemu, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-        const timer = setTimeout(() => {
-          timedOut = true;
-          child.kill('SIGKILL');
-        }, timeoutMs);
-        child.stdout.on('data', (d: Buffer) => (out += d.toString('latin1')));
-        child.stderr.on('data', (d: Buffer) => (errText += d.toString('utf8')));
-        child.on('error', (e) => {
-          clearTimeout(timer);
-          resolve({ status: null, out, err: errText, timedOut, spawnError: e });
-        });
-        child.on('close', (status) => {
-          clearTimeout(timer);
-          resolve({ status, out, err: errText, timedOut });
-        });
-      },
-    );
-    if (outcome.spawnError) return { accel: 'tcg', reason: `cannot run ${qemu}: ${outcome.spawnError.message}` };
-    if (outcome.status === PROBE_EXIT_STATUS && outcome.out.includes('1K')) return { accel: 'kvm', reason: 'probe ok' };
-    if (outcome.timedOut) return { accel: 'tcg', reason: `KVM probe guest did not finish within ${timeoutMs} ms` };
-    const lastErr = outcome.err.trim().split('\n').slice(-2).join(' / ');
-    return { accel: 'tcg', reason: `KVM probe guest failed (status ${outcome.status}): ${lastErr || 'no output'}` };
+    // Exit 67 is the probe's own success (isa-debug-exit); anything else is KVM failing it.
+    let result: ToolResult;
+    try {
+      result = await runTool(qemuToolName(qemu), args, { binary: qemu, timeoutMs, okExitCodes: [PROBE_EXIT_STATUS], maxOutputBytes: 64 << 10 });
+    } catch (err) {
+      return probeFailure(err, qemu, timeoutMs);
+    }
+    if (result.stdout.includes('1K')) return { accel: 'kvm', reason: 'probe ok' };
+    return { accel: 'tcg', reason: `KVM probe guest failed (status ${result.exit}): ${lastLines(result.stderr) || 'no output'}` };
   } finally {
     await fs.rm(dir, { recursive: true, force: true });
   }
+}
+
+function probeFailure(err: unknown, qemu: string, timeoutMs: number): ProbeResult {
+  if (!isHostmeError(err)) throw err;
+  if (err.code === 'tool-timeout') return { accel: 'tcg', reason: `KVM probe guest did not finish within ${timeoutMs} ms` };
+  // No exit status: QEMU did not start at all (missing, not executable).
+  if (err.context.exit === undefined) return { accel: 'tcg', reason: `cannot run ${qemu}: ${err.message}` };
+  return { accel: 'tcg', reason: `KVM probe guest failed (status ${String(err.context.exit)}): ${lastLines(String(err.context.stderr ?? '')) || 'no output'}` };
+}
+
+function lastLines(text: string): string {
+  return text.trim().split('\n').slice(-2).join(' / ');
 }

@@ -4,23 +4,23 @@
  * sockets, the serial console on QEMU's stdio (which we both show and scan),
  * and a QMP socket for control.
  */
-import { spawn, type ChildProcessByStdio } from 'node:child_process';
 import { createWriteStream, type WriteStream } from 'node:fs';
 import fs from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import type { Readable, Writable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { HostmeError, isHostmeError } from '../errors.js';
 import { chooseAccel, resetAccelCache, type Accel, type AccelChoice } from './accel.js';
 import { machineIdentity, rememberVerdict } from './accel-verdict.js';
 import { QmpClient } from './qmp.js';
-import { SANDBOX_ARGS, handOver, qemuUser } from './confine.js';
-import { findOnPath, toolBinary } from '../process/tool.js';
+import { SANDBOX_ARGS } from './confine.js';
+import { ConsoleBuffer, consoleShowsLife, tailLines } from './console-buffer.js';
+import { spawnQemu, type QemuProcess } from './qemu-process.js';
+import { stdioBridge } from './stdio-bridge.js';
 import { defaultQemuBinary, resolveQemuBinary, type VmArch } from './qemu-binary.js';
 
 export { defaultQemuBinary, resolveQemuBinary, type VmArch };
+export { consoleShowsLife };
 
 
 export interface VmDisk {
@@ -189,11 +189,6 @@ export interface VmHandle {
   screendump(): Promise<Buffer>;
 }
 
-const CONSOLE_KEEP = 1 << 20;
-const STDERR_KEEP = 8192;
-/** Ctrl-] on an interactive stdio console stops the VM (like telnet). */
-const ESCAPE_BYTE = 0x1d;
-
 function validateSpec(spec: VmSpec): void {
   const bad = (message: string) => new HostmeError('bad-vm-spec', message, {});
   // A restored machine needs no kernel: it is in the saved RAM.
@@ -273,10 +268,6 @@ export function buildQemuArgs(spec: VmSpec, accel: Accel, qmpSocket: string): st
   return args;
 }
 
-function tail(text: string, lines = 12): string {
-  return text.trimEnd().split('\n').slice(-lines).join('\n');
-}
-
 /**
  * Starts QEMU for a spec. Under KVM it watches the guest: a guest that shows
  * no sign of life (no console output past the boot stub's, no disk read
@@ -329,22 +320,6 @@ function watchdogDefaultMs(): number {
   return Number.isFinite(fromEnv) && fromEnv >= 0 && process.env.HOSTME_KVM_WATCHDOG_MS !== '' ? fromEnv : 12000;
 }
 
-/**
- * Lines a boot stub prints before the kernel proper runs: seen under a KVM
- * that then hangs in the kernel's early setup, so they prove nothing.
- */
-const BOOT_STUB_PHRASES = ['Probing EDD', 'Decompressing Linux', 'Parsing ELF', 'Booting the kernel', 'early console'];
-
-export function consoleShowsLife(consoleText: string): boolean {
-  return consoleText.split(/\r?\n/).some((raw, i, lines) => {
-    const line = raw.trim();
-    if (line === '' || BOOT_STUB_PHRASES.some((phrase) => line.startsWith(phrase))) return false;
-    // The last line may still be arriving: "Probing ED" is not yet a sign of anything.
-    const incomplete = i === lines.length - 1;
-    return !(incomplete && BOOT_STUB_PHRASES.some((phrase) => phrase.startsWith(line)));
-  });
-}
-
 /** 'alive' at the first sign of life, 'silent' after boundMs without one, 'exited' if QEMU stopped first. */
 function watchForLife(vm: VmHandle, activity: (() => number) | undefined, boundMs: number): Promise<'alive' | 'silent' | 'exited'> {
   const baseline = activity?.() ?? 0;
@@ -369,168 +344,103 @@ function watchForLife(vm: VmHandle, activity: (() => number) | undefined, boundM
   });
 }
 
-let setprivLookup: Promise<string | undefined> | undefined;
-
-function setprivBinary(): Promise<string | undefined> {
-  setprivLookup ??= findOnPath(toolBinary('setpriv'));
-  return setprivLookup;
+/** QEMU up to its QMP socket, or the reason it did not get there (then it is gone). */
+async function connectQmp(qemu: QemuProcess, socket: string, exited: Promise<unknown>, timedOut: () => boolean): Promise<QmpClient> {
+  try {
+    const deadline = performance.now() + 15000;
+    for (;;) {
+      if (qemu.exit) throw qemu.startFailure(timedOut());
+      try {
+        await fs.access(socket);
+        return await QmpClient.connect(socket, { timeoutMs: 5000 });
+      } catch (err) {
+        if (qemu.exit) throw qemu.startFailure(timedOut());
+        if (performance.now() > deadline) throw err;
+        await sleep(15);
+      }
+    }
+  } catch (err) {
+    qemu.kill();
+    await exited;
+    throw err;
+  }
 }
 
+function openConsoleLog(console: VmConsole): WriteStream | undefined {
+  if (typeof console !== 'object') return undefined;
+  const log = createWriteStream(console.logFile, { flags: 'a' });
+  log.on('error', () => {
+    /* a broken log must not take the VM down */
+  });
+  return log;
+}
+
+/**
+ * One QEMU run: the process (qemu-process.ts) with its console scanned
+ * (console-buffer.ts), shown or logged (stdio-bridge.ts), the deadline, QMP,
+ * the ready mark and shutdown.
+ */
 async function startQemu(spec: VmSpec, binary: string, accel: Accel, accelReason: string): Promise<VmHandle> {
-  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'hostme-vm-'));
-  const qmpSocket = path.join(dir, 'qmp.sock');
-  // As root, QEMU runs as an unprivileged user and gets its files handed over (confine.ts).
-  const user = await qemuUser();
-  const handed = user ? await handOver(spec, dir, user).catch(async (err) => { await fs.rm(dir, { recursive: true, force: true }); throw err; }) : undefined;
-  // The device state to restore, as a descriptor: `exec:cat` would be a spawn, which the sandbox forbids.
-  const incomingHandle = spec.incomingFile ? await fs.open(spec.incomingFile, 'r').catch(async (err: NodeJS.ErrnoException) => {
-    handed?.close();
-    await fs.rm(dir, { recursive: true, force: true });
-    throw new HostmeError('qemu-failed', `cannot open the saved machine state ${spec.incomingFile} (${err.code})`, { file: spec.incomingFile });
-  }) : undefined;
-  const extraFds = [...(handed?.fds ?? []), ...(incomingHandle ? [incomingHandle.fd] : [])];
-  const incomingFd = incomingHandle ? 2 + extraFds.length : undefined;
-  const args = buildQemuArgs(handed?.spec ?? spec, accel, qmpSocket);
-
-  let logStream: WriteStream | undefined;
-  if (typeof spec.console === 'object') {
-    logStream = createWriteStream(spec.console.logFile, { flags: 'a' });
-    logStream.on('error', () => {
-      /* a broken log must not take the VM down */
+  const consoleBuffer = new ConsoleBuffer();
+  const logStream = openConsoleLog(spec.console);
+  const terminal = spec.console === 'stdio' ? stdioBridge() : undefined;
+  let qmpSocket = '';
+  let qemu: QemuProcess;
+  try {
+    qemu = await spawnQemu({
+      binary,
+      spec,
+      args: (handed, dir) => buildQemuArgs(handed, accel, (qmpSocket = path.join(dir, 'qmp.sock'))),
+      onStdout: (chunk) => {
+        terminal?.show(chunk);
+        logStream?.write(chunk);
+        consoleBuffer.write(chunk);
+      },
     });
+  } catch (err) {
+    logStream?.end();
+    throw err;
   }
+  const t0 = qemu.startedAt;
 
-  const t0 = performance.now();
-  // QEMU dies with us even on kill -9 (no 'exit' handler runs then): the kernel
-  // sends it SIGKILL when this process goes (util-linux setpriv, where present).
-  const setpriv = await setprivBinary();
-  const command = setpriv ? [setpriv, '--pdeathsig', 'KILL', '--', binary, ...args] : [binary, ...args];
-  const child = spawn(command[0]!, command.slice(1), {
-    stdio: ['pipe', 'pipe', 'pipe', ...extraFds],
-    ...(user ? { uid: user.uid, gid: user.gid } : {}),
-  }) as unknown as ChildProcessByStdio<Writable, Readable, Readable>;
-  handed?.close();
-  await incomingHandle?.close();
-
-  // ---- console and stderr
-  let consoleText = '';
-  let consoleBase = 0; // characters dropped from the front of consoleText
-  let stderrText = '';
-  const listeners = new Set<(text: string) => void>();
-  const decoder = new TextDecoder('utf-8');
-  child.stdout.on('data', (chunk: Buffer) => {
-    if (spec.console === 'stdio') process.stdout.write(chunk);
-    logStream?.write(chunk);
-    const text = decoder.decode(chunk, { stream: true });
-    if (!text) return;
-    consoleText += text;
-    if (consoleText.length > CONSOLE_KEEP * 2) {
-      const drop = consoleText.length - CONSOLE_KEEP;
-      consoleText = consoleText.slice(drop);
-      consoleBase += drop;
-    }
-    for (const l of [...listeners]) l(text);
-  });
-  child.stderr.on('data', (chunk: Buffer) => {
-    stderrText = (stderrText + chunk.toString('utf8')).slice(-STDERR_KEEP);
-  });
-  child.stdin.on('error', () => {
-    /* QEMU gone: writes are dropped */
-  });
-  // Never leave an orphaned QEMU behind if this process exits first.
-  const killOnExit = () => child.kill('SIGKILL');
-  process.on('exit', killOnExit);
-
-  // ---- exit
-  let exitInfo: VmExit | undefined;
   let timedOut = false;
-  let spawnError: Error | undefined;
-  const exitListeners: Array<(e: VmExit) => void> = [];
-  const exitedRaw = new Promise<VmExit>((resolve) => {
-    child.on('error', (err) => {
-      spawnError = err;
-      // 'close' still follows for spawn errors in current Node; be safe anyway.
-      setTimeout(() => {
-        if (!exitInfo) {
-          exitInfo = { code: null, signal: null, ms: performance.now() - t0, timedOut };
-          resolve(exitInfo);
-        }
-      }, 100);
-    });
-    child.on('close', (code, signal) => {
-      if (exitInfo) return;
-      exitInfo = { code, signal, ms: performance.now() - t0, timedOut };
-      resolve(exitInfo);
-    });
-  });
-  exitedRaw.then((e) => exitListeners.forEach((l) => l(e)));
-
-  let stdinCleanup: (() => void) | undefined;
+  let timer: NodeJS.Timeout | undefined;
   let qmp: QmpClient | undefined;
+  const exitedRaw = qemu.exited.then((e): VmExit => ({ ...e, timedOut }));
+  void exitedRaw.then(() => consoleBuffer.end());
   const exited = exitedRaw.then(async (e) => {
-    process.off('exit', killOnExit);
-    stdinCleanup?.();
+    terminal?.detach();
     if (timer) clearTimeout(timer);
     if (qmp) await qmp.close().catch(() => undefined);
     await new Promise<void>((r) => (logStream ? logStream.end(() => r()) : r()));
-    await fs.rm(dir, { recursive: true, force: true }).catch(() => undefined);
+    await qemu.cleanUp();
     return e;
   });
 
-  // ---- timeout
-  let timer: NodeJS.Timeout | undefined;
   let rejectReady: ((err: Error) => void) | undefined;
   if (spec.timeoutMs !== undefined) {
     const timeoutMs = spec.timeoutMs;
     timer = setTimeout(() => {
-      if (exitInfo) return;
+      if (qemu.exit) return;
       timedOut = true;
-      child.kill('SIGKILL');
+      qemu.kill();
       rejectReady?.(
         new HostmeError(
           'vm-timeout',
           spec.until
             ? `VM console did not match ${spec.until} within ${timeoutMs} ms; QEMU was killed`
             : `VM still running after ${timeoutMs} ms; QEMU was killed`,
-          { timeoutMs, until: spec.until?.source, consoleTail: tail(consoleText) },
+          { timeoutMs, until: spec.until?.source, consoleTail: consoleBuffer.tail() },
         ),
       );
     }, timeoutMs);
   }
 
-  // ---- QMP: wait for the socket, or for QEMU to die trying
-  const earlyExitError = (e: VmExit) =>
-    spawnError
-      ? new HostmeError('qemu-failed', `Cannot run ${binary}: ${spawnError.message}`, { binary }, { cause: spawnError })
-      : new HostmeError(
-          e.timedOut ? 'vm-timeout' : 'qemu-failed',
-          `QEMU exited at start (${e.signal ?? `code ${e.code}`}): ${tail(stderrText, 4) || 'no error output'}`,
-          { binary, args, code: e.code, signal: e.signal, stderrTail: tail(stderrText) },
-        );
-  try {
-    const deadline = performance.now() + 15000;
-    while (!qmp) {
-      if (exitInfo) throw earlyExitError(exitInfo);
-      try {
-        await fs.access(qmpSocket);
-        qmp = await QmpClient.connect(qmpSocket, { timeoutMs: 5000 });
-      } catch (err) {
-        if (exitInfo) throw earlyExitError(exitInfo);
-        if (performance.now() > deadline) throw err;
-        await sleep(15);
-      }
-    }
-  } catch (err) {
-    child.kill('SIGKILL');
-    await exited;
-    throw err;
-  }
-  const qmpClient = qmp;
+  const qmpClient = (qmp = await connectQmp(qemu, qmpSocket, exited, () => timedOut));
 
-  // ---- shutdown
   let shutdownPromise: Promise<VmExit> | undefined;
   const shutdown = (options: { graceful?: boolean; timeoutMs?: number } = {}): Promise<VmExit> => {
-    if (exitInfo) return exited;
+    if (qemu.exit) return exited;
     shutdownPromise ??= (async () => {
       const gone = (ms: number) => Promise.race([exited.then(() => true), sleep(ms).then(() => false)]);
       if (options.graceful) {
@@ -539,96 +449,60 @@ async function startQemu(spec: VmSpec, binary: string, accel: Accel, accelReason
       }
       await qmpClient.execute('quit', undefined, { timeoutMs: 1000 }).catch(() => undefined);
       if (await gone(2000)) return exited;
-      child.kill('SIGKILL');
+      qemu.kill();
       return exited;
     })();
     return shutdownPromise;
   };
 
-  // ---- interactive console
-  if (spec.console === 'stdio' && process.stdin.readable) {
-    const stdin = process.stdin;
-    const wasRaw = stdin.isTTY ? stdin.isRaw : false;
-    if (stdin.isTTY) stdin.setRawMode(true);
-    const onData = (data: Buffer) => {
-      if (stdin.isTTY && data.includes(ESCAPE_BYTE)) {
-        void shutdown();
-        return;
-      }
-      child.stdin.write(data);
-    };
-    stdin.on('data', onData);
-    stdin.resume();
-    stdinCleanup = () => {
-      stdin.off('data', onData);
-      if (stdin.isTTY) stdin.setRawMode(wasRaw);
-      stdin.pause();
-    };
-  }
+  terminal?.attachInput(qemu.stdin, () => void shutdown());
 
-  // ---- readiness
   const ready = new Promise<VmReady>((resolve, reject) => {
     rejectReady = reject;
-    if (!spec.until) {
-      resolve({ ms: performance.now() - t0, match: '' });
-      return;
-    }
     const until = spec.until;
-    let scanFrom = 0;
-    let done = false;
-    const check = () => {
-      if (done) return;
-      const start = Math.max(0, scanFrom - consoleBase - 256);
-      const m = until.exec(consoleText.slice(start));
-      scanFrom = consoleBase + consoleText.length;
-      if (!m) return;
-      done = true;
-      listeners.delete(check);
-      if (timer) clearTimeout(timer);
-      resolve({ ms: performance.now() - t0, match: m[0] });
-      if (!spec.keepRunning) void shutdown();
-    };
-    listeners.add(check);
-    check();
-    exitListeners.push((e) => {
-      if (done) return;
-      done = true;
-      listeners.delete(check);
-      if (e.timedOut) return; // already rejected by the timer
-      reject(
-        new HostmeError(
-          'vm-exited',
-          `QEMU exited (${e.signal ?? `code ${e.code}`}) before the console matched ${until}` +
-            (stderrText.trim() ? `: ${tail(stderrText, 4)}` : ''),
-          { code: e.code, signal: e.signal, stderrTail: tail(stderrText), consoleTail: tail(consoleText) },
-        ),
-      );
-    });
+    if (!until) return resolve({ ms: performance.now() - t0, match: '' });
+    consoleBuffer.waitFor(until, { since: 0, overlap: 256 }).then(
+      (m) => {
+        if (timer) clearTimeout(timer);
+        resolve({ ms: performance.now() - t0, match: m[0] });
+        if (!spec.keepRunning) void shutdown();
+      },
+      async () => {
+        const e = await exitedRaw;
+        if (e.timedOut) return; // already rejected by the timer
+        const stderr = qemu.stderr;
+        reject(
+          new HostmeError(
+            'vm-exited',
+            `QEMU exited (${e.signal ?? `code ${e.code}`}) before the console matched ${until}` + (stderr.trim() ? `: ${tailLines(stderr, 4)}` : ''),
+            { code: e.code, signal: e.signal, stderrTail: tailLines(stderr), consoleTail: consoleBuffer.tail() },
+          ),
+        );
+      },
+    );
   });
   ready.catch(() => undefined); // callers that only await `exited` must not crash on it
 
   let screens = 0;
-  const handle: VmHandle = {
-    pid: child.pid ?? -1,
+  return {
+    pid: qemu.pid,
     accel,
     accelReason,
-    argv: [binary, ...args],
-    dir,
-    incomingFd,
+    argv: qemu.argv,
+    dir: qemu.dir,
+    incomingFd: qemu.incomingFd,
     ready,
     exited,
     qmp: qmpClient,
     get console() {
-      return consoleText;
+      return consoleBuffer.text;
     },
     get consoleLength() {
-      return consoleBase + consoleText.length;
+      return consoleBuffer.length;
     },
-    sendConsole(text: string | Uint8Array) {
-      if (!exitInfo) child.stdin.write(text);
-    },
+    sendConsole: (text) => qemu.write(text),
     async screendump() {
-      const file = path.join(dir, `screen-${++screens}.png`);
+      const file = path.join(qemu.dir, `screen-${++screens}.png`);
       try {
         await qmpClient.execute('screendump', { filename: file, format: 'png' }, { timeoutMs: 10_000 });
         return await fs.readFile(file);
@@ -636,53 +510,8 @@ async function startQemu(spec: VmSpec, binary: string, accel: Accel, accelReason
         await fs.rm(file, { force: true });
       }
     },
-    waitForConsole(pattern: RegExp, options: { timeoutMs?: number; since?: number } = {}) {
-      const since = options.since ?? consoleBase + consoleText.length;
-      return new Promise<RegExpMatchArray>((resolve, reject) => {
-        let t: NodeJS.Timeout | undefined;
-        const finish = (fn: () => void) => {
-          listeners.delete(check);
-          if (t) clearTimeout(t);
-          fn();
-        };
-        const check = () => {
-          const m = pattern.exec(consoleText.slice(Math.max(0, since - consoleBase)));
-          if (m) finish(() => resolve(m));
-        };
-        if (options.timeoutMs !== undefined) {
-          const ms = options.timeoutMs;
-          t = setTimeout(
-            () =>
-              finish(() =>
-                reject(
-                  new HostmeError('console-timeout', `Console did not show ${pattern} within ${ms} ms`, {
-                    pattern: pattern.source,
-                    consoleTail: tail(consoleText),
-                  }),
-                ),
-              ),
-            ms,
-          );
-        }
-        if (exitInfo) {
-          check();
-          finish(() => reject(new HostmeError('vm-exited', `VM exited before the console showed ${pattern}`, { consoleTail: tail(consoleText) })));
-          return;
-        }
-        listeners.add(check);
-        exitListeners.push(() =>
-          finish(() =>
-            reject(new HostmeError('vm-exited', `VM exited before the console showed ${pattern}`, { consoleTail: tail(consoleText) })),
-          ),
-        );
-        check();
-      });
-    },
-    onConsole(listener: (text: string) => void) {
-      listeners.add(listener);
-      return () => listeners.delete(listener);
-    },
+    waitForConsole: (pattern, options = {}) => consoleBuffer.waitFor(pattern, options),
+    onConsole: (listener) => consoleBuffer.subscribe(listener),
     shutdown,
   };
-  return handle;
 }

@@ -6,9 +6,7 @@
  * restoring VM maps the same bytes privately (copy-on-write) and reads the
  * device state with migrate-incoming.
  */
-import { execFile } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { promisify } from 'node:util';
 import { createWriteStream } from 'node:fs';
 import { chmod } from 'node:fs/promises';
 import { createServer } from 'node:net';
@@ -16,6 +14,7 @@ import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { HostmeError, errorMessage } from '../errors.js';
 import type { QmpClient } from './qmp.js';
+import { qemuVersionLine } from './qemu-binary.js';
 import type { VmHandle, VmNetdev, VmOverlayNic } from './qemu.js';
 
 const IGNORE_SHARED = { capabilities: [{ capability: 'x-ignore-shared', state: true }] };
@@ -117,19 +116,9 @@ export function qmpQemuVersion(qmp: QmpClient): string {
   return v ? `${v.major}.${v.minor}.${v.micro}` : 'unknown';
 }
 
-const versions = new Map<string, Promise<string>>();
-
 /** `qemu-system-… --version` as "7.2.22" (cached per binary), or 'unknown'. */
-export function qemuBinaryVersion(binary: string): Promise<string> {
-  let version = versions.get(binary);
-  if (!version) {
-    version = promisify(execFile)(binary, ['--version'], { timeout: 10_000 }).then(
-      ({ stdout }) => /version (\d+\.\d+\.\d+)/.exec(stdout)?.[1] ?? 'unknown',
-      () => 'unknown',
-    );
-    versions.set(binary, version);
-  }
-  return version;
+export async function qemuBinaryVersion(binary: string): Promise<string> {
+  return /version (\d+\.\d+\.\d+)/.exec((await qemuVersionLine(binary)) ?? '')?.[1] ?? 'unknown';
 }
 
 /** The NICs a run wants, to be hot-plugged into a resumed machine. */

@@ -6,7 +6,8 @@ import assert from 'node:assert/strict';
 import { BrowserCacheStore, type CacheStorageLike } from './reader/cache.js';
 import { webCodecs } from '../testing/web-codecs.js';
 import { nodeCodecs } from '../format/node/codecs.js';
-import { runObjectStoreCases, compressibleObject, hasCode } from '../store/store.case.js';
+import { runObjectStoreCases, compressibleObject } from '../store/store.case.js';
+import { hasCode } from '../testing/has-code.js';
 
 const KEY_PREFIX = 'https://objects.hostme.invalid/';
 

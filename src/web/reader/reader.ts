@@ -7,10 +7,10 @@ import { HostmeError } from '../../errors.js';
 import { openEnvelope } from '../../format/envelope.js';
 import { fromBase64, toBase64 } from '../../format/digest.js';
 import { parseManifest, type BlobRef, type Manifest } from '../../format/manifest.js';
-import { eventChannel } from '../../store/events.js';
+import { onEvent, type HostmeEventName, type HostmeEvents } from '../../store/events.js';
 import { HttpTransport } from '../../store/http-transport.js';
 import { TransportStore } from '../../store/transport-store.js';
-import { MirrorGroup, mirrorDemotedChannel } from '../../store/mirror-group.js';
+import { MirrorGroup } from '../../store/mirror-group.js';
 import { CacheStore } from '../../store/cache-store.js';
 import { FetchScheduler } from '../../store/fetch-scheduler.js';
 import type { GetOptions, ObjectRef, ObjectSource, VerifiedObject } from '../../store/object-store.js';
@@ -182,22 +182,18 @@ export class ImageReader {
   /** The core's events about this reader's mirrors, as page events. */
   private listen(): void {
     const mine = new Set(this.mirrors.ranking().map((m) => m.name));
-    const on = (name: string, handler: (message: unknown) => void): void => {
-      const channel = eventChannel(name);
-      channel.subscribe(handler);
-      this.unsubscribe.push(() => channel.unsubscribe(handler));
+    const on = <N extends HostmeEventName>(name: N, handler: (message: HostmeEvents[N]) => void): void => {
+      this.unsubscribe.push(onEvent(name, handler));
     };
-    on(mirrorDemotedChannel.name, (m) => {
-      const { mirror, id, reason } = m as { mirror: string; id: string; reason: string };
+    on('hostme:mirror:demote', ({ mirror, id, reason }) => {
       if (!mine.has(mirror)) return;
       const label = this.labelOf(id);
       this.emit({ type: 'invalid-object', id, label, source: mirror, message: `${label}: wrong bytes from ${mirror} for object ${id} (${reason})` });
     });
-    on('hostme:http:request', (m) => {
-      const { url, status, attempt, error } = m as { url: string; status: number; attempt: number; error?: string };
+    on('hostme:http:request', ({ url, status, attempt, error }) => {
       if ((error || status >= 500) && [...mine].some((s) => url.startsWith(withSlash(s)))) this.emit({ type: 'retrying', url, attempt: attempt + 1, message: error ?? `HTTP ${status}` });
     });
-    on('hostme:cache:degraded', (m) => this.emit({ type: 'cache-degraded', message: (m as { reason: string }).reason }));
+    on('hostme:cache:degraded', ({ reason }) => this.emit({ type: 'cache-degraded', message: reason }));
   }
 }
 
