@@ -39,9 +39,31 @@ export interface ChannelPeerOptions {
   maxConcurrent?: number;
   /** Per-request timeout (ms, default 15 s). */
   timeoutMs?: number;
+  /** A bound shared by every channel of one swarm (a page answers a few strangers at once, not 16 per channel). */
+  gate?: ServeGate;
+}
+
+/** Admits one answer at a time up to a swarm-wide bound; beyond it the asker gets BUSY. */
+export class ServeGate {
+  private active = 0;
+  constructor(readonly limit: number) {}
+  tryEnter(): boolean {
+    if (this.active >= this.limit) return false;
+    this.active++;
+    return true;
+  }
+  leave(): void {
+    this.active--;
+  }
 }
 
 const MAX_OBJECT = 64 * 1024 * 1024;
+const MAX_MANIFEST = 1024 * 1024;
+
+/** The most stored bytes an object of `length` content bytes can take (raw, or a zstd frame of incompressible data): the receive bound. */
+function storedBound(length: number): number {
+  return Math.min(MAX_OBJECT, length + (length >> 7) + 1024);
+}
 const MAX_PENDING = 256;
 /** Pause sending while this much is queued in the channel (memory bound, fairness). */
 const HIGH_WATER = 4 * 1024 * 1024;
@@ -85,7 +107,7 @@ export class ChannelPeer implements ObjectSource {
 
   async get(ref: ObjectRef, options: GetOptions = {}): Promise<VerifiedObject> {
     const started = performance.now();
-    const stored = await this.request((req) => encodeGet(req, ref.id), options.signal);
+    const stored = await this.request((req) => encodeGet(req, ref.id), storedBound(ref.length), options.signal);
     if (!stored) throw missing(this.name, `object ${ref.id}`);
     const data = await decodeObject(this.opts.codecs, ref.id, ref.length, stored, this.name);
     this.stats.fetched++;
@@ -94,7 +116,7 @@ export class ChannelPeer implements ObjectSource {
 
   /** The signed manifest envelope the peer shares, or null (the caller verifies it). */
   manifest(name: string, version: string, signal?: AbortSignal): Promise<Uint8Array | null> {
-    return this.request((req) => encodeManifestRequest(req, `${name}@${version}`), signal);
+    return this.request((req) => encodeManifestRequest(req, `${name}@${version}`), MAX_MANIFEST, signal);
   }
 
   async has(_id: ObjectId): Promise<boolean> {
@@ -106,7 +128,8 @@ export class ChannelPeer implements ObjectSource {
     this.shut();
   }
 
-  private request(encode: (req: number) => Uint8Array, signal?: AbortSignal): Promise<Uint8Array | null> {
+  /** Sends one request; the answer may be at most `maxBytes` (checked against DATA's total before anything is allocated). */
+  private request(encode: (req: number) => Uint8Array, maxBytes: number, signal?: AbortSignal): Promise<Uint8Array | null> {
     if (!this.isOpen) return Promise.reject(new StoreError('store-unavailable', `${this.name}: channel closed`));
     if (this.pending.size >= MAX_PENDING) return Promise.reject(new StoreError('store-unavailable', `${this.name}: too many requests in flight`));
     const req = this.nextReq++ >>> 0;
@@ -123,7 +146,7 @@ export class ChannelPeer implements ObjectSource {
         this.pending.delete(req);
         fn(v);
       };
-      this.pending.set(req, { resolve: done(resolve), reject: done(reject), assembly: new Reassembly(MAX_OBJECT) });
+      this.pending.set(req, { resolve: done(resolve), reject: done(reject), assembly: new Reassembly(maxBytes) });
       this.channel.send(encode(req));
     });
   }
@@ -153,7 +176,7 @@ export class ChannelPeer implements ObjectSource {
     if (!request) return;
     // A member that only fetches still answers, so the asker moves on at once.
     if (!this.opts.serve) return this.sendAll(encodeResponse(request.req, null, this.opts.maxMessage));
-    if (!this.admit() || this.answering >= (this.opts.maxConcurrent ?? 16)) {
+    if (!this.admit() || this.answering >= (this.opts.maxConcurrent ?? 16) || !(this.opts.gate?.tryEnter() ?? true)) {
       this.stats.refused++;
       return this.sendAll(encodeResponse(request.req, 'busy', this.opts.maxMessage));
     }
@@ -174,6 +197,7 @@ export class ChannelPeer implements ObjectSource {
       await this.sendAll(encodeResponse(request.req, null, this.opts.maxMessage));
     } finally {
       this.answering--;
+      this.opts.gate?.leave();
     }
   }
 
