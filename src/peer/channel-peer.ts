@@ -65,6 +65,8 @@ function storedBound(length: number): number {
   return Math.min(MAX_OBJECT, length + (length >> 7) + 1024);
 }
 const MAX_PENDING = 256;
+/** Requests that wait for an answering slot, per channel (37 bytes each); more get BUSY. */
+const MAX_QUEUED = 64;
 /** Pause sending while this much is queued in the channel (memory bound, fairness). */
 const HIGH_WATER = 4 * 1024 * 1024;
 
@@ -85,6 +87,7 @@ export class ChannelPeer implements ObjectSource {
   private nextReq = 1;
   private readonly pending = new Map<number, Pending>();
   private answering = 0;
+  private readonly queued: Array<() => void> = [];
   private tokens: number;
   private tokensAt = Date.now();
   private closed = false;
@@ -162,7 +165,8 @@ export class ChannelPeer implements ObjectSource {
     const waiting = frame && this.pending.get(frame.req);
     if (!frame || !waiting) return; // late answer to a cancelled request, or noise
     if (frame.kind === 'missing') return waiting.resolve(null);
-    if (frame.kind !== 'data') return waiting.reject(new StoreError('store-unavailable', `${this.name}: busy`));
+    // BUSY skips this source for the read, without counting against it (as HTTP peers' 429/503).
+    if (frame.kind !== 'data') return waiting.reject(new StoreError('object-missing', `${this.name}: busy`));
     try {
       const body = waiting.assembly.add(frame);
       if (body) waiting.resolve(body);
@@ -176,11 +180,21 @@ export class ChannelPeer implements ObjectSource {
     if (!request) return;
     // A member that only fetches still answers, so the asker moves on at once.
     if (!this.opts.serve) return this.sendAll(encodeResponse(request.req, null, this.opts.maxMessage));
-    if (!this.admit() || this.answering >= (this.opts.maxConcurrent ?? 16) || !(this.opts.gate?.tryEnter() ?? true)) {
+    const busy = () => {
       this.stats.refused++;
       return this.sendAll(encodeResponse(request.req, 'busy', this.opts.maxMessage));
+    };
+    if (!this.admit()) return busy();
+    if (this.answering >= (this.opts.maxConcurrent ?? 16)) {
+      // A few requests wait for a slot (an asker pipelines its reads); beyond that, BUSY.
+      if (this.queued.length >= MAX_QUEUED) return busy();
+      await new Promise<void>((resolve) => this.queued.push(resolve)); // the slot is handed over: `answering` stays counted
+      if (!this.isOpen) return this.release();
+    } else this.answering++;
+    if (!(this.opts.gate?.tryEnter() ?? true)) {
+      this.release();
+      return busy();
     }
-    this.answering++;
     try {
       let body: Uint8Array | null = null;
       if (request.kind === 'get') body = await this.opts.serve.object(request.id);
@@ -196,9 +210,16 @@ export class ChannelPeer implements ObjectSource {
     } catch {
       await this.sendAll(encodeResponse(request.req, null, this.opts.maxMessage));
     } finally {
-      this.answering--;
       this.opts.gate?.leave();
+      this.release();
     }
+  }
+
+  /** Hands this answer's slot to the next queued request, or frees it. */
+  private release(): void {
+    const next = this.queued.shift();
+    if (next) next();
+    else this.answering--;
   }
 
   private async sendAll(frames: Uint8Array[]): Promise<void> {
@@ -226,5 +247,6 @@ export class ChannelPeer implements ObjectSource {
     this.closed = true;
     for (const p of [...this.pending.values()]) p.reject(new StoreError('store-unavailable', `${this.name}: channel closed`));
     this.pending.clear();
+    for (const wake of this.queued.splice(0)) wake();
   }
 }

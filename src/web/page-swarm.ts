@@ -6,6 +6,7 @@
 // reported); the tab answers them from its Cache-API store, only objects of
 // this image, re-verified before they leave, within small bounds.
 import { RtcSwarm, type RtcEnvironment } from '../peer/rtc.js';
+import { mirrorFailoverChannel } from '../store/mirror-group.js';
 import type { ChannelPeer, ObjectCatalog } from '../peer/channel-peer.js';
 import { webCodecs } from './reader/codecs.js';
 import type { BrowserCacheStore } from './reader/cache.js';
@@ -20,10 +21,19 @@ export interface PageSwarmEvents {
 
 /** A tab answers few strangers: channels it opens, objects it sends at once (each at most one chunk in memory), requests per second per channel. */
 const PAGE_LIMITS = { maxConnections: 4, total: 8, maxConcurrent: 4, ratePerSecond: 200 };
+/**
+ * How long a demand read waits for a member before the repository (plus 1 ms
+ * per 4 KiB): a tab answers from its Cache API and re-verifies on a main
+ * thread that may be running a VM, slower than a Node peer's 750 ms.
+ */
+const TAB_WINDOW_MS = 2000;
 
 export class PageSwarm {
   readonly rtc: RtcSwarm;
   readonly dropped: string[] = [];
+  /** Why reads left a member for the next source ("missing", "busy", "slow", …), counted. */
+  readonly skipped: Record<string, number> = {};
+  private readonly names = new Set<string>();
   private reader?: ImageReader;
   /** Channels that opened before the manifest was verified: added to the reader once it exists. */
   private readonly early: ChannelPeer[] = [];
@@ -69,6 +79,12 @@ export class PageSwarm {
 
   /** Joins through the hub; resolves with the number of members it listed (0: nobody to fetch from yet). */
   async start(): Promise<number> {
+    mirrorFailoverChannel.subscribe((message) => {
+      const { from, reason } = message as { from: string; reason: string };
+      if (!this.names.has(from)) return;
+      const why = /busy/.test(reason) ? 'busy' : /not found|missing/i.test(reason) ? 'missing' : /no answer within|slow|cancelled/.test(reason) ? 'slow' : reason.slice(0, 60);
+      this.skipped[why] = (this.skipped[why] ?? 0) + 1;
+    });
     await this.rtc.start();
     return this.rtc.listed;
   }
@@ -99,9 +115,11 @@ export class PageSwarm {
 
   private add(peer: ChannelPeer): void {
     if (!peer.isOpen) return;
+    this.names.add(peer.name);
     this.reader!.addPeer(peer, {
       lan: true,
       latencyMs: 5,
+      windowMs: TAB_WINDOW_MS,
       onDropped: (reason, wrongBytes) => {
         this.dropped.push(peer.name);
         if (wrongBytes) this.rtc.report(peer, reason);

@@ -36,7 +36,7 @@ interface RunState {
   /** Milestones in ms since navigation (performance.now()): where a start spends its time. */
   timings: Record<string, number>;
   /** The image's WebRTC swarm (docs/peers.md "Browser peers"), when the page joined it. */
-  peers?: { image: string; listed: number; open: () => string[]; served: () => { objects: number; bytes: number; refused: number }; dropped: string[] };
+  peers?: { image: string; listed: number; open: () => string[]; served: () => { objects: number; bytes: number; refused: number }; dropped: string[]; skipped: Record<string, number> };
   /** Resolves when every chunk fetched so far is in the browser cache (so this tab can serve it). */
   flushCache?: () => Promise<void>;
 }
@@ -385,13 +385,16 @@ function joinSwarm(cache: BrowserCacheStore): { page?: PageSwarm; listed: Promis
   if (!image || params.has('token') || params.get('peers') === 'off' || typeof RTCPeerConnection !== 'function') return { listed: Promise.resolve(0) };
   const note = (line: string): void => void eventsEl.append(text(line, 'li'));
   const page = new PageSwarm(image, cache, {
-    onPeer: () => (body.dataset.peers = String(page.rtc.peers.length)),
+    onPeer: () => {
+      if (run.timings.firstPeer === undefined) mark('firstPeer');
+      body.dataset.peers = String(page.rtc.peers.length);
+    },
     onDropped: (peer, reason, wrongBytes) => {
       note(wrongBytes ? `Peer ${peer} ${reason}: refused, dropped and reported to the hub.` : `Peer ${peer} dropped: ${reason}.`);
       body.dataset.peerDropped = page.dropped.join(' ');
     },
   });
-  run.peers = { image, listed: 0, open: () => page.rtc.peers.map((p) => p.name), served: () => page.served(), dropped: page.dropped };
+  run.peers = { image, listed: 0, open: () => page.rtc.peers.map((p) => p.name), served: () => page.served(), dropped: page.dropped, skipped: page.skipped };
   const listed = page.start().then(
     (n) => {
       run.peers!.listed = n;
