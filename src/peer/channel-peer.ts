@@ -150,7 +150,12 @@ export class ChannelPeer implements ObjectSource {
         fn(v);
       };
       this.pending.set(req, { resolve: done(resolve), reject: done(reject), assembly: new Reassembly(maxBytes) });
-      this.channel.send(encode(req));
+      try {
+        this.channel.send(encode(req));
+      } catch {
+        this.pending.get(req)?.reject(new StoreError('store-unavailable', `${this.name}: channel closed`));
+        this.shut();
+      }
     });
   }
 
@@ -158,7 +163,7 @@ export class ChannelPeer implements ObjectSource {
     const msg = raw instanceof ArrayBuffer ? new Uint8Array(raw) : ArrayBuffer.isView(raw) ? new Uint8Array(raw.buffer, raw.byteOffset, raw.byteLength) : undefined;
     if (!msg || msg.length === 0) return;
     if (msg[0]! < 0x80) {
-      void this.answer(msg);
+      this.answer(msg).catch(() => this.shut());
       return;
     }
     const frame = decodeResponse(msg);
@@ -227,7 +232,11 @@ export class ChannelPeer implements ObjectSource {
       // Bounded polling instead of bufferedamountlow: the same code on every channel implementation.
       for (let waited = 0; this.isOpen && this.channel.bufferedAmount > HIGH_WATER && waited < 30_000; waited += 10) await new Promise((r) => setTimeout(r, 10));
       if (!this.isOpen) return;
-      this.channel.send(frame);
+      try {
+        this.channel.send(frame);
+      } catch {
+        return this.shut(); // closed between the check and the send (the other side dropped us)
+      }
       this.stats.framesSent++;
     }
   }

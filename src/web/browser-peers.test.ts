@@ -92,7 +92,7 @@ async function readObject(id: string): Promise<Uint8Array | null> {
   return readFile(join(repoDir, 'objects', id.slice(0, 2), id)).then((b) => new Uint8Array(b), () => null);
 }
 
-test('two Chromium profiles on one image: the second fetches from the first over WebRTC (origin requests drop); a lying Node peer is refused, named and reported; a Node peer fetches from a tab', { skip, timeout: 3 * BOOT_TIMEOUT_MS }, async () => {
+test('two Chromium profiles on one image: the second fetches from the first over WebRTC (origin requests drop); a lying Node peer is refused, named and reported; a Node peer fetches from a tab', { skip, timeout: 3 * BOOT_TIMEOUT_MS }, async (t) => {
   // A Node member that lies: the real stored bytes of each object with one byte flipped (right length, wrong content).
   let lies = 0;
   const liar = await nodeMember(async (id) => {
@@ -136,6 +136,7 @@ test('two Chromium profiles on one image: the second fetches from the first over
   assert.ok((b.stats.peerObjects ?? 0) > 0, `tab B fetched from a peer: ${JSON.stringify(b.stats)}`);
   assert.ok(objectsB * 2 < objectsA, `origin object requests drop: tab A ${objectsA}, tab B ${objectsB} (${b.stats.peerObjects} objects from tab A; reads that left it: ${JSON.stringify(b.skipped)}; timings ${JSON.stringify(b.timings)})`);
   assert.ok((await runOf(tabA)).served >= (b.stats.peerObjects ?? 0), 'tab A served what tab B got from peers');
+  t.diagnostic(`origin objects: tab A ${objectsA}, tab B ${objectsB}; tab B from tab A: ${b.stats.peerObjects} objects; reads that left tab A: ${JSON.stringify(b.skipped)}`);
   assert.match(await tabB.locator('#progress-text').innerText(), /from peers/);
 
   // A Node peer (fetch only) joins and reads an object of the image from a tab, verified.
