@@ -75,8 +75,8 @@ export class RtcSwarm {
   /** Member id of each open channel (to report a liar to the hub). */
   private readonly memberOf = new WeakMap<ChannelPeer, string>();
   private readonly gate: ServeGate;
-  /** Members the hub listed in its welcome (0: we are the first; nobody to fetch from yet). */
-  listed = 0;
+  /** Members the hub listed in its welcome (none: we are the first; nobody to fetch from yet). */
+  members: string[] = [];
   /** Offers made to each member: a connection that fails is offered again, a few times (ICE can fail under load). */
   private readonly attempts = new Map<string, number>();
   /** Signals of one member are handled in order (a candidate may arrive before its offer is applied). */
@@ -118,7 +118,7 @@ export class RtcSwarm {
         if (msg.t === 'welcome' && typeof msg.id === 'string') {
           this.selfId = msg.id;
           const listed = Array.isArray(msg.peers) ? msg.peers.filter((p): p is string => typeof p === 'string').slice(0, this.opts.maxConnections ?? 8) : [];
-          this.listed = listed.length;
+          this.members = listed;
           for (const id of listed) void this.offer(id).catch(() => this.drop(id));
           resolve();
         } else if (msg.t === 'signal' && typeof msg.from === 'string' && typeof msg.data === 'object' && msg.data !== null) {

@@ -86,7 +86,7 @@ export class PageSwarm {
       this.skipped[why] = (this.skipped[why] ?? 0) + 1;
     });
     await this.rtc.start();
-    return this.rtc.listed;
+    return this.rtc.members.length;
   }
 
   /** From now on, open channels are sources of `reader`, and the tab serves the objects of its image. */
