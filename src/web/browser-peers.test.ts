@@ -152,4 +152,11 @@ test('two Chromium profiles on one image: the second fetches from the first over
     if (!fetched) await new Promise((r) => setTimeout(r, 100));
   }
   assert.ok(fetched, 'a tab served the Node peer');
+
+  // A page with a token in use (a private network's) stays out of the public swarm.
+  const privatePage = await tabA.context().newPage();
+  await privatePage.goto(`${hubUrl}/i/hello-i686/run?token=private`);
+  await privatePage.waitForFunction(() => ['fetching', 'booting', 'ready', 'error'].includes(document.body.dataset.state ?? ''), undefined, { timeout: BOOT_TIMEOUT_MS });
+  assert.equal(await privatePage.evaluate(() => (window as unknown as { hostmeRun: PageRun }).hostmeRun.peers), undefined);
+  await privatePage.close();
 });
