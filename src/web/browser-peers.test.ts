@@ -6,7 +6,7 @@
 // in the hub's own request log. No timing asserts.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFile, rm } from 'node:fs/promises';
+import { cp, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Page } from 'playwright-core';
 import { nodeCodecs } from '../format/node/codecs.js';
@@ -15,6 +15,8 @@ import { startCli, type CliProcess } from '../testing/cli-process.js';
 import { RtcSwarm } from '../peer/rtc.js';
 import { closeNodeRtc, nodeRtcEnvironment } from '../peer/node-rtc.js';
 import type { ChannelPeer } from '../peer/channel-peer.js';
+import { CacheDir } from '../runner/cache-dir.js';
+import { openRepository } from '../repo/repository.js';
 import { CHROMIUM_WEBRTC_ARGS, launchChromium, prepareWeb, publishWebRepo, waitForRunState } from './web-fixtures.js';
 
 const BOOT_TIMEOUT_MS = 420_000;
@@ -134,7 +136,11 @@ test('two Chromium profiles on one image: the second fetches from the first over
   const objectsB = originObjects - beforeB;
   assert.ok(b.listed >= 1, 'the hub introduced tab B to tab A');
   assert.ok((b.stats.peerObjects ?? 0) > 0, `tab B fetched from a peer: ${JSON.stringify(b.stats)}`);
-  assert.ok(objectsB * 2 < objectsA, `origin object requests drop: tab A ${objectsA}, tab B ${objectsB} (${b.stats.peerObjects} objects from tab A; reads that left it: ${JSON.stringify(b.skipped)}; timings ${JSON.stringify(b.timings)})`);
+  // Tab B reads what tab A read: every object it got from tab A is one the origin did not serve (on a loaded
+  // machine some reads leave a busy tab after the window and go to the origin: the drop is not all or nothing).
+  const why = `tab A ${objectsA}, tab B ${objectsB} (${b.stats.peerObjects} objects from tab A; reads that left it: ${JSON.stringify(b.skipped)}; timings ${JSON.stringify(b.timings)})`;
+  assert.ok(objectsB < objectsA && (b.stats.peerObjects ?? 0) * 4 >= objectsA, `origin object requests drop: ${why}`);
+  assert.ok(objectsB + (b.stats.peerObjects ?? 0) >= objectsA - 2, `the objects tab A served are the drop: ${why}`);
   assert.ok((await runOf(tabA)).served >= (b.stats.peerObjects ?? 0), 'tab A served what tab B got from peers');
   t.diagnostic(`origin objects: tab A ${objectsA}, tab B ${objectsB}; tab B from tab A: ${b.stats.peerObjects} objects; reads that left tab A: ${JSON.stringify(b.skipped)}`);
   assert.match(await tabB.locator('#progress-text').innerText(), /from peers/);
@@ -159,4 +165,26 @@ test('two Chromium profiles on one image: the second fetches from the first over
   await privatePage.waitForFunction(() => ['fetching', 'booting', 'ready', 'error'].includes(document.body.dataset.state ?? ''), undefined, { timeout: BOOT_TIMEOUT_MS });
   assert.equal(await privatePage.evaluate(() => (window as unknown as { hostmeRun: PageRun }).hostmeRun.peers), undefined);
   await privatePage.close();
+});
+
+test('a hostme share --webrtc process (Node, its own cache) serves a fresh Chromium profile: origin requests drop', { skip, timeout: 2 * BOOT_TIMEOUT_MS }, async (t) => {
+  // Only the share process in the swarm: the earlier tabs and Node members leave.
+  for (const s of swarms.splice(0)) s.close();
+  for (const b of browsers.splice(0)) await b.close();
+  const cache = new CacheDir(join(base, 'share-cache'));
+  await cp(join(repoDir, 'objects'), join(cache.root, 'objects'), { recursive: true });
+  await cache.saveManifest('http://origin', 'hello-i686', '1', (await openRepository(repoDir).loadImage('hello-i686', '1')).envelope);
+  const share = await startCli(['share', 'http://origin', IMAGE, '--hub', hubUrl, '--cache', cache.root, '--host', '127.0.0.1', '--webrtc', '--json']);
+  try {
+    const before = originObjects;
+    const tab = await openTab();
+    assert.equal(await waitForRunState(tab, ['ready', 'error'], BOOT_TIMEOUT_MS, 500), 'ready', `tab: ${JSON.stringify(await runOf(tab))}`);
+    const r = await runOf(tab);
+    const objects = originObjects - before;
+    assert.ok(r.listed >= 1, 'the hub introduced the tab to the share process');
+    assert.ok((r.stats.peerObjects ?? 0) > objects, `most objects came from the Node peer: ${r.stats.peerObjects} from it, ${objects} from the origin (${JSON.stringify(r.skipped)})`);
+    t.diagnostic(`origin objects: ${objects}; from the hostme share process: ${r.stats.peerObjects}; reads that left it: ${JSON.stringify(r.skipped)}`);
+  } finally {
+    await share.kill('SIGTERM');
+  }
 });
