@@ -106,7 +106,12 @@ export class Hub {
     };
     const imagePublic = async (name: string) => (await this.policyOf(name)) === 'open';
     this.tracker = new Tracker({ imageExists: options.siteExists, publicSwarm: this.opts.hosting === 'open', imagePublic, intervalSeconds: options.peerIntervalSeconds, log: options.log });
-    this.signals = new SignalServer({ imageExists: options.siteExists, publicSwarm: this.opts.hosting === 'open', imagePublic });
+    this.signals = new SignalServer({ imageExists: options.siteExists, publicSwarm: this.opts.hosting === 'open', imagePublic, log: options.log });
+  }
+
+  /** Whether NAME has a public swarm here (open hosting, an open image): the run page joins it only then. */
+  async publicSwarm(name: string): Promise<boolean> {
+    return this.opts.hosting === 'open' && (await this.opts.siteExists(name)) && (await this.policyOf(name)) === 'open';
   }
 
   /** Live nodes, for /api/hub/nodes and tests. */

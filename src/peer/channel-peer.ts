@@ -39,10 +39,34 @@ export interface ChannelPeerOptions {
   maxConcurrent?: number;
   /** Per-request timeout (ms, default 15 s). */
   timeoutMs?: number;
+  /** A bound shared by every channel of one swarm (a page answers a few strangers at once, not 16 per channel). */
+  gate?: ServeGate;
+}
+
+/** Admits one answer at a time up to a swarm-wide bound; beyond it the asker gets BUSY. */
+export class ServeGate {
+  private active = 0;
+  constructor(readonly limit: number) {}
+  tryEnter(): boolean {
+    if (this.active >= this.limit) return false;
+    this.active++;
+    return true;
+  }
+  leave(): void {
+    this.active--;
+  }
 }
 
 const MAX_OBJECT = 64 * 1024 * 1024;
+const MAX_MANIFEST = 1024 * 1024;
+
+/** The most stored bytes an object of `length` content bytes can take (raw, or a zstd frame of incompressible data): the receive bound. */
+function storedBound(length: number): number {
+  return Math.min(MAX_OBJECT, length + (length >> 7) + 1024);
+}
 const MAX_PENDING = 256;
+/** Requests that wait for an answering slot, per channel (37 bytes each); more get BUSY. */
+const MAX_QUEUED = 64;
 /** Pause sending while this much is queued in the channel (memory bound, fairness). */
 const HIGH_WATER = 4 * 1024 * 1024;
 
@@ -63,6 +87,7 @@ export class ChannelPeer implements ObjectSource {
   private nextReq = 1;
   private readonly pending = new Map<number, Pending>();
   private answering = 0;
+  private readonly queued: Array<() => void> = [];
   private tokens: number;
   private tokensAt = Date.now();
   private closed = false;
@@ -85,7 +110,7 @@ export class ChannelPeer implements ObjectSource {
 
   async get(ref: ObjectRef, options: GetOptions = {}): Promise<VerifiedObject> {
     const started = performance.now();
-    const stored = await this.request((req) => encodeGet(req, ref.id), options.signal);
+    const stored = await this.request((req) => encodeGet(req, ref.id), storedBound(ref.length), options.signal);
     if (!stored) throw missing(this.name, `object ${ref.id}`);
     const data = await decodeObject(this.opts.codecs, ref.id, ref.length, stored, this.name);
     this.stats.fetched++;
@@ -94,7 +119,7 @@ export class ChannelPeer implements ObjectSource {
 
   /** The signed manifest envelope the peer shares, or null (the caller verifies it). */
   manifest(name: string, version: string, signal?: AbortSignal): Promise<Uint8Array | null> {
-    return this.request((req) => encodeManifestRequest(req, `${name}@${version}`), signal);
+    return this.request((req) => encodeManifestRequest(req, `${name}@${version}`), MAX_MANIFEST, signal);
   }
 
   async has(_id: ObjectId): Promise<boolean> {
@@ -106,7 +131,8 @@ export class ChannelPeer implements ObjectSource {
     this.shut();
   }
 
-  private request(encode: (req: number) => Uint8Array, signal?: AbortSignal): Promise<Uint8Array | null> {
+  /** Sends one request; the answer may be at most `maxBytes` (checked against DATA's total before anything is allocated). */
+  private request(encode: (req: number) => Uint8Array, maxBytes: number, signal?: AbortSignal): Promise<Uint8Array | null> {
     if (!this.isOpen) return Promise.reject(new StoreError('store-unavailable', `${this.name}: channel closed`));
     if (this.pending.size >= MAX_PENDING) return Promise.reject(new StoreError('store-unavailable', `${this.name}: too many requests in flight`));
     const req = this.nextReq++ >>> 0;
@@ -123,8 +149,13 @@ export class ChannelPeer implements ObjectSource {
         this.pending.delete(req);
         fn(v);
       };
-      this.pending.set(req, { resolve: done(resolve), reject: done(reject), assembly: new Reassembly(MAX_OBJECT) });
-      this.channel.send(encode(req));
+      this.pending.set(req, { resolve: done(resolve), reject: done(reject), assembly: new Reassembly(maxBytes) });
+      try {
+        this.channel.send(encode(req));
+      } catch {
+        this.pending.get(req)?.reject(new StoreError('store-unavailable', `${this.name}: channel closed`));
+        this.shut();
+      }
     });
   }
 
@@ -132,14 +163,15 @@ export class ChannelPeer implements ObjectSource {
     const msg = raw instanceof ArrayBuffer ? new Uint8Array(raw) : ArrayBuffer.isView(raw) ? new Uint8Array(raw.buffer, raw.byteOffset, raw.byteLength) : undefined;
     if (!msg || msg.length === 0) return;
     if (msg[0]! < 0x80) {
-      void this.answer(msg);
+      this.answer(msg).catch(() => this.shut());
       return;
     }
     const frame = decodeResponse(msg);
     const waiting = frame && this.pending.get(frame.req);
     if (!frame || !waiting) return; // late answer to a cancelled request, or noise
     if (frame.kind === 'missing') return waiting.resolve(null);
-    if (frame.kind !== 'data') return waiting.reject(new StoreError('store-unavailable', `${this.name}: busy`));
+    // BUSY skips this source for the read, without counting against it (as HTTP peers' 429/503).
+    if (frame.kind !== 'data') return waiting.reject(new StoreError('object-missing', `${this.name}: busy`));
     try {
       const body = waiting.assembly.add(frame);
       if (body) waiting.resolve(body);
@@ -153,11 +185,21 @@ export class ChannelPeer implements ObjectSource {
     if (!request) return;
     // A member that only fetches still answers, so the asker moves on at once.
     if (!this.opts.serve) return this.sendAll(encodeResponse(request.req, null, this.opts.maxMessage));
-    if (!this.admit() || this.answering >= (this.opts.maxConcurrent ?? 16)) {
+    const busy = () => {
       this.stats.refused++;
       return this.sendAll(encodeResponse(request.req, 'busy', this.opts.maxMessage));
+    };
+    if (!this.admit()) return busy();
+    if (this.answering >= (this.opts.maxConcurrent ?? 16)) {
+      // A few requests wait for a slot (an asker pipelines its reads); beyond that, BUSY.
+      if (this.queued.length >= MAX_QUEUED) return busy();
+      await new Promise<void>((resolve) => this.queued.push(resolve)); // the slot is handed over: `answering` stays counted
+      if (!this.isOpen) return this.release();
+    } else this.answering++;
+    if (!(this.opts.gate?.tryEnter() ?? true)) {
+      this.release();
+      return busy();
     }
-    this.answering++;
     try {
       let body: Uint8Array | null = null;
       if (request.kind === 'get') body = await this.opts.serve.object(request.id);
@@ -173,8 +215,16 @@ export class ChannelPeer implements ObjectSource {
     } catch {
       await this.sendAll(encodeResponse(request.req, null, this.opts.maxMessage));
     } finally {
-      this.answering--;
+      this.opts.gate?.leave();
+      this.release();
     }
+  }
+
+  /** Hands this answer's slot to the next queued request, or frees it. */
+  private release(): void {
+    const next = this.queued.shift();
+    if (next) next();
+    else this.answering--;
   }
 
   private async sendAll(frames: Uint8Array[]): Promise<void> {
@@ -182,7 +232,11 @@ export class ChannelPeer implements ObjectSource {
       // Bounded polling instead of bufferedamountlow: the same code on every channel implementation.
       for (let waited = 0; this.isOpen && this.channel.bufferedAmount > HIGH_WATER && waited < 30_000; waited += 10) await new Promise((r) => setTimeout(r, 10));
       if (!this.isOpen) return;
-      this.channel.send(frame);
+      try {
+        this.channel.send(frame);
+      } catch {
+        return this.shut(); // closed between the check and the send (the other side dropped us)
+      }
       this.stats.framesSent++;
     }
   }
@@ -202,5 +256,6 @@ export class ChannelPeer implements ObjectSource {
     this.closed = true;
     for (const p of [...this.pending.values()]) p.reject(new StoreError('store-unavailable', `${this.name}: channel closed`));
     this.pending.clear();
+    for (const wake of this.queued.splice(0)) wake();
   }
 }

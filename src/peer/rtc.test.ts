@@ -10,6 +10,7 @@ import { HttpTransport } from '../store/http-transport.js';
 import { CacheDir } from '../runner/cache-dir.js';
 import { makeDiskBytes, packWithNewKey, removeDir, tempDir, writeDisk } from '../testing/fixtures.js';
 import { startCli, type CliProcess } from '../testing/cli-process.js';
+import { startRepoServer } from '../server/server.js';
 import type { Repository } from '../repo/repository.js';
 import type { LoadedImage } from '../repo/repository.js';
 import { ShareCatalog } from './catalog.js';
@@ -23,13 +24,14 @@ import { encodeResponse, decodeResponse, Reassembly } from './wire.js';
 let work: string;
 let hub: CliProcess;
 let repo: Repository;
+let repoDir: string;
 let image: LoadedImage;
 let cache: CacheDir;
 const swarms: RtcSwarm[] = [];
 
 before(async () => {
   work = await tempDir('hostme-rtc-');
-  const repoDir = join(work, 'repo');
+  repoDir = join(work, 'repo');
   const disk = await writeDisk(join(work, 'disk.raw'), makeDiskBytes(2, 11));
   ({ repo } = await packWithNewKey(join(work, 'pack'), repoDir, { disk, name: 'hello', version: '1' }));
   image = await repo.loadImage('hello', '1');
@@ -140,6 +142,38 @@ test('a Node peer fetches every chunk of an image from another over a WebRTC dat
   assert.equal(object.source, honest.name);
   assert.equal(dropped.length, 1);
   assert.deepEqual(group.ranking().filter((m) => m.kind === 'peer').map((m) => m.name), [honest.name]);
+
+  // Reported over signaling: the hub no longer introduces the liar to members from the reporter's address.
+  const liarId = liar.swarm.selfId!;
+  const before = waitForPeer({}, env);
+  await before.swarm.start();
+  assert.ok(before.swarm.members.includes(liarId));
+  late.swarm.report(lying, 'served wrong bytes (test)');
+  let hidden = false;
+  for (let i = 0; i < 50 && !hidden; i++) {
+    const joiner = waitForPeer({}, env);
+    await joiner.swarm.start();
+    hidden = !joiner.swarm.members.includes(liarId) && joiner.swarm.members.length > 0;
+    if (!hidden) await new Promise((r) => setTimeout(r, 100));
+  }
+  assert.ok(hidden, 'the reported member is not introduced again');
+});
+
+test('the run page joins a swarm only on an open hub, for an open image', async () => {
+  const page = await (await fetch(`${String(hub.info.url)}/i/hello/run`)).text();
+  assert.match(page, /data-swarm="hello@1"/);
+  const invite = await startCli(['serve', repoDir, '--port', '0', '--hub', '--hosting', 'invite', '--hub-state', join(work, 'invite.db'), '--json', '--quiet']);
+  try {
+    assert.doesNotMatch(await (await fetch(`${String(invite.info.url)}/i/hello/run`)).text(), /data-swarm/);
+  } finally {
+    await invite.kill('SIGTERM');
+  }
+  const plain = await startRepoServer({ repoDir });
+  try {
+    assert.doesNotMatch(await (await fetch(`${plain.url}/i/hello/run`)).text(), /data-swarm/, 'no hub, no swarm');
+  } finally {
+    await plain.close();
+  }
 });
 
 test('hostme share --webrtc (its own process) serves a Node peer over a data channel; the hub refuses bad signaling', async () => {

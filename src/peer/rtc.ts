@@ -1,8 +1,8 @@
 import { HostmeError } from '../errors.js';
 import type { Codecs } from '../format/codecs.js';
-import { ChannelPeer, type DataChannelLike, type ObjectCatalog } from './channel-peer.js';
-import { IMAGE_KEY } from './tracker.js';
-import { SIGNAL_PATH } from './signal-server.js';
+import { unrefTimer } from '../store/events.js';
+import { ChannelPeer, ServeGate, type DataChannelLike, type ObjectCatalog } from './channel-peer.js';
+import { IMAGE_KEY, SIGNAL_PATH } from './names.js';
 
 /**
  * WebRTC peers of one image's swarm, signaled through the hub
@@ -56,6 +56,8 @@ export interface RtcSwarmOptions {
   iceServers?: Array<{ urls: string | string[] }>;
   /** Cap on the message size used (default: what SCTP negotiated, at most 256 KiB). */
   maxMessage?: number;
+  /** Bounds on answering strangers: per channel (ChannelPeer defaults 16 at once, 400/s) and in all (default 32 at once). */
+  serveLimits?: { maxConcurrent?: number; ratePerSecond?: number; total?: number };
   /** A channel to a member opened: hand it to a mirror group. */
   onPeer?: (peer: ChannelPeer) => void;
 }
@@ -70,6 +72,11 @@ export class RtcSwarm {
   private readonly open: ChannelPeer[] = [];
   private incoming = 0;
   private closed = false;
+  /** Member id of each open channel (to report a liar to the hub). */
+  private readonly memberOf = new WeakMap<ChannelPeer, string>();
+  private readonly gate: ServeGate;
+  /** Members the hub listed in its welcome (none: we are the first; nobody to fetch from yet). */
+  members: string[] = [];
   /** Offers made to each member: a connection that fails is offered again, a few times (ICE can fail under load). */
   private readonly attempts = new Map<string, number>();
   /** Signals of one member are handled in order (a candidate may arrive before its offer is applied). */
@@ -83,6 +90,7 @@ export class RtcSwarm {
     private readonly opts: RtcSwarmOptions,
   ) {
     if (!IMAGE_KEY.test(opts.image)) throw new HostmeError('usage', `not NAME@VERSION: ${opts.image}`);
+    this.gate = new ServeGate(opts.serveLimits?.total ?? 32);
   }
 
   /** Open channels (fetch from them, or they fetch from us). */
@@ -98,8 +106,8 @@ export class RtcSwarm {
     const ws = new this.env.WebSocket(url.href);
     this.ws = ws;
     return new Promise((resolve, reject) => {
-      ws.onerror = () => reject(new Error(`signaling ${url.origin}: connection failed`));
-      ws.onclose = () => reject(new Error(`signaling ${url.origin}: closed`));
+      ws.onerror = () => reject(new HostmeError('peer-signaling', `signaling ${url.origin}: connection failed`, { url: url.origin }));
+      ws.onclose = () => reject(new HostmeError('peer-signaling', `signaling ${url.origin}: closed (no public swarm for ${this.opts.image}?)`, { url: url.origin }));
       ws.onmessage = (event) => {
         let msg: Record<string, unknown>;
         try {
@@ -110,6 +118,7 @@ export class RtcSwarm {
         if (msg.t === 'welcome' && typeof msg.id === 'string') {
           this.selfId = msg.id;
           const listed = Array.isArray(msg.peers) ? msg.peers.filter((p): p is string => typeof p === 'string').slice(0, this.opts.maxConnections ?? 8) : [];
+          this.members = listed;
           for (const id of listed) void this.offer(id).catch(() => this.drop(id));
           resolve();
         } else if (msg.t === 'signal' && typeof msg.from === 'string' && typeof msg.data === 'object' && msg.data !== null) {
@@ -121,6 +130,16 @@ export class RtcSwarm {
         }
       };
     });
+  }
+
+  /**
+   * Tells the hub that a member served wrong bytes (docs/peers.md "Signaling"):
+   * the hub stops listing it to us, and to everyone once two addresses reported it.
+   */
+  report(peer: ChannelPeer, reason: string): void {
+    const id = this.memberOf.get(peer);
+    if (id && !this.closed) this.ws?.send(JSON.stringify({ t: 'report', id, reason: reason.slice(0, 200) }));
+    this.drop(id ?? '');
   }
 
   close(): void {
@@ -201,7 +220,17 @@ export class RtcSwarm {
     const ready = () => {
       const negotiated = pc.sctp?.maxMessageSize || 65_536;
       const maxMessage = Math.max(1024, Math.min(negotiated, this.opts.maxMessage ?? 256 * 1024));
-      const peer = new ChannelPeer(channel, { name: `webrtc peer ${id.slice(0, 8)}`, codecs: this.opts.codecs, maxMessage, serve: this.opts.serve });
+      const limits = this.opts.serveLimits ?? {};
+      const peer = new ChannelPeer(channel, {
+        name: `webrtc peer ${id.slice(0, 8)}`,
+        codecs: this.opts.codecs,
+        maxMessage,
+        serve: this.opts.serve,
+        gate: this.gate,
+        ...(limits.maxConcurrent ? { maxConcurrent: limits.maxConcurrent } : {}),
+        ...(limits.ratePerSecond ? { ratePerSecond: limits.ratePerSecond } : {}),
+      });
+      this.memberOf.set(peer, id);
       this.open.push(peer);
       this.opts.onPeer?.(peer);
     };
@@ -213,8 +242,7 @@ export class RtcSwarm {
   private retry(id: string): void {
     const made = this.attempts.get(id);
     if (made === undefined || made >= MAX_OFFERS || this.closed) return;
-    const timer = setTimeout(() => void this.offer(id).catch(() => this.drop(id)), 1000 * made);
-    timer.unref?.();
+    unrefTimer(setTimeout(() => void this.offer(id).catch(() => this.drop(id)), 1000 * made));
   }
 
   private drop(id: string): void {

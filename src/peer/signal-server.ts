@@ -3,9 +3,9 @@ import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { normalizeIp, sameSubnet } from './address.js';
-import { IMAGE_KEY } from './tracker.js';
+import { IMAGE_KEY, SIGNAL_PATH } from './names.js';
 
-export const SIGNAL_PATH = '/api/peers/signal';
+export { SIGNAL_PATH };
 
 export interface SignalServerOptions {
   imageExists: (name: string) => Promise<boolean>;
@@ -17,6 +17,8 @@ export interface SignalServerOptions {
   maxPerImage?: number;
   /** Connections at once, all images (default 4096). */
   maxConnections?: number;
+  /** One line per report of a member that served wrong bytes. */
+  log?: (line: string) => void;
 }
 
 interface Member {
@@ -25,6 +27,8 @@ interface Member {
   address: string;
   tokens: number;
   at: number;
+  /** Distinct addresses that reported this member for wrong bytes. */
+  reportedBy: Set<string>;
 }
 
 const MAX_MESSAGE = 16 * 1024;
@@ -75,8 +79,9 @@ export class SignalServer {
     this.connections++;
     const swarm = this.swarms.get(image) ?? new Map<string, Member>();
     this.swarms.set(image, swarm);
-    const me: Member = { id: randomBytes(12).toString('base64url'), ws, address, tokens: RATE * 2, at: Date.now() };
-    const others = [...swarm.values()];
+    const me: Member = { id: randomBytes(12).toString('base64url'), ws, address, tokens: RATE * 2, at: Date.now(), reportedBy: new Set() };
+    // A member reported by this address, or by two distinct addresses, is not introduced (as the tracker does).
+    const others = [...swarm.values()].filter((m) => !m.reportedBy.has(address) && m.reportedBy.size < 2);
     const lan = others.filter((m) => sameSubnet(m.address, address));
     const wan = others.filter((m) => !sameSubnet(m.address, address));
     swarm.set(me.id, me);
@@ -89,7 +94,8 @@ export class SignalServer {
       } catch {
         return void ws.close(1008, 'not JSON');
       }
-      const { t, to, data: payload } = (msg ?? {}) as Record<string, unknown>;
+      const { t, to, data: payload, id, reason } = (msg ?? {}) as Record<string, unknown>;
+      if (t === 'report' && typeof id === 'string') return this.report(swarm, me, id, typeof reason === 'string' ? reason : '');
       if (t !== 'signal' || typeof to !== 'string' || typeof payload !== 'object' || payload === null) return;
       const target = swarm.get(to);
       if (target && target !== me) target.ws.send(JSON.stringify({ t: 'signal', from: me.id, data: payload }));
@@ -100,6 +106,16 @@ export class SignalServer {
       if (swarm.size === 0) this.swarms.delete(image);
     });
     ws.on('error', () => ws.terminate());
+  }
+
+  /** `{"t":"report","id","reason"}`: `by` got wrong bytes from member `id` of the same swarm. */
+  private report(swarm: Map<string, Member>, by: Member, id: string, reason: string): void {
+    const target = swarm.get(id);
+    if (!target || target === by || target.reportedBy.has(by.address)) return;
+    if (target.reportedBy.size >= 16) return;
+    target.reportedBy.add(by.address);
+    const printable = reason.replace(/[^\x20-\x7e]/g, '?').slice(0, 200);
+    this.opts.log?.(`hub: webrtc member ${id.slice(0, 8)} (${target.address}) reported by ${by.address} for wrong bytes: ${printable}${target.reportedBy.size >= 2 ? '; no longer introduced to anyone' : '; no longer introduced to the reporter'}`);
   }
 
   private admit(m: Member): boolean {

@@ -113,7 +113,16 @@ export class Swarm {
       image,
       serve: this.sharing?.catalog,
       maxMessage: options.maxMessage,
-      onPeer: (peer) => options.group?.addPeers([peer], { lan: true, latencyMs: LAN_LATENCY_MS, windowMs: this.opts.windowMs }),
+      onPeer: (peer) =>
+        options.group?.addPeers([peer], {
+          lan: true,
+          latencyMs: LAN_LATENCY_MS,
+          windowMs: this.opts.windowMs,
+          // A member that served wrong bytes is reported through the signaling socket, as HTTP peers are to the tracker.
+          onDropped: (reason, wrongBytes) => {
+            if (wrongBytes) rtc.report(peer, reason);
+          },
+        }),
     });
     this.rtc = rtc;
     await rtc.start();

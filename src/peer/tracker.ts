@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { isPrivateIp, normalizeIp, sameSubnet } from './address.js';
+import { IMAGE_KEY } from './names.js';
 
 /**
  * The hub as a tracker (docs/peers.md "Tracker API"): which peers currently
@@ -33,7 +34,7 @@ interface PeerEntry {
 }
 
 /** NAME@VERSION with the manifest's own name and version rules. */
-export const IMAGE_KEY = /^[a-z0-9][a-z0-9._-]{0,63}@[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$/;
+export { IMAGE_KEY } from './names.js';
 const MAX_BODY = 4096;
 const MAX_IMAGES_PER_PEER = 16;
 const MAX_PORTS_PER_ADDRESS = 16;

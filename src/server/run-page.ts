@@ -98,7 +98,8 @@ noscript{display:block;padding:1rem}
 `;
 
 /** `warm`: the snapshot's objects, which the page fetches at once, before the manifest is verified (src/web/warm.ts). */
-export function renderRunPage(args: { name: string; version: string; arch: string; runCommand: string; v86Version: string; desktopLink: string; warm?: string[] }): string {
+/** `swarm`: NAME@VERSION whose WebRTC swarm the page joins through this hub (public images on an open hub only). */
+export function renderRunPage(args: { name: string; version: string; arch: string; runCommand: string; v86Version: string; desktopLink: string; warm?: string[]; swarm?: string }): string {
   return `<!doctype html>
 <html lang="en">
 <head>
@@ -108,7 +109,7 @@ export function renderRunPage(args: { name: string; version: string; arch: strin
 <link rel="stylesheet" href="/_hostme/xterm.css">
 <style>${RUN_STYLE}</style>
 </head>
-<body data-state="loading" data-image="${e(args.name)}" data-arch="${e(args.arch)}" data-run-command="${e(args.runCommand)}" data-desktop-link="${e(args.desktopLink)}" data-v86-version="${e(args.v86Version)}" data-version="${e(args.version)}"${args.warm?.length ? ` data-hostme-warm="${e(args.warm.join(' '))}"` : ''}>
+<body data-state="loading" data-image="${e(args.name)}" data-arch="${e(args.arch)}" data-run-command="${e(args.runCommand)}" data-desktop-link="${e(args.desktopLink)}" data-v86-version="${e(args.v86Version)}" data-version="${e(args.version)}"${args.warm?.length ? ` data-hostme-warm="${e(args.warm.join(' '))}"` : ''}${args.swarm ? ` data-swarm="${e(args.swarm)}"` : ''}>
 <header>
 <h1>${e(args.name)}</h1>
 <a href="/i/${e(encodeURIComponent(args.name))}">about this image</a>
@@ -256,6 +257,8 @@ export async function handleWebRoute(
   segments: string[],
   view: RepoView,
   fallbackHost: string,
+  /** The hub's answer: may the run page of NAME join its public swarm (absent: no hub, no swarm). */
+  publicSwarm?: (name: string) => Promise<boolean>,
 ): Promise<boolean> {
   if (segments.length === 2 && segments[0] === '_hostme') {
     await serveAsset(req, res, segments[1]!);
@@ -280,7 +283,8 @@ export async function handleWebRoute(
     const { image, listing } = await view.image(segments[1]!, pinnedVersion);
     const s = summarize(image, listing, base, pinnedVersion !== undefined);
     const desktopLink = `hostme+${base}/i/${encodeURIComponent(s.name)}`;
-    sendRunHtml(req, res, 200, renderRunPage({ name: s.name, version: s.version, arch: s.hardware.arch, runCommand: s.runCommand, v86Version: v86Version(), desktopLink, warm: await snapshotWarmPaths(view, image.manifest) }));
+    const swarm = publicSwarm && (await publicSwarm(s.name)) ? `${s.name}@${s.version}` : undefined;
+    sendRunHtml(req, res, 200, renderRunPage({ name: s.name, version: s.version, arch: s.hardware.arch, runCommand: s.runCommand, v86Version: v86Version(), desktopLink, warm: await snapshotWarmPaths(view, image.manifest), swarm }));
     return true;
   }
   return false;

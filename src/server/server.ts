@@ -51,6 +51,8 @@ export interface RepoServerOptions {
   hub?: {
     handleRequest(req: IncomingMessage, res: ServerResponse): boolean;
     handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): boolean;
+    /** Whether the run page of NAME joins the image's WebRTC swarm (docs/peers.md "Browser peers"). */
+    publicSwarm?(name: string): Promise<boolean>;
   };
   /** Generate and offer each direct-boot image's ISO and its torrent (/i/NAME/NAME.iso[.torrent]). */
   iso?: IsoServiceOptions;
@@ -124,7 +126,7 @@ export function createRepoServer(options: RepoServerOptions): Server {
       await handleUpload(req, res, segments, upload);
       return;
     }
-    if (await handleWebRoute(req, res, segments, view, fallbackHost())) return;
+    if (await handleWebRoute(req, res, segments, view, fallbackHost(), options.hub?.publicSwarm?.bind(options.hub))) return;
     if (segments.length === 1 && segments[0] === '') {
       await handleIndexPage(req, res, view);
     } else if (segments[0] === 'api') {

@@ -13,8 +13,10 @@ const DIST_WEB = fileURLToPath(new URL('../../dist-web/', import.meta.url));
  * WebAssembly (v86 itself is counted apart, it is pinned upstream code). Measured 2026-11-30:
  * 115,798 (run.js 99,470 = xterm.js 74,615 + zod/mini ~8,700 + hostme ~16,200; zstd.wasm 16,328).
  * Before the core merge the page was 108,647: reaching that again needs a smaller zstd decoder.
+ * The tab as a WebRTC peer (page-swarm.ts + the shared rtc/channel-peer/wire code) added 4,279:
+ * 120,077 after the merge of 2026-11-30.
  */
-export const RUN_PAGE_BUDGET = 116_000;
+export const RUN_PAGE_BUDGET = 120_500;
 
 const brotliSize = (bytes: Uint8Array) => brotliCompressSync(bytes, { params: { [constants.BROTLI_PARAM_QUALITY]: 11 } }).length;
 

@@ -16,6 +16,7 @@ import { GuestViews, isGuestView } from './screen.js';
 import { planStart, type StartPlan } from './snapshot-restore.js';
 import { warm, warmPaths } from './warm.js';
 import { loadV86, type V86Emulator } from './v86-loader.js';
+import { PageSwarm } from './page-swarm.js';
 
 /** What tests and embedders can observe (window.hostmeRun). */
 interface RunState {
@@ -34,6 +35,10 @@ interface RunState {
   net?: { network: string; instance: string; address?: string; name?: string; unreachable?: boolean };
   /** Milestones in ms since navigation (performance.now()): where a start spends its time. */
   timings: Record<string, number>;
+  /** The image's WebRTC swarm (docs/peers.md "Browser peers"), when the page joined it. */
+  peers?: { image: string; listed: number; open: () => string[]; served: () => { objects: number; bytes: number; refused: number }; dropped: string[]; skipped: Record<string, number> };
+  /** Resolves when every chunk fetched so far is in the browser cache (so this tab can serve it). */
+  flushCache?: () => Promise<void>;
 }
 
 const body = document.body;
@@ -138,6 +143,7 @@ function updateProgress(stats: ReaderStats): void {
   progressText.textContent =
     `fetched ${mib(stats.fetchedBytes)} (${stats.fetchedObjects} objects), ` +
     `from browser cache ${mib(stats.cachedBytes)} (${stats.cachedObjects} objects)` +
+    (stats.peerObjects ? `, of which from peers ${mib(stats.peerBytes ?? 0)} (${stats.peerObjects} objects)` : '') +
     (run.prefetch?.planned ? `; prefetched ${run.prefetch.fetched} of ${run.prefetch.planned} boot chunks` : '');
   if (totalBootBytes > 0 && bootBytesDone < totalBootBytes) {
     progressEl.max = totalBootBytes;
@@ -189,16 +195,20 @@ async function main(): Promise<void> {
     return;
   }
   prepareZstd(); // zstd.wasm arrives alongside the manifest, not after the first chunk
-  // The snapshot's objects start streaming now, alongside the manifest's fetch and verification
-  // and v86's download; the reader's requests for them then hit the HTTP cache (src/web/warm.ts).
-  if (params.get('boot') !== 'cold') {
-    void warm(warmPaths(body), 'high').then(() => mark('warmed'));
-  }
-
   const cache = new BrowserCacheStore(webCodecs, typeof caches === 'undefined' ? undefined : caches, (warning) => {
     eventsEl.append(text(warning, 'li'));
     body.dataset.cacheWarning = warning;
   });
+  const swarm = joinSwarm(cache);
+  // The snapshot's objects start streaming now, alongside the manifest's fetch and verification
+  // and v86's download; the reader's requests for them then hit the HTTP cache (src/web/warm.ts).
+  // Not when other tabs or peers of the swarm are there to serve them.
+  if (params.get('boot') !== 'cold') {
+    void swarm.listed.then((listed) => {
+      if (listed === 0) void warm(warmPaths(body), 'high').then(() => mark('warmed'));
+    });
+  }
+
   let pins: Storage | null = null;
   try {
     pins = window.localStorage;
@@ -222,6 +232,8 @@ async function main(): Promise<void> {
   });
   const m = reader.manifest;
   mark('manifest');
+  run.flushCache = () => reader.flushCache();
+  swarm.page?.attach(reader);
   if (m.hardware.arch !== 'i686') {
     needsLocal(`This image is ${m.hardware.arch}: it needs \`hostme run\`.`);
     return;
@@ -247,6 +259,8 @@ async function main(): Promise<void> {
   const diskIndexLoading = reader.openDisks();
   emulatorLoading.catch(() => {});
   diskIndexLoading.catch(() => {});
+  // Members are there: give a first channel a moment to open, so the boot blobs come from it.
+  if ((await swarm.listed) > 0) await swarm.page?.firstPeer(1500);
   const machineStart = await fetchStart(reader, m, plan);
   mark('startBlobs');
   progressEl.removeAttribute('value'); // indeterminate: the disk streams on demand from here
@@ -359,6 +373,41 @@ async function main(): Promise<void> {
       () => {}, // refused (no user gesture, or not allowed in this frame): nothing to undo
     );
   });
+}
+
+/**
+ * Joins the image's public swarm through the hub that served the page (it
+ * says so in data-swarm: open hub, open image). Not with a token in use (a
+ * private network's page stays out of public swarms) or `?peers=off`.
+ */
+function joinSwarm(cache: BrowserCacheStore): { page?: PageSwarm; listed: Promise<number> } {
+  const image = body.dataset.swarm;
+  if (!image || params.has('token') || params.get('peers') === 'off' || typeof RTCPeerConnection !== 'function') return { listed: Promise.resolve(0) };
+  const note = (line: string): void => void eventsEl.append(text(line, 'li'));
+  const page = new PageSwarm(image, cache, {
+    onPeer: () => {
+      if (run.timings.firstPeer === undefined) mark('firstPeer');
+      body.dataset.peers = String(page.rtc.peers.length);
+    },
+    onDropped: (peer, reason, wrongBytes) => {
+      note(wrongBytes ? `Peer ${peer} ${reason}: refused, dropped and reported to the hub.` : `Peer ${peer} dropped: ${reason}.`);
+      body.dataset.peerDropped = page.dropped.join(' ');
+    },
+  });
+  run.peers = { image, listed: 0, open: () => page.rtc.peers.map((p) => p.name), served: () => page.served(), dropped: page.dropped, skipped: page.skipped };
+  const listed = page.start().then(
+    (n) => {
+      run.peers!.listed = n;
+      body.dataset.swarmState = 'joined';
+      return n;
+    },
+    (err: unknown) => {
+      body.dataset.swarmState = 'unavailable';
+      note(`Not sharing with other tabs: ${err instanceof Error ? err.message : String(err)}.`);
+      return 0;
+    },
+  );
+  return { page, listed };
 }
 
 /** What the image asks and what this page grants, in `hostme run`'s words (docs/grants.md). */

@@ -30,6 +30,13 @@ export const CHROMIUM_ARGS = [
   '--disable-quic',
 ];
 
+/**
+ * WebRTC between headless Chromium profiles and Node peers on one machine:
+ * ICE host candidates as plain addresses (not mDNS names, which nothing here
+ * resolves), loopback allowed.
+ */
+export const CHROMIUM_WEBRTC_ARGS = ['--disable-features=WebRtcHideLocalIpsWithMdns', '--allow-loopback-in-peer-connection'];
+
 export interface I686Guest {
   kernel: string;
   initrd: string;
@@ -130,9 +137,9 @@ export async function artifactsDir(): Promise<string> {
 }
 
 /** Headless Debian Chromium with a fresh profile (an empty browser cache); close() also removes the profile. */
-export async function launchChromium(): Promise<{ context: BrowserContext; close(): Promise<void> }> {
+export async function launchChromium(extraArgs: string[] = []): Promise<{ context: BrowserContext; close(): Promise<void> }> {
   const profile = await mkdtemp(join(tmpdir(), 'hostme-chromium-'));
-  const context = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, args: CHROMIUM_ARGS, viewport: { width: 1100, height: 700 } });
+  const context = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, args: [...CHROMIUM_ARGS, ...extraArgs], viewport: { width: 1100, height: 700 } });
   return {
     context,
     close: async () => {

@@ -6,11 +6,12 @@
 import { HostmeError } from '../../errors.js';
 import { openEnvelope } from '../../format/envelope.js';
 import { fromBase64, toBase64 } from '../../format/digest.js';
-import { parseManifest, type BlobRef, type Manifest } from '../../format/manifest.js';
+import { manifestBlobs, parseManifest, type BlobRef, type Manifest } from '../../format/manifest.js';
+import { chunkLength, indexByteLength, isHole, type ChunkIndex } from '../../format/chunk-index.js';
 import { onEvent, type HostmeEventName, type HostmeEvents } from '../../store/events.js';
 import { HttpTransport } from '../../store/http-transport.js';
 import { TransportStore } from '../../store/transport-store.js';
-import { MirrorGroup } from '../../store/mirror-group.js';
+import { MirrorGroup, type PeerSourceOptions } from '../../store/mirror-group.js';
 import { CacheStore } from '../../store/cache-store.js';
 import { FetchScheduler } from '../../store/fetch-scheduler.js';
 import type { GetOptions, ObjectRef, ObjectSource, VerifiedObject } from '../../store/object-store.js';
@@ -25,6 +26,9 @@ export interface ReaderStats {
   /** Objects and bytes served from the persistent browser cache. */
   cachedObjects: number;
   cachedBytes: number;
+  /** Of the fetched ones, those that came from peers (other tabs, Node peers) rather than the repository or its mirrors. */
+  peerObjects?: number;
+  peerBytes?: number;
 }
 
 export type ReaderEvent =
@@ -68,15 +72,22 @@ export class ImageReader {
   private readonly unsubscribe: Array<() => void> = [];
   /** Indexes read so far, to name an object by what it is part of. */
   private readonly indexes: Array<{ label: string; ids: string[] }> = [];
+  /** Content length of every object of this image known so far (index objects from the manifest, chunks from read indexes). */
+  private readonly lengths = new Map<string, number>();
+  /** Names of the peers added to the mirror group (to count what came from them). */
+  private readonly peerNames = new Set<string>();
 
   private constructor(
     readonly manifest: Manifest,
+    /** The signed manifest envelope as fetched (a page that shares hands it to peers, who verify it themselves). */
+    readonly envelope: Uint8Array,
     readonly digest: string,
     readonly keyId: string,
     readonly mirrors: MirrorGroup,
     private readonly options: OpenImageOptions,
   ) {
     const upstream = options.cache ? new CacheStore(options.cache, mirrors, { writeBehind: true }) : mirrors;
+    for (const { ref } of manifestBlobs(manifest)) this.lengths.set(ref.index, indexByteLength(ref.size, ref.chunkSize));
     this.source = new FetchScheduler(this.counted(upstream), 8);
     this.listen();
   }
@@ -105,7 +116,8 @@ export class ImageReader {
     const origin = `manifests/${options.name}/${version}.json`;
     const pinned = options.publicKey ?? options.pins?.getItem(pinKey(base)) ?? undefined;
     const trusted = pinned ? await trustedKey(pinned) : undefined;
-    const opened = await openEnvelope(webCodecs, await read(origin), { origin, ...(trusted ? { trusted: [trusted] } : {}) });
+    const envelope = await read(origin);
+    const opened = await openEnvelope(webCodecs, envelope, { origin, ...(trusted ? { trusted: [trusted] } : {}) });
     const manifest = parseManifest(opened.payload, origin);
     if (manifest.name !== options.name || manifest.version !== version) {
       throw new HostmeError('manifest-corrupt', `${origin}: the manifest names ${manifest.name} ${manifest.version}`, { origin });
@@ -119,13 +131,13 @@ export class ImageReader {
     }
     const urls = [base, ...(options.ignoreMirrors ? [] : manifest.mirrors.map(withSlash).filter((m) => m !== base))];
     const mirrors = new MirrorGroup(urls.map((url) => new TransportStore(url === base ? repo : transport(url, options), webCodecs)));
-    return new ImageReader(manifest, opened.digest, opened.signer.keyId, mirrors, options);
+    return new ImageReader(manifest, envelope, opened.digest, opened.signer.keyId, mirrors, options);
   }
 
   /** The image's disks: chunked image + in-memory copy-on-write overlay, `memoryBytes` of decoded chunks each. */
   async openDisks(memoryBytes = 32 * 1024 * 1024): Promise<ImageDisk[]> {
     const disks = await openImageDisks(this.manifest, this.source, { overlay: memoryOverlay, memoryCacheBytes: memoryBytes });
-    for (const disk of disks) this.indexes.push({ label: disk.label, ids: disk.image.index.ids });
+    for (const disk of disks) this.addIndex(disk.label, disk.image.index);
     return disks;
   }
 
@@ -140,7 +152,25 @@ export class ImageReader {
 
   /** A whole blob (kernel, initrd, snapshot), chunks fetched in parallel. */
   readBlob(ref: BlobRef, label: string, parallel = 6, onChunk?: (bytes: number) => void): Promise<Uint8Array> {
-    return readWholeBlob(this.source, ref, label, { parallel, onIndex: (index) => this.indexes.push({ label, ids: index.ids }), ...(onChunk ? { onChunk } : {}) });
+    return readWholeBlob(this.source, ref, label, { parallel, onIndex: (index) => this.addIndex(label, index), ...(onChunk ? { onChunk } : {}) });
+  }
+
+  /** The content length of an object of this image whose index has been read, else undefined (not this image's, or not known yet). */
+  lengthOf(id: string): number | undefined {
+    return this.lengths.get(id);
+  }
+
+  /** Adds an untrusted peer (another tab, a Node peer) to the mirror group; what it serves is verified like any mirror's. */
+  addPeer(peer: ObjectSource, options: PeerSourceOptions): void {
+    this.peerNames.add(peer.name);
+    this.mirrors.addPeers([peer], options);
+  }
+
+  private addIndex(label: string, index: ChunkIndex): void {
+    this.indexes.push({ label, ids: index.ids });
+    index.ids.forEach((id, i) => {
+      if (!isHole(id)) this.lengths.set(id, chunkLength(index, i));
+    });
   }
 
   /** Keep persistent-cache writes queued until `until` settles (the machine's start needs the main thread more). */
@@ -172,6 +202,10 @@ export class ImageReader {
       } else {
         this.stats.fetchedObjects++;
         this.stats.fetchedBytes += object.stored.length;
+        if (this.peerNames.has(object.source)) {
+          this.stats.peerObjects = (this.stats.peerObjects ?? 0) + 1;
+          this.stats.peerBytes = (this.stats.peerBytes ?? 0) + object.stored.length;
+        }
       }
       this.emit({ type: 'progress', stats: { ...this.stats } });
       return object;
