@@ -4,6 +4,7 @@ import { networkPlan } from '../grants/plan.js';
 import { EGRESS_PORT, EgressProxy } from '../grants/egress.js';
 import { FOLDER_PORT, FolderServer } from '../folder/server.js';
 import { DiskGate } from '../grants/disk-gate.js';
+import { exportNameOf, openExtraDisks, type ExtraDiskSpec } from '../grants/extra-disks.js';
 import type { GrantSet } from '../grants/grant-set.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -55,8 +56,12 @@ export interface RunOptions {
   accel?: Accel;
   http?: HttpTransportOptions;
   extraQemuArgs?: string[];
-  /** Local image files attached after the image's disks (raw), e.g. a cloud-init seed. */
-  extraDisks?: Array<{ file: string; readOnly: boolean }>;
+  /**
+   * Local image files attached after the image's disks (raw), e.g. a
+   * cloud-init seed (name `seed`); they reach QEMU through the NBD server and
+   * a gate (src/grants/extra-disks.ts), like the granted disks that follow them.
+   */
+  extraDisks?: Array<{ file: string; readOnly: boolean; name?: string }>;
   /** One-line messages while starting (the KVM watchdog's fallback): shown at once, not after start. */
   onNotice?: (message: string) => void;
   /** Join this overlay network (default: the manifest's network.join); docs/net.md. */
@@ -174,7 +179,12 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
     const plan0 = networkPlan({ explicit: options.net?.network, asked: manifest.network?.join, granted });
     const network = plan0.network;
     const nics = (network ? 1 : 0) + (netdev ? 1 : 0);
-    const planning = willResume ? planResume({ resolved, scheduler, cacheRoot: resolved.cache ? cache.root : undefined, runDir, accel: options.accel, extraDisks: options.extraDisks?.length ?? 0, nics, notices }) : Promise.resolve(undefined);
+    // Extra disks: the caller's (a seed), then the granted ones (a denied one is a stand-in).
+    const extraSpecs: ExtraDiskSpec[] = [
+      ...(options.extraDisks ?? []).map((d) => ({ file: d.file, mode: d.readOnly ? ('ro' as const) : ('rw' as const), ...(d.name ? { name: d.name } : {}) })),
+      ...(granted?.disks ?? []).map((d) => ({ file: d.image, mode: d.mode })),
+    ];
+    const planning = willResume ? planResume({ resolved, scheduler, cacheRoot: resolved.cache ? cache.root : undefined, runDir, accel: options.accel, extraDisks: extraSpecs.length, nics, notices }) : Promise.resolve(undefined);
     planning.catch(() => {});
     const verifiedDir = resolved.cache ? join(cache.root, 'verified') : undefined;
     const disks = await openImageDisks(manifest, scheduler, {
@@ -193,7 +203,10 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
     const gates = disks.map((d, i) => new DiskGate(d.device, 'rw', `disk${i}`));
     // The disk I/O limit granted at start (hostme grant NAME disk-io changes it).
     for (const gate of gates) gate.setLimit(granted?.resources.diskIo ?? {});
-    const exported = new Map<string, BlockDevice>(gates.map((gate, i) => [`disk${i}`, gate]));
+    const extraDisks = await openExtraDisks(extraSpecs, instance.dir);
+    cleanups.push(() => Promise.all(extraDisks.map((d) => d.close())));
+    for (const d of extraDisks) d.gate.setLimit(granted?.resources.diskIo ?? {});
+    const exported = new Map<string, BlockDevice>([...gates.map((gate, i): [string, BlockDevice] => [`disk${i}`, gate]), ...extraDisks.map((d): [string, BlockDevice] => [exportNameOf(d), d.gate])]);
     const nbd = new NbdServer({ exports: exported, onError: (err) => collector.error(`nbd: ${errorMessage(err)}`) });
     const socket = join(runDir, 'nbd.sock');
     await nbd.listen(socket);
@@ -203,7 +216,7 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
     const base: VmSpec = {
       disks: [
         ...devices.map((_, i) => ({ nbdSocket: socket, nbdExport: `disk${i}` })),
-        ...(options.extraDisks ?? []).map((d) => ({ file: d.file, format: 'raw' as const, readOnly: d.readOnly })),
+        ...extraDisks.map((d) => ({ nbdSocket: socket, nbdExport: exportNameOf(d), readOnly: d.readOnly })),
       ],
       memoryMiB: manifest.hardware.memoryMiB,
       cpus: manifest.hardware.cpus,
@@ -277,7 +290,7 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
     if (!ephemeral) {
       // hostme grant|revoke|grants NAME talk to this (src/grants/runtime.ts).
       try {
-        const control = await serveGrantControl({ instanceDir: instance.dir, instance: instanceName, qmp: machine.qmp, nic: Boolean(network && base.overlay), net: plan0.linkUp, egress, folders, disks: gates, ...(bandwidth ? { bandwidth } : {}), ...(granted?.resources.diskIo ? { diskIo: granted.resources.diskIo } : {}) });
+        const control = await serveGrantControl({ instanceDir: instance.dir, instance: instanceName, qmp: machine.qmp, nic: Boolean(network && base.overlay), net: plan0.linkUp, egress, folders, disks: gates, extraDisks, ...(bandwidth ? { bandwidth } : {}), ...(granted?.resources.diskIo ? { diskIo: granted.resources.diskIo } : {}) });
         cleanups.push(() => control.close());
       } catch (err) {
         notices.push(`grants cannot be changed while this instance runs: ${errorMessage(err)}`);
