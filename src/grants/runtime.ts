@@ -22,14 +22,15 @@ import { confineDir, grantRoot } from './grant-set.js';
 
 import type { DiskAccess, DiskGate, IoLimit } from './disk-gate.js';
 import type { ExtraDisk } from './extra-disks.js';
+import { describePort, parsePortGrant, type PortCaretaker } from './ports.js';
 import { formatDiskIo, parseDiskIo } from './grant-set.js';
 
-export const RUNTIME_KINDS = ['net', 'egress', 'dir', 'disk', 'disk-io', 'bandwidth'] as const;
+export const RUNTIME_KINDS = ['net', 'egress', 'dir', 'disk', 'disk-io', 'bandwidth', 'port'] as const;
 export type RuntimeKind = (typeof RUNTIME_KINDS)[number];
 const MAX_REQUEST = 4096;
 
 export interface AuditEntry { time: string; op: 'grant' | 'revoke' | 'start'; kind: RuntimeKind | 'connect'; value?: string; ok: boolean; granted?: boolean | string[]; error?: string }
-export interface Granted { net: boolean; egress: string[]; dirs: string[]; disks?: DiskAccess; /** The disk I/O limit (BYTES[:OPS] per second), absent = unlimited. */ diskIo?: string; /** Overlay bandwidth in Mbit/s each way, absent = unlimited. */ bandwidthMbit?: number; /** Extra disks by name: rw, ro or none (a stand-in). */ extraDisks?: Record<string, DiskAccess> }
+export interface Granted { net: boolean; egress: string[]; dirs: string[]; disks?: DiskAccess; /** The disk I/O limit (BYTES[:OPS] per second), absent = unlimited. */ diskIo?: string; /** Overlay bandwidth in Mbit/s each way, absent = unlimited. */ bandwidthMbit?: number; /** Extra disks by name: rw, ro or none (a stand-in). */ extraDisks?: Record<string, DiskAccess>; /** Published ports, HOSTADDR:HOSTPORT->GUESTPORT/PROTO. */ ports?: string[] }
 export interface RuntimeStatus { instance: string; granted: Granted; log: AuditEntry[] }
 export interface GrantRequest { op: 'grant' | 'revoke'; kind: string; value?: string }
 
@@ -43,7 +44,7 @@ export function auditLog(instanceDir: string): string {
 export interface GrantControl { close(): Promise<void> }
 
 /** Serves grant changes for a running VM whose overlay NIC is netdev ov0. */
-export async function serveGrantControl(options: { instanceDir: string; instance: string; qmp: QmpClient; /** The VM has the overlay NIC (netdev ov0); default true. */ nic?: boolean; net: boolean; egress?: EgressProxy; folders?: FolderServer; disks?: DiskGate[]; /** Extra disks (seed, --allow-disk), each granted by name. */ extraDisks?: ExtraDisk[]; /** The disk I/O limit at start (grant file / flags); revoke disk-io returns to it. */ diskIo?: IoLimit;
+export async function serveGrantControl(options: { instanceDir: string; instance: string; qmp: QmpClient; /** The VM has the overlay NIC (netdev ov0); default true. */ nic?: boolean; net: boolean; egress?: EgressProxy; folders?: FolderServer; disks?: DiskGate[]; /** Extra disks (seed, --allow-disk), each granted by name. */ extraDisks?: ExtraDisk[]; /** Published ports (the VM has the user-mode NIC). */ ports?: PortCaretaker; /** The disk I/O limit at start (grant file / flags); revoke disk-io returns to it. */ diskIo?: IoLimit;
   /** The switch port's bandwidth caretaker: `initial` Mbit/s at start (undefined = unlimited); `set` changes it at the switch. */
   bandwidth?: { initial?: number; set: (mbit: number | undefined) => Promise<void> } }): Promise<GrantControl> {
   const egressList = () => (options.egress?.allowed ?? []).map((e) => `${e.host}:${e.port}`);
@@ -51,6 +52,8 @@ export async function serveGrantControl(options: { instanceDir: string; instance
   const extras = options.extraDisks ?? [];
   const extraList = () => Object.fromEntries(extras.map((d) => [d.name, d.gate.access]));
   const granted: Granted = { net: options.net, egress: egressList(), dirs: dirList(), ...(options.disks?.length ? { disks: options.disks[0]!.access } : {}), ...(extras.length ? { extraDisks: extraList() } : {}) };
+  const portList = () => (options.ports?.granted ?? []).map(describePort);
+  if (options.ports) granted.ports = portList();
   const allGates = [...(options.disks ?? []), ...extras.map((d) => d.gate)];
   // Folders granted at runtime must be inside the same root as at start.
   const root = grantRoot();
@@ -75,6 +78,7 @@ export async function serveGrantControl(options: { instanceDir: string; instance
   await audit({ op: 'start', kind: 'net', ok: true, granted: granted.net });
   if (options.egress) await audit({ op: 'start', kind: 'egress', ok: true, granted: granted.egress });
   if (options.folders) await audit({ op: 'start', kind: 'dir', ok: true, granted: granted.dirs });
+  if (options.ports) await audit({ op: 'start', kind: 'port', ok: true, granted: granted.ports });
   if (extras.length) await audit({ op: 'start', kind: 'disk', ok: true, granted: extras.map((d) => `${d.name}:${d.gate.access}`) });
   /** Applies one change; throws a usage error for a bad value. */
   const apply = async (op: 'grant' | 'revoke', kind: RuntimeKind, value: string | undefined) => {
@@ -121,6 +125,19 @@ export async function serveGrantControl(options: { instanceDir: string; instance
       await options.bandwidth.set(mbit);
       if (mbit === undefined) delete granted.bandwidthMbit;
       else granted.bandwidthMbit = mbit;
+      return;
+    }
+    if (kind === 'port') {
+      if (!options.ports) throw new HostmeError('usage', 'this instance has no port NIC (start it with a published port, --allow-port or --publish)');
+      if (op === 'grant') {
+        if (value === undefined) throw new HostmeError('usage', 'grant port needs PORT or HOSTPORT:GUESTPORT[/tcp|/udp]');
+        await options.ports.grant(parsePortGrant(value));
+      } else if (value === undefined) await options.ports.revoke();
+      else {
+        const p = parsePortGrant(value);
+        await options.ports.revoke({ hostPort: p.hostPort, proto: p.proto });
+      }
+      granted.ports = portList();
       return;
     }
     if (kind === 'dir') {

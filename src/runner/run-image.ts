@@ -5,6 +5,7 @@ import { EGRESS_PORT, EgressProxy } from '../grants/egress.js';
 import { FOLDER_PORT, FolderServer } from '../folder/server.js';
 import { DiskGate } from '../grants/disk-gate.js';
 import { exportNameOf, openExtraDisks, type ExtraDiskSpec } from '../grants/extra-disks.js';
+import { PortCaretaker } from '../grants/ports.js';
 import type { GrantSet } from '../grants/grant-set.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -115,7 +116,10 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
   const cleanup = async () => {
     for (const step of cleanups.reverse()) await step().catch(() => {});
   };
-  const netdev = userNetwork(options.publish, options.internet);
+  const userNet = userNetwork(options.publish, options.internet);
+  // Published TCP ports pass the port caretaker (hostme listens, revocable at runtime); UDP stays QEMU's forward.
+  const tcpPorts = (userNet?.hostfwd ?? []).filter((f) => (f.proto ?? 'tcp') === 'tcp');
+  const netdev = userNet ? { ...userNet, hostfwd: (userNet.hostfwd ?? []).filter((f) => f.proto === 'udp') } : undefined;
   try {
     const instanceName = options.instance ?? options.link.name;
     const ephemeral = options.overlay === 'ephemeral';
@@ -259,6 +263,17 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
       if (resumed) running.sendConsole(text);
       else void running.waitForConsole(readyMark, { since: 0 }).then(() => running.sendConsole(text), () => {});
     }
+    let ports: PortCaretaker | undefined;
+    if (netdev) {
+      const caretaker = new PortCaretaker(async (commandLine) => String(await machine.qmp.execute('human-monitor-command', { 'command-line': commandLine }, { timeoutMs: 5000 })));
+      ports = caretaker;
+      cleanups.push(async () => caretaker.close());
+      for (const p of tcpPorts) await caretaker.grant({ hostAddr: p.hostAddr ?? '127.0.0.1', hostPort: p.hostPort, guestPort: p.guestPort, proto: 'tcp' }).catch(async (err) => {
+        await machine.shutdown();
+        throw err;
+      });
+      for (const p of netdev.hostfwd) caretaker.adopt({ hostAddr: p.hostAddr ?? '127.0.0.1', hostPort: p.hostPort, guestPort: p.guestPort, proto: 'udp' });
+    }
     let egress: EgressProxy | undefined;
     let folders: FolderServer | undefined;
     let bandwidth: { initial?: number; set: (mbit: number | undefined) => Promise<void> } | undefined;
@@ -290,7 +305,7 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
     if (!ephemeral) {
       // hostme grant|revoke|grants NAME talk to this (src/grants/runtime.ts).
       try {
-        const control = await serveGrantControl({ instanceDir: instance.dir, instance: instanceName, qmp: machine.qmp, nic: Boolean(network && base.overlay), net: plan0.linkUp, egress, folders, disks: gates, extraDisks, ...(bandwidth ? { bandwidth } : {}), ...(granted?.resources.diskIo ? { diskIo: granted.resources.diskIo } : {}) });
+        const control = await serveGrantControl({ instanceDir: instance.dir, instance: instanceName, qmp: machine.qmp, nic: Boolean(network && base.overlay), net: plan0.linkUp, egress, folders, disks: gates, extraDisks, ...(ports ? { ports } : {}), ...(bandwidth ? { bandwidth } : {}), ...(granted?.resources.diskIo ? { diskIo: granted.resources.diskIo } : {}) });
         cleanups.push(() => control.close());
       } catch (err) {
         notices.push(`grants cannot be changed while this instance runs: ${errorMessage(err)}`);
