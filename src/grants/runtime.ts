@@ -23,14 +23,15 @@ import { confineDir, grantRoot } from './grant-set.js';
 import type { DiskAccess, DiskGate, IoLimit } from './disk-gate.js';
 import type { ExtraDisk } from './extra-disks.js';
 import { describePort, parsePortGrant, type PortCaretaker } from './ports.js';
+import { parseCpus, type CpuLimit } from './cpu-limit.js';
 import { formatDiskIo, parseDiskIo } from './grant-set.js';
 
-export const RUNTIME_KINDS = ['net', 'egress', 'dir', 'disk', 'disk-io', 'bandwidth', 'port'] as const;
+export const RUNTIME_KINDS = ['net', 'egress', 'dir', 'disk', 'disk-io', 'bandwidth', 'port', 'cpus'] as const;
 export type RuntimeKind = (typeof RUNTIME_KINDS)[number];
 const MAX_REQUEST = 4096;
 
 export interface AuditEntry { time: string; op: 'grant' | 'revoke' | 'start'; kind: RuntimeKind | 'connect'; value?: string; ok: boolean; granted?: boolean | string[]; error?: string }
-export interface Granted { net: boolean; egress: string[]; dirs: string[]; disks?: DiskAccess; /** The disk I/O limit (BYTES[:OPS] per second), absent = unlimited. */ diskIo?: string; /** Overlay bandwidth in Mbit/s each way, absent = unlimited. */ bandwidthMbit?: number; /** Extra disks by name: rw, ro or none (a stand-in). */ extraDisks?: Record<string, DiskAccess>; /** Published ports, HOSTADDR:HOSTPORT->GUESTPORT/PROTO. */ ports?: string[] }
+export interface Granted { net: boolean; egress: string[]; dirs: string[]; disks?: DiskAccess; /** The disk I/O limit (BYTES[:OPS] per second), absent = unlimited. */ diskIo?: string; /** Overlay bandwidth in Mbit/s each way, absent = unlimited. */ bandwidthMbit?: number; /** Extra disks by name: rw, ro or none (a stand-in). */ extraDisks?: Record<string, DiskAccess>; /** Published ports, HOSTADDR:HOSTPORT->GUESTPORT/PROTO. */ ports?: string[]; /** Host CPU time QEMU may use (cgroup), absent = unlimited. */ cpuQuota?: number }
 export interface RuntimeStatus { instance: string; granted: Granted; log: AuditEntry[] }
 export interface GrantRequest { op: 'grant' | 'revoke'; kind: string; value?: string }
 
@@ -44,7 +45,7 @@ export function auditLog(instanceDir: string): string {
 export interface GrantControl { close(): Promise<void> }
 
 /** Serves grant changes for a running VM whose overlay NIC is netdev ov0. */
-export async function serveGrantControl(options: { instanceDir: string; instance: string; qmp: QmpClient; /** The VM has the overlay NIC (netdev ov0); default true. */ nic?: boolean; net: boolean; egress?: EgressProxy; folders?: FolderServer; disks?: DiskGate[]; /** Extra disks (seed, --allow-disk), each granted by name. */ extraDisks?: ExtraDisk[]; /** Published ports (the VM has the user-mode NIC). */ ports?: PortCaretaker; /** The disk I/O limit at start (grant file / flags); revoke disk-io returns to it. */ diskIo?: IoLimit;
+export async function serveGrantControl(options: { instanceDir: string; instance: string; qmp: QmpClient; /** The VM has the overlay NIC (netdev ov0); default true. */ nic?: boolean; net: boolean; egress?: EgressProxy; folders?: FolderServer; disks?: DiskGate[]; /** Extra disks (seed, --allow-disk), each granted by name. */ extraDisks?: ExtraDisk[]; /** Published ports (the VM has the user-mode NIC). */ ports?: PortCaretaker; /** The CPU caretaker (a cgroup on QEMU). */ cpu?: CpuLimit; /** The disk I/O limit at start (grant file / flags); revoke disk-io returns to it. */ diskIo?: IoLimit;
   /** The switch port's bandwidth caretaker: `initial` Mbit/s at start (undefined = unlimited); `set` changes it at the switch. */
   bandwidth?: { initial?: number; set: (mbit: number | undefined) => Promise<void> } }): Promise<GrantControl> {
   const egressList = () => (options.egress?.allowed ?? []).map((e) => `${e.host}:${e.port}`);
@@ -125,6 +126,16 @@ export async function serveGrantControl(options: { instanceDir: string; instance
       await options.bandwidth.set(mbit);
       if (mbit === undefined) delete granted.bandwidthMbit;
       else granted.bandwidthMbit = mbit;
+      return;
+    }
+    if (kind === 'cpus') {
+      if (!options.cpu) throw new HostmeError('usage', 'this instance has no CPU caretaker');
+      if (op === 'revoke' && value !== undefined) throw new HostmeError('usage', 'revoke cpus takes no value (it lifts the limit)');
+      if (op === 'grant' && value === undefined) throw new HostmeError('usage', 'grant cpus needs host CPUs, 0.01..64 (e.g. 0.5)');
+      const cpus = op === 'grant' ? parseCpus(value!) : undefined;
+      await options.cpu.set(cpus);
+      if (cpus === undefined) delete granted.cpuQuota;
+      else granted.cpuQuota = cpus;
       return;
     }
     if (kind === 'port') {

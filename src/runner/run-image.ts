@@ -6,6 +6,7 @@ import { FOLDER_PORT, FolderServer } from '../folder/server.js';
 import { DiskGate } from '../grants/disk-gate.js';
 import { exportNameOf, openExtraDisks, type ExtraDiskSpec } from '../grants/extra-disks.js';
 import { PortCaretaker } from '../grants/ports.js';
+import { CpuLimit } from '../grants/cpu-limit.js';
 import type { GrantSet } from '../grants/grant-set.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -173,13 +174,20 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
     cleanups.push(() => scheduler.close());
     // The kernel is on the critical path of a boot: start it now, in parallel with the disk
     // indexes, unless a matching snapshot will be resumed (then it is fetched only on fallback).
-    const willResume = options.resume !== false && manifest.qemuSnapshot !== undefined;
+    // Resources granted at start cap what the image asks (-smp, -m): a grant never gives more than the image asks.
+    const granted0 = options.grants ? await options.grants(manifest) : undefined;
+    const cpus = Math.min(manifest.hardware.cpus, granted0?.resources.cpus ?? manifest.hardware.cpus);
+    const memoryMiB = Math.min(manifest.hardware.memoryMiB, granted0?.resources.memoryMiB ?? manifest.hardware.memoryMiB);
+    const resized = cpus !== manifest.hardware.cpus || memoryMiB !== manifest.hardware.memoryMiB;
+    if (resized) notices.push(`resources granted: ${cpus} vCPU${cpus > 1 ? 's' : ''}, ${memoryMiB} MiB (the image asks ${manifest.hardware.cpus}, ${manifest.hardware.memoryMiB} MiB)`);
+    // A snapshot was saved with the image's machine: a smaller one boots instead.
+    const willResume = options.resume !== false && manifest.qemuSnapshot !== undefined && !resized;
     let bootFiles: ReturnType<typeof prepareBoot> | undefined;
     const startBoot = () => (bootFiles ??= prepareBoot(resolved, scheduler, runDir, resolved.cache ? cache.root : undefined, options.append));
     if (!willResume) startBoot().catch(() => {});
     // A snapshot's RAM is the critical path of a resume: start it now, in parallel with the disk indexes.
     // The grant set decides the network before anything is planned around it (deny by default).
-    const granted = options.grants ? await options.grants(manifest) : undefined;
+    const granted = granted0;
     const plan0 = networkPlan({ explicit: options.net?.network, asked: manifest.network?.join, granted });
     const network = plan0.network;
     const nics = (network ? 1 : 0) + (netdev ? 1 : 0);
@@ -222,8 +230,8 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
         ...devices.map((_, i) => ({ nbdSocket: socket, nbdExport: `disk${i}` })),
         ...extraDisks.map((d) => ({ nbdSocket: socket, nbdExport: exportNameOf(d), readOnly: d.readOnly })),
       ],
-      memoryMiB: manifest.hardware.memoryMiB,
-      cpus: manifest.hardware.cpus,
+      memoryMiB,
+      cpus,
       arch: manifest.hardware.arch,
       accel: options.accel,
       console: options.console,
@@ -302,10 +310,13 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
       bandwidth = { ...(initial !== undefined ? { initial } : {}), set: setBandwidth };
       if (!plan0.linkUp) notices.push(`network ${network} not granted: the NIC is present with its link down (hostme grant ${instanceName} net)`);
     }
+    // The CPU caretaker: a cgroup on QEMU, made at the first hostme grant NAME cpus.
+    const cpu = new CpuLimit(machine.pid, instanceName);
+    cleanups.push(() => cpu.close());
     if (!ephemeral) {
       // hostme grant|revoke|grants NAME talk to this (src/grants/runtime.ts).
       try {
-        const control = await serveGrantControl({ instanceDir: instance.dir, instance: instanceName, qmp: machine.qmp, nic: Boolean(network && base.overlay), net: plan0.linkUp, egress, folders, disks: gates, extraDisks, ...(ports ? { ports } : {}), ...(bandwidth ? { bandwidth } : {}), ...(granted?.resources.diskIo ? { diskIo: granted.resources.diskIo } : {}) });
+        const control = await serveGrantControl({ instanceDir: instance.dir, instance: instanceName, qmp: machine.qmp, nic: Boolean(network && base.overlay), net: plan0.linkUp, egress, folders, disks: gates, extraDisks, ...(ports ? { ports } : {}), cpu, ...(bandwidth ? { bandwidth } : {}), ...(granted?.resources.diskIo ? { diskIo: granted.resources.diskIo } : {}) });
         cleanups.push(() => control.close());
       } catch (err) {
         notices.push(`grants cannot be changed while this instance runs: ${errorMessage(err)}`);
