@@ -13,7 +13,7 @@ import { HostmeError, errorMessage } from '../errors.js';
 
 const PERIOD_US = 100_000;
 
-interface Mount { dir: string; version: 1 | 2 }
+interface Mount { dir: string; version: 1 | 2; /** cgroup v2: the hierarchy's root, where a `hostme` folder can hold the limit when the own cgroup cannot (no-internal-processes rule). */ root?: string }
 
 /** The cgroup folder of this process for the cpu controller (v1 preferred: its cpu controller needs no delegation). */
 async function ownCpuCgroup(): Promise<Mount> {
@@ -30,7 +30,7 @@ async function ownCpuCgroup(): Promise<Mount> {
   if (v1 && v1Path) return { dir: path.join(v1.point, path.relative(v1.root, v1Path[2]!)), version: 1 };
   const v2 = mounts.find((m) => m.fstype === 'cgroup2');
   const v2Path = /^0::(.*)$/m.exec(own);
-  if (v2 && v2Path) return { dir: path.join(v2.point, path.relative(v2.root, v2Path[1]!)), version: 2 };
+  if (v2 && v2Path) return { dir: path.join(v2.point, path.relative(v2.root, v2Path[1]!)), version: 2, root: v2.point };
   throw new HostmeError('grant-failed', 'no cgroup cpu controller is mounted (cgroup v1 cpu or cgroup v2)');
 }
 
@@ -47,17 +47,33 @@ export class CpuLimit {
   private async ensure(): Promise<Mount> {
     if (this.group) return this.group;
     const parent = await ownCpuCgroup();
-    const dir = path.join(parent.dir, `hostme-${this.name}-${this.pid}`);
-    try {
-      await mkdir(dir, { recursive: true });
-      if (parent.version === 1) await writeFile(path.join(dir, 'cpu.cfs_period_us'), String(PERIOD_US));
-      await writeFile(path.join(dir, 'cgroup.procs'), String(this.pid));
-    } catch (err) {
-      await rmdir(dir).catch(() => {});
-      throw new HostmeError('grant-failed', `cannot put QEMU (pid ${this.pid}) in a cgroup at ${dir}: ${errorMessage(err)} (hostme needs write access to the cgroup cpu controller: run as root or in a delegated cgroup)`);
+    const leaf = `hostme-${this.name}-${this.pid}`;
+    const tries = [path.join(parent.dir, leaf)];
+    // cgroup v2 refuses a child with the cpu controller under a cgroup that holds processes: fall back to <root>/hostme.
+    if (parent.version === 2 && parent.root) tries.push(path.join(parent.root, 'hostme', leaf));
+    const errors: string[] = [];
+    for (const dir of tries) {
+      try {
+        await this.enter(dir, parent.version);
+        this.group = { dir, version: parent.version };
+        return this.group;
+      } catch (err) {
+        await rmdir(dir).catch(() => {});
+        errors.push(`${dir}: ${errorMessage(err)}`);
+      }
     }
-    this.group = { dir, version: parent.version };
-    return this.group;
+    throw new HostmeError('grant-failed', `cannot put QEMU (pid ${this.pid}) in a cgroup (${errors.join('; ')}); hostme needs write access to the cgroup cpu controller: run as root or in a delegated cgroup`);
+  }
+
+  private async enter(dir: string, version: 1 | 2): Promise<void> {
+    await mkdir(dir, { recursive: true });
+    if (version === 1) await writeFile(path.join(dir, 'cpu.cfs_period_us'), String(PERIOD_US));
+    else {
+      // The cpu controller must be enabled for the folder's children, then the folder has cpu.max.
+      for (const folder of [path.dirname(path.dirname(dir)), path.dirname(dir)]) await writeFile(path.join(folder, 'cgroup.subtree_control'), '+cpu').catch(() => {});
+      await readFile(path.join(dir, 'cpu.max'), 'utf8');
+    }
+    await writeFile(path.join(dir, 'cgroup.procs'), String(this.pid));
   }
 
   /** Limits QEMU to `cpus` host CPUs (0.01..64), or lifts the limit (undefined). Takes effect at the next period (100 ms). */
