@@ -4,7 +4,7 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { removeDir, tempDir } from '../testing/fixtures.js';
 import { publishedReferenceGuest } from '../testing/published-guest.js';
-import { main } from '../cli/main.js';
+import { consoleShell, grantsCli } from '../testing/grants-guest.js';
 import { CacheDir } from '../runner/cache-dir.js';
 import { startImage, type RunningImage } from '../runner/run-image.js';
 import { applyGrantFlags } from './flags.js';
@@ -28,14 +28,8 @@ after(async () => {
   await removeDir(dir);
 });
 
-let marker = 0;
-async function sh(command: string, timeoutMs = 120_000): Promise<{ out: string; rc: number }> {
-  const vm = running!.vm;
-  const tag = `DONE-${++marker}`;
-  const since = vm.consoleLength;
-  vm.sendConsole(`${command}; echo ${tag} rc=$?\n`);
-  const m = await vm.waitForConsole(new RegExp(`${tag} rc=(\\d+)`), { timeoutMs, since });
-  return { out: vm.console.slice(-(vm.consoleLength - since)), rc: Number(m[1]) };
+function sh(command: string, timeoutMs = 120_000): Promise<{ out: string; rc: number }> {
+  return consoleShell(running!.vm)(command, timeoutMs);
 }
 
 test('a denied extra disk is a stand-in: present, every I/O fails; granted at runtime it is the real disk, revoked it fails again; the file is never written', { timeout: 900_000 }, async () => {
@@ -50,7 +44,7 @@ test('a denied extra disk is a stand-in: present, every I/O fails; granted at ru
   await writeFile(data, dataBytes);
   await writeFile(spare, spareBytes);
   const cache = path.join(dir, 'cache');
-  const cli = (...args: string[]) => main(['node', 'hostme', ...args, '--cache', cache]);
+  const cli = grantsCli(cache);
   const grants = applyGrantFlags([`--allow-disk=${data}:ro`, `--deny-disk=${spare}`], undefined, { cwd: dir, root: dir });
   assert.deepEqual(grants.disks.map((d) => d.mode), ['ro', 'none']);
 

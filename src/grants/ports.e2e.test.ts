@@ -7,7 +7,7 @@ import { after, before, test } from 'node:test';
 import { removeDir, tempDir } from '../testing/fixtures.js';
 import { publishedReferenceGuest } from '../testing/published-guest.js';
 import { freeLoopbackPort } from '../host/ports.js';
-import { main } from '../cli/main.js';
+import { consoleShell, grantsCli } from '../testing/grants-guest.js';
 import { CacheDir } from '../runner/cache-dir.js';
 import { parsePublish } from '../runner/publish.js';
 import { startImage, type RunningImage } from '../runner/run-image.js';
@@ -28,15 +28,10 @@ after(async () => {
   await removeDir(dir);
 });
 
-let marker = 0;
 async function sh(command: string, timeoutMs = 60_000): Promise<string> {
-  const vm = running!.vm;
-  const tag = `DONE-${++marker}`;
-  const since = vm.consoleLength;
-  vm.sendConsole(`${command}; echo ${tag} rc=$?\n`);
-  const m = await vm.waitForConsole(new RegExp(`${tag} rc=(\\d+)`), { timeoutMs, since });
-  const out = vm.console.slice(-(vm.consoleLength - since));
-  assert.equal(m[1], '0', `${command}:\n${out}`);
+  const { out, rc } = await consoleShell(running!.vm)(command, timeoutMs);
+  assert.equal(rc, 0, `${command}:
+${out}`);
   return out;
 }
 
@@ -56,7 +51,7 @@ async function refused(port: number): Promise<boolean> {
 test('published ports through the caretaker: one at start, one granted at runtime, each revoked with its open connections', { timeout: 900_000 }, async () => {
   const published = await publishedReferenceGuest();
   const cache = path.join(dir, 'cache');
-  const cli = (...args: string[]) => main(['node', 'hostme', ...args, '--cache', cache]);
+  const cli = grantsCli(cache);
   const atStart = await freeLoopbackPort();
   const later = await freeLoopbackPort();
   running = await startImage({

@@ -5,7 +5,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, test } from 'node:test';
 import { removeDir, tempDir } from '../testing/fixtures.js';
 import { publishedReferenceGuest } from '../testing/published-guest.js';
-import { main } from '../cli/main.js';
+import { grantsCli } from '../testing/grants-guest.js';
 import { CacheDir } from '../runner/cache-dir.js';
 import { startImage, type RunningImage } from '../runner/run-image.js';
 import { applyGrantFlags } from './flags.js';
@@ -28,7 +28,7 @@ after(async () => {
 test('resources: --allow-memory caps -m at start; hostme grant NAME cpus throttles QEMU through a cgroup, revoke lifts it', { timeout: 900_000 }, async () => {
   const published = await publishedReferenceGuest();
   const cache = path.join(dir, 'cache');
-  const cli = (...args: string[]) => main(['node', 'hostme', ...args, '--cache', cache]);
+  const cli = grantsCli(cache);
   const asked = published.guest.memoryMiB;
   const grants = applyGrantFlags([`--allow-memory=${asked - 64}`, '--allow-cpus=8'], undefined, { cwd: dir, root: dir });
   running = await startImage({

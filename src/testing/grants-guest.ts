@@ -57,6 +57,17 @@ export interface GrantsGuestOptions {
 
 let marker = 0;
 
+/** A shell on a VM's console: runs a command, returns what it printed (from the echoed line on) and its exit status. */
+export function consoleShell(vm: VmHandle): GrantsGuest['sh'] {
+  return async (command: string, timeoutMs = 60_000) => {
+    const tag = `DONE-${++marker}`;
+    const since = vm.consoleLength;
+    vm.sendConsole(`${command}; echo ${tag} rc=$?\n`);
+    const m = await vm.waitForConsole(new RegExp(`${tag} rc=(\\d+)`), { timeoutMs, since });
+    return { out: vm.console.slice(-(vm.consoleLength - since)), rc: Number(m[1]) };
+  };
+}
+
 export function grantsCli(cache: string, ...extra: string[]): (...args: string[]) => Promise<number> {
   return (...args: string[]) => main(['node', 'hostme', ...args, ...extra, '--cache', cache]);
 }
@@ -73,13 +84,7 @@ export async function bootGrantsGuest(options: GrantsGuestOptions): Promise<Gran
     ...(options.network ? { overlay: { socket, mac: overlayMac(options.network.name, options.instance) } } : {}),
   });
   options.onLaunch?.(vm);
-  const sh = async (command: string, timeoutMs = 60_000) => {
-    const tag = `DONE-${++marker}`;
-    const since = vm.consoleLength;
-    vm.sendConsole(`${command}; echo ${tag} rc=$?\n`);
-    const m = await vm.waitForConsole(new RegExp(`${tag} rc=(\\d+)`), { timeoutMs, since });
-    return { out: vm.console.slice(-(vm.consoleLength - since)), rc: Number(m[1]) };
-  };
+  const sh = consoleShell(vm);
   const guest: GrantsGuest = {
     vm, instance: options.instance, instanceDir, sh,
     close: async () => {
