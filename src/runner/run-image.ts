@@ -277,6 +277,9 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
       ports = caretaker;
       cleanups.push(async () => caretaker.close());
       for (const p of tcpPorts) await caretaker.grant({ hostAddr: p.hostAddr ?? '127.0.0.1', hostPort: p.hostPort, guestPort: p.guestPort, proto: 'tcp' }).catch(async (err) => {
+        // A guest that already reached --until and was stopped needs no port; any other failure stops the run.
+        const stopped = await Promise.race([machine.exited.then(() => true), new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 2000))]);
+        if (stopped) return;
         await machine.shutdown();
         throw err;
       });
