@@ -2,6 +2,7 @@ import { appendFile, stat } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { controlRequest, netStateDir } from '../net/control.js';
 import { auditLog } from '../grants/runtime.js';
+import { recordConnection } from '../grants/connections.js';
 import { CacheDir } from '../runner/cache-dir.js';
 import { parsePositiveInt, terminalSafe } from './output.js';
 import { HostmeError } from '../errors.js';
@@ -34,6 +35,8 @@ export function registerConnect(program: Command): void {
           if (!(await stat(dir).catch(() => undefined))?.isDirectory()) continue;
           const entry = { time: new Date().toISOString(), op: op === 'connect' ? 'grant' : 'revoke', kind: 'connect', value: other, ok: true };
           await appendFile(auditLog(dir), JSON.stringify(entry) + '\n', { mode: 0o600 }).catch(() => {});
+          // Part of the instance's state: hostme grants shows it, running or not.
+          await recordConnection(dir, { from: a, to: b, port }, op === 'connect').catch(() => {});
         }
         process.stderr.write(`hostme: ${terminalSafe(a)} ${op === 'connect' ? 'can now reach' : 'no longer reaches'} ${terminalSafe(b)}:${port} on network ${terminalSafe(String(reply.network))}\n`);
       });

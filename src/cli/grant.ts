@@ -12,7 +12,7 @@ export function registerGrant(program: Command): void {
       .description(`${op} a running instance ${op === 'grant' ? 'access to' : 'its access to'} a feature; kinds: ${RUNTIME_KINDS.join(', ')} (recorded in its audit log)`)
       .argument('<instance>', 'the instance name given to hostme run --instance')
       .argument('<kind>', RUNTIME_KINDS.join(' | '))
-      .argument('[value]', 'egress: HOST:PORT; dir: PATH[:ro|:rw] (default ro); revoke without a value: all of that kind')
+      .argument('[value]', 'egress: HOST:PORT; dir: PATH[:ro|:rw] (default ro); disk: ro|rw (the image\'s disks) or NAME[:ro|:rw] (an extra disk); port: P[:G][/tcp|/udp]; cpus: host CPUs (0.5); revoke without a value: all of that kind')
       .option('--cache <dir>', 'cache directory (default $HOSTME_CACHE_DIR or ~/.cache/hostme)')
       .action(async (instance: string, kind: string, value: string | undefined, options: { cache?: string }) => {
         if (!(RUNTIME_KINDS as readonly string[]).includes(kind)) throw new HostmeError('usage', `${op} ${instance} ${kind}: kinds that change at runtime: ${RUNTIME_KINDS.join(', ')}`);

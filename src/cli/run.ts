@@ -115,7 +115,7 @@ export function registerRun(program: Command): void {
         append: options.append,
         instance: options.instance,
         trusted: options.pubkey ? [await loadPublicKey(options.pubkey)] : reference ? [reference.trusted] : undefined,
-        extraDisks: options.seed ? [{ file: resolve(options.seed), readOnly: true }] : undefined,
+        extraDisks: options.seed ? [{ file: resolve(options.seed), readOnly: true, name: 'seed' }] : undefined,
         onNotice: (message) => process.stderr.write(`hostme: ${terminalSafe(message)}\n`),
         net,
         publish,

@@ -4,12 +4,10 @@ import { mkdir, readFile, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, test } from 'node:test';
-import { attachGuest, controlRequest, overlayMac } from '../net/control.js';
+import { controlRequest } from '../net/control.js';
 import { removeDir, tempDir } from '../testing/fixtures.js';
-import { launchVm, type VmHandle } from '../vm/qemu.js';
-import { main } from '../cli/main.js';
-import { CacheDir } from '../runner/cache-dir.js';
-import { controlGrants, serveGrantControl, type GrantControl } from '../grants/runtime.js';
+import { bootGrantsGuest, grantsCli, type GrantsGuest, type GuestImage } from '../testing/grants-guest.js';
+import { controlGrants } from '../grants/runtime.js';
 import { FOLDER_PORT, FolderServer } from './server.js';
 
 // A real guest (QEMU, TCG) with the Linux 9P client (scripts/guest/build-9p.sh:
@@ -17,13 +15,11 @@ import { FOLDER_PORT, FolderServer } from './server.js';
 // over TCP at its gateway: the switch splices port 564 to hostme's server.
 let dir: string;
 let cache: string;
-let vm: VmHandle | undefined;
-let control: GrantControl | undefined;
+let guest: GrantsGuest | undefined;
 let folders: FolderServer | undefined;
 const NETWORK = 'folders';
 const INSTANCE = 'f9';
 
-interface GuestImage { kernel: string; initrd: string; disk: string; cmdline: string; memoryMiB: number }
 function loadGuest(): GuestImage {
   const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
   const file = path.join(process.env.HOSTME_GUEST_DIR || path.join(root, '.cache', 'guest'), 'hello-9p', 'guest.json');
@@ -39,25 +35,15 @@ before(async () => {
   cache = await tempDir('hmfolder-cache-');
 });
 after(async () => {
-  await control?.close();
-  await vm?.shutdown().catch(() => {});
+  await guest?.close();
   await folders?.close();
   await controlRequest(dir, { op: 'stop' }).catch(() => {});
   await removeDir(dir);
   await removeDir(cache);
 });
 
-let marker = 0;
-async function sh(command: string, timeoutMs = 60_000): Promise<{ out: string; rc: number }> {
-  const tag = `DONE-${++marker}`;
-  const since = vm!.consoleLength;
-  vm!.sendConsole(`${command}; echo ${tag} rc=$?\n`);
-  const m = await vm!.waitForConsole(new RegExp(`${tag} rc=(\\d+)`), { timeoutMs, since });
-  return { out: vm!.console.slice(-(vm!.consoleLength - since)), rc: Number(m[1]) };
-}
-
 test('a read-only folder in a real guest: reads work, writes fail with a permission error, escapes stay inside, revoke cuts access', { timeout: 900_000 }, async () => {
-  const guest = loadGuest();
+  const image = loadGuest();
   const shared = path.join(dir, 'grant', 'shared');
   await mkdir(shared, { recursive: true });
   await mkdir(path.join(dir, 'grant', 'outside'));
@@ -66,22 +52,14 @@ test('a read-only folder in a real guest: reads work, writes fail with a permiss
   await symlink('../outside', path.join(shared, 'up'));
   await symlink(path.join(dir, 'grant', 'outside', 'secret.txt'), path.join(shared, 'abs-link'));
   process.env.HOSTME_GRANT_ROOT = path.join(dir, 'grant');
-  const instanceDir = new CacheDir(cache).instanceDir(INSTANCE);
-  await mkdir(instanceDir, { recursive: true });
-  const cli = (...args: string[]) => main(['node', 'hostme', ...args, '--cache', cache]);
-
-  const socket = path.join(dir, `${INSTANCE}.sock`);
-  vm = await launchVm({
-    kernel: guest.kernel, initrd: guest.initrd, cmdline: guest.cmdline, disks: [{ file: guest.disk, readOnly: true }], memoryMiB: guest.memoryMiB,
-    cpus: 1, arch: 'x86_64', console: 'none', keepRunning: true,
-    overlay: { socket, mac: overlayMac(NETWORK, INSTANCE) },
-  });
+  const cli = grantsCli(cache);
   folders = await FolderServer.listen(path.join(dir, '9p.sock'), [{ name: 'shared', path: shared, mode: 'ro' }]);
-  control = await serveGrantControl({ instanceDir, instance: INSTANCE, qmp: vm.qmp, net: true, folders });
-  const { subnet } = await attachGuest({ dir, network: NETWORK, instance: INSTANCE, socket, services: [{ port: FOLDER_PORT, socket: folders.socketPath }], isolated: true });
-  await vm.waitForConsole(/HOSTME-NET eth0 \d+\.\d+\.\d+\.\d+/, { timeoutMs: 300_000, since: 0 });
-  await vm.waitForConsole(/HOSTME-READY/, { timeoutMs: 120_000, since: 0 });
-  const gateway = subnet.replace(/\.0\/\d+$/, '.1');
+  guest = await bootGrantsGuest({
+    work: dir, cache, instance: INSTANCE, image, control: { net: true, folders },
+    network: { name: NETWORK, isolated: true, services: [{ port: FOLDER_PORT, socket: folders.socketPath }] },
+  });
+  const { sh, instanceDir } = guest;
+  const gateway = guest.gateway!;
   const mount = `mount -t 9p -o trans=tcp,port=${FOLDER_PORT},aname=shared,version=9p2000.L ${gateway} /mnt`;
 
   const mounted = await sh(mount);

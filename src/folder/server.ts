@@ -98,6 +98,11 @@ export class FolderServer {
     return path.basename(folder) || 'root';
   }
 
+  /** Open client connections (hostme caretaker status). */
+  get connections(): number {
+    return this.sessions.size;
+  }
+
   get granted(): FolderExport[] {
     return [...this.exports.values()].map(({ name, path: p, mode }) => ({ name, path: p, mode }));
   }

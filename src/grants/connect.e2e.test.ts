@@ -1,11 +1,10 @@
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { attachGuest, controlRequest, overlayMac } from '../net/control.js';
+import { controlRequest } from '../net/control.js';
 import { removeDir, tempDir } from '../testing/fixtures.js';
-import { loadReferenceGuest } from '../testing/reference-guest.js';
-import { launchVm, type VmHandle } from '../vm/qemu.js';
-import { main } from '../cli/main.js';
+import { bootGrantsGuest, grantsCli, type GrantsGuest } from '../testing/grants-guest.js';
+import type { VmHandle } from '../vm/qemu.js';
 
 // Two real guests (QEMU, TCG) on one network, neither a member of it
 // (isolated): they reach each other only on the port hostme connect opened.
@@ -21,17 +20,8 @@ after(async () => {
 });
 
 async function boot(instance: string): Promise<{ vm: VmHandle; ip: string }> {
-  const guest = loadReferenceGuest();
-  const socket = path.join(dir, `${instance}.sock`);
-  const vm = await launchVm({
-    kernel: guest.kernel, cmdline: guest.cmdline, disks: [{ file: guest.disk, readOnly: true }], memoryMiB: guest.memoryMiB,
-    cpus: 1, arch: 'x86_64', console: 'none', keepRunning: true, overlay: { socket, mac: overlayMac(NETWORK, instance) },
-  });
-  vms.push(vm);
-  await attachGuest({ dir, network: NETWORK, instance, socket, isolated: true });
-  const [, ip] = await vm.waitForConsole(/HOSTME-NET eth0 (\d+\.\d+\.\d+\.\d+) /, { timeoutMs: 300_000, since: 0 });
-  await vm.waitForConsole(/HOSTME-READY/, { timeoutMs: 120_000, since: 0 });
-  return { vm, ip: ip! };
+  const guest: GrantsGuest = await bootGrantsGuest({ work: dir, cache: path.join(dir, 'cache'), instance, network: { name: NETWORK, isolated: true }, onLaunch: (vm) => vms.push(vm) });
+  return { vm: guest.vm, ip: guest.ip! };
 }
 
 let marker = 0;
@@ -46,7 +36,7 @@ async function sh(vm: VmHandle, command: string): Promise<string> {
 test('two environments connected by one port reach each other on that port only', { timeout: 900_000 }, async () => {
   const [app, db] = await Promise.all([boot('app'), boot('db')]);
   await sh(db.vm, '(while true; do echo DB-ANSWER | nc -l -p 5432; done >/dev/null 2>&1 &); (while true; do echo OTHER-ANSWER | nc -l -p 2222; done >/dev/null 2>&1 &)');
-  const cli = (...args: string[]) => main(['node', 'hostme', ...args, '--dir', dir, '--cache', path.join(dir, 'cache')]);
+  const cli = grantsCli(path.join(dir, 'cache'), '--dir', dir);
   const dial = (port: number) => sh(app.vm, `sleep 2 | timeout 6 nc ${db.ip} ${port}`);
 
   assert.doesNotMatch(await dial(5432), /DB-ANSWER/, 'reached before connect');

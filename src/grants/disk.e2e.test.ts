@@ -1,47 +1,31 @@
 import assert from 'node:assert/strict';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { removeDir, tempDir } from '../testing/fixtures.js';
-import { loadReferenceGuest } from '../testing/reference-guest.js';
-import { launchVm, type VmHandle } from '../vm/qemu.js';
-import { main } from '../cli/main.js';
-import { CacheDir } from '../runner/cache-dir.js';
+import { bootGrantsGuest, grantsCli, type GrantsGuest } from '../testing/grants-guest.js';
 import { NbdServer } from '../nbd/server.js';
 import { FileDevice } from '../nbd/file-device.js';
 import { DiskGate } from './disk-gate.js';
-import { serveGrantControl, type GrantControl } from './runtime.js';
 
 // A real guest (QEMU, TCG) with a data disk served by hostme's NBD server
 // through the disk caretaker: revoked, the guest's reads and writes fail with
 // I/O errors while QEMU and the server stay up and the file is untouched;
 // granted again (read-only, then read-write), the same disk works.
 let dir: string;
-let vm: VmHandle | undefined;
+let guest: GrantsGuest | undefined;
 let nbd: NbdServer | undefined;
-let control: GrantControl | undefined;
 const INSTANCE = 'dk';
 const MIB = 1 << 20;
 
 before(async () => { dir = await tempDir('hmdisk-'); });
 after(async () => {
-  await control?.close();
-  await vm?.shutdown().catch(() => {});
+  await guest?.close();
   await nbd?.close();
   await removeDir(dir);
 });
 
-let marker = 0;
-async function sh(command: string, timeoutMs = 120_000): Promise<{ out: string; rc: number }> {
-  const tag = `DONE-${++marker}`;
-  const since = vm!.consoleLength;
-  vm!.sendConsole(`${command}; echo ${tag} rc=$?\n`);
-  const m = await vm!.waitForConsole(new RegExp(`${tag} rc=(\\d+)`), { timeoutMs, since });
-  return { out: vm!.console.slice(-(vm!.consoleLength - since)), rc: Number(m[1]) };
-}
-
 test('a disk revoked at runtime: the guest sees I/O errors, QEMU and the NBD server stay up, the data is intact; granted ro then rw it works again', { timeout: 900_000 }, async () => {
-  const guest = loadReferenceGuest();
   const file = path.join(dir, 'data.img');
   const initial = Buffer.alloc(4 * MIB);
   initial.write('BEFORE-REVOKE', 0);
@@ -51,16 +35,9 @@ test('a disk revoked at runtime: the guest sees I/O errors, QEMU and the NBD ser
   const socket = path.join(dir, 'nbd.sock');
   await nbd.listen(socket);
   const cache = path.join(dir, 'cache');
-  const instanceDir = new CacheDir(cache).instanceDir(INSTANCE);
-  await mkdir(instanceDir, { recursive: true });
-  const cli = (...args: string[]) => main(['node', 'hostme', ...args, '--cache', cache]);
-
-  vm = await launchVm({
-    kernel: guest.kernel, cmdline: guest.cmdline, memoryMiB: guest.memoryMiB, cpus: 1, arch: 'x86_64', console: 'none', keepRunning: true,
-    disks: [{ file: guest.disk, readOnly: true }, { nbdSocket: socket, nbdExport: 'data' }],
-  });
-  control = await serveGrantControl({ instanceDir, instance: INSTANCE, qmp: vm.qmp, nic: false, net: false, disks: [gate] });
-  await vm.waitForConsole(/HOSTME-READY/, { timeoutMs: 300_000, since: 0 });
+  const cli = grantsCli(cache);
+  guest = await bootGrantsGuest({ work: dir, cache, instance: INSTANCE, disks: [{ nbdSocket: socket, nbdExport: 'data' }], control: { net: false, disks: [gate] } });
+  const { vm, sh, instanceDir } = guest;
   // Each read is of a block not read before, so it reaches the server (no page cache).
   const readBlock = (n: number) => sh(`dd if=/dev/nvme1n1 bs=4096 skip=${n} count=1 2>&1 | head -c 13; echo`);
   const writeBlock = (n: number, text: string) => sh(`printf ${text} | dd of=/dev/nvme1n1 bs=4096 seek=${n} conv=sync,fsync`);

@@ -1,17 +1,13 @@
 import assert from 'node:assert/strict';
-import { mkdir } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, test } from 'node:test';
-import { attachGuest, controlRequest, overlayMac } from '../net/control.js';
+import { controlRequest } from '../net/control.js';
 import { removeDir, tempDir } from '../testing/fixtures.js';
-import { loadReferenceGuest } from '../testing/reference-guest.js';
-import { launchVm, type VmHandle } from '../vm/qemu.js';
-import { main } from '../cli/main.js';
-import { CacheDir } from '../runner/cache-dir.js';
+import { bootGrantsGuest, grantsCli, type GrantsGuest } from '../testing/grants-guest.js';
 import { EGRESS_PORT, EgressProxy } from './egress.js';
-import { controlGrants, serveGrantControl, type GrantControl } from './runtime.js';
+import { controlGrants } from './runtime.js';
 
 // One reference guest (real QEMU, TCG) on an overlay network it is not a
 // member of (isolated): it reaches only the gateway, where the egress proxy
@@ -19,8 +15,7 @@ import { controlGrants, serveGrantControl, type GrantControl } from './runtime.j
 // listeners stand for "the internet".
 let dir: string;
 let cache: string;
-let vm: VmHandle | undefined;
-let control: GrantControl | undefined;
+let guest: GrantsGuest | undefined;
 let egress: EgressProxy | undefined;
 const internet: net.Server[] = [];
 const NETWORK = 'egress';
@@ -31,8 +26,7 @@ before(async () => {
   cache = await tempDir('hmegress-cache-');
 });
 after(async () => {
-  await control?.close();
-  await vm?.shutdown().catch(() => {});
+  await guest?.close();
   await egress?.close();
   await controlRequest(dir, { op: 'stop' }).catch(() => {});
   for (const server of internet) server.close();
@@ -56,13 +50,8 @@ async function listener(name: string, stream = false): Promise<{ port: number; o
   return { port: (server.address() as net.AddressInfo).port, open };
 }
 
-let marker = 0;
 async function sh(command: string, timeoutMs = 60_000): Promise<string> {
-  const tag = `DONE-${++marker}`;
-  const since = vm!.consoleLength;
-  vm!.sendConsole(`${command}; echo ${tag} rc=$?\n`);
-  await vm!.waitForConsole(new RegExp(`${tag} rc=\\d+`), { timeoutMs, since });
-  return vm!.console.slice(-(vm!.consoleLength - since));
+  return (await guest!.sh(command, timeoutMs)).out;
 }
 
 async function until(what: string, check: () => boolean, timeoutMs = 15_000): Promise<void> {
@@ -77,22 +66,14 @@ test('egress: denied by default, the allow-listed host:port reachable, granted a
   const allowed = await listener('A');
   const other = await listener('B');
   const streamer = await listener('C', true);
-  const guest = loadReferenceGuest();
-  const socket = path.join(dir, `${INSTANCE}.sock`);
-  const instanceDir = new CacheDir(cache).instanceDir(INSTANCE);
-  await mkdir(instanceDir, { recursive: true });
-  const cli = (...args: string[]) => main(['node', 'hostme', ...args, '--cache', cache]);
-
-  vm = await launchVm({
-    kernel: guest.kernel, cmdline: guest.cmdline, disks: [{ file: guest.disk, readOnly: true }], memoryMiB: guest.memoryMiB,
-    cpus: 1, arch: 'x86_64', console: 'none', keepRunning: true,
-    overlay: { socket, mac: overlayMac(NETWORK, INSTANCE) },
-  });
+  const cli = grantsCli(cache);
   egress = await EgressProxy.listen(path.join(dir, 'egress.sock'), [{ host: '127.0.0.1', port: allowed.port }]);
-  // Network not granted at start: the NIC is there, its link down.
-  control = await serveGrantControl({ instanceDir, instance: INSTANCE, qmp: vm.qmp, net: false, egress });
-  const { subnet } = await attachGuest({ dir, network: NETWORK, instance: INSTANCE, socket, services: [{ port: EGRESS_PORT, socket: egress.socketPath }], isolated: true });
-  await vm.waitForConsole(/HOSTME-READY/, { timeoutMs: 300_000, since: 0 });
+  // Network not granted at start: the NIC is there, its link down (set before the switch dials).
+  guest = await bootGrantsGuest({
+    work: dir, cache, instance: INSTANCE, control: { net: false, egress },
+    network: { name: NETWORK, isolated: true, services: [{ port: EGRESS_PORT, socket: egress.socketPath }] },
+  });
+  const { instanceDir } = guest;
   // The rc script's DHCP gave up on the carrier-less NIC; bring it up to read its carrier.
   const carrier = await sh('ls /sys/class/net; ifconfig eth0 up; sleep 1; echo "CARRIER $(cat /sys/class/net/eth0/carrier)"');
   assert.match(carrier, /CARRIER 0/, `the denied NIC has carrier: ${carrier}`);
@@ -100,7 +81,7 @@ test('egress: denied by default, the allow-listed host:port reachable, granted a
   assert.equal(await cli('grant', INSTANCE, 'net'), 0);
   const dhcp = await sh('udhcpc -i eth0 -s /etc/hostme/udhcpc.script -q -n -t 10 -T 2');
   assert.match(dhcp, /HOSTME-NET eth0 \d+\.\d+\.\d+\.\d+/, dhcp);
-  const gateway = subnet.replace(/\.0\/\d+$/, '.1');
+  const gateway = guest.gateway!;
   const connect = (port: number, hold = 2) => `(printf 'CONNECT 127.0.0.1:${port} HTTP/1.1\\r\\n\\r\\n'; sleep ${hold}) | timeout 20 nc ${gateway} ${EGRESS_PORT}`;
 
   // Allowed host:port: through. Anything else: 403, and no other TCP port answers at the gateway.

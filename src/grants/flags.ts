@@ -6,7 +6,7 @@
  *   --allow-net=host:443,network:demo   --deny-net=host:443   --deny-net
  *   --allow-dir=./src:ro                --deny-dir=./src
  *   --allow-port=8080 | 8080:80[/udp]   --deny-port=8080
- *   --allow-disk=IMAGE[:ro|cow|rw]      --deny-disk=IMAGE
+ *   --allow-disk=FILE[:ro|cow|rw]       --deny-disk=FILE  (a denied disk stays attached as a stand-in)
  *   --allow-disk-io=4M[:200]  (bytes[/ops] per second through the disk caretaker)
  *   --allow-bandwidth=MBIT  (overlay network, each way, through the switch port)
  *   --allow-cpus=2  --allow-memory=512  --allow-console  --allow-screen  (and their --deny-)
@@ -125,8 +125,9 @@ function allow(set: GrantSet, flag: Flag, cwd: string, root: string): void {
     case 'disk':
       for (const item of items(flag)) {
         const { name, mode } = splitMode(flag, item, ['ro', 'cow', 'rw'] as const, 'cow');
-        set.disks = set.disks.filter((d) => d.image !== name);
-        set.disks.push({ image: name, mode });
+        const image = confineDir(name, cwd, root, flag.text);
+        set.disks = set.disks.filter((d) => d.image !== image);
+        set.disks.push({ image, mode });
       }
       return;
     case 'disk-io':
@@ -174,8 +175,12 @@ function deny(set: GrantSet, flag: Flag, cwd: string, root: string): void {
       }
       return;
     case 'disk':
-      if (all) { set.disks = []; return; }
-      for (const item of items(flag)) set.disks = set.disks.filter((d) => d.image !== splitMode(flag, item, ['ro', 'cow', 'rw'] as const, 'cow').name);
+      // A denied disk is not removed: it stays attached as a stand-in (every I/O fails) that hostme grant can hand over.
+      if (all) { set.disks = set.disks.map((d) => ({ ...d, mode: 'none' })); return; }
+      for (const item of items(flag)) {
+        const image = confineDir(splitMode(flag, item, ['ro', 'cow', 'rw'] as const, 'cow').name, cwd, root, flag.text);
+        set.disks = [...set.disks.filter((d) => d.image !== image), { image, mode: 'none' }];
+      }
       return;
     case 'disk-io': delete set.resources.diskIo; return;
     case 'bandwidth': delete set.resources.bandwidthMbit; return;

@@ -8,7 +8,8 @@ import path from 'node:path';
 import { z } from 'zod';
 import { HostmeError } from '../errors.js';
 
-export type DiskMode = 'ro' | 'cow' | 'rw';
+/** How an extra disk (a local raw image file) is attached; 'none' = a stand-in (present, every I/O fails) until granted at runtime. */
+export type DiskMode = 'ro' | 'cow' | 'rw' | 'none';
 export type DirMode = 'ro' | 'rw';
 
 export interface DiskGrant { image: string; mode: DiskMode }
@@ -73,7 +74,7 @@ const port = z.number({ error: 'a port is a number' }).int('a port is an integer
 const fileSchema = z
   .object({
     version: z.literal(1).optional(),
-    disks: z.array(z.strictObject({ image: z.string().min(1).max(4096), mode: z.enum(['ro', 'cow', 'rw']).default('cow') })).max(16).default([]),
+    disks: z.array(z.strictObject({ image: z.string().min(1).max(4096), mode: z.enum(['ro', 'cow', 'rw', 'none']).default('cow') })).max(16).default([]),
     net: z
       .strictObject({
         networks: z.array(networkName).max(16).default([]),
@@ -147,6 +148,8 @@ export function validateGrants(doc: unknown, options: ValidateOptions): GrantSet
   }
   const root = path.resolve(options.root ?? grantRoot());
   set.dirs = set.dirs.map((dir, i) => ({ mode: dir.mode, path: confineDir(dir.path, options.base, root, `grants.dirs[${i}].path`, options.source) }));
+  // Extra disks are host files: confined like folders.
+  set.disks = set.disks.map((disk, i) => ({ mode: disk.mode, image: confineDir(disk.image, options.base, root, `grants.disks[${i}].image`, options.source) }));
   return set;
 }
 

@@ -73,10 +73,13 @@ test('Deno-style flags: allows add, denies override in any order', () => {
   assert.deepEqual(set.dirs, [{ path: '/srv/work/src', mode: 'ro' }, { path: '/srv/work/out', mode: 'rw' }]);
   assert.deepEqual(set.net.ports, [{ hostPort: 8080, guestPort: 8080, proto: 'tcp' }, { hostPort: 2222, guestPort: 22, proto: 'tcp' }, { hostPort: 53, guestPort: 53, proto: 'udp' }]);
   assert.deepEqual(set.resources, { cpus: 2, memoryMiB: 512 });
-  assert.deepEqual(set.disks, [{ image: 'base', mode: 'ro' }]);
+  assert.deepEqual(set.disks, [{ image: '/srv/work/base', mode: 'ro' }]);
   assert.equal(set.console, true);
 
-  const less = applyGrantFlags(['--deny-net', '--deny-dir=src', '--deny-port=53/udp', '--deny-console'], set, opts);
+  const less = applyGrantFlags(['--deny-net', '--deny-dir=src', '--deny-port=53/udp', '--deny-console', '--deny-disk=base', '--deny-disk=./spare.img'], set, opts);
+  // A denied disk stays as a stand-in (mode none), so it can be granted at runtime.
+  assert.deepEqual(less.disks, [{ image: '/srv/work/base', mode: 'none' }, { image: '/srv/work/spare.img', mode: 'none' }]);
+  refused(() => applyGrantFlags(['--allow-disk=/etc/shadow:ro'], emptyGrants(), opts), /^--allow-disk=\/etc\/shadow:ro: outside the allowed root/);
   assert.deepEqual(less.net.networks, []);
   assert.deepEqual(less.net.egress, []);
   assert.deepEqual(less.dirs, [{ path: '/srv/work/out', mode: 'rw' }]);

@@ -1,25 +1,20 @@
 import assert from 'node:assert/strict';
-import { mkdir } from 'node:fs/promises';
-import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { attachGuest, controlRequest, overlayMac } from '../net/control.js';
+import { controlRequest } from '../net/control.js';
 import { removeDir, tempDir } from '../testing/fixtures.js';
-import { loadReferenceGuest, type ReferenceGuest } from '../testing/reference-guest.js';
-import { launchVm, type VmHandle } from '../vm/qemu.js';
-import { main } from '../cli/main.js';
+import { bootGrantsGuest, grantsCli } from '../testing/grants-guest.js';
 import { CacheDir } from '../runner/cache-dir.js';
+import type { VmHandle } from '../vm/qemu.js';
 import { controlGrants, readAudit, serveGrantControl, type GrantControl } from './runtime.js';
 
 // Two reference guests (real QEMU, TCG) on one overlay network; alpha's
 // network grant is revoked and granted again through its control socket.
 let dir: string;
-let guest: ReferenceGuest;
 const vms: VmHandle[] = [];
 let control: GrantControl | undefined;
 const NETWORK = 'grants';
 
 before(async () => {
-  guest = loadReferenceGuest();
   dir = await tempDir('hmgrant-');
 });
 after(async () => {
@@ -29,18 +24,10 @@ after(async () => {
   await removeDir(dir);
 });
 
+let cache: string;
 async function boot(instance: string): Promise<{ vm: VmHandle; ip: string }> {
-  const socket = path.join(dir, `${instance}.sock`);
-  const vm = await launchVm({
-    kernel: guest.kernel, cmdline: guest.cmdline, disks: [{ file: guest.disk, readOnly: true }], memoryMiB: guest.memoryMiB,
-    cpus: 1, arch: 'x86_64', accel: 'tcg', console: 'none', keepRunning: true,
-    overlay: { socket, mac: overlayMac(NETWORK, instance) },
-  });
-  vms.push(vm);
-  await attachGuest({ dir, network: NETWORK, instance, socket });
-  const [, ip] = await vm.waitForConsole(/HOSTME-NET eth0 (\d+\.\d+\.\d+\.\d+)/, { timeoutMs: 240_000, since: 0 });
-  await vm.waitForConsole(/HOSTME-READY/, { timeoutMs: 120_000, since: 0 });
-  return { vm, ip: ip! };
+  const guest = await bootGrantsGuest({ work: dir, cache, instance, network: { name: NETWORK }, onLaunch: (vm) => vms.push(vm) });
+  return { vm: guest.vm, ip: guest.ip! };
 }
 
 let marker = 0;
@@ -52,11 +39,10 @@ async function rc(vm: VmHandle, command: string): Promise<number> {
 }
 
 test('revoking the network grant stops ping, granting it again resumes it, and both are in the audit log', { timeout: 900_000 }, async () => {
+  cache = await tempDir('hmgrant-cache-');
   const [alpha, beta] = await Promise.all([boot('alpha'), boot('beta')]);
-  const cache = await tempDir('hmgrant-cache-');
   const instanceDir = new CacheDir(cache).instanceDir('alpha');
-  await mkdir(instanceDir, { recursive: true });
-  const cli = (...args: string[]) => main(['node', 'hostme', ...args, '--cache', cache]);
+  const cli = grantsCli(cache);
   try {
     const bandwidth = { set: async (mbit: number | undefined) => { await controlRequest(dir, { op: 'bandwidth', instance: 'alpha', ...(mbit !== undefined ? { mbit } : {}) }); } };
     control = await serveGrantControl({ instanceDir, instance: 'alpha', qmp: alpha.vm.qmp, net: true, bandwidth });

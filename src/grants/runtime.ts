@@ -21,14 +21,17 @@ import { FolderServer } from '../folder/server.js';
 import { confineDir, grantRoot } from './grant-set.js';
 
 import type { DiskAccess, DiskGate, IoLimit } from './disk-gate.js';
+import type { ExtraDisk } from './extra-disks.js';
+import { describePort, parsePortGrant, type PortCaretaker } from './ports.js';
+import { parseCpus, type CpuLimit } from './cpu-limit.js';
 import { formatDiskIo, parseDiskIo } from './grant-set.js';
 
-export const RUNTIME_KINDS = ['net', 'egress', 'dir', 'disk', 'disk-io', 'bandwidth'] as const;
+export const RUNTIME_KINDS = ['net', 'egress', 'dir', 'disk', 'disk-io', 'bandwidth', 'port', 'cpus'] as const;
 export type RuntimeKind = (typeof RUNTIME_KINDS)[number];
 const MAX_REQUEST = 4096;
 
 export interface AuditEntry { time: string; op: 'grant' | 'revoke' | 'start'; kind: RuntimeKind | 'connect'; value?: string; ok: boolean; granted?: boolean | string[]; error?: string }
-export interface Granted { net: boolean; egress: string[]; dirs: string[]; disks?: DiskAccess; /** The disk I/O limit (BYTES[:OPS] per second), absent = unlimited. */ diskIo?: string; /** Overlay bandwidth in Mbit/s each way, absent = unlimited. */ bandwidthMbit?: number }
+export interface Granted { net: boolean; egress: string[]; dirs: string[]; disks?: DiskAccess; /** The disk I/O limit (BYTES[:OPS] per second), absent = unlimited. */ diskIo?: string; /** Overlay bandwidth in Mbit/s each way, absent = unlimited. */ bandwidthMbit?: number; /** Extra disks by name: rw, ro or none (a stand-in). */ extraDisks?: Record<string, DiskAccess>; /** Published ports, HOSTADDR:HOSTPORT->GUESTPORT/PROTO. */ ports?: string[]; /** Host CPU time QEMU may use (cgroup), absent = unlimited. */ cpuQuota?: number }
 export interface RuntimeStatus { instance: string; granted: Granted; log: AuditEntry[] }
 export interface GrantRequest { op: 'grant' | 'revoke'; kind: string; value?: string }
 
@@ -42,12 +45,17 @@ export function auditLog(instanceDir: string): string {
 export interface GrantControl { close(): Promise<void> }
 
 /** Serves grant changes for a running VM whose overlay NIC is netdev ov0. */
-export async function serveGrantControl(options: { instanceDir: string; instance: string; qmp: QmpClient; /** The VM has the overlay NIC (netdev ov0); default true. */ nic?: boolean; net: boolean; egress?: EgressProxy; folders?: FolderServer; disks?: DiskGate[]; /** The disk I/O limit at start (grant file / flags); revoke disk-io returns to it. */ diskIo?: IoLimit;
+export async function serveGrantControl(options: { instanceDir: string; instance: string; qmp: QmpClient; /** The VM has the overlay NIC (netdev ov0); default true. */ nic?: boolean; net: boolean; egress?: EgressProxy; folders?: FolderServer; disks?: DiskGate[]; /** Extra disks (seed, --allow-disk), each granted by name. */ extraDisks?: ExtraDisk[]; /** Published ports (the VM has the user-mode NIC). */ ports?: PortCaretaker; /** The CPU caretaker (a cgroup on QEMU). */ cpu?: CpuLimit; /** The disk I/O limit at start (grant file / flags); revoke disk-io returns to it. */ diskIo?: IoLimit;
   /** The switch port's bandwidth caretaker: `initial` Mbit/s at start (undefined = unlimited); `set` changes it at the switch. */
   bandwidth?: { initial?: number; set: (mbit: number | undefined) => Promise<void> } }): Promise<GrantControl> {
   const egressList = () => (options.egress?.allowed ?? []).map((e) => `${e.host}:${e.port}`);
   const dirList = () => (options.folders?.granted ?? []).map((d) => `${d.path}:${d.mode} as ${d.name}`);
-  const granted: Granted = { net: options.net, egress: egressList(), dirs: dirList(), ...(options.disks?.length ? { disks: options.disks[0]!.access } : {}) };
+  const extras = options.extraDisks ?? [];
+  const extraList = () => Object.fromEntries(extras.map((d) => [d.name, d.gate.access]));
+  const granted: Granted = { net: options.net, egress: egressList(), dirs: dirList(), ...(options.disks?.length ? { disks: options.disks[0]!.access } : {}), ...(extras.length ? { extraDisks: extraList() } : {}) };
+  const portList = () => (options.ports?.granted ?? []).map(describePort);
+  if (options.ports) granted.ports = portList();
+  const allGates = [...(options.disks ?? []), ...extras.map((d) => d.gate)];
   // Folders granted at runtime must be inside the same root as at start.
   const root = grantRoot();
   const audit = async (entry: Omit<AuditEntry, 'time'>) => {
@@ -58,11 +66,11 @@ export async function serveGrantControl(options: { instanceDir: string; instance
     granted.net = up;
   };
   const setDiskIo = (limit: IoLimit) => {
-    for (const gate of options.disks ?? []) gate.setLimit(limit);
+    for (const gate of allGates) gate.setLimit(limit);
     if (limit.bytesPerSec === undefined && limit.opsPerSec === undefined) delete granted.diskIo;
     else granted.diskIo = formatDiskIo(limit);
   };
-  if (options.disks?.length) setDiskIo(options.diskIo ?? {});
+  if (allGates.length) setDiskIo(options.diskIo ?? {});
   if (options.bandwidth?.initial !== undefined) granted.bandwidthMbit = options.bandwidth.initial;
   const nic = options.nic !== false;
   // The VM starts with what was granted at start: apply it before anyone asks.
@@ -71,6 +79,8 @@ export async function serveGrantControl(options: { instanceDir: string; instance
   await audit({ op: 'start', kind: 'net', ok: true, granted: granted.net });
   if (options.egress) await audit({ op: 'start', kind: 'egress', ok: true, granted: granted.egress });
   if (options.folders) await audit({ op: 'start', kind: 'dir', ok: true, granted: granted.dirs });
+  if (options.ports) await audit({ op: 'start', kind: 'port', ok: true, granted: granted.ports });
+  if (extras.length) await audit({ op: 'start', kind: 'disk', ok: true, granted: extras.map((d) => `${d.name}:${d.gate.access}`) });
   /** Applies one change; throws a usage error for a bad value. */
   const apply = async (op: 'grant' | 'revoke', kind: RuntimeKind, value: string | undefined) => {
     if (kind === 'net') {
@@ -79,15 +89,26 @@ export async function serveGrantControl(options: { instanceDir: string; instance
       return setNet(op === 'grant');
     }
     if (kind === 'disk') {
+      const named = /^([a-z0-9][a-z0-9_-]{0,31})(?::(ro|rw))?$/.exec(value ?? '');
+      if (named && named[1] !== 'ro' && named[1] !== 'rw') {
+        const extra = extras.find((d) => d.name === named[1]);
+        if (!extra) throw new HostmeError('usage', `no extra disk is named "${named[1]}" (${extras.length ? `extra disks: ${extras.map((d) => d.name).join(', ')}` : 'this instance has none'})`);
+        if (op === 'revoke' && named[2] !== undefined) throw new HostmeError('usage', 'revoke disk NAME takes no mode');
+        const access: DiskAccess = op === 'revoke' ? 'none' : ((named[2] as 'ro' | 'rw' | undefined) ?? extra.ceiling);
+        if (access === 'rw' && extra.ceiling === 'ro') throw new HostmeError('usage', `disk ${extra.name} was attached read-only (its file is open read-only); grant disk ${extra.name}:ro`);
+        extra.gate.access = access;
+        granted.extraDisks = extraList();
+        return;
+      }
       if (!options.disks?.length) throw new HostmeError('usage', 'this instance has no disk caretaker');
       const access: DiskAccess = op === 'revoke' ? 'none' : value === 'ro' ? 'ro' : value === undefined || value === 'rw' ? 'rw' : 'bad' as DiskAccess;
-      if ((access as string) === 'bad' || (op === 'revoke' && value !== undefined)) throw new HostmeError('usage', 'grant disk [ro|rw] (default rw) or revoke disk');
+      if ((access as string) === 'bad' || (op === 'revoke' && value !== undefined)) throw new HostmeError('usage', 'grant disk [ro|rw] (the image\'s disks; default rw), grant disk NAME[:ro|:rw] (an extra disk), revoke disk [NAME]');
       for (const gate of options.disks) gate.access = access;
       granted.disks = access;
       return;
     }
     if (kind === 'disk-io') {
-      if (!options.disks?.length) throw new HostmeError('usage', 'this instance has no disk caretaker');
+      if (!allGates.length) throw new HostmeError('usage', 'this instance has no disk caretaker');
       if (op === 'revoke') {
         if (value !== undefined) throw new HostmeError('usage', 'revoke disk-io takes no value (it returns to the limit given at start)');
         return setDiskIo(options.diskIo ?? {});
@@ -105,6 +126,29 @@ export async function serveGrantControl(options: { instanceDir: string; instance
       await options.bandwidth.set(mbit);
       if (mbit === undefined) delete granted.bandwidthMbit;
       else granted.bandwidthMbit = mbit;
+      return;
+    }
+    if (kind === 'cpus') {
+      if (!options.cpu) throw new HostmeError('usage', 'this instance has no CPU caretaker');
+      if (op === 'revoke' && value !== undefined) throw new HostmeError('usage', 'revoke cpus takes no value (it lifts the limit)');
+      if (op === 'grant' && value === undefined) throw new HostmeError('usage', 'grant cpus needs host CPUs, 0.01..64 (e.g. 0.5)');
+      const cpus = op === 'grant' ? parseCpus(value!) : undefined;
+      await options.cpu.set(cpus);
+      if (cpus === undefined) delete granted.cpuQuota;
+      else granted.cpuQuota = cpus;
+      return;
+    }
+    if (kind === 'port') {
+      if (!options.ports) throw new HostmeError('usage', 'this instance has no port NIC (start it with a published port, --allow-port or --publish)');
+      if (op === 'grant') {
+        if (value === undefined) throw new HostmeError('usage', 'grant port needs PORT or HOSTPORT:GUESTPORT[/tcp|/udp]');
+        await options.ports.grant(parsePortGrant(value));
+      } else if (value === undefined) await options.ports.revoke();
+      else {
+        const p = parsePortGrant(value);
+        await options.ports.revoke({ hostPort: p.hostPort, proto: p.proto });
+      }
+      granted.ports = portList();
       return;
     }
     if (kind === 'dir') {

@@ -39,6 +39,9 @@ export interface SwitchDaemon {
   closed: Promise<void>;
 }
 
+interface SavedConnection { from: string; to: string; port: number }
+const MAX_SAVED_CONNECTIONS = 1024;
+
 /**
  * Runs the switch for `dir`. Returns undefined when another switch process
  * already serves that directory (an abstract unix socket is the lock: the
@@ -61,6 +64,33 @@ export async function startSwitchDaemon(dir: string, limits?: SwitchLimits, log:
   const saveRecords = () => {
     writeFileSync(`${portsFile}.tmp`, JSON.stringify([...records.values()], null, 1) + '\n', { mode: 0o600 });
     renameSync(`${portsFile}.tmp`, portsFile);
+  };
+
+  // hostme connect A B --port P, kept across restarts: applied whenever both A and B have a port on one network.
+  const connectionsFile = path.join(dir, 'connections.json');
+  const connections = new Map<string, SavedConnection>();
+  try {
+    const loaded = JSON.parse(readFileSync(connectionsFile, 'utf8')) as unknown;
+    for (const c of Array.isArray(loaded) ? loaded.slice(0, MAX_SAVED_CONNECTIONS) : []) {
+      const { from, to, port } = (c ?? {}) as Partial<SavedConnection>;
+      if (typeof from === 'string' && typeof to === 'string' && instancePattern.test(from) && instancePattern.test(to) && Number.isInteger(port) && port! >= 1 && port! <= 65535) connections.set(`${from}>${to}:${port}`, { from, to, port: port! });
+    }
+  } catch {
+    // none saved yet
+  }
+  const saveConnections = () => {
+    writeFileSync(`${connectionsFile}.tmp`, JSON.stringify([...connections.values()], null, 1) + '\n', { mode: 0o600 });
+    renameSync(`${connectionsFile}.tmp`, connectionsFile);
+  };
+  const applyConnections = () => {
+    for (const c of connections.values()) sw.networkOf(c.from, c.to)?.connect(c.from, c.to, c.port, true);
+  };
+  const remember = (c: SavedConnection, on: boolean) => {
+    const key = `${c.from}>${c.to}:${c.port}`;
+    if (on && !connections.has(key) && connections.size >= MAX_SAVED_CONNECTIONS) throw new HostmeError('usage', `at most ${MAX_SAVED_CONNECTIONS} connections are kept`);
+    if (on) connections.set(key, c);
+    else connections.delete(key);
+    saveConnections();
   };
 
   const sockets = new Set<net.Socket>();
@@ -104,6 +134,7 @@ export async function startSwitchDaemon(dir: string, limits?: SwitchLimits, log:
     sockets.add(socket);
     records.set(record.socket, record);
     saveRecords();
+    applyConnections();
     log(`port ${port.id}: ${record.instance} on ${record.network} (${record.socket})`);
   };
 
@@ -125,7 +156,7 @@ export async function startSwitchDaemon(dir: string, limits?: SwitchLimits, log:
   } catch {
     // not there
   }
-  const control = net.createServer((conn) => handleControl(conn, { sw, registry, dial, close: () => void daemon.close() }));
+  const control = net.createServer((conn) => handleControl(conn, { sw, registry, dial, remember, close: () => void daemon.close() }));
   await new Promise<void>((resolve, reject) => {
     control.once('error', reject);
     control.listen(socketPath, () => resolve());
@@ -152,6 +183,8 @@ export async function startSwitchDaemon(dir: string, limits?: SwitchLimits, log:
 interface ControlContext {
   sw: NetSwitch;
   registry: NetRegistry;
+  /** Persists a hostme connect (on) or disconnect. */
+  remember: (c: SavedConnection, on: boolean) => void;
   dial: (record: PortRecord) => Promise<void>;
   close: () => void;
 }
@@ -229,6 +262,7 @@ async function answer(conn: net.Socket, request: ControlRequest, ctx: ControlCon
       const network = ctx.sw.networkOf(from, to);
       if (!network) throw new HostmeError('net-not-connected', `${from} and ${to} are not both running on one network of this machine's switch`);
       network.connect(from, to, port, on === true);
+      ctx.remember({ from, to, port }, on === true);
       return reply({ network: network.name, connections: network.connectionList });
     }
     case 'bandwidth': {
@@ -240,7 +274,7 @@ async function answer(conn: net.Socket, request: ControlRequest, ctx: ControlCon
     }
     case 'ls':
       return reply({
-        networks: ctx.registry.names().map((name) => ({ name, subnet: formatSubnet(ctx.registry.subnet(name)), leases: ctx.registry.leases(name).length, ports: ctx.sw.ports(name) })),
+        networks: ctx.registry.names().map((name) => ({ name, subnet: formatSubnet(ctx.registry.subnet(name)), leases: ctx.registry.leases(name).length, ports: ctx.sw.ports(name), connections: ctx.sw.activeNetworks().find((n) => n.name === name)?.connectionList ?? [] })),
       });
     case 'leases': {
       const network = requireNetwork(request.network);

@@ -4,6 +4,9 @@ import { networkPlan } from '../grants/plan.js';
 import { EGRESS_PORT, EgressProxy } from '../grants/egress.js';
 import { FOLDER_PORT, FolderServer } from '../folder/server.js';
 import { DiskGate } from '../grants/disk-gate.js';
+import { exportNameOf, openExtraDisks, type ExtraDiskSpec } from '../grants/extra-disks.js';
+import { PortCaretaker } from '../grants/ports.js';
+import { CpuLimit } from '../grants/cpu-limit.js';
 import type { GrantSet } from '../grants/grant-set.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -55,8 +58,12 @@ export interface RunOptions {
   accel?: Accel;
   http?: HttpTransportOptions;
   extraQemuArgs?: string[];
-  /** Local image files attached after the image's disks (raw), e.g. a cloud-init seed. */
-  extraDisks?: Array<{ file: string; readOnly: boolean }>;
+  /**
+   * Local image files attached after the image's disks (raw), e.g. a
+   * cloud-init seed (name `seed`); they reach QEMU through the NBD server and
+   * a gate (src/grants/extra-disks.ts), like the granted disks that follow them.
+   */
+  extraDisks?: Array<{ file: string; readOnly: boolean; name?: string }>;
   /** One-line messages while starting (the KVM watchdog's fallback): shown at once, not after start. */
   onNotice?: (message: string) => void;
   /** Join this overlay network (default: the manifest's network.join); docs/net.md. */
@@ -110,7 +117,10 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
   const cleanup = async () => {
     for (const step of cleanups.reverse()) await step().catch(() => {});
   };
-  const netdev = userNetwork(options.publish, options.internet);
+  const userNet = userNetwork(options.publish, options.internet);
+  // Published TCP ports pass the port caretaker (hostme listens, revocable at runtime); UDP stays QEMU's forward.
+  const tcpPorts = (userNet?.hostfwd ?? []).filter((f) => (f.proto ?? 'tcp') === 'tcp');
+  const netdev = userNet ? { ...userNet, hostfwd: (userNet.hostfwd ?? []).filter((f) => f.proto === 'udp') } : undefined;
   try {
     const instanceName = options.instance ?? options.link.name;
     const ephemeral = options.overlay === 'ephemeral';
@@ -164,17 +174,29 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
     cleanups.push(() => scheduler.close());
     // The kernel is on the critical path of a boot: start it now, in parallel with the disk
     // indexes, unless a matching snapshot will be resumed (then it is fetched only on fallback).
-    const willResume = options.resume !== false && manifest.qemuSnapshot !== undefined;
+    // Resources granted at start cap what the image asks (-smp, -m): a grant never gives more than the image asks.
+    const granted0 = options.grants ? await options.grants(manifest) : undefined;
+    const cpus = Math.min(manifest.hardware.cpus, granted0?.resources.cpus ?? manifest.hardware.cpus);
+    const memoryMiB = Math.min(manifest.hardware.memoryMiB, granted0?.resources.memoryMiB ?? manifest.hardware.memoryMiB);
+    const resized = cpus !== manifest.hardware.cpus || memoryMiB !== manifest.hardware.memoryMiB;
+    if (resized) notices.push(`resources granted: ${cpus} vCPU${cpus > 1 ? 's' : ''}, ${memoryMiB} MiB (the image asks ${manifest.hardware.cpus}, ${manifest.hardware.memoryMiB} MiB)`);
+    // A snapshot was saved with the image's machine: a smaller one boots instead.
+    const willResume = options.resume !== false && manifest.qemuSnapshot !== undefined && !resized;
     let bootFiles: ReturnType<typeof prepareBoot> | undefined;
     const startBoot = () => (bootFiles ??= prepareBoot(resolved, scheduler, runDir, resolved.cache ? cache.root : undefined, options.append));
     if (!willResume) startBoot().catch(() => {});
     // A snapshot's RAM is the critical path of a resume: start it now, in parallel with the disk indexes.
     // The grant set decides the network before anything is planned around it (deny by default).
-    const granted = options.grants ? await options.grants(manifest) : undefined;
+    const granted = granted0;
     const plan0 = networkPlan({ explicit: options.net?.network, asked: manifest.network?.join, granted });
     const network = plan0.network;
     const nics = (network ? 1 : 0) + (netdev ? 1 : 0);
-    const planning = willResume ? planResume({ resolved, scheduler, cacheRoot: resolved.cache ? cache.root : undefined, runDir, accel: options.accel, extraDisks: options.extraDisks?.length ?? 0, nics, notices }) : Promise.resolve(undefined);
+    // Extra disks: the caller's (a seed), then the granted ones (a denied one is a stand-in).
+    const extraSpecs: ExtraDiskSpec[] = [
+      ...(options.extraDisks ?? []).map((d) => ({ file: d.file, mode: d.readOnly ? ('ro' as const) : ('rw' as const), ...(d.name ? { name: d.name } : {}) })),
+      ...(granted?.disks ?? []).map((d) => ({ file: d.image, mode: d.mode })),
+    ];
+    const planning = willResume ? planResume({ resolved, scheduler, cacheRoot: resolved.cache ? cache.root : undefined, runDir, accel: options.accel, extraDisks: extraSpecs.length, nics, notices }) : Promise.resolve(undefined);
     planning.catch(() => {});
     const verifiedDir = resolved.cache ? join(cache.root, 'verified') : undefined;
     const disks = await openImageDisks(manifest, scheduler, {
@@ -193,7 +215,10 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
     const gates = disks.map((d, i) => new DiskGate(d.device, 'rw', `disk${i}`));
     // The disk I/O limit granted at start (hostme grant NAME disk-io changes it).
     for (const gate of gates) gate.setLimit(granted?.resources.diskIo ?? {});
-    const exported = new Map<string, BlockDevice>(gates.map((gate, i) => [`disk${i}`, gate]));
+    const extraDisks = await openExtraDisks(extraSpecs, instance.dir);
+    cleanups.push(() => Promise.all(extraDisks.map((d) => d.close())));
+    for (const d of extraDisks) d.gate.setLimit(granted?.resources.diskIo ?? {});
+    const exported = new Map<string, BlockDevice>([...gates.map((gate, i): [string, BlockDevice] => [`disk${i}`, gate]), ...extraDisks.map((d): [string, BlockDevice] => [exportNameOf(d), d.gate])]);
     const nbd = new NbdServer({ exports: exported, onError: (err) => collector.error(`nbd: ${errorMessage(err)}`) });
     const socket = join(runDir, 'nbd.sock');
     await nbd.listen(socket);
@@ -203,10 +228,10 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
     const base: VmSpec = {
       disks: [
         ...devices.map((_, i) => ({ nbdSocket: socket, nbdExport: `disk${i}` })),
-        ...(options.extraDisks ?? []).map((d) => ({ file: d.file, format: 'raw' as const, readOnly: d.readOnly })),
+        ...extraDisks.map((d) => ({ nbdSocket: socket, nbdExport: exportNameOf(d), readOnly: d.readOnly })),
       ],
-      memoryMiB: manifest.hardware.memoryMiB,
-      cpus: manifest.hardware.cpus,
+      memoryMiB,
+      cpus,
       arch: manifest.hardware.arch,
       accel: options.accel,
       console: options.console,
@@ -246,6 +271,20 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
       if (resumed) running.sendConsole(text);
       else void running.waitForConsole(readyMark, { since: 0 }).then(() => running.sendConsole(text), () => {});
     }
+    let ports: PortCaretaker | undefined;
+    if (netdev) {
+      const caretaker = new PortCaretaker(async (commandLine) => String(await machine.qmp.execute('human-monitor-command', { 'command-line': commandLine }, { timeoutMs: 5000 })));
+      ports = caretaker;
+      cleanups.push(async () => caretaker.close());
+      for (const p of tcpPorts) await caretaker.grant({ hostAddr: p.hostAddr ?? '127.0.0.1', hostPort: p.hostPort, guestPort: p.guestPort, proto: 'tcp' }).catch(async (err) => {
+        // A guest that already reached --until and was stopped needs no port; any other failure stops the run.
+        const stopped = await Promise.race([machine.exited.then(() => true), new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 2000))]);
+        if (stopped) return;
+        await machine.shutdown();
+        throw err;
+      });
+      for (const p of netdev.hostfwd) caretaker.adopt({ hostAddr: p.hostAddr ?? '127.0.0.1', hostPort: p.hostPort, guestPort: p.guestPort, proto: 'udp' });
+    }
     let egress: EgressProxy | undefined;
     let folders: FolderServer | undefined;
     let bandwidth: { initial?: number; set: (mbit: number | undefined) => Promise<void> } | undefined;
@@ -274,10 +313,13 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
       bandwidth = { ...(initial !== undefined ? { initial } : {}), set: setBandwidth };
       if (!plan0.linkUp) notices.push(`network ${network} not granted: the NIC is present with its link down (hostme grant ${instanceName} net)`);
     }
+    // The CPU caretaker: a cgroup on QEMU, made at the first hostme grant NAME cpus.
+    const cpu = new CpuLimit(machine.pid, instanceName);
+    cleanups.push(() => cpu.close());
     if (!ephemeral) {
       // hostme grant|revoke|grants NAME talk to this (src/grants/runtime.ts).
       try {
-        const control = await serveGrantControl({ instanceDir: instance.dir, instance: instanceName, qmp: machine.qmp, nic: Boolean(network && base.overlay), net: plan0.linkUp, egress, folders, disks: gates, ...(bandwidth ? { bandwidth } : {}), ...(granted?.resources.diskIo ? { diskIo: granted.resources.diskIo } : {}) });
+        const control = await serveGrantControl({ instanceDir: instance.dir, instance: instanceName, qmp: machine.qmp, nic: Boolean(network && base.overlay), net: plan0.linkUp, egress, folders, disks: gates, extraDisks, ...(ports ? { ports } : {}), cpu, ...(bandwidth ? { bandwidth } : {}), ...(granted?.resources.diskIo ? { diskIo: granted.resources.diskIo } : {}) });
         cleanups.push(() => control.close());
       } catch (err) {
         notices.push(`grants cannot be changed while this instance runs: ${errorMessage(err)}`);

@@ -32,10 +32,10 @@ test('run with extraDisks: the seed image is the guest\'s second disk, read-only
   });
   try {
     await running.vm.ready;
-    // A confined QEMU (root → nobody) gets the file as a descriptor: -add-fd …,set=N,opaque=PATH and /dev/fdset/N.
-    const fdset = /set=(\d+),opaque=/.exec(running.vm.argv.find((a) => a.startsWith('fd=') && a.endsWith(`opaque=${seed}`)) ?? '')?.[1];
-    const seedArg = running.vm.argv.find((a) => a.startsWith('{') && (a.includes(seed) || (fdset !== undefined && a.includes(`"/dev/fdset/${fdset}"`))));
-    assert.ok(seedArg, 'QEMU got the seed as a blockdev');
+    // The seed reaches QEMU through hostme's NBD server and a gate (the disk caretaker), read-only; never as a file.
+    const seedArg = running.vm.argv.find((a) => a.startsWith('{') && a.includes('"export":"extra-seed"'));
+    assert.ok(seedArg, 'QEMU got the seed as an NBD blockdev');
+    assert.ok(!running.vm.argv.some((a) => a.includes(seed)), 'QEMU was handed the seed file itself');
     assert.equal(JSON.parse(seedArg)['read-only'], true);
     const since = running.vm.consoleLength;
     running.vm.sendConsole('echo LABEL=$(dd if=/dev/nvme1n1 bs=1 skip=43 count=6 2>/dev/null)=END\n');
