@@ -127,7 +127,8 @@ async function randomReadIops(uri: string, sizeBytes: number, secs: number): Pro
     child.on('error', reject);
     child.on('close', (code) => (code === 0 ? resolve(stdout) : reject(new Error(`fio exited ${code}: ${stderr.trim()}`))));
   });
-  const iops = Number((JSON.parse(out) as { jobs: Array<{ read: { iops: number } }> }).jobs[0]?.read.iops);
+  // The nbd engine prints a connection notice before the JSON document.
+  const iops = Number((JSON.parse(out.slice(out.indexOf('{'))) as { jobs: Array<{ read: { iops: number } }> }).jobs[0]?.read.iops);
   if (!Number.isFinite(iops) || iops <= 0) throw new Error(`fio reported no read IOPS for ${uri}`);
   return iops;
 }
