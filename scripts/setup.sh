@@ -10,7 +10,7 @@ APT_PACKAGES=(
   nbdkit libnbd-bin casync seabios zstd cpio mtools iproute2 ca-certificates curl jq openssl lz4 xz-utils
   syslinux syslinux-common dosfstools fdisk chromium debootstrap tcpdump vde2 xdg-utils shared-mime-info
   xorriso isolinux aria2
-  wrk nginx-light
+  wrk nginx-light fio
 )
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 

@@ -11,6 +11,7 @@ import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
+import { loadavg } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { pseudoRandom } from '../testing/fixtures.js';
@@ -129,6 +130,8 @@ async function main(): Promise<void> {
     results,
     ratios: { object: ratio('object'), manifest: ratio('manifest') },
     goal: 'hostme serve >= 0.8 x nginx requests per second',
+    loadavgAtEnd: loadavg(),
+    note: 'like for like: nginx with 1 worker process, hostme serve as 1 process; wrk and both servers share the same CPUs (see machine.cpus) with other work on the machine (loadavg): the ratios, measured side by side, are what compare',
   });
   log(`results written to ${path.relative(process.cwd(), opts.out)}`);
 }

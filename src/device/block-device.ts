@@ -11,6 +11,12 @@ export interface BlockDevice {
   readonly blockSize: number;
   readonly readOnly: boolean;
   read(offset: number, length: number): Promise<Uint8Array>;
+  /**
+   * Optional fast path: fill all of `into` with the bytes at `offset`
+   * (into.length bytes, same range rules as read). Lets the NBD server read
+   * straight into its reply buffer, with no intermediate copy or allocation.
+   */
+  readInto?(into: Uint8Array, offset: number): Promise<void>;
   write?(offset: number, data: Uint8Array): Promise<void>;
   writeZeroes?(offset: number, length: number): Promise<void>;
   trim?(offset: number, length: number): Promise<void>;

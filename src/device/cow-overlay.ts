@@ -86,17 +86,30 @@ export class CowOverlay implements BlockDevice {
     // Most reads touch nothing the guest wrote: hand the base's (fresh) buffer through.
     if (!this.anyWritten(offset, length)) return this.base.read(offset, length);
     const out = new Uint8Array(length);
+    await this.readRuns(out, offset);
+    return out;
+  }
+
+  /** Fill `into` (the NBD server's reply buffer): straight from the base when the guest wrote nothing there. */
+  async readInto(into: Uint8Array, offset: number): Promise<void> {
+    checkRange(this.size, offset, into.length);
+    if (!this.anyWritten(offset, into.length)) return this.readBase(into, offset);
+    await this.readRuns(into, offset);
+  }
+
+  private readBase(into: Uint8Array, offset: number): Promise<void> {
+    if (this.base.readInto) return this.base.readInto(into, offset);
+    return this.base.read(offset, into.length).then((bytes) => into.set(bytes));
+  }
+
+  private async readRuns(into: Uint8Array, offset: number): Promise<void> {
     const reads: Promise<void>[] = [];
-    for (const run of this.runs(offset, length)) {
+    for (const run of this.runs(offset, into.length)) {
       const at = run.offset - offset;
-      if (run.written) {
-        reads.push(this.medium.read(out, at, run.length, run.offset));
-      } else {
-        reads.push(this.base.read(run.offset, run.length).then((bytes) => out.set(bytes, at)));
-      }
+      if (run.written) reads.push(this.medium.read(into, at, run.length, run.offset));
+      else reads.push(this.readBase(into.subarray(at, at + run.length), run.offset));
     }
     await Promise.all(reads);
-    return out;
   }
 
   async write(offset: number, bytes: Uint8Array): Promise<void> {

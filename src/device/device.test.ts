@@ -1,11 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { writeFile } from 'node:fs/promises';
+import { truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { BlockDevice } from './block-device.js';
 import { MemoryDevice } from './memory-device.js';
 import { CowOverlay } from './cow-overlay.js';
-import { ChunkedImageDevice } from './chunked-image.js';
+import { ChunkedImageDevice, type ChunkedImageOptions } from './chunked-image.js';
+import { VerifiedChunkFile } from './node/verified-chunks.js';
 import { encodeObject } from '../format/node/codecs.js';
 import { HOLE_ID } from '../format/digest.js';
 import type { ObjectSource, VerifiedObject } from '../store/object-store.js';
@@ -16,6 +17,13 @@ import { openFileOverlay } from './node/cow-file.js';
 import { FileDevice } from '../nbd/file-device.js';
 
 const SIZE = 1024 * 1024 + 512; // not a multiple of the 4 KiB overlay block
+
+/** readInto() into a buffer full of stale bytes (as a reused reply buffer is): every byte must be overwritten. */
+async function readIntoGarbage(device: BlockDevice, offset: number, length: number): Promise<Uint8Array> {
+  const into = new Uint8Array(length).fill(0xa5);
+  await device.readInto!(into, offset);
+  return into;
+}
 
 /** The same random I/O on a device and on a plain memory model must read back the same. */
 async function exerciseAgainstModel(device: BlockDevice, model: MemoryDevice, seed: number): Promise<void> {
@@ -36,7 +44,9 @@ async function exerciseAgainstModel(device: BlockDevice, model: MemoryDevice, se
       await device.writeZeroes!(offset, length);
       await model.writeZeroes(offset, length);
     } else {
-      assert.ok(Buffer.from(await device.read(offset, length)).equals(await model.read(offset, length)), `read ${offset}+${length} after ${i} ops`);
+      const expected = await model.read(offset, length);
+      assert.ok(Buffer.from(await device.read(offset, length)).equals(expected), `read ${offset}+${length} after ${i} ops`);
+      if (device.readInto) assert.ok(Buffer.from(await readIntoGarbage(device, offset, length)).equals(expected), `readInto ${offset}+${length} after ${i} ops`);
     }
   }
   assert.ok(Buffer.from(await device.read(0, SIZE)).equals(await model.read(0, SIZE)));
@@ -155,6 +165,11 @@ function runBlockDeviceCases(name: string, make: (content: Uint8Array) => Promis
       assert.ok(Buffer.from(await device.read(0, SIZE)).equals(content));
       assert.ok(Buffer.from(await device.read(SIZE - 7, 7)).equals(content.slice(SIZE - 7)));
       assert.equal((await device.read(123, 0)).length, 0);
+      if (device.readInto) {
+        assert.ok(Buffer.from(await readIntoGarbage(device, 0, SIZE)).equals(content), 'readInto of the whole device');
+        assert.ok(Buffer.from(await readIntoGarbage(device, 70_000, 200_000)).equals(content.subarray(70_000, 270_000)), 'readInto across chunks');
+        await assert.rejects(device.readInto(new Uint8Array(10), SIZE - 5), (err) => isHostmeError(err, 'block-einval'), 'readInto past the end');
+      }
       for (const [offset, length] of [[SIZE - 5, 10], [-1, 4], [0, SIZE + 1], [1.5, 2]] as const) {
         await assert.rejects(device.read(offset, length), (err) => isHostmeError(err, 'block-einval'), `read(${offset}, ${length})`);
       }
@@ -172,7 +187,7 @@ function runBlockDeviceCases(name: string, make: (content: Uint8Array) => Promis
 }
 
 /** A chunked image over `content`: 64 KiB chunks, all-zero ones as holes, from an in-memory source. */
-function chunkedImageOf(content: Uint8Array): ChunkedImageDevice {
+function chunkedImageOf(content: Uint8Array, options: ChunkedImageOptions = {}): ChunkedImageDevice {
   const chunkSize = 64 * 1024;
   const objects = new Map<string, Uint8Array>();
   const ids: string[] = [];
@@ -186,7 +201,7 @@ function chunkedImageOf(content: Uint8Array): ChunkedImageDevice {
     objects.set(id, chunk);
     ids.push(id);
   }
-  return new ChunkedImageDevice({ chunkSize, size: content.length, ids }, sourceOf(objects));
+  return new ChunkedImageDevice({ chunkSize, size: content.length, ids }, sourceOf(objects), options);
 }
 
 runBlockDeviceCases('MemoryDevice', async (content) => ({ device: new MemoryDevice(content) }));
@@ -201,3 +216,52 @@ runBlockDeviceCases('CowOverlay (file) over a ChunkedImageDevice', async (conten
   return { device: await openFileOverlay(chunkedImageOf(content), dir), cleanup: () => removeDir(dir) };
 });
 runBlockDeviceCases('CowOverlay (memory) over a ChunkedImageDevice', async (content) => ({ device: new CowOverlay(chunkedImageOf(content)) }));
+
+/** Chunk 2 (64 KiB chunks) all zeros, so the image has a hole between verified chunks. */
+function withHole(content: Uint8Array): Uint8Array {
+  content.fill(0, 2 * 65536, 3 * 65536);
+  return content;
+}
+
+runBlockDeviceCases('ChunkedImageDevice reading a verify-once file (some chunks verified earlier)', async (content) => {
+  const dir = await tempDir('hostme-verified-dev-');
+  const image = chunkedImageOf(content);
+  const verified = await VerifiedChunkFile.open(join(dir, 'v'), image.index);
+  for (const chunk of [0, 1, 3, 4, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]) await verified.record(chunk, await image.chunk(chunk, 'background'));
+  await verified.close();
+  // Chunk 5 was never verified: it comes from the source, the others from the file.
+  return { device: chunkedImageOf(content, { verified: await VerifiedChunkFile.open(join(dir, 'v'), image.index) }), cleanup: () => removeDir(dir) };
+});
+
+test('verified chunks are read in runs straight from the verify-once file, without a fetch; a file that lies short falls back to the source', async () => {
+  const dir = await tempDir('hostme-verified-runs-');
+  try {
+    const content = withHole(pseudoRandom(SIZE, 21));
+    const warm = chunkedImageOf(content);
+    const file = await VerifiedChunkFile.open(join(dir, 'v'), warm.index);
+    for (let chunk = 0; chunk < warm.index.ids.length; chunk++) {
+      if (chunk !== 2) await file.record(chunk, await warm.chunk(chunk, 'background'));
+    }
+    await file.close();
+    const objects = new Map<string, Uint8Array>();
+    for (let chunk = 0; chunk < warm.index.ids.length; chunk++) {
+      if (chunk !== 2) objects.set(warm.index.ids[chunk]!, content.slice(chunk * 65536, (chunk + 1) * 65536));
+    }
+    const source = sourceOf(objects);
+    const firstAccess: number[] = [];
+    const image = new ChunkedImageDevice(warm.index, source, { verified: await VerifiedChunkFile.open(join(dir, 'v'), warm.index), onFirstAccess: (c) => firstAccess.push(c) });
+    assert.ok(Buffer.from(await readIntoGarbage(image, 1000, SIZE - 2000)).equals(content.subarray(1000, SIZE - 1000)));
+    assert.equal(source.gets, 0, 'a verified chunk was fetched again');
+    const touched = Math.floor((SIZE - 1001) / 65536) + 1; // chunks 0 .. the one holding byte SIZE - 1001
+    assert.deepEqual(firstAccess.sort((a, b) => a - b), Array.from({ length: touched }, (_, i) => i), 'every chunk read is reported once (boot profile)');
+    await image.close();
+    // The data file shrinks underneath (disk trouble): the claimed chunks past its end come from the source, still right.
+    await truncate(join(dir, 'v', 'data'), 5 * 65536);
+    const shortFile = new ChunkedImageDevice(warm.index, source, { verified: await VerifiedChunkFile.open(join(dir, 'v'), warm.index) });
+    assert.ok(Buffer.from(await readIntoGarbage(shortFile, 0, SIZE)).equals(content));
+    assert.ok(source.gets > 0, 'the short file was trusted');
+    await shortFile.close();
+  } finally {
+    await removeDir(dir);
+  }
+});

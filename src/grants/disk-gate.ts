@@ -56,6 +56,7 @@ export class DiskGate implements BlockDevice {
   writeZeroes?: (offset: number, length: number) => Promise<void>;
   trim?: (offset: number, length: number) => Promise<void>;
   flush?: () => Promise<void>;
+  readInto?: (into: Uint8Array, offset: number) => Promise<void>;
   /** Requests refused since start (by access). */
   refused = 0;
   /** Requests that waited for the I/O limit since start. */
@@ -74,7 +75,9 @@ export class DiskGate implements BlockDevice {
     private readonly now: () => number = () => performance.now(),
     private readonly sleep: (ms: number) => Promise<void> = (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
   ) {
-    const { write, writeZeroes, trim, flush } = inner;
+    const { write, writeZeroes, trim, flush, readInto } = inner;
+    // The NBD server's read-into-reply fast path, behind the same checks as read().
+    if (readInto) this.readInto = (into, offset) => this.reading().then(() => this.throttle(into.length)).then(() => readInto.call(inner, into, offset));
     if (write) this.write = (offset, data) => this.changing().then(() => this.throttle(data.length)).then(() => write.call(inner, offset, data));
     // Zeroing and trimming move no data over the wire: they cost one operation.
     if (writeZeroes) this.writeZeroes = (offset, length) => this.changing().then(() => this.throttle(0)).then(() => writeZeroes.call(inner, offset, length));

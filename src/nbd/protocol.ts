@@ -225,7 +225,11 @@ export function encodeExportNameReply(size: number, transmissionFlags: number, n
 
 /** S: simple reply header (magic, error, handle). */
 export function encodeSimpleReply(error: number, handle: bigint): Buffer {
-  const b = Buffer.allocUnsafe(SIMPLE_REPLY_LENGTH);
+  return writeSimpleReply(Buffer.allocUnsafe(SIMPLE_REPLY_LENGTH), error, handle);
+}
+
+/** Write a simple reply header into the first 16 bytes of `b` (a reply buffer with the payload behind it). */
+export function writeSimpleReply(b: Buffer, error: number, handle: bigint): Buffer {
   b.writeUInt32BE(NBD_SIMPLE_REPLY_MAGIC, 0);
   b.writeUInt32BE(error >>> 0, 4);
   b.writeBigUInt64BE(handle, 8);

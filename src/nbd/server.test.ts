@@ -47,6 +47,34 @@ class FailingDevice implements BlockDevice {
   async close(): Promise<void> {}
 }
 
+/**
+ * Reads land straight in the server's (reused) reply buffers through readInto;
+ * every third 4 KiB block fails with EIO after scribbling over part of the buffer.
+ */
+class FlakyIntoDevice implements BlockDevice {
+  readonly blockSize = 4096;
+  readonly readOnly = true;
+  constructor(readonly bytes: Uint8Array) {}
+  get size(): number {
+    return this.bytes.length;
+  }
+  static fails(offset: number): boolean {
+    return Math.floor(offset / 4096) % 3 === 0;
+  }
+  async read(offset: number, length: number): Promise<Uint8Array> {
+    return this.bytes.slice(offset, offset + length);
+  }
+  async readInto(into: Uint8Array, offset: number): Promise<void> {
+    await new Promise((resolve) => setImmediate(resolve));
+    if (FlakyIntoDevice.fails(offset)) {
+      into.fill(0xee, 0, Math.min(100, into.length));
+      throw new BlockDeviceError('EIO', 'simulated media error');
+    }
+    into.set(this.bytes.subarray(offset, offset + into.length));
+  }
+  async close(): Promise<void> {}
+}
+
 /** Minimal raw NBD client for protocol-level tests. */
 class RawClient {
   private buf = Buffer.alloc(0);
@@ -158,6 +186,7 @@ describe('NbdServer', () => {
         ['rw', rw],
         ['file', fileDev],
         ['bad', new FailingDevice()],
+        ['flaky', new FlakyIntoDevice(source.slice(0, 2 * MiB))],
         // qemu-img 7.2 cannot convert an export whose size is not a multiple of 512 when
         // structured replies are not negotiated (reproduced with `nbdkit --no-sr` too),
         // so it gets a sector-aligned export; nbdcopy is tested on the unaligned one.
@@ -204,7 +233,7 @@ describe('NbdServer', () => {
     const r = await run('nbdinfo', ['--list', '--json', uri(sock)]);
     assert.equal(r.code, 0, r.stderr);
     const names = (JSON.parse(r.stdout) as { exports: Array<{ 'export-name': string }> }).exports.map((e) => e['export-name']).sort();
-    assert.deepEqual(names, ['', 'aligned', 'bad', 'file', 'rw']);
+    assert.deepEqual(names, ['', 'aligned', 'bad', 'file', 'flaky', 'rw']);
   });
 
   test('nbdcopy of a MemoryDevice export is byte-identical', async () => {
@@ -322,7 +351,7 @@ describe('NbdServer', () => {
       const len = r.data.readUInt32BE(0);
       names.push(r.data.subarray(4, 4 + len).toString());
     }
-    assert.deepEqual(names.sort(), ['', 'aligned', 'bad', 'file', 'rw']);
+    assert.deepEqual(names.sort(), ['', 'aligned', 'bad', 'file', 'flaky', 'rw']);
 
     c.write(P.encodeOption(P.NBD_OPT_LIST, Buffer.from('x')));
     assert.equal((await c.optionReply()).type, P.NBD_REP_ERR_INVALID);
@@ -456,6 +485,32 @@ describe('NbdServer', () => {
       seen.add(r.handle);
     }
     assert.equal(seen.size, n);
+    c.request(P.NBD_CMD_DISC, 0n, 0, 0);
+    await c.closed();
+  });
+
+  test('reads into reused reply buffers: failed ones answer EIO with no payload, good ones carry exactly their bytes', async () => {
+    const c = await RawClient.connect(sock);
+    await c.handshake();
+    await c.go('flaky');
+    const requests = Array.from({ length: 150 }, (_, i) => ({ offset: ((i * 7) % 400) * 4096, length: i % 2 ? 8192 : 4096 }));
+    requests.forEach((r, i) => c.request(P.NBD_CMD_READ, BigInt(i), r.offset, r.length));
+    const answered = new Set<bigint>();
+    for (let n = 0; n < requests.length; n++) {
+      // Replies may come out of order: read the header first, then the payload it announces.
+      const h = await c.read(P.SIMPLE_REPLY_LENGTH);
+      const handle = h.readBigUInt64BE(8);
+      const r = requests[Number(handle)]!;
+      const error = h.readUInt32BE(4);
+      if (FlakyIntoDevice.fails(r.offset)) {
+        assert.equal(error, P.NBD_EIO, `request ${handle}`);
+      } else {
+        assert.equal(error, 0, `request ${handle}`);
+        assert.ok((await c.read(r.length)).equals(Buffer.from(source.subarray(r.offset, r.offset + r.length))), `bytes of request ${handle}`);
+      }
+      answered.add(handle);
+    }
+    assert.equal(answered.size, requests.length);
     c.request(P.NBD_CMD_DISC, 0n, 0, 0);
     await c.closed();
   });

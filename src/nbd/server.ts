@@ -8,6 +8,7 @@ import net from 'node:net';
 import type { BlockDevice } from '../device/block-device.js';
 import { HostmeError, isHostmeError } from '../errors.js';
 import * as P from './protocol.js';
+import { ReplyBufferPool } from './reply-pool.js';
 
 export interface NbdServerOptions {
   /** Exports by name, or a single device exported under the default name ''. */
@@ -234,12 +235,15 @@ class Connection {
   private aborting = false;
   private eof = false;
   private resolveClosed!: () => void;
+  /** Reply buffers of finished reads, reused (bounded by what may be in flight). */
+  private readonly replies: ReplyBufferPool;
 
   constructor(
     private readonly server: NbdServer,
     private readonly socket: net.Socket,
   ) {
     this.closed = new Promise((resolve) => (this.resolveClosed = resolve));
+    this.replies = new ReplyBufferPool(Math.min(server.maxInFlightBytes, 16 * 1024 * 1024));
   }
 
   start(): void {
@@ -509,7 +513,7 @@ class Connection {
     const bytes = req.type === P.NBD_CMD_READ || req.type === P.NBD_CMD_WRITE ? req.length : 0;
     this.inFlight++;
     this.inFlightBytes += bytes;
-    let work: Promise<Uint8Array | undefined>;
+    let work: Promise<Uint8Array | Framed | undefined>;
     try {
       work = this.execute(req, payload);
     } catch (err) {
@@ -532,16 +536,17 @@ class Connection {
     );
   }
 
-  private complete(req: P.NbdRequest, bytes: number, error: number, data: Uint8Array | undefined): void {
+  private complete(req: P.NbdRequest, bytes: number, error: number, data: Uint8Array | Framed | undefined): void {
     this.inFlight--;
     this.inFlightBytes -= bytes;
-    this.sendReply(req.handle, error, error === 0 ? data : undefined);
+    if (data instanceof Framed) this.sendFramed(req.handle, data.reply);
+    else this.sendReply(req.handle, error, error === 0 ? data : undefined);
     if (this.ending) this.maybeEnd();
     else this.pump();
   }
 
   /** Validate and run one request; resolves with the read data for NBD_CMD_READ. */
-  private async execute(req: P.NbdRequest, payload: Buffer | undefined): Promise<Uint8Array | undefined> {
+  private async execute(req: P.NbdRequest, payload: Buffer | undefined): Promise<Uint8Array | Framed | undefined> {
     const dev = this.device!;
     const fua = (req.flags & P.NBD_CMD_FLAG_FUA) !== 0;
     const writable = (this.transmissionFlags & P.NBD_FLAG_READ_ONLY) === 0;
@@ -552,6 +557,7 @@ class Connection {
         if (req.length > this.server.maxRequestBytes) throw new RequestError(P.NBD_EINVAL);
         if (!inRange) throw new RequestError(P.NBD_EINVAL);
         if (req.length === 0) return new Uint8Array(0);
+        if (dev.readInto) return this.readFramed(dev, req);
         const data = await dev.read(req.offset, req.length);
         if (data.length !== req.length) {
           throw new HostmeError('nbd-short-read', `device returned ${data.length} bytes for a ${req.length}-byte read`, { offset: req.offset, length: req.length });
@@ -592,6 +598,30 @@ class Connection {
         // Unknown or unadvertised command (CACHE, BLOCK_STATUS, RESIZE, ...).
         throw new RequestError(P.NBD_EINVAL);
     }
+  }
+
+  /** Read straight into a reply buffer behind the 16 header bytes: no payload copy, one write per reply. */
+  private async readFramed(dev: BlockDevice, req: P.NbdRequest): Promise<Framed> {
+    const reply = this.replies.take(P.SIMPLE_REPLY_LENGTH + req.length);
+    try {
+      await dev.readInto!(reply.subarray(P.SIMPLE_REPLY_LENGTH), req.offset);
+    } catch (err) {
+      this.replies.give(reply);
+      throw err;
+    }
+    return new Framed(reply);
+  }
+
+  private sendFramed(handle: bigint, reply: Buffer): void {
+    const s = this.socket;
+    if (s.destroyed || !s.writable) {
+      this.replies.give(reply);
+      return;
+    }
+    P.writeSimpleReply(reply, 0, handle);
+    // Back to the pool once the socket is done with it (written, or failed).
+    s.write(reply, () => this.replies.give(reply));
+    if (s.writableLength > OUTPUT_HIGH_WATER) this.outputBlocked = true;
   }
 
   private sendReply(handle: bigint, error: number, data?: Uint8Array): void {
@@ -639,6 +669,11 @@ class Connection {
     this.socket.pause();
     this.maybeEnd();
   }
+}
+
+/** A successful read's whole reply (header space + payload) in one pooled buffer. */
+class Framed {
+  constructor(readonly reply: Buffer) {}
 }
 
 /** A request rejected by the server itself with a specific NBD error. */

@@ -55,3 +55,51 @@ test('the hot object cache stays within its byte budget, least recently used fir
   hot.set('big', entry(250));
   assert.equal(hot.get('big'), undefined);
 });
+
+test('the memory fast path answers plain GET/HEAD with exactly the headers and body of the general path, and logs its bytes', async () => {
+  const dir = await tempDir('hostme-fast-');
+  const body = Buffer.from(pseudoRandom(40 * 1024, 5));
+  const id = createHash('sha256').update(body).digest('hex');
+  await mkdir(join(dir, 'objects', id.slice(0, 2)), { recursive: true });
+  await writeFile(join(dir, 'objects', id.slice(0, 2), id), body);
+  await mkdir(join(dir, 'manifests', 'demo'), { recursive: true });
+  await writeFile(join(dir, 'manifests', 'demo', '1.json'), '{"manifest":1}');
+  const logged: Array<{ method: string; url: string; bytes: number; status: number }> = [];
+  const server = await startRepoServer({ repoDir: dir, port: 0, logger: (e) => logged.push(e) });
+  // Date, Connection and Keep-Alive are Node's, per request and connection.
+  const headersOf = (r: Response): Record<string, string> => {
+    const out: Record<string, string> = {};
+    r.headers.forEach((value, name) => {
+      if (!['date', 'connection', 'keep-alive'].includes(name)) out[name] = value;
+    });
+    return out;
+  };
+  try {
+    for (const path of [`/objects/${id.slice(0, 2)}/${id}`, '/manifests/demo/1.json']) {
+      const url = server.url + path;
+      const filling = await fetch(url); // general path; fills the memory caches
+      const fillingBody = Buffer.from(await filling.arrayBuffer());
+      const fast = await fetch(url);
+      const fastBody = Buffer.from(await fast.arrayBuffer());
+      // A validator that does not match forces the general path, which still answers 200.
+      const general = await fetch(url, { headers: { 'If-None-Match': '"something-else"' } });
+      const generalBody = Buffer.from(await general.arrayBuffer());
+      assert.equal(fast.status, 200);
+      assert.deepEqual(headersOf(fast), headersOf(general), `headers of ${path}`);
+      assert.deepEqual(headersOf(fast), headersOf(filling), `headers of ${path} (first read)`);
+      assert.ok(fastBody.equals(generalBody) && fastBody.equals(fillingBody), `body of ${path}`);
+      // Percent-encoded, the same path is decoded by the general path: same answer.
+      const encoded = await fetch(server.url + path.replace('/demo/', '/d%65mo/').replace('/objects/', '/%6fbjects/'));
+      assert.ok(Buffer.from(await encoded.arrayBuffer()).equals(fastBody));
+      const head = await fetch(url, { method: 'HEAD' });
+      assert.deepEqual(headersOf(head), headersOf(general), `HEAD ${path}`);
+      assert.equal((await head.arrayBuffer()).byteLength, 0);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const manifestGets = logged.filter((e) => e.url === '/manifests/demo/1.json' && e.method === 'GET');
+    assert.ok(manifestGets.length >= 3 && manifestGets.every((e) => e.status === 200 && e.bytes === 14), JSON.stringify(manifestGets));
+  } finally {
+    await server.close();
+    await removeDir(dir);
+  }
+});

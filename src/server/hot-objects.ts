@@ -10,6 +10,8 @@
 export interface HotObject {
   body: Buffer;
   lastModified: string;
+  /** Its plain-200 header block, computed on first use by the fast path (static-files.ts). */
+  headers?: string[];
 }
 
 export class HotObjects {

@@ -10,7 +10,7 @@ import { IsoService, type IsoServiceOptions } from './iso-service.js';
 import { RepoView } from './repo-view.js';
 import { parseRequestPath } from './request-path.js';
 import { handleWebRoute } from './run-page.js';
-import { EtagCache, SmallFileCache, serveFile } from './static-files.js';
+import { EtagCache, SmallFileCache, serveFile, serveFromMemory } from './static-files.js';
 import { HotObjects } from './hot-objects.js';
 import { upgradeRoutes } from './upgrades.js';
 import { DEFAULT_MAX_OBJECT_CONTENT_BYTES, DEFAULT_MAX_UPLOAD_BYTES, handleUpload } from './upload.js';
@@ -145,14 +145,16 @@ export function createRepoServer(options: RepoServerOptions): Server {
     const started = performance.now();
     const remote = req.socket.remoteAddress;
     let failure: string | undefined;
-    res.on('close', () => {
-      if (!options.logger) return;
+    /** Body bytes of an answer from the memory fast path (its headers are not readable back). */
+    let fastBytes: number | undefined = undefined;
+    const logger = options.logger;
+    if (logger) res.on('close', () => {
       try {
-        options.logger({
+        logger({
           method: req.method ?? '',
           url: (req.url ?? '').slice(0, 256),
           status: res.statusCode,
-          bytes: res.writableFinished && req.method !== 'HEAD' ? Number(res.getHeader('content-length') ?? 0) : 0,
+          bytes: res.writableFinished && req.method !== 'HEAD' ? (fastBytes ?? Number(res.getHeader('content-length') ?? 0)) : 0,
           ms: performance.now() - started,
           remote,
           aborted: !res.writableFinished,
@@ -164,6 +166,8 @@ export function createRepoServer(options: RepoServerOptions): Server {
     });
     // The gateway answers every method and sets its own headers.
     if (options.hub?.handleRequest(req, res)) return;
+    fastBytes = serveFromMemory(req, res, rootReal, hot, small);
+    if (fastBytes !== undefined) return;
     setCommonHeaders(res);
     route(req, res).catch((err: unknown) => {
       if (!(err instanceof HttpError)) failure = errorMessage(err);

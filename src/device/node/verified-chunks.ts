@@ -5,6 +5,7 @@ import { chunkLength } from '../../format/chunk-index.js';
 import { writeFileAtomic } from '../../store/node/dir-transport.js';
 import type { VerifiedChunks } from '../chunked-image.js';
 import { BlockDeviceError } from '../errors.js';
+import { preadFully } from './pread.js';
 
 const MAP_MAGIC = 'HMVER001';
 const MAP_HEADER = 24;
@@ -54,11 +55,22 @@ export class VerifiedChunkFile implements VerifiedChunks {
 
   /** The verified bytes of a chunk the map claims. */
   async read(chunk: number): Promise<Uint8Array> {
-    const length = chunkLength(this.index, chunk);
-    const out = new Uint8Array(length);
-    const { bytesRead } = await this.data.read(out, 0, length, chunk * this.index.chunkSize);
-    if (bytesRead !== length) throw new BlockDeviceError('EIO', `verified chunk ${chunk}: short read (${bytesRead} of ${length} bytes)`, { chunk });
+    // Every byte is overwritten (or the read fails): no need to zero it first.
+    const buffer = Buffer.allocUnsafeSlow(chunkLength(this.index, chunk));
+    const out = new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.length);
+    await this.readRange(out, chunk * this.index.chunkSize);
     return out;
+  }
+
+  /**
+   * Fill `into` with the blob's bytes at `offset`, in one positional read:
+   * the caller checked that every chunk the range touches is claimed (has()).
+   */
+  async readRange(into: Uint8Array, offset: number): Promise<void> {
+    const bytesRead = await preadFully(this.data.fd, into, offset);
+    if (bytesRead !== into.length) {
+      throw new BlockDeviceError('EIO', `verified chunks at ${offset}: short read (${bytesRead} of ${into.length} bytes)`, { offset, length: into.length });
+    }
   }
 
   /** Keep a just-verified chunk; it is recorded in the map at the next flush. Never throws. */
