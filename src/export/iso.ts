@@ -24,6 +24,9 @@ import { writeEfiBootImage, writeGrubEfi } from './efi.js';
 import { ExportError } from './errors.js';
 import { runTool } from './tools.js';
 
+/** Bumped whenever the ISO's layout changes (2: UEFI entry): caches keyed by it never serve an older layout. */
+export const ISO_LAYOUT = 2;
+
 /** What the booted ISO tells the guest (and prints): where its site lives. */
 export interface SiteReference {
   /** The hostme link of the image (`hostme run LINK`), e.g. https://hub.example/i/hello. */
