@@ -22,7 +22,7 @@
  * Refused with a clear error: GPT disks, and disks whose sector 0 is in use
  * by something that is not an MBR (a file system that uses its first sector).
  */
-import { mkdir, mkdtemp, open, rm, stat, truncate, writeFile } from 'node:fs/promises';
+import { mkdtemp, open, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { writeSyslinuxMbr, writeSyslinuxPartition } from '../build/disk.js';
 import type { BootKit } from './boot-kit.js';
