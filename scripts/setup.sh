@@ -9,7 +9,7 @@ APT_PACKAGES=(
   qemu-system-x86 qemu-utils qemu-block-extra e2fsprogs busybox-static
   nbdkit libnbd-bin casync seabios zstd cpio mtools iproute2 ca-certificates curl jq openssl lz4 xz-utils
   syslinux syslinux-common dosfstools fdisk chromium debootstrap tcpdump vde2 xdg-utils shared-mime-info
-  xorriso isolinux aria2
+  xorriso isolinux aria2 ovmf grub-efi-amd64-bin grub-common
   wrk nginx-light fio
 )
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -10,7 +10,7 @@ import type { VmDisk } from '../vm/qemu.js';
 import { kernelIdentity } from './boot-kit.js';
 import { classifySectorZero } from './bootloader.js';
 import { exportImage, type ExportResult } from './export-image.js';
-import { bootExportToReady, guestDebCache, packSmallImage, type SmallImage } from './test-fixture.js';
+import { bootExportToReady, guestDebCache, ovmfArgs, packSmallImage, type SmallImage } from './test-fixture.js';
 
 const DISK = 64 * 1024 * 1024;
 
@@ -104,6 +104,19 @@ describe('exports of direct-boot images carry a BIOS bootloader', () => {
       (err: unknown) => isHostmeError(err, 'export-kernel-unbootable') && /ELF vmlinux/.test(err.message) && /--no-bootloader|bzImage/.test(err.message),
     );
     assert.deepEqual(await readdir(join(dir, 'out')).catch(() => []), [], 'nothing stored');
+  });
+
+  test('UEFI (OVMF): the qcow2 export boots through GRUB in the same boot partition, no -kernel', { timeout: 400_000 }, async () => {
+    const result = await exported('qcow2');
+    const vm = await bootExportToReady('UEFI qcow2', img.guest, {
+      firmwareBoot: true,
+      disks: [{ file: result.files[0]!.url, format: 'qcow2' }],
+      extraArgs: await ovmfArgs(),
+      timeoutMs: 240_000,
+    });
+    assert.match(vm.console, /BdsDxe: starting Boot\d+ "UEFI[^"]*"/, 'OVMF started a UEFI boot option');
+    assert.match(vm.console, /Welcome to GRUB/);
+    await vm.exited;
   });
 
   // One TCG boot per format, through SeaBIOS from the exported file alone: no -kernel.

@@ -14,13 +14,21 @@
  *   the table, existing entries (and so their numbers: nvme0n1p2 stays p2)
  *   are untouched, and only the active flag moves to the boot partition.
  *
+ * UEFI: the same partition also holds /EFI/BOOT/BOOTX64.EFI (GRUB, efi.ts),
+ * which finds the partition by /EFI/hostme/DISKID and starts the same
+ * kernel, initrd and command line (UEFI firmware such as OVMF reads any FAT
+ * partition for the removable-media path; the type stays 0x0E for BIOS).
+ *
  * Refused with a clear error: GPT disks, and disks whose sector 0 is in use
  * by something that is not an MBR (a file system that uses its first sector).
  */
-import { open, stat, truncate } from 'node:fs/promises';
+import { mkdtemp, open, rm, stat, truncate, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { writeSyslinuxMbr, writeSyslinuxPartition } from '../build/disk.js';
 import type { BootKit } from './boot-kit.js';
+import { writeGrubEfi } from './efi.js';
 import { ExportError } from './errors.js';
+import { runTool } from './tools.js';
 
 const MiB = 1024 * 1024;
 const SECTOR = 512;
@@ -81,12 +89,14 @@ export async function addBiosBootloader(rawPath: string, kit: BootKit, diskId: s
     await handle.close();
   }
   const payload = (await stat(kit.bzImage)).size + (kit.initrd ? (await stat(kit.initrd)).size : 0);
-  const bytes = Math.max(16 * MiB, Math.ceil((payload * 1.1 + 2 * MiB) / MiB) * MiB);
+  // 3 MiB: FAT and syslinux overhead plus GRUB's EFI binary (~1 MiB).
+  const bytes = Math.max(16 * MiB, Math.ceil((payload * 1.1 + 3 * MiB) / MiB) * MiB);
   const start = Math.ceil(size / MiB) * MiB;
   const diskBytes = start + bytes;
   if (diskBytes > MAX_MBR_BYTES) throw new ExportError('export-disk-unbootable', 'disk 0 is larger than an MBR can address (2 TiB): export with --no-bootloader');
   await truncate(rawPath, diskBytes);
   await writeSyslinuxPartition({ image: rawPath, start, bytes, volumeId: diskId, kernel: kit.bzImage, initrd: kit.initrd, cmdline: kit.cmdline });
+  await addUefiBootloader(rawPath, start, kit, diskId);
   const slot = layout.kind === 'mbr' ? layout.freeSlot : 1;
   const table = layout.kind === 'mbr' ? Buffer.from(sector.subarray(TABLE, 510)) : Buffer.alloc(64);
   for (let i = 0; i < 4; i++) table[i * 16] = 0; // one active partition: ours
@@ -101,4 +111,23 @@ export async function addBiosBootloader(rawPath: string, kit: BootKit, diskId: s
   }
   await writeSyslinuxMbr(rawPath);
   return { slot, start, bytes, diskBytes };
+}
+
+/** Puts GRUB's BOOTX64.EFI and the marker it searches for into the boot partition written by writeSyslinuxPartition. */
+async function addUefiBootloader(rawPath: string, start: number, kit: BootKit, diskId: string): Promise<void> {
+  if (!/^[0-9a-f]{8}$/.test(diskId)) throw new ExportError('export-disk-unbootable', `disk id must be 8 hex digits, not ${diskId}`);
+  const work = await mkdtemp(join(dirname(rawPath), '.efi-'));
+  try {
+    const efi = join(work, 'BOOTX64.EFI');
+    await writeGrubEfi({ lookup: { file: `/EFI/hostme/${diskId}` }, kernel: '/vmlinuz', initrd: kit.initrd ? '/initrd' : undefined, cmdline: kit.cmdline, workDir: work, out: efi });
+    const marker = join(work, diskId);
+    await writeFile(marker, '');
+    const fat = `${rawPath}@@${start}`;
+    const env = { ...process.env, MTOOLS_SKIP_CHECK: '1' };
+    await runTool('mmd', ['-i', fat, '::/EFI', '::/EFI/BOOT', '::/EFI/hostme'], { env });
+    await runTool('mcopy', ['-i', fat, efi, '::/EFI/BOOT/BOOTX64.EFI'], { env });
+    await runTool('mcopy', ['-i', fat, marker, `::/EFI/hostme/${diskId}`], { env });
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
 }

@@ -7,7 +7,7 @@ import { promisify } from 'node:util';
 import { isHostmeError } from '../errors.js';
 import { exportImage, type ExportResult } from './export-image.js';
 import { checkSiteReference, rootOffset } from './iso.js';
-import { bootExportToReady, guestDebCache, packSmallImage, type SmallImage } from './test-fixture.js';
+import { bootExportToReady, guestDebCache, ovmfArgs, packSmallImage, type SmallImage } from './test-fixture.js';
 
 const run = promisify(execFile);
 const SITE = { link: 'https://hub.example.org/i/small', hub: 'https://hub.example.org', token: 'join-7f3a9c' };
@@ -24,11 +24,16 @@ describe('hostme export --format iso', () => {
   });
   after(async () => img?.cleanup());
 
-  test('xorriso reports a BIOS El Torito boot entry (no emulation, isohybrid-suitable)', async () => {
+  test('xorriso reports a BIOS and a UEFI El Torito boot entry (no emulation, isohybrid-suitable) and an EFI partition for disk copies', async () => {
     assert.equal(result.files[0]!.name, 'small-1.iso');
     const { stdout } = await run('xorriso', ['-indev', iso, '-report_el_torito', 'plain'], { maxBuffer: 1 << 20 });
     assert.match(stdout, /El Torito boot img :\s+1\s+BIOS\s+y\s+none/);
     assert.match(stdout, /El Torito img path :\s+1\s+\/isolinux\/isolinux\.bin/);
+    assert.match(stdout, /El Torito boot img :\s+2\s+UEFI\s+y\s+none/);
+    assert.match(stdout, /El Torito img path :\s+2\s+\/boot\/efiboot\.img/);
+    const { stdout: area } = await run('xorriso', ['-indev', iso, '-report_system_area', 'plain'], { maxBuffer: 1 << 20 });
+    assert.match(area, /MBR partition\s+:\s+2\s+0x00\s+0xef\s/, 'an EFI system partition in the MBR of a disk copy');
+    assert.match(area, /GPT\s+:\s+N\s+Info/);
     const mbr = Buffer.alloc(512);
     const handle = await open(iso, 'r');
     await handle.read(mbr, 0, 512, 0);
@@ -70,6 +75,37 @@ describe('hostme export --format iso', () => {
       disks: [{ file: disk, format: 'raw' }],
       cpus: 1,
     });
+    assert.match(vm.console, /hostme-iso: booting small@1 from \/dev\/sd/);
+    await vm.exited;
+  });
+
+  test('UEFI (OVMF): -cdrom alone boots to HOSTME-READY and prints the reference', { timeout: 400_000 }, async () => {
+    const vm = await bootExportToReady('UEFI -cdrom', img.guest, {
+      firmwareBoot: true,
+      diskBus: 'ide',
+      disks: [{ file: iso, format: 'raw', readOnly: true }],
+      cpus: 1,
+      extraArgs: await ovmfArgs(),
+    });
+    assert.match(vm.console, /hostme-iso: booting small@1 from \/dev\/sr0/);
+    assert.match(vm.console, /hostme site: link=https:\/\/hub\.example\.org\/i\/small/);
+    assert.match(vm.console, /hostme site: hub=https:\/\/hub\.example\.org/);
+    assert.match(vm.console, /BdsDxe: starting Boot\d+ "UEFI[^"]*"/, 'OVMF started a UEFI boot option');
+    assert.match(vm.console, /Welcome to GRUB/, 'through the EFI El Torito entry (GRUB), not isolinux');
+    await vm.exited;
+  });
+
+  test('UEFI (OVMF): the same file as a disk boots (GPT/MBR EFI partition)', { timeout: 400_000 }, async () => {
+    const disk = join(img.dir, 'usb-stick-uefi.img');
+    await copyFile(iso, disk);
+    const vm = await bootExportToReady('UEFI hybrid disk', img.guest, {
+      firmwareBoot: true,
+      diskBus: 'ide',
+      disks: [{ file: disk, format: 'raw' }],
+      cpus: 1,
+      extraArgs: await ovmfArgs(),
+    });
+    assert.match(vm.console, /Welcome to GRUB/);
     assert.match(vm.console, /hostme-iso: booting small@1 from \/dev\/sd/);
     await vm.exited;
   });

@@ -7,7 +7,11 @@
  * offset) and switch_roots into it. The website reference (hostme link, hub,
  * join token) is /hostme/site.json on the medium and /run/hostme/site.json in
  * the booted guest; its link and hub are printed on the console.
- * The isohybrid MBR (isohdpfx.bin) makes the same file boot as a disk.
+ * UEFI: a second El Torito entry (a FAT image with GRUB's BOOTX64.EFI, see
+ * efi.ts) starts the same kernel, initrd and command line; GRUB finds the
+ * medium by a file named after the ISO's id (/hostme/id-ID).
+ * The isohybrid MBR (isohdpfx.bin) plus a GPT/MBR entry for the EFI image
+ * (-isohybrid-gpt-basdat) make the same file boot as a disk, BIOS or UEFI.
  */
 import { createHash } from 'node:crypto';
 import { copyFile, link, mkdir, open, writeFile } from 'node:fs/promises';
@@ -16,8 +20,12 @@ import { moduleLoadOrder } from '../build/debian.js';
 import { INIT_PRELUDE, makeInitrd } from '../build/initrd.js';
 import type { Manifest } from '../format/manifest.js';
 import type { BootKit } from './boot-kit.js';
+import { writeEfiBootImage, writeGrubEfi } from './efi.js';
 import { ExportError } from './errors.js';
 import { runTool } from './tools.js';
+
+/** Bumped whenever the ISO's layout changes (2: UEFI entry): caches keyed by it never serve an older layout. */
+export const ISO_LAYOUT = 2;
 
 /** What the booted ISO tells the guest (and prints): where its site lives. */
 export interface SiteReference {
@@ -183,6 +191,11 @@ export async function writeIso(req: IsoRequest): Promise<void> {
   const site = { image, digest: req.digest, ...req.site };
   await writeFile(join(tree, 'hostme', 'site.json'), JSON.stringify(site, null, 2) + '\n');
   await writeFile(join(tree, 'hostme', 'iso-id'), isoId + '\n');
+  await writeFile(join(tree, 'hostme', `id-${isoId}`), '');
+  req.onStep?.('writing the UEFI bootloader (GRUB)');
+  const efiBinary = join(req.workDir, 'BOOTX64.EFI');
+  await writeGrubEfi({ lookup: { file: `/hostme/id-${isoId}` }, kernel: '/boot/vmlinuz', initrd: '/boot/initrd.img', cmdline: req.boot.cmdline, workDir: req.workDir, out: efiBinary });
+  await writeEfiBootImage(efiBinary, join(tree, 'boot', 'efiboot.img'), req.workDir);
   await link(req.rawPath, join(tree, 'hostme', 'disk0.img')).catch(() => copyFile(req.rawPath, join(tree, 'hostme', 'disk0.img')));
   req.onStep?.('writing the ISO (xorriso)');
   await runTool(
@@ -190,6 +203,7 @@ export async function writeIso(req: IsoRequest): Promise<void> {
     [
       '-as', 'mkisofs', '-quiet', '-o', req.out, '-iso-level', '3', '-R', '-V', 'HOSTME',
       '-b', 'isolinux/isolinux.bin', '-c', 'isolinux/boot.cat', '-no-emul-boot', '-boot-load-size', '4', '-boot-info-table',
+      '-eltorito-alt-boot', '-e', 'boot/efiboot.img', '-no-emul-boot', '-isohybrid-gpt-basdat',
       '-isohybrid-mbr', await firstExisting(ISOHYBRID_MBR, 'isohdpfx.bin', 'isolinux'),
       tree,
     ],

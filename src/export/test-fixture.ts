@@ -1,5 +1,5 @@
 /** Shared by the export tests: a small image (the 64 MiB reference disk + kernel) packed into a temporary repository. */
-import { mkdtemp, rm } from 'node:fs/promises';
+import { access, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { packWithNewKey } from '../testing/fixtures.js';
@@ -67,4 +67,23 @@ export async function bootExportToReady(
     throw new Error(`${what}: ${String(err)}\n${vm.console.slice(-3000)}`);
   });
   return vm;
+}
+
+const OVMF_CODE = '/usr/share/OVMF/OVMF_CODE_4M.fd';
+const OVMF_VARS = '/usr/share/OVMF/OVMF_VARS_4M.fd';
+
+/**
+ * QEMU arguments for UEFI firmware (OVMF from Debian's ovmf, no Secure
+ * Boot). The variable store is Debian's pristine template, read-only: the
+ * boot uses the removable-media path, so nothing needs to be saved (and the
+ * confined QEMU needs no writable file outside what hostme hands it).
+ * Fails (never skips) when ovmf is not installed.
+ */
+export async function ovmfArgs(): Promise<string[]> {
+  for (const file of [OVMF_CODE, OVMF_VARS]) {
+    await access(file).catch(() => {
+      throw new Error(`UEFI tests need OVMF (${file}): apt-get install ovmf`);
+    });
+  }
+  return ['-drive', `if=pflash,format=raw,unit=0,readonly=on,file=${OVMF_CODE}`, '-drive', `if=pflash,format=raw,unit=1,readonly=on,file=${OVMF_VARS}`];
 }

@@ -26,6 +26,7 @@ export const TOOL_PACKAGES: Readonly<Record<string, string>> = {
   mcopy: 'mtools',
   mformat: 'mtools',
   mmd: 'mtools',
+  'grub-mkstandalone': 'grub-common',
   id: 'coreutils',
   sync: 'coreutils',
   umount: 'mount',

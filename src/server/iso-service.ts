@@ -16,7 +16,7 @@ import { mkdir, readdir, readFile, rename, rm, stat, utimes, writeFile } from 'n
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { join } from 'node:path';
 import { HostmeError, isHostmeError } from '../errors.js';
-import type { SiteReference } from '../export/iso.js';
+import { ISO_LAYOUT, type SiteReference } from '../export/iso.js';
 import type { LoadedImage } from '../repo/repository.js';
 import { makeTorrent } from '../torrent/metainfo.js';
 import { HttpError } from './http-util.js';
@@ -96,7 +96,7 @@ export class IsoService {
   private async built(view: RepoView, image: LoadedImage, base: string): Promise<Built> {
     const { name, version } = image.manifest;
     const site: SiteReference = { link: `${base}/i/${name}`, hub: base };
-    const key = createHash('sha256').update(`${image.digest}\n${JSON.stringify(site)}`).digest('hex').slice(0, 40);
+    const key = createHash('sha256').update(`${image.digest}\n${JSON.stringify(site)}\nlayout ${ISO_LAYOUT}`).digest('hex').slice(0, 40);
     const built = { iso: join(this.options.cacheDir, `${key}.iso`), torrent: join(this.options.cacheDir, `${key}.torrent`) };
     if (await stat(built.torrent).then(() => true, () => false)) return built;
     let pending = this.building.get(key);
