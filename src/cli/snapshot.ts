@@ -12,7 +12,7 @@ export function registerSnapshot(program: Command): void {
     'the ready point: save once the serial console matches this',
   )
     .option('--append <text>', 'x86_64: kernel arguments for the saved boot, whose disks are virtio-blk', 'root=/dev/vda')
-    .option('--guest-command <cmd>', 'x86_64: typed into the console before saving (empty: nothing)', 'sync')
+    .option('--guest-command <cmd>', 'x86_64: typed into the console before saving (empty: nothing)', 'sync; echo 3 > /proc/sys/vm/drop_caches')
     .option('--after-resume <cmd>', 'x86_64: typed into the console after every resume, {epoch} = host time in seconds, {nics} = NICs plugged in (default: set the clock, rerun /etc/hostme/rc.d/50-net; empty: nothing)')
     .action(async (spec: string, options: BootOnceOptions & { append: string; guestCommand: string; afterResume?: string }) => {
     const request = { ...(await bootOnceRequest(spec, options)), append: options.append, guestCommand: options.guestCommand, afterResume: options.afterResume };

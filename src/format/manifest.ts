@@ -102,6 +102,11 @@ export const manifestSchema = z.object({
        * waits for the NICs and renews DHCP. Absent: nothing is typed.
        */
       afterResume: z.optional(text(4096)),
+      /**
+       * RAM chunk numbers in the order a resume first touched them (recorded by `hostme snapshot`):
+       * fetched before QEMU resumes, then the rest in the background (docs/lazyfs.md).
+       */
+      ramWorkingSet: z.optional(z.array(int(0)).check(z.maxLength(1 << 20))),
     }),
   ),
   /** Boot working set, in the order the guest read it: [diskIndex, chunkNumber]. */
@@ -149,6 +154,10 @@ function checkConsistency(manifest: Manifest, origin: string): void {
   const snapshot = manifest.qemuSnapshot;
   if (snapshot && snapshot.ram.size !== manifest.hardware.memoryMiB * 1024 * 1024) {
     throw new FormatError('manifest-corrupt', `${origin}: qemuSnapshot.ram holds ${snapshot.ram.size} bytes, the machine has ${manifest.hardware.memoryMiB} MiB`, { origin });
+  }
+  const ramChunks = snapshot ? Math.ceil(snapshot.ram.size / snapshot.ram.chunkSize) : 0;
+  for (const chunk of snapshot?.ramWorkingSet ?? []) {
+    if (chunk >= ramChunks) throw new FormatError('manifest-corrupt', `${origin}: qemuSnapshot.ramWorkingSet entry ${chunk} points past the RAM's ${ramChunks} chunks`, { origin });
   }
   for (const [disk, chunk] of manifest.prefetch ?? []) {
     const ref = manifest.disks[disk];

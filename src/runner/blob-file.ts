@@ -85,13 +85,13 @@ async function identity(file: string): Promise<string | null> {
   return s ? `hostme-verified-v1 ino=${s.ino} size=${s.size} mtime=${s.mtimeNs} ctime=${s.ctimeNs}\n` : null;
 }
 
-async function stampMatches(file: string): Promise<boolean> {
+export async function stampMatches(file: string): Promise<boolean> {
   const [expected, recorded] = await Promise.all([identity(file), readFile(`${file}.verified`, 'utf8').catch(() => null)]);
   return expected !== null && expected === recorded;
 }
 
 /** Record that `file` was verified (best effort: without a stamp it is only checked again). */
-async function stamp(file: string): Promise<string> {
+export async function stamp(file: string): Promise<string> {
   const id = await identity(file);
   if (id) {
     const tmp = `${file}.verified.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;

@@ -16,6 +16,8 @@ import { defaultQemuBinary, launchVm, type VmHandle, type VmSpec } from '../vm/q
 import { randomUUID } from 'node:crypto';
 import { afterResumeCommand, nicCount, plugNics, qemuBinaryVersion, restoreMachine } from '../vm/snapshot.js';
 import { materializeBlob } from './blob-file.js';
+import { openLazyRam, type LazyRam } from '../lazyfs/lazy-ram.js';
+import { qemuUser } from '../vm/confine.js';
 import { FetchScheduler } from '../store/fetch-scheduler.js';
 import type { ResolvedImage } from './image-source.js';
 import type { RunStatsCollector } from './run-stats.js';
@@ -24,6 +26,8 @@ type QemuSnapshot = NonNullable<Manifest['qemuSnapshot']>;
 
 export interface ResumePlan {
   snapshot: QemuSnapshot;
+  /** The RAM served lazily over FUSE (ramFile is its path): closed by the run's cleanup. */
+  lazy?: LazyRam;
   /** Verified RAM (sparse: holes are zero chunks), mapped copy-on-write by QEMU, never written. */
   ramFile: string;
   /** Verified device state (the migration stream). */
@@ -73,10 +77,47 @@ export async function planResume(ctx: ResumeContext): Promise<ResumePlan | undef
       throw new HostmeError('snapshot-refused', `${label} refused: ${errorMessage(err)}`, { label }, { cause: err });
     });
   try {
-    const [ramFile, stateFile] = await Promise.all([fetch(snapshot.ram, 'snapshot RAM', 'ram.bin'), fetch(snapshot.deviceState, 'snapshot device state', 'state.bin')]);
+    const state = fetch(snapshot.deviceState, 'snapshot device state', 'state.bin');
+    state.catch(() => {});
+    const lazy = await openLazy(ctx, snapshot, chunks);
+    if (lazy) {
+      // Device state and the recorded working set before QEMU starts; the rest on demand and in the background.
+      try {
+        await Promise.all([state, lazy.blob.prefetch(snapshot.ramWorkingSet ?? [])]);
+      } catch (err) {
+        await lazy.close();
+        throw err instanceof HostmeError && err.code === 'snapshot-ram-corrupt' ? new HostmeError('snapshot-refused', `snapshot RAM refused: ${err.message}`, {}, { cause: err }) : err;
+      }
+      return { snapshot, ramFile: lazy.path, stateFile: await state, lazy };
+    }
+    const [ramFile, stateFile] = await Promise.all([fetch(snapshot.ram, 'snapshot RAM', 'ram.bin'), state]);
     return { snapshot, ramFile, stateFile };
   } catch (err) {
     return refuse(errorMessage(err));
+  }
+}
+
+/**
+ * The RAM as a lazily fetched file on a FUSE mount (docs/lazyfs.md), or
+ * undefined (with a one-line notice where FUSE cannot be used) so the caller
+ * fetches it whole. Opt-in with HOSTME_LAZY_RAM=1 until bench:boot (g) passes
+ * with it (it failed once over the emulated link, not diagnosed yet).
+ */
+async function openLazy(ctx: ResumeContext, snapshot: QemuSnapshot, chunks: ObjectSource): Promise<LazyRam | undefined> {
+  if (process.env.HOSTME_LAZY_RAM !== '1') return undefined;
+  if (process.getuid?.() !== 0) {
+    ctx.notices.push('snapshot RAM fetched whole before the resume: lazy RAM needs root (a FUSE mount)');
+    return undefined;
+  }
+  const index = await ctx.resolved.repo.readIndex(snapshot.ram, ctx.scheduler, 'snapshot RAM');
+  const file = ctx.cacheRoot ? join(ctx.cacheRoot, 'blobs', snapshot.ram.index) : join(ctx.runDir, 'ram.bin');
+  const owner = await qemuUser();
+  try {
+    return await openLazyRam({ index, source: chunks, file, label: 'snapshot RAM', ...(owner ? { owner } : {}) });
+  } catch (err) {
+    if (!(err instanceof HostmeError) || err.code !== 'lazyfs-unavailable') throw err;
+    ctx.notices.push(`snapshot RAM fetched whole before the resume: ${err.message}`);
+    return undefined;
   }
 }
 
@@ -97,7 +138,7 @@ export async function resumeVm(plan: ResumePlan, base: VmSpec, collector: RunSta
     cpuModel: snapshot.cpu,
     diskBus: snapshot.diskBus,
     // Not readonly=on: in QEMU 7.2 that maps the RAM read-only (guest writes are lost); MAP_PRIVATE alone never writes the file.
-    memoryFile: { path: plan.ramFile, shared: false },
+    memoryFile: { path: plan.ramFile, shared: false, ...(plan.lazy ? { perInstance: true } : {}) },
     incoming: true,
     incomingFile: plan.stateFile,
     // The saved machine had no NIC: they are plugged in after the resume, with this instance's MACs.
@@ -107,6 +148,20 @@ export async function resumeVm(plan: ResumePlan, base: VmSpec, collector: RunSta
     // vmgenid's post-load writes this (new) id into the guest and notifies it: clones reseed their RNG.
     vmgenid: snapshot.vmgenid ? randomUUID() : undefined,
   });
+  const { lazy } = plan;
+  if (lazy) {
+    // QEMU cannot be paused while a vCPU waits in a page fault (QMP stop waits for every vCPU):
+    // it is killed before the failed READ is answered, so it never runs on (or dies of SIGBUS for) a bad chunk.
+    lazy.onChunkFailed = (chunk, err, priority) => {
+      if (priority === 'background') return; // the guest has not asked for it; a demand read will retry
+      collector.error(`snapshot RAM chunk ${chunk} could not be fetched verified from any source (${errorMessage(err)}): the VM is stopped`);
+      try {
+        process.kill(vm.pid, 'SIGKILL');
+      } catch {
+        /* already gone */
+      }
+    };
+  }
   try {
     await restoreMachine(vm.qmp, vm.incomingFd!);
     await plugNics(vm.qmp, { ...nics, overlay: nics.overlay && { ...nics.overlay, socket: await socketInside(vm, nics.overlay.socket) } }, snapshot.hotplugPorts ?? 0);
@@ -114,6 +169,8 @@ export async function resumeVm(plan: ResumePlan, base: VmSpec, collector: RunSta
     await vm.shutdown();
     throw err;
   }
+  // The rest of the RAM in the background, working set first; the guest's faults overtake it.
+  if (lazy) void lazy.blob.fillInBackground(snapshot.ramWorkingSet ?? []);
   // Clock, NICs, DHCP: the guest's own commands, typed where its shell was left waiting.
   if (snapshot.afterResume) vm.sendConsole(`${afterResumeCommand(snapshot.afterResume, nicCount(nics))}\n`);
   return { vm, ms: Math.round(collector.elapsedMs()) };

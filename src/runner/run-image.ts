@@ -198,6 +198,8 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
     ];
     const planning = willResume ? planResume({ resolved, scheduler, cacheRoot: resolved.cache ? cache.root : undefined, runDir, accel: options.accel, extraDisks: extraSpecs.length, nics, notices }) : Promise.resolve(undefined);
     planning.catch(() => {});
+    // A lazy RAM mount (src/lazyfs) ends with the run, after QEMU.
+    cleanups.push(async () => (await planning.catch(() => undefined))?.lazy?.close());
     const verifiedDir = resolved.cache ? join(cache.root, 'verified') : undefined;
     const disks = await openImageDisks(manifest, scheduler, {
       ...(options.onFirstAccess ? { onFirstAccess: options.onFirstAccess } : {}),
@@ -250,6 +252,7 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
     let resumed: { ms: number } | undefined;
     const plan = (await planning) && overlaysUnchanged(overlays, notices) ? await planning : undefined;
     const readyAtResume = options.until !== undefined && options.until.source === manifest.qemuSnapshot?.readyMark;
+    if (!plan) await (await planning.catch(() => undefined))?.lazy?.close({ drain: false });
     if (plan) {
       try {
         const started = await resumeVm(plan, base, collector, readyAtResume);
@@ -257,6 +260,7 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
         collector.stats.msToResume = started.ms;
         resumed = { ms: started.ms };
       } catch (err) {
+        await plan.lazy?.close({ drain: false });
         notices.push(`snapshot not resumed (${errorMessage(err)}); booting from scratch`);
       }
     }

@@ -110,7 +110,8 @@ test('kill -9 during the RAM fetch over a slow link, then a second run: nothing 
     let killed = false;
     for (let i = 0; i < 600 && !killed; i++) {
       const names = await readdir(blobs).catch(() => [] as string[]);
-      if (names.some((n) => n.includes('.tmp-'))) {
+      // A whole fetch writes a temporary file; a lazy one (src/lazyfs) a .partial file.
+      if (names.some((n) => n.includes('.tmp-') || n.endsWith('.partial'))) {
         first.kill('SIGKILL');
         killed = true;
       } else await sleep(25);

@@ -18,8 +18,11 @@ import type { VmHandle } from '../vm/qemu.js';
 import { qmpQemuVersion, resolveMachineType, saveMachine } from '../vm/snapshot.js';
 import type { SnapshotResult, SnapshotStep } from './take-snapshot.js';
 
-/** The kernel argument that points the guest's root at the first virtio disk. */
-export const QEMU_SNAPSHOT_DEFAULT_APPEND = 'root=/dev/vda';
+/** Kernel arguments for the saved boot: root on the first virtio disk; freed pages zeroed (like the browser snapshot). */
+export const QEMU_SNAPSHOT_DEFAULT_APPEND = 'root=/dev/vda init_on_free=1';
+
+/** Typed before saving: page cache written and dropped, so (with init_on_free=1) freed RAM is zero chunks, i.e. holes. */
+export const QEMU_SNAPSHOT_DEFAULT_COMMAND = 'sync; echo 3 > /proc/sys/vm/drop_caches';
 
 /** NIC slots (empty PCIe root ports) a saved machine keeps for the runs that resume it. */
 export const SNAPSHOT_HOTPLUG_PORTS = 2;
@@ -87,7 +90,7 @@ export async function snapshotQemuImage(request: QemuSnapshotRequest): Promise<S
       });
       const msToReady = running.collector.stats.msToReady ?? 0;
       await quiet(vm, request.quietMs ?? 500);
-      const command = request.guestCommand ?? 'sync';
+      const command = request.guestCommand ?? QEMU_SNAPSHOT_DEFAULT_COMMAND;
       if (command) {
         vm.sendConsole(`${command}\n`);
         await quiet(vm, request.quietMs ?? 500);

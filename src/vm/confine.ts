@@ -10,7 +10,8 @@
  * the device state moves through a descriptor or a socket (never `exec:`,
  * a spawn the sandbox forbids), and the RAM file is handed over (below).
  */
-import { constants, openSync, closeSync } from 'node:fs';
+import { constants, openSync, closeSync, open as openCb } from 'node:fs';
+import { promisify } from 'node:util';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { HostmeError, errorMessage } from '../errors.js';
@@ -87,7 +88,12 @@ export async function handOver(spec: VmSpec, runDir: string, user: QemuUser): Pr
       // QEMU 7.2 opens mem-path read-write even for share=off, and reopening /proc/self/fd/N
       // checks the file's own permissions: the file must be its user's.
       let file = memoryFile.path;
-      if (memoryFile.shared) {
+      if (memoryFile.perInstance) {
+        // A FUSE file this process serves: a synchronous open would wait for a reply this (blocked) thread must write.
+        const fd = await promisify(openCb)(file, constants.O_RDWR);
+        fds.push(fd);
+        memoryFile = { ...memoryFile, path: `/proc/self/fd/${2 + fds.length}` };
+      } else if (memoryFile.shared) {
         // A saving VM writes its RAM into this (hostme's temporary) file.
         closeSync(openSync(file, constants.O_RDWR | constants.O_CREAT, 0o600));
       } else {
@@ -95,8 +101,10 @@ export async function handOver(spec: VmSpec, runDir: string, user: QemuUser): Pr
         file = path.join(runDir, 'ram.bin');
         await copySparse(memoryFile.path, file);
       }
-      await fs.chown(file, user.uid, user.gid);
-      memoryFile = { ...memoryFile, path: `/proc/self/fd/${pass(file, constants.O_RDWR)}` };
+      if (!memoryFile.perInstance) {
+        await fs.chown(file, user.uid, user.gid);
+        memoryFile = { ...memoryFile, path: `/proc/self/fd/${pass(file, constants.O_RDWR)}` };
+      }
     }
     const kernel = await bootFile(spec.kernel, 'kernel');
     const initrd = await bootFile(spec.initrd, 'initrd');

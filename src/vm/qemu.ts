@@ -101,9 +101,11 @@ export interface VmSpec {
   /**
    * Guest RAM in a file (memory-backend-file): `shared` maps it MAP_SHARED so a
    * snapshot can save it in place; otherwise it is mapped privately
-   * (copy-on-write), with `readOnly` the file is never written.
+   * (copy-on-write), with `readOnly` the file is never written. `perInstance`:
+   * the file is this run's alone (a lazy RAM file on FUSE, src/lazyfs): a
+   * confined QEMU gets it as is, opened without blocking this process.
    */
-  memoryFile?: { path: string; shared: boolean; readOnly?: boolean };
+  memoryFile?: { path: string; shared: boolean; readOnly?: boolean; perInstance?: boolean };
   /** Start paused waiting for an incoming migration (-incoming defer): restore with src/vm/snapshot.ts. */
   incoming?: boolean;
   /** The saved device state to restore: handed to QEMU as an open descriptor (VmHandle.incomingFd). */
