@@ -6,6 +6,7 @@ import { removeDir, tempDir } from '../testing/fixtures.js';
 import { bootGrantsGuest, grantsCli, type GrantsGuest } from '../testing/grants-guest.js';
 import { isHostmeError } from '../errors.js';
 import { controlGrants, readAudit } from './runtime.js';
+import { publishedReferenceGuest, runCli } from '../testing/published-guest.js';
 
 // One reference guest (real QEMU, TCG) with a VGA adapter and hostme's
 // console gate: the screen and the console granted and revoked at runtime
@@ -76,6 +77,19 @@ test('screen: refused while denied, a PNG once granted, refused again when revok
   assert.deepEqual({ console: (status.granted as Record<string, unknown>).console, screen: (status.granted as Record<string, unknown>).screen }, { console: true, screen: false });
   const changes = (await readAudit(instanceDir)).filter((e) => e.op !== 'start' && (e.kind === 'screen' || e.kind === 'console')).map((e) => `${e.op} ${e.kind}`);
   assert.deepEqual(changes, ['grant screen', 'revoke screen', 'revoke console', 'grant console']);
+});
+
+test('hostme run shows the console on stdio, and with --deny-console shows none of it (the guest still runs to its ready mark)', { timeout: 600_000 }, async () => {
+  const { repoDir } = await publishedReferenceGuest();
+  const env = { HOSTME_CACHE_DIR: path.join(cache, 'run'), HOSTME_ACCEL: process.env.HOSTME_ACCEL ?? 'tcg' };
+  const run = (...extra: string[]) => runCli(['run', repoDir, 'hello', '--instance', 'stdio', '--console', 'stdio', '--until', 'HOSTME-READY', '--timeout', '300', ...extra], { env, timeoutMs: 320_000 });
+  const shown = await run();
+  assert.equal(shown.code, 0, shown.stderr);
+  assert.match(shown.stdout, /HOSTME-READY/);
+  const silent = await run('--deny-console');
+  assert.equal(silent.code, 0, silent.stderr);
+  assert.doesNotMatch(silent.stdout, /HOSTME-READY/);
+  assert.equal(silent.stdout, '', 'a denied console prints nothing of the guest');
 });
 
 /** Polls a condition (bounded); the guest's pace under TCG is not asserted. */
