@@ -33,6 +33,8 @@ export function registerEnv(program: Command): void {
     const image = options.image as string | undefined;
     if (!/^(https?|hostme\+https?):\/\//.test(link)) parseImageLink(link, image);
     const { set } = await grantsOf(options);
+    // env enter is a console: granted unless --deny-console (hostme revoke NAME console takes it while it runs).
+    if (options.denyConsole === undefined) set.console = true;
     const store = new EnvStore(new CacheDir(options.cache as string | undefined).root);
     await store.create({ name, link, ...(image ? { image } : {}), grants: set, root: grantRoot(), created: new Date().toISOString() });
     process.stdout.write(`environment ${name} from ${terminalSafe(link)}\n${describeGrants(set).map((l) => `  ${l}`).join('\n')}\nstart it with: hostme env enter ${name}\n`);

@@ -28,6 +28,7 @@ const COMMANDS: Array<[names: string[], load: () => Promise<Register>]> = [
   [['net'], async () => (await import('./net.js')).registerNet],
   [['grant', 'revoke'], async () => (await import('./grant.js')).registerGrant],
   [['grants'], async () => (await import('./grants.js')).registerGrants],
+  [['screen'], async () => (await import('./screen.js')).registerScreen],
   [['caretaker'], async () => (await import('./caretaker.js')).registerCaretaker],
   [['connect', 'disconnect'], async () => (await import('./connect.js')).registerConnect],
   [['env'], async () => (await import('./env.js')).registerEnv],

@@ -11,7 +11,7 @@ import { emptyGrants, type GrantSet } from '../grants/grant-set.js';
 const VALUED = ['net', 'dir', 'port', 'disk', 'disk-io', 'bandwidth', 'cpus', 'memory'] as const;
 const SWITCHES = ['console', 'screen'] as const;
 
-function collect(value: string | boolean, previous: Array<string | boolean> = []): Array<string | boolean> {
+function collect(value: string | boolean | undefined, previous: Array<string | boolean | undefined> = []): Array<string | boolean | undefined> {
   return [...previous, value];
 }
 
@@ -51,8 +51,9 @@ export function grantFlagsOf(options: Record<string, unknown>): string[] {
   const flags: string[] = [];
   for (const kind of [...VALUED, ...SWITCHES]) {
     for (const verb of ['allow', 'deny'] as const) {
-      const values = options[camel(verb, kind)] as Array<string | boolean> | undefined;
-      for (const value of values ?? []) flags.push(value === true ? `--${verb}-${kind}` : `--${verb}-${kind}=${String(value)}`);
+      const values = options[camel(verb, kind)] as Array<string | boolean | undefined> | undefined;
+      // A switch (--allow-console) reaches collect() with no value: undefined, or true from commander's own default.
+      for (const value of values ?? []) flags.push(value === true || value === undefined ? `--${verb}-${kind}` : `--${verb}-${kind}=${String(value)}`);
     }
   }
   return flags;

@@ -11,7 +11,8 @@ import { loadPublicKey } from '../pack/publisher-key.js';
 import { networkNamePattern } from '../format/manifest.js';
 import { parsePublish } from '../runner/publish.js';
 import { isReferenceFile, readReferenceFile } from '../runner/reference-file.js';
-import { addGrantOptions, grantsOf } from './run-grants.js';
+import { addGrantOptions, grantFlagsOf, grantsOf } from './run-grants.js';
+import { consoleOnCli } from '../grants/devices.js';
 import { acceptAsks, asksBeyond, confirmAsks } from '../grants/ask.js';
 import { reportSourceProblems } from '../runner/source-reporter.js';
 
@@ -87,7 +88,9 @@ export function registerRun(program: Command): void {
       }
       const net = options.net === undefined ? undefined : parseNetOption(options.net, options.netToken ?? process.env.HOSTME_NET_TOKEN);
       // Deny by default: the grant file and --allow-*/--deny-* flags; --net names a network the user grants.
-      const { set: flagGrants } = await grantsOf(options as unknown as Record<string, unknown>);
+      const optionsRecord = options as unknown as Record<string, unknown>;
+      const { set: flagGrants } = await grantsOf(optionsRecord);
+      const flagList = grantFlagsOf(optionsRecord);
       if (net && !flagGrants.net.networks.includes(net.network)) flagGrants.net.networks.unshift(net.network);
       const publish = [
         ...(options.publish ?? []).map(parsePublish),
@@ -122,8 +125,11 @@ export function registerRun(program: Command): void {
         internet: options.internet,
         resume: options.resume,
         type: options.type?.replace(/\\n/g, '\n'),
+        // The console of today unless the grant file or --deny-console says otherwise; a screen flag adds the VGA adapter (granted or not).
+        consoleGranted: consoleOnCli({ granted: flagGrants.console, denyFlag: flagList.includes('--deny-console'), grantFile: Boolean(optionsRecord.grants) }),
+        screenAdapter: flagList.includes('--allow-screen') || flagList.includes('--deny-screen'),
         grants: async (manifest) => {
-          const asks = asksBeyond(net ? {} : manifest, flagGrants);
+          const asks = asksBeyond(net ? { hardware: manifest.hardware } : manifest, flagGrants);
           const accepted = await confirmAsks(`${manifest.name}@${manifest.version}`, asks, { yes: options.yes === true, terminal: process.stdin.isTTY === true && process.stderr.isTTY === true });
           return acceptAsks(flagGrants, accepted);
         },

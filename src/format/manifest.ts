@@ -48,6 +48,8 @@ export const manifestSchema = z.object({
     arch: z.enum(['x86_64', 'i686']),
     memoryMiB: int(16, 1 << 20),
     cpus: int(1, 256),
+    /** The image asks for a screen (a VGA adapter; granted or not by the user, docs/grants.md). */
+    screen: z.optional(z.boolean()),
   }),
   boot: z.discriminatedUnion('mode', [
     z.object({

@@ -1,6 +1,6 @@
 /**
  * What an image asks for, and the user's answer. Deny by default: an image's
- * manifest names what it would like (today: the overlay network it joins);
+ * manifest names what it would like (the overlay network it joins, a screen);
  * `hostme run` grants only what the user's flags and grant file say, shows
  * what the image asks beyond that, and asks on a terminal. Without a
  * terminal it refuses unless `--yes` accepts every ask.
@@ -12,24 +12,28 @@ import { networkAskText } from './page-grants.js';
 
 /** One thing the image asks for that is not granted. */
 export interface Ask {
-  kind: 'network';
+  kind: 'network' | 'screen';
   value: string;
   /** Shown to the user. */
   text: string;
 }
 
 /** The image's asks that `granted` does not cover. */
-export function asksBeyond(manifest: { network?: { join: string } }, granted: GrantSet): Ask[] {
+export function asksBeyond(manifest: { network?: { join: string }; hardware?: { screen?: boolean } }, granted: GrantSet): Ask[] {
   const asks: Ask[] = [];
   const join = manifest.network?.join;
   if (join && !granted.net.networks.includes(join)) asks.push({ kind: 'network', value: join, text: networkAskText(join) });
+  if (manifest.hardware?.screen === true && !granted.screen) asks.push({ kind: 'screen', value: 'vga', text: 'a screen (its VGA adapter, seen through hostme screen)' });
   return asks;
 }
 
 /** Adds accepted asks to the grant set (a copy). */
 export function acceptAsks(granted: GrantSet, asks: readonly Ask[]): GrantSet {
   const set = structuredClone(granted);
-  for (const ask of asks) if (ask.kind === 'network' && !set.net.networks.includes(ask.value)) set.net.networks.push(ask.value);
+  for (const ask of asks) {
+    if (ask.kind === 'network' && !set.net.networks.includes(ask.value)) set.net.networks.push(ask.value);
+    if (ask.kind === 'screen') set.screen = true;
+  }
   return set;
 }
 
@@ -66,7 +70,7 @@ export async function confirmAsks(image: string, asks: readonly Ask[], options: 
 }
 
 function flagFor(ask: Ask): string {
-  return `--allow-net=network:${ask.value}`;
+  return ask.kind === 'screen' ? '--allow-screen' : `--allow-net=network:${ask.value}`;
 }
 
 async function readAnswer(question: string): Promise<string> {

@@ -188,6 +188,7 @@ function deny(set: GrantSet, flag: Flag, cwd: string, root: string): void {
     case 'memory': delete set.resources.memoryMiB; return;
     case 'console':
     case 'screen':
+      if (flag.value !== undefined) throw bad(flag, 'takes no value');
       set[flag.kind] = false;
   }
 }

@@ -4,7 +4,8 @@
  * grant|revoke|grants NAME` talk to it. Protocol: one JSON request line, one
  * JSON response line, then the server closes (requests over 4 KiB are
  * refused). Requests: {"op":"grant"|"revoke","kind":"net"} and
- * {"op":"status"}. Every change is appended to `audit.log` (JSON lines) in
+ * {"op":"status"}, and {"op":"screendump"} (answered {"ok":true,"png":BASE64}
+ * only while the screen is granted). Every change is appended to `audit.log` (JSON lines) in
  * the same folder before the answer is sent.
  *
  * Caretaker of the network grant: the overlay NIC's link (QMP set_link on
@@ -25,13 +26,16 @@ import type { ExtraDisk } from './extra-disks.js';
 import { describePort, parsePortGrant, type PortCaretaker } from './ports.js';
 import { parseCpus, type CpuLimit } from './cpu-limit.js';
 import { formatDiskIo, parseDiskIo } from './grant-set.js';
+import type { ConsoleGate, ScreenCaretaker } from './devices.js';
 
-export const RUNTIME_KINDS = ['net', 'egress', 'dir', 'disk', 'disk-io', 'bandwidth', 'port', 'cpus'] as const;
+export const RUNTIME_KINDS = ['net', 'egress', 'dir', 'disk', 'disk-io', 'bandwidth', 'port', 'cpus', 'console', 'screen'] as const;
 export type RuntimeKind = (typeof RUNTIME_KINDS)[number];
 const MAX_REQUEST = 4096;
+/** A status, or a screendump's PNG in base64 (a 1024x768 screen is well under this). */
+const MAX_ANSWER = 16 << 20;
 
 export interface AuditEntry { time: string; op: 'grant' | 'revoke' | 'start'; kind: RuntimeKind | 'connect'; value?: string; ok: boolean; granted?: boolean | string[]; error?: string }
-export interface Granted { net: boolean; egress: string[]; dirs: string[]; disks?: DiskAccess; /** The disk I/O limit (BYTES[:OPS] per second), absent = unlimited. */ diskIo?: string; /** Overlay bandwidth in Mbit/s each way, absent = unlimited. */ bandwidthMbit?: number; /** Extra disks by name: rw, ro or none (a stand-in). */ extraDisks?: Record<string, DiskAccess>; /** Published ports, HOSTADDR:HOSTPORT->GUESTPORT/PROTO. */ ports?: string[]; /** Host CPU time QEMU may use (cgroup), absent = unlimited. */ cpuQuota?: number }
+export interface Granted { net: boolean; egress: string[]; dirs: string[]; disks?: DiskAccess; /** The disk I/O limit (BYTES[:OPS] per second), absent = unlimited. */ diskIo?: string; /** Overlay bandwidth in Mbit/s each way, absent = unlimited. */ bandwidthMbit?: number; /** Extra disks by name: rw, ro or none (a stand-in). */ extraDisks?: Record<string, DiskAccess>; /** Published ports, HOSTADDR:HOSTPORT->GUESTPORT/PROTO. */ ports?: string[]; /** Host CPU time QEMU may use (cgroup), absent = unlimited. */ cpuQuota?: number; /** hostme forwards the serial console (absent: no gate). */ console?: boolean; /** Screendumps of the VGA adapter (absent: no adapter). */ screen?: boolean }
 export interface RuntimeStatus { instance: string; granted: Granted; log: AuditEntry[] }
 export interface GrantRequest { op: 'grant' | 'revoke'; kind: string; value?: string }
 
@@ -47,7 +51,9 @@ export interface GrantControl { close(): Promise<void> }
 /** Serves grant changes for a running VM whose overlay NIC is netdev ov0. */
 export async function serveGrantControl(options: { instanceDir: string; instance: string; qmp: QmpClient; /** The VM has the overlay NIC (netdev ov0); default true. */ nic?: boolean; net: boolean; egress?: EgressProxy; folders?: FolderServer; disks?: DiskGate[]; /** Extra disks (seed, --allow-disk), each granted by name. */ extraDisks?: ExtraDisk[]; /** Published ports (the VM has the user-mode NIC). */ ports?: PortCaretaker; /** The CPU caretaker (a cgroup on QEMU). */ cpu?: CpuLimit; /** The disk I/O limit at start (grant file / flags); revoke disk-io returns to it. */ diskIo?: IoLimit;
   /** The switch port's bandwidth caretaker: `initial` Mbit/s at start (undefined = unlimited); `set` changes it at the switch. */
-  bandwidth?: { initial?: number; set: (mbit: number | undefined) => Promise<void> } }): Promise<GrantControl> {
+  bandwidth?: { initial?: number; set: (mbit: number | undefined) => Promise<void> };
+  /** The console caretaker (what hostme forwards to and from the serial). */ console?: ConsoleGate;
+  /** The screen caretaker (the VGA adapter's screendumps). */ screen?: ScreenCaretaker }): Promise<GrantControl> {
   const egressList = () => (options.egress?.allowed ?? []).map((e) => `${e.host}:${e.port}`);
   const dirList = () => (options.folders?.granted ?? []).map((d) => `${d.path}:${d.mode} as ${d.name}`);
   const extras = options.extraDisks ?? [];
@@ -80,6 +86,8 @@ export async function serveGrantControl(options: { instanceDir: string; instance
   if (options.egress) await audit({ op: 'start', kind: 'egress', ok: true, granted: granted.egress });
   if (options.folders) await audit({ op: 'start', kind: 'dir', ok: true, granted: granted.dirs });
   if (options.ports) await audit({ op: 'start', kind: 'port', ok: true, granted: granted.ports });
+  if (options.console) { granted.console = options.console.granted; await audit({ op: 'start', kind: 'console', ok: true, granted: granted.console }); }
+  if (options.screen) { granted.screen = options.screen.granted; await audit({ op: 'start', kind: 'screen', ok: true, granted: granted.screen }); }
   if (extras.length) await audit({ op: 'start', kind: 'disk', ok: true, granted: extras.map((d) => `${d.name}:${d.gate.access}`) });
   /** Applies one change; throws a usage error for a bad value. */
   const apply = async (op: 'grant' | 'revoke', kind: RuntimeKind, value: string | undefined) => {
@@ -87,6 +95,14 @@ export async function serveGrantControl(options: { instanceDir: string; instance
       if (value !== undefined) throw new HostmeError('usage', 'net takes no value');
       if (!nic) throw new HostmeError('usage', 'this instance has no network card (it was started without a network)');
       return setNet(op === 'grant');
+    }
+    if (kind === 'console' || kind === 'screen') {
+      if (value !== undefined) throw new HostmeError('usage', `${kind} takes no value`);
+      const device = options[kind];
+      if (!device) throw new HostmeError('usage', kind === 'console' ? 'this instance has no console caretaker' : 'this instance has no screen (start it with --allow-screen or --deny-screen for a VGA adapter)');
+      device.granted = op === 'grant';
+      granted[kind] = device.granted;
+      return;
     }
     if (kind === 'disk') {
       const named = /^([a-z0-9][a-z0-9_-]{0,31})(?::(ro|rw))?$/.exec(value ?? '');
@@ -178,6 +194,7 @@ export async function serveGrantControl(options: { instanceDir: string; instance
       return { ok: false, code: 'usage', message: 'the request is not JSON' };
     }
     if (request.op === 'status') return { ok: true, ...(await status()) };
+    if (request.op === 'screendump') return screendump();
     if ((request.op !== 'grant' && request.op !== 'revoke') || !RUNTIME_KINDS.includes(request.kind as RuntimeKind)) {
       return { ok: false, code: 'usage', message: `a request is {"op":"grant"|"revoke","kind":${RUNTIME_KINDS.map((k) => `"${k}"`).join('|')},"value"?:string} or {"op":"status"}` };
     }
@@ -195,6 +212,15 @@ export async function serveGrantControl(options: { instanceDir: string; instance
       return { ok: false, code: 'grant-failed', message: errorMessage(err) };
     }
   };
+  const screendump = async (): Promise<unknown> => {
+    if (!options.screen) return { ok: false, code: 'usage', message: `${options.instance} has no screen (start it with --allow-screen or --deny-screen for a VGA adapter)` };
+    try {
+      const png = await options.screen.screendump();
+      return { ok: true, png: png.toString('base64') };
+    } catch (err) {
+      return { ok: false, code: err instanceof HostmeError ? err.code : 'grant-failed', message: errorMessage(err) };
+    }
+  };
   const status = async (): Promise<RuntimeStatus> => ({ instance: options.instance, granted, log: await readAudit(options.instanceDir) });
 
   const socketPath = controlSocket(options.instanceDir);
@@ -209,6 +235,8 @@ export async function serveGrantControl(options: { instanceDir: string; instance
       const nl = buffer.indexOf('\n');
       if (nl < 0) return;
       conn.pause();
+      // The request is in: the answer may take a screendump's time (QMP's bound is 10 s).
+      conn.setTimeout(15_000);
       void handle(buffer.slice(0, nl)).then((answer) => conn.end(JSON.stringify(answer) + '\n'));
     });
   });
@@ -238,14 +266,15 @@ export async function readAudit(instanceDir: string): Promise<AuditEntry[]> {
 }
 
 /** One request to a running instance's control socket. */
-export async function controlGrants(instanceDir: string, request: GrantRequest | { op: 'status' }): Promise<Record<string, unknown>> {
+export async function controlGrants(instanceDir: string, request: GrantRequest | { op: 'status' } | { op: 'screendump' }): Promise<Record<string, unknown>> {
   const socketPath = controlSocket(instanceDir);
   const answer = await new Promise<string>((resolve, reject) => {
     const conn = net.connect(socketPath);
     let text = '';
-    conn.setTimeout(5000, () => conn.destroy(new Error('no answer within 5 s')));
+    const waitMs = request.op === 'screendump' ? 15_000 : 5000;
+    conn.setTimeout(waitMs, () => conn.destroy(new Error(`no answer within ${waitMs / 1000} s`)));
     conn.on('connect', () => conn.write(JSON.stringify(request) + '\n'));
-    conn.on('data', (chunk) => { text += chunk.toString('utf8'); if (text.length > 1 << 20) conn.destroy(new Error('answer too long')); });
+    conn.on('data', (chunk) => { text += chunk.toString('utf8'); if (text.length > MAX_ANSWER) conn.destroy(new Error('answer too long')); });
     conn.on('end', () => resolve(text));
     conn.on('error', reject);
   }).catch((err: unknown) => {

@@ -7,6 +7,9 @@ import { DiskGate } from '../grants/disk-gate.js';
 import { exportNameOf, openExtraDisks, type ExtraDiskSpec } from '../grants/extra-disks.js';
 import { PortCaretaker } from '../grants/ports.js';
 import { CpuLimit } from '../grants/cpu-limit.js';
+import { ConsoleGate, SCREEN_QEMU_ARGS, ScreenCaretaker, screenAdapter } from '../grants/devices.js';
+import { stdioBridge } from '../vm/stdio-bridge.js';
+import { Writable } from 'node:stream';
 import type { GrantSet } from '../grants/grant-set.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -84,6 +87,10 @@ export interface RunOptions {
    * run grants the network it joins (programmatic callers, tests).
    */
   grants?: (manifest: Manifest) => Promise<GrantSet>;
+  /** With console 'stdio': hostme forwards the console (default true); false drops its output and ignores input until hostme grant NAME console. */
+  consoleGranted?: boolean;
+  /** Attach a VGA adapter even when the screen is not granted (a screen flag was given); the image's ask or a granted screen attach it too. */
+  screenAdapter?: boolean;
   /** Fetch from the peers a hub's tracker lists (untrusted, verified); with `share`, serve this cache to them while running (docs/peers.md). */
   peers?: { hub: string; share?: false | { host?: string; port?: number }; windowMs?: number };
 }
@@ -180,8 +187,10 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
     const memoryMiB = Math.min(manifest.hardware.memoryMiB, granted0?.resources.memoryMiB ?? manifest.hardware.memoryMiB);
     const resized = cpus !== manifest.hardware.cpus || memoryMiB !== manifest.hardware.memoryMiB;
     if (resized) notices.push(`resources granted: ${cpus} vCPU${cpus > 1 ? 's' : ''}, ${memoryMiB} MiB (the image asks ${manifest.hardware.cpus}, ${manifest.hardware.memoryMiB} MiB)`);
-    // A snapshot was saved with the image's machine: a smaller one boots instead.
-    const willResume = options.resume !== false && manifest.qemuSnapshot !== undefined && !resized;
+    // The screen's VGA adapter (docs/grants.md): present when asked, flagged or granted; QEMU keeps -display none.
+    const vga = screenAdapter({ asked: manifest.hardware.screen === true, flag: options.screenAdapter === true, granted: granted0?.screen === true });
+    // A snapshot was saved with the image's machine: a smaller one, or one with an extra adapter, boots instead.
+    const willResume = options.resume !== false && manifest.qemuSnapshot !== undefined && !resized && !vga;
     let bootFiles: ReturnType<typeof prepareBoot> | undefined;
     const startBoot = () => (bootFiles ??= prepareBoot(resolved, scheduler, runDir, resolved.cache ? cache.root : undefined, options.append));
     if (!willResume) startBoot().catch(() => {});
@@ -236,11 +245,12 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
       cpus,
       arch: manifest.hardware.arch,
       accel: options.accel,
-      console: options.console,
+      // hostme forwards a stdio console itself, through the console gate (hostme grant|revoke NAME console).
+      console: options.console === 'stdio' ? 'none' : options.console,
       until: options.until,
       keepRunning: options.keepRunning,
       timeoutMs: options.timeoutMs,
-      extraArgs: options.extraQemuArgs,
+      extraArgs: [...(options.extraQemuArgs ?? []), ...(vga ? SCREEN_QEMU_ARGS : [])],
       // A disk read through our NBD server proves the guest kernel runs (KVM watchdog).
       activity: () => nbd.stats.requests.read,
       onNotice: (message) => (options.onNotice ? options.onNotice(message) : notices.push(message)),
@@ -268,6 +278,9 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
     const prefetching = prefetch(manifest, devices, resolved, collector, options.fill === true, resumed === undefined);
     cleanups.push(async () => prefetching.cancel());
     const machine = vm ?? (await launchVm({ ...(await startBoot()), ...base }));
+    const consoleGate = new ConsoleGate(machine, options.consoleGranted !== false);
+    if (options.console === 'stdio') bridgeConsole(machine, consoleGate);
+    const screen = vga ? new ScreenCaretaker(() => machine.screendump(), granted?.screen === true, instanceName) : undefined;
     const readyMark = new RegExp(manifest.qemuSnapshot?.readyMark ?? 'HOSTME-READY');
     if (options.type !== undefined) {
       const text = options.type;
@@ -323,7 +336,7 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
     if (!ephemeral) {
       // hostme grant|revoke|grants NAME talk to this (src/grants/runtime.ts).
       try {
-        const control = await serveGrantControl({ instanceDir: instance.dir, instance: instanceName, qmp: machine.qmp, nic: Boolean(network && base.overlay), net: plan0.linkUp, egress, folders, disks: gates, extraDisks, ...(ports ? { ports } : {}), cpu, ...(bandwidth ? { bandwidth } : {}), ...(granted?.resources.diskIo ? { diskIo: granted.resources.diskIo } : {}) });
+        const control = await serveGrantControl({ instanceDir: instance.dir, instance: instanceName, qmp: machine.qmp, nic: Boolean(network && base.overlay), net: plan0.linkUp, egress, folders, disks: gates, extraDisks, ...(ports ? { ports } : {}), cpu, console: consoleGate, ...(screen ? { screen } : {}), ...(bandwidth ? { bandwidth } : {}), ...(granted?.resources.diskIo ? { diskIo: granted.resources.diskIo } : {}) });
         cleanups.push(() => control.close());
       } catch (err) {
         notices.push(`grants cannot be changed while this instance runs: ${errorMessage(err)}`);
@@ -360,6 +373,17 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
     collector.close();
     throw err;
   }
+}
+
+/** The user's terminal on the guest's serial, through the console gate; Ctrl-] stops the VM. */
+function bridgeConsole(machine: VmHandle, gate: ConsoleGate): void {
+  const terminal = stdioBridge();
+  const stopShowing = gate.onOutput((text) => terminal.show(Buffer.from(text, 'utf8')));
+  terminal.attachInput(new Writable({ write: (chunk: Buffer, _encoding, done) => { gate.send(chunk); done(); } }), () => void machine.shutdown());
+  void machine.exited.then(() => {
+    stopShowing();
+    terminal.detach();
+  });
 }
 
 /** Granted folders as 9P exports, named by their base name (the guest's aname). */

@@ -15,6 +15,7 @@ import { main } from '../cli/main.js';
 import { CacheDir } from '../runner/cache-dir.js';
 import { serveGrantControl, type GrantControl } from '../grants/runtime.js';
 import { loadReferenceGuest } from './reference-guest.js';
+import { ConsoleGate, SCREEN_QEMU_ARGS, ScreenCaretaker } from '../grants/devices.js';
 
 export interface GuestImage { kernel: string; initrd?: string; disk: string; cmdline: string; memoryMiB: number }
 
@@ -29,6 +30,8 @@ export interface GrantsGuest {
   /** The network's gateway address (the caretakers), when attached. */
   gateway?: string;
   control?: GrantControl;
+  /** With `devices.console`: hostme's side of the console (what a user would see and type). */
+  consoleGate?: ConsoleGate;
   /** Runs a command on the console: its output (after the echoed line) and exit status. */
   sh(command: string, timeoutMs?: number): Promise<{ out: string; rc: number }>;
   /** Stops the control socket and QEMU. */
@@ -51,6 +54,8 @@ export interface GrantsGuestOptions {
   control?: ControlOptions;
   /** Wait for the guest's DHCP line (HOSTME-NET eth0 IP); default: when a network is joined with the link up. */
   waitForAddress?: boolean;
+  /** The console caretaker (a gate the test types through) and the screen's VGA adapter, granted or not. */
+  devices?: { console?: boolean; screen?: boolean };
   /** Called with the VM as soon as it runs (to shut it down in after()). */
   onLaunch?: (vm: VmHandle) => void;
 }
@@ -81,6 +86,7 @@ export async function bootGrantsGuest(options: GrantsGuestOptions): Promise<Gran
     kernel: image.kernel, ...(image.initrd ? { initrd: image.initrd } : {}), cmdline: image.cmdline, memoryMiB: image.memoryMiB,
     disks: [{ file: image.disk, readOnly: true }, ...(options.disks ?? [])],
     cpus: 1, arch: 'x86_64', console: 'none', keepRunning: true,
+    ...(options.devices?.screen !== undefined ? { extraArgs: [...SCREEN_QEMU_ARGS] } : {}),
     ...(options.network ? { overlay: { socket, mac: overlayMac(options.network.name, options.instance) } } : {}),
   });
   options.onLaunch?.(vm);
@@ -93,7 +99,11 @@ export async function bootGrantsGuest(options: GrantsGuestOptions): Promise<Gran
     },
   };
   try {
-    if (options.control) guest.control = await serveGrantControl({ instanceDir, instance: options.instance, qmp: vm.qmp, ...(options.network ? {} : { nic: false }), ...options.control });
+    const devices = options.devices ?? {};
+    if (devices.console !== undefined) guest.consoleGate = new ConsoleGate(vm, devices.console);
+    const screen = devices.screen !== undefined ? new ScreenCaretaker(() => vm.screendump(), devices.screen, options.instance) : undefined;
+    const caretakers = { ...(guest.consoleGate ? { console: guest.consoleGate } : {}), ...(screen ? { screen } : {}) };
+    if (options.control) guest.control = await serveGrantControl({ instanceDir, instance: options.instance, qmp: vm.qmp, ...(options.network ? {} : { nic: false }), ...caretakers, ...options.control });
     if (options.network) {
       const { subnet } = await attachGuest({ dir: options.work, network: options.network.name, instance: options.instance, socket, isolated: options.network.isolated, services: options.network.services });
       guest.gateway = subnet.replace(/\.0\/\d+$/, '.1');
