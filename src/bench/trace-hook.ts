@@ -55,8 +55,9 @@ if (file) {
     const child = (original as (...a: unknown[]) => childProcess.ChildProcess).apply(this, args);
     const command = String(args[0]);
     const argv = Array.isArray(args[1]) ? (args[1] as string[]) : [];
-    // The VM, not the KVM probe (which uses -device isa-debug-exit).
-    if (command.includes('qemu-system') && !argv.includes('isa-debug-exit,iobase=0xf4,iosize=0x04')) {
+    // The VM, not the KVM probe (which uses -device isa-debug-exit) nor `qemu --version`.
+    const probe = argv.includes('isa-debug-exit,iobase=0xf4,iosize=0x04') || argv.includes('--version');
+    if ((command.includes('qemu-system') || argv.some((a) => a.includes('qemu-system'))) && !probe) {
       trace.qemuSpawn ??= performance.now();
       let seen = '';
       child.stdout?.on('data', (chunk: Buffer) => {
