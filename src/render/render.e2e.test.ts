@@ -24,7 +24,8 @@ async function filesOf(dir: string): Promise<Record<string, string>> {
       else out[relative(dir, full)] = (await readFile(full)).toString('base64');
     }
   };
-  await walk(join(dir, 'rootfs'));
+  // Every directory the manifest's files come from (rootfs/, net/, …), not the manifest itself.
+  for (const entry of await readdir(dir, { withFileTypes: true })) if (entry.isDirectory()) await walk(join(dir, entry.name));
   return out;
 }
 
