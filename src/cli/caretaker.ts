@@ -1,10 +1,10 @@
-import { chmod, rm, stat } from 'node:fs/promises';
-import net from 'node:net';
+import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { Command } from 'commander';
 import { HostmeError, errorMessage } from '../errors.js';
 import { EgressProxy, parseEgress } from '../grants/egress.js';
 import { FolderServer } from '../folder/server.js';
+import { askControl, listenControl } from '../grants/control-socket.js';
 import { emit } from './output.js';
 
 /**
@@ -64,56 +64,27 @@ export function registerCaretaker(program: Command): void {
     });
 }
 
-const MAX_REQUEST = 4096;
-
 /** Prints the start line, serves SOCKET.ctl, and runs until SIGINT/SIGTERM. */
 async function serveUntilStopped(socket: string, status: () => Record<string, unknown>, close: () => Promise<void>, options: { json?: boolean }, human: () => string): Promise<void> {
-  const ctl = `${socket}.ctl`;
-  await rm(ctl, { force: true });
-  const server = net.createServer((conn) => {
-    let buffer = '';
-    conn.setTimeout(5000, () => conn.destroy());
-    conn.on('error', () => {});
-    conn.on('data', (chunk) => {
-      buffer += chunk.toString('utf8');
-      if (buffer.length > MAX_REQUEST) return void conn.end(JSON.stringify({ ok: false, code: 'usage', message: 'request too long' }) + '\n');
-      const nl = buffer.indexOf('\n');
-      if (nl < 0) return;
-      let op: unknown;
-      try {
-        op = (JSON.parse(buffer.slice(0, nl)) as { op?: unknown }).op;
-      } catch {
-        op = undefined;
-      }
-      conn.end(JSON.stringify(op === 'status' ? { ok: true, ...status() } : { ok: false, code: 'usage', message: 'a request is {"op":"status"}' }) + '\n');
-    });
+  const control = await listenControl(`${socket}.ctl`, async (line) => {
+    let op: unknown;
+    try {
+      op = (JSON.parse(line) as { op?: unknown }).op;
+    } catch {
+      op = undefined;
+    }
+    return op === 'status' ? { ok: true, ...status() } : { ok: false, code: 'usage', message: 'a request is {"op":"status"}' };
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(ctl, () => resolve());
-  });
-  await chmod(ctl, 0o600);
   emit(options, status(), human);
   await new Promise<void>((done) => {
-    const stop = () => {
-      server.close();
-      void close().then(() => rm(ctl, { force: true })).then(done, done);
-    };
+    const stop = () => void Promise.all([control.close(), close()]).then(() => done(), () => done());
     process.once('SIGINT', stop);
     process.once('SIGTERM', stop);
   });
 }
 
 async function askStatus(ctl: string): Promise<Record<string, unknown>> {
-  const text = await new Promise<string>((resolve, reject) => {
-    const conn = net.connect(ctl);
-    let out = '';
-    conn.setTimeout(5000, () => conn.destroy(new Error('no answer within 5 s')));
-    conn.on('connect', () => conn.write('{"op":"status"}\n'));
-    conn.on('data', (d) => { out += d.toString('utf8'); if (out.length > 1 << 20) conn.destroy(new Error('answer too long')); });
-    conn.on('end', () => resolve(out));
-    conn.on('error', reject);
-  }).catch((err: unknown) => {
+  const text = await askControl(ctl, { op: 'status' }, { waitMs: 5000, maxAnswer: 1 << 20 }).catch((err: unknown) => {
     throw new HostmeError('caretaker-not-running', `no caretaker answers at ${ctl} (${errorMessage(err)})`, { socket: ctl });
   });
   try {

@@ -12,8 +12,7 @@
  * netdev ov0): down, the guest's NIC reports no carrier and QEMU passes no
  * frame either way; the device stays, so a grant needs no reboot.
  */
-import { appendFile, chmod, readFile, rm } from 'node:fs/promises';
-import net from 'node:net';
+import { appendFile, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { HostmeError, errorMessage } from '../errors.js';
 import type { QmpClient } from '../vm/qmp.js';
@@ -27,10 +26,10 @@ import { describePort, parsePortGrant, type PortCaretaker } from './ports.js';
 import { parseCpus, type CpuLimit } from './cpu-limit.js';
 import { formatDiskIo, parseDiskIo } from './grant-set.js';
 import type { ConsoleGate, ScreenCaretaker } from './devices.js';
+import { askControl, listenControl, type ControlSocket } from './control-socket.js';
 
 export const RUNTIME_KINDS = ['net', 'egress', 'dir', 'disk', 'disk-io', 'bandwidth', 'port', 'cpus', 'console', 'screen'] as const;
 export type RuntimeKind = (typeof RUNTIME_KINDS)[number];
-const MAX_REQUEST = 4096;
 /** A status, or a screendump's PNG in base64 (a 1024x768 screen is well under this). */
 const MAX_ANSWER = 16 << 20;
 
@@ -46,7 +45,7 @@ export function auditLog(instanceDir: string): string {
   return path.join(instanceDir, 'audit.log');
 }
 
-export interface GrantControl { close(): Promise<void> }
+export type GrantControl = ControlSocket;
 
 /** Serves grant changes for a running VM whose overlay NIC is netdev ov0. */
 export async function serveGrantControl(options: { instanceDir: string; instance: string; qmp: QmpClient; /** The VM has the overlay NIC (netdev ov0); default true. */ nic?: boolean; net: boolean; egress?: EgressProxy; folders?: FolderServer; disks?: DiskGate[]; /** Extra disks (seed, --allow-disk), each granted by name. */ extraDisks?: ExtraDisk[]; /** Published ports (the VM has the user-mode NIC). */ ports?: PortCaretaker; /** The CPU caretaker (a cgroup on QEMU). */ cpu?: CpuLimit; /** The disk I/O limit at start (grant file / flags); revoke disk-io returns to it. */ diskIo?: IoLimit;
@@ -223,34 +222,8 @@ export async function serveGrantControl(options: { instanceDir: string; instance
   };
   const status = async (): Promise<RuntimeStatus> => ({ instance: options.instance, granted, log: await readAudit(options.instanceDir) });
 
-  const socketPath = controlSocket(options.instanceDir);
-  await rm(socketPath, { force: true });
-  const server = net.createServer((conn) => {
-    let buffer = '';
-    conn.setTimeout(5000, () => conn.destroy());
-    conn.on('error', () => {});
-    conn.on('data', (chunk) => {
-      buffer += chunk.toString('utf8');
-      if (buffer.length > MAX_REQUEST) return void conn.end(JSON.stringify({ ok: false, code: 'usage', message: 'request too long' }) + '\n');
-      const nl = buffer.indexOf('\n');
-      if (nl < 0) return;
-      conn.pause();
-      // The request is in: the answer may take a screendump's time (QMP's bound is 10 s).
-      conn.setTimeout(15_000);
-      void handle(buffer.slice(0, nl)).then((answer) => conn.end(JSON.stringify(answer) + '\n'));
-    });
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(socketPath, () => resolve());
-  });
-  await chmod(socketPath, 0o600);
-  return {
-    close: async () => {
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-      await rm(socketPath, { force: true });
-    },
-  };
+  // The answer may take a screendump's time (QMP's bound is 10 s).
+  return listenControl(controlSocket(options.instanceDir), handle, { answerTimeoutMs: 15_000 });
 }
 
 /** The audit log, oldest first (the last 1000 entries). */
@@ -268,16 +241,7 @@ export async function readAudit(instanceDir: string): Promise<AuditEntry[]> {
 /** One request to a running instance's control socket. */
 export async function controlGrants(instanceDir: string, request: GrantRequest | { op: 'status' } | { op: 'screendump' }): Promise<Record<string, unknown>> {
   const socketPath = controlSocket(instanceDir);
-  const answer = await new Promise<string>((resolve, reject) => {
-    const conn = net.connect(socketPath);
-    let text = '';
-    const waitMs = request.op === 'screendump' ? 15_000 : 5000;
-    conn.setTimeout(waitMs, () => conn.destroy(new Error(`no answer within ${waitMs / 1000} s`)));
-    conn.on('connect', () => conn.write(JSON.stringify(request) + '\n'));
-    conn.on('data', (chunk) => { text += chunk.toString('utf8'); if (text.length > MAX_ANSWER) conn.destroy(new Error('answer too long')); });
-    conn.on('end', () => resolve(text));
-    conn.on('error', reject);
-  }).catch((err: unknown) => {
+  const answer = await askControl(socketPath, request, { waitMs: request.op === 'screendump' ? 15_000 : 5000, maxAnswer: MAX_ANSWER }).catch((err: unknown) => {
     throw new HostmeError('instance-not-running', `no running instance answers at ${socketPath} (${errorMessage(err)}); start it with hostme run … --instance NAME`, { socket: socketPath });
   });
   let parsed: Record<string, unknown>;
