@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import { isHole, type ChunkIndex } from '../format/chunk-index.js';
 import { sha256Hex } from '../format/node/codecs.js';
 import type { Repository } from '../repo/repository.js';
-import type { GetOptions, ObjectRef, ObjectSource, VerifiedObject } from '../store/object-store.js';
+import type { ObjectSource } from '../store/object-store.js';
+import { CountingSource } from '../testing/counting-source.js';
 import { makeDiskBytes, packWithNewKey, removeDir, tempDir, writeDisk } from '../testing/fixtures.js';
 import { openLazyRam } from './lazy-ram.js';
 import { mountOneFile } from './fuse-server.js';
@@ -18,26 +19,6 @@ let work: string;
 let repo: Repository;
 let index: ChunkIndex;
 let blob: Uint8Array;
-
-/** Slow, counting source: lets a test stop a fetch half way. */
-class SlowSource implements ObjectSource {
-  readonly name = 'slow';
-  reads = 0;
-  readonly ids = new Set<string>();
-  constructor(private readonly inner: ObjectSource, private readonly delayMs: number) {}
-  async get(ref: ObjectRef, options?: GetOptions): Promise<VerifiedObject> {
-    this.reads++;
-    this.ids.add(ref.id);
-    await new Promise((r) => setTimeout(r, this.delayMs));
-    return this.inner.get(ref, options);
-  }
-  has(id: string): Promise<boolean> {
-    return this.inner.has(id);
-  }
-  close(): Promise<void> {
-    return Promise.resolve();
-  }
-}
 
 before(async () => {
   work = await tempDir('hostme-lazyram-');
@@ -53,7 +34,7 @@ before(async () => {
 after(() => removeDir(work));
 
 test('the FUSE file holds the blob byte for byte (holes as zeros), read sequentially and at random', { skip }, async () => {
-  const source = new SlowSource(repo.objects, 0);
+  const source = new CountingSource(repo.objects, 0);
   const ram = await openLazyRam({ index, source, file: join(work, 'cache', 'ram-a'), label: 'test RAM', drainMs: 0 });
   try {
     const handle = await open(ram.path, 'r');
@@ -80,7 +61,7 @@ test('the FUSE file holds the blob byte for byte (holes as zeros), read sequenti
   }
   // Every chunk was fetched: the complete file is installed with a stamp, and a second mount reads none.
   assert.ok(Buffer.from(await readFile(join(work, 'cache', 'ram-a'))).equals(blob));
-  const again = new SlowSource(repo.objects, 0);
+  const again = new CountingSource(repo.objects, 0);
   const second = await openLazyRam({ index, source: again, file: join(work, 'cache', 'ram-a'), label: 'test RAM', drainMs: 0 });
   try {
     assert.ok(Buffer.from(await readFile(second.path)).equals(blob));
@@ -92,7 +73,7 @@ test('the FUSE file holds the blob byte for byte (holes as zeros), read sequenti
 
 test('a run stopped half way lists only durable, verified chunks; the next run trusts those and fetches the rest', { skip }, async () => {
   const file = join(work, 'cache', 'ram-b');
-  const source = new SlowSource(repo.objects, 30);
+  const source = new CountingSource(repo.objects, 30);
   const ram = await openLazyRam({ index, source, file, label: 'test RAM', drainMs: 0 });
   const half = index.ids.map((_, i) => i).filter((i) => !isHole(index.ids[i]!)).slice(0, 10);
   await ram.blob.prefetch(half);
@@ -112,7 +93,7 @@ test('a run stopped half way lists only durable, verified chunks; the next run t
   });
   assert.equal(flags[unlisted], 0);
 
-  const next = new SlowSource(repo.objects, 0);
+  const next = new CountingSource(repo.objects, 0);
   const second = await openLazyRam({ index, source: next, file, label: 'test RAM', drainMs: 0 });
   try {
     assert.ok(Buffer.from(await readFile(second.path)).equals(blob), 'every byte, the corrupted unlisted chunk fetched again');

@@ -4,7 +4,7 @@ import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Repository } from '../repo/repository.js';
 import type { Manifest } from '../format/manifest.js';
-import type { GetOptions, ObjectRef, ObjectSource, VerifiedObject } from '../store/object-store.js';
+import { CountingSource } from '../testing/counting-source.js';
 import { makeDiskBytes, packWithNewKey, patchFile, removeDir, tempDir, writeDisk } from '../testing/fixtures.js';
 import { materializeBlob } from './blob-file.js';
 
@@ -12,23 +12,6 @@ let work: string;
 let repo: Repository;
 let manifest: Manifest;
 let disk: Uint8Array;
-
-/** Counts the objects read through it: a trusted file reads none. */
-class CountingSource implements ObjectSource {
-  readonly name = 'counting';
-  reads = 0;
-  constructor(private readonly inner: ObjectSource) {}
-  get(ref: ObjectRef, options?: GetOptions): Promise<VerifiedObject> {
-    this.reads++;
-    return this.inner.get(ref, options);
-  }
-  has(id: string): Promise<boolean> {
-    return this.inner.has(id);
-  }
-  close(): Promise<void> {
-    return Promise.resolve();
-  }
-}
 
 before(async () => {
   work = await tempDir('hostme-blob-file-');
