@@ -13,7 +13,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { parse as parseYaml } from 'yaml';
+import { createRequire } from 'node:module';
 import { HostmeError, errorMessage } from '../errors.js';
 import { confineDir, emptyGrants, grantRoot, parseDiskIo, validateGrants, type GrantSet } from './grant-set.js';
 
@@ -207,10 +207,15 @@ export async function loadGrantFile(file: string, options: { root?: string } = {
   return parseGrantText(text, { source: file, base: path.dirname(path.resolve(file)), root: options.root, yaml: /\.ya?ml$/i.test(file) });
 }
 
+/** The YAML parser, loaded on first use: every `hostme run` loads this module, few read a YAML grant file (yaml costs ~0.1 s to load). */
+function yamlParser(): typeof import('yaml').parse {
+  return (createRequire(import.meta.url)('yaml') as typeof import('yaml')).parse;
+}
+
 export function parseGrantText(text: string, options: { source: string; base: string; root?: string; yaml: boolean }): GrantSet {
   let doc: unknown;
   try {
-    doc = options.yaml ? parseYaml(text, { maxAliasCount: 16 }) : JSON.parse(text);
+    doc = options.yaml ? yamlParser()(text, { maxAliasCount: 16 }) : JSON.parse(text);
   } catch (err) {
     throw new HostmeError('grants-invalid', `${options.source}: not valid ${options.yaml ? 'YAML' : 'JSON'}: ${errorMessage(err)}`, { source: options.source });
   }

@@ -41,6 +41,8 @@ export interface ResumeContext {
   cacheRoot?: string;
   runDir: string;
   accel?: Accel;
+  /** Lazy RAM over FUSE (default: HOSTME_LAZY_RAM=1). */
+  lazyRam?: boolean;
   extraDisks: number;
   /** NICs the run wants (hot-plugged after the resume into the snapshot's free root ports). */
   nics: number;
@@ -62,10 +64,6 @@ export async function planResume(ctx: ResumeContext): Promise<ResumePlan | undef
     ctx.notices.push(`snapshot not resumed: ${why}; booting from scratch`);
     return undefined;
   };
-  const qemu = await qemuBinaryVersion(process.env.HOSTME_QEMU ?? defaultQemuBinary('x86_64'));
-  if (qemu !== snapshot.qemu) return refuse(`it was saved by QEMU ${snapshot.qemu} and this is QEMU ${qemu}`);
-  const accel = ctx.accel ?? (await probeAccel());
-  if (accel !== snapshot.accel) return refuse(`it was saved under ${snapshot.accel} and this machine runs ${accel}`);
   if (ctx.extraDisks > 0) return refuse('extra disks change the machine it was saved from');
   const ports = snapshot.hotplugPorts ?? 0;
   if (ctx.nics > ports) return refuse(`this run wants ${ctx.nics} NIC(s) and the saved machine has ${ports} free slot(s) for them (take the snapshot again with this hostme)`);
@@ -77,8 +75,12 @@ export async function planResume(ctx: ResumeContext): Promise<ResumePlan | undef
       throw new HostmeError('snapshot-refused', `${label} refused: ${errorMessage(err)}`, { label }, { cause: err });
     });
   try {
+    // The (small) device state is fetched while QEMU's version and the accelerator are checked; the RAM only after.
     const state = fetch(snapshot.deviceState, 'snapshot device state', 'state.bin');
     state.catch(() => {});
+    const [qemu, accel] = await Promise.all([qemuBinaryVersion(process.env.HOSTME_QEMU ?? defaultQemuBinary('x86_64')), ctx.accel ?? probeAccel()]);
+    if (qemu !== snapshot.qemu) return refuse(`it was saved by QEMU ${snapshot.qemu} and this is QEMU ${qemu}`);
+    if (accel !== snapshot.accel) return refuse(`it was saved under ${snapshot.accel} and this machine runs ${accel}`);
     const lazy = await openLazy(ctx, snapshot, chunks);
     if (lazy) {
       // Device state and the recorded working set before QEMU starts; the rest on demand and in the background.
@@ -104,7 +106,7 @@ export async function planResume(ctx: ResumeContext): Promise<ResumePlan | undef
  * with it (it failed once over the emulated link, not diagnosed yet).
  */
 async function openLazy(ctx: ResumeContext, snapshot: QemuSnapshot, chunks: ObjectSource): Promise<LazyRam | undefined> {
-  if (process.env.HOSTME_LAZY_RAM !== '1') return undefined;
+  if (!(ctx.lazyRam ?? process.env.HOSTME_LAZY_RAM === '1')) return undefined;
   if (process.getuid?.() !== 0) {
     ctx.notices.push('snapshot RAM fetched whole before the resume: lazy RAM needs root (a FUSE mount)');
     return undefined;
@@ -148,6 +150,7 @@ export async function resumeVm(plan: ResumePlan, base: VmSpec, collector: RunSta
     // vmgenid's post-load writes this (new) id into the guest and notifies it: clones reseed their RNG.
     vmgenid: snapshot.vmgenid ? randomUUID() : undefined,
   });
+  collector.mark('qemu-started');
   const { lazy } = plan;
   if (lazy) {
     // QEMU cannot be paused while a vCPU waits in a page fault (QMP stop waits for every vCPU):
@@ -164,11 +167,13 @@ export async function resumeVm(plan: ResumePlan, base: VmSpec, collector: RunSta
   }
   try {
     await restoreMachine(vm.qmp, vm.incomingFd!);
+    collector.mark('running');
     await plugNics(vm.qmp, { ...nics, overlay: nics.overlay && { ...nics.overlay, socket: await socketInside(vm, nics.overlay.socket) } }, snapshot.hotplugPorts ?? 0);
   } catch (err) {
     await vm.shutdown();
     throw err;
   }
+  collector.mark('nics-plugged');
   // The rest of the RAM in the background, working set first; the guest's faults overtake it.
   if (lazy) void lazy.blob.fillInBackground(snapshot.ramWorkingSet ?? []);
   // Clock, NICs, DHCP: the guest's own commands, typed where its shell was left waiting.

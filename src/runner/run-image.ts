@@ -77,6 +77,8 @@ export interface RunOptions {
   internet?: boolean;
   /** Resume the image's QEMU snapshot when it matches (default true); false always boots. */
   resume?: boolean;
+  /** Serve the snapshot's RAM lazily over FUSE (src/lazyfs) instead of fetching it whole first (default: HOSTME_LAZY_RAM=1). */
+  lazyRam?: boolean;
   /** Typed into the console once the guest runs: right after a resume, or when a cold boot prints the snapshot's ready mark (or HOSTME-READY). */
   type?: string;
   /** Machine overrides for the boot (hostme snapshot: RAM in a shared file, virtio disks). */
@@ -105,6 +107,8 @@ export interface RunningImage {
   notices: string[];
   /** Set when the guest was resumed from the image's QEMU snapshot instead of booted. */
   resumed?: { ms: number };
+  /** With lazy RAM: the RAM chunks in the order the resumed guest first read them (hostme snapshot records it as the working set). */
+  ramTouched?: () => readonly number[];
   /** With `fill`: resolves true once every chunk of every disk is in the local cache (false if cut short). */
   filled: Promise<boolean>;
   /** Resolves after QEMU exited and everything was closed, with the final stats. */
@@ -119,6 +123,7 @@ export interface RunningImage {
 export async function startImage(options: RunOptions): Promise<RunningImage> {
   const cache = new CacheDir(options.cacheDir);
   const collector = new RunStatsCollector();
+  collector.mark('start');
   const notices: string[] = [];
   const cleanups: Array<() => Promise<unknown>> = [];
   const cleanup = async () => {
@@ -162,6 +167,7 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
       preferVersion: sameRepo ? previous.version : undefined,
       peers: swarm,
     });
+    collector.mark('resolved');
     if (resolved.offline) notices.push(`repository unreachable (${resolved.offline}); starting from the local cache`);
     notices.push(...resolved.notices);
     const { manifest } = resolved.image;
@@ -205,7 +211,7 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
       ...(options.extraDisks ?? []).map((d) => ({ file: d.file, mode: d.readOnly ? ('ro' as const) : ('rw' as const), ...(d.name ? { name: d.name } : {}) })),
       ...(granted?.disks ?? []).map((d) => ({ file: d.image, mode: d.mode })),
     ];
-    const planning = willResume ? planResume({ resolved, scheduler, cacheRoot: resolved.cache ? cache.root : undefined, runDir, accel: options.accel, extraDisks: extraSpecs.length, nics, notices }) : Promise.resolve(undefined);
+    const planning = willResume ? planResume({ resolved, scheduler, cacheRoot: resolved.cache ? cache.root : undefined, runDir, accel: options.accel, lazyRam: options.lazyRam, extraDisks: extraSpecs.length, nics, notices }) : Promise.resolve(undefined);
     planning.catch(() => {});
     // A lazy RAM mount (src/lazyfs) ends with the run, after QEMU.
     cleanups.push(async () => (await planning.catch(() => undefined))?.lazy?.close());
@@ -261,6 +267,7 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
     let vm: VmHandle | undefined;
     let resumed: { ms: number } | undefined;
     const plan = (await planning) && overlaysUnchanged(overlays, notices) ? await planning : undefined;
+    if (plan) collector.mark('resume-planned');
     const readyAtResume = options.until !== undefined && options.until.source === manifest.qemuSnapshot?.readyMark;
     if (!plan) await (await planning.catch(() => undefined))?.lazy?.close({ drain: false });
     if (plan) {
@@ -278,6 +285,7 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
     const prefetching = prefetch(manifest, devices, resolved, collector, options.fill === true, resumed === undefined);
     cleanups.push(async () => prefetching.cancel());
     const machine = vm ?? (await launchVm({ ...(await startBoot()), ...base }));
+    collector.mark('qemu-started');
     const consoleGate = new ConsoleGate(machine, options.consoleGranted !== false);
     if (options.console === 'stdio') bridgeConsole(machine, consoleGate);
     const screen = vga ? new ScreenCaretaker(() => machine.screendump(), granted?.screen === true, instanceName) : undefined;
@@ -347,11 +355,13 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
     if (resumed && readyAtResume) {
       // The guest printed its ready mark before it was saved: resumed is ready.
       collector.stats.msToReady = Math.round(collector.elapsedMs());
+      collector.mark('ready');
       if (!options.keepRunning) void machine.shutdown();
     } else machine.ready.then(
       () => {
         // From the user's point of view: since the run started, manifest and kernel fetch included.
         collector.stats.msToReady = Math.round(collector.elapsedMs());
+        collector.mark('ready');
       },
       (err) => {
         readyError = err;
@@ -367,7 +377,7 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
       collector.close();
       return { exit, stats: collector.stats, readyError };
     })();
-    return { manifest, digest: resolved.image.digest, vm: machine, collector, devices, offline: resolved.offline, notices, finished, filled: prefetching.done, resumed };
+    return { manifest, digest: resolved.image.digest, vm: machine, collector, devices, offline: resolved.offline, notices, finished, filled: prefetching.done, resumed, ...(resumed && plan?.lazy ? { ramTouched: () => plan.lazy!.blob.touched } : {}) };
   } catch (err) {
     await cleanup();
     collector.close();

@@ -16,6 +16,8 @@ export interface RunStats {
   /** Stored bytes of objects that came from peers (docs/peers.md), part of bytesFetched. */
   bytesFromPeers: number;
   errors: string[];
+  /** Milestones of this run, in ms since hostme's process started (resolved, resume-planned, qemu-started, running, ready): where a start's time goes. */
+  phases?: Record<string, number>;
 }
 
 /**
@@ -63,6 +65,12 @@ export class RunStatsCollector {
     this.on('hostme:mirror:demote', (m) => this.error(`mirror ${m.mirror} served wrong bytes for ${m.id.slice(0, 16)} and was demoted`));
     this.on('hostme:mirror:failover', (m) => this.error(`failover from ${m.from} to ${m.to}: ${m.reason}`));
     this.on('hostme:cache:degraded', (m) => this.error(`cache not persisting: ${m.reason}`));
+  }
+
+  /** Records a milestone (ms since the process started; the first mark of a name wins). */
+  mark(name: string): void {
+    const phases = (this.stats.phases ??= {});
+    phases[name] ??= Math.round(performance.now());
   }
 
   error(text: string): void {

@@ -22,7 +22,7 @@ export interface SnapshotRequest extends BootOnceRequest, Pick<QemuSnapshotReque
   onStep?: (step: SnapshotStep, detail: string) => void;
 }
 
-export type SnapshotStep = 'boot' | 'save' | 'pack' | 'publish';
+export type SnapshotStep = 'boot' | 'save' | 'pack' | 'working-set' | 'publish';
 
 export interface SnapshotResult {
   name: string;
@@ -35,6 +35,10 @@ export interface SnapshotResult {
   newStoredBytes: number;
   chunks: number;
   manifestDigest: string;
+  /** QEMU snapshots: RAM chunks a trial resume read, recorded as the working set (fetched first by a resume). */
+  workingSetChunks?: number;
+  /** QEMU snapshots published without a working set: why. */
+  workingSetSkipped?: string;
 }
 
 /**
