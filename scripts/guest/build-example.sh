@@ -10,7 +10,7 @@
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-NAME="${1:?usage: build-example.sh NAME (hello | hello-1g | hello-i686 | hello-9p) [--force]}"
+NAME="${1:?usage: build-example.sh NAME (hello | hello-1g | hello-i686 | hello-9p | debian-systemd) [--force]}"
 shift
 # The calling wrapper (scripts/guest/build-NAME.sh) documents itself: --help prints its header.
 SCRIPT="${HOSTME_BUILD_WRAPPER:-${BASH_SOURCE[0]}}"
@@ -24,6 +24,8 @@ case "$NAME" in
   hello-1g) PACKAGES="linux-image-cloud-amd64 busybox-static"; KERNEL_META=linux-image-cloud-amd64; APT_HINT="run apt-get update"; INITRD=0; SOURCES="examples/hello examples/hello-1g" ;;
   hello-i686) PACKAGES="linux-image-686:i386 busybox-static:i386"; KERNEL_META=linux-image-686; APT_HINT="run 'dpkg --add-architecture i386 && apt-get update'"; SOURCES="examples/hello/net examples/hello-i686" ;;
   hello-9p) PACKAGES="linux-image-amd64 busybox-static"; KERNEL_META=linux-image-amd64; APT_HINT="run apt-get update"; SOURCES="examples/hello/net examples/hello-9p" ;;
+  # Debian 12 minbase + systemd (debootstrap from Debian's mirror, ~6 min): the realistic guest of bench:boot-debian.
+  debian-systemd) PACKAGES="linux-image-cloud-amd64 busybox-static"; KERNEL_META=linux-image-cloud-amd64; APT_HINT="run apt-get update" ;;
   *) echo "build-example: unknown example $NAME" >&2; exit 2 ;;
 esac
 GUEST_DIR="${HOSTME_GUEST_DIR:-$REPO/.cache/guest}"

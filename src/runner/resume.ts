@@ -171,7 +171,9 @@ export async function resumeVm(plan: ResumePlan, base: VmSpec, collector: RunSta
     await plugNics(vm.qmp, { ...nics, overlay: nics.overlay && { ...nics.overlay, socket: await socketInside(vm, nics.overlay.socket) } }, snapshot.hotplugPorts ?? 0);
   } catch (err) {
     await vm.shutdown();
-    throw err;
+    // QEMU's own words (e.g. why it closed QMP during a hot-plug) belong in the one-line notice.
+    const said = vm.stderrTail().replace(/\s+/g, ' ').trim();
+    throw said ? new HostmeError('snapshot-restore-failed', `${errorMessage(err)} (QEMU: ${said})`, {}, { cause: err }) : err;
   }
   collector.mark('nics-plugged');
   // The rest of the RAM in the background, working set first; the guest's faults overtake it.

@@ -55,6 +55,11 @@ test('the snapshot pins the machine, and hostme run resumes it: a command typed 
   const index = await openRepository(repoDir).readIndex(snapshot.ram, openRepository(repoDir).objects, 'ram');
   const holes = index.ids.filter(isHole).length;
   assert.ok(holes > index.ids.length / 2, `most RAM chunks are holes (${holes} of ${index.ids.length})`);
+  // The trial resume (as root, over the lazy FUSE file) recorded the chunks a resume reads first.
+  const workingSet = snapshot.ramWorkingSet ?? [];
+  assert.ok(workingSet.length > 0, 'the snapshot has a recorded RAM working set');
+  assert.equal(new Set(workingSet).size, workingSet.length, 'each chunk once');
+  assert.ok(workingSet.some((c) => !isHole(index.ids[c]!)), 'the working set names stored chunks');
 
   const run = await runCli(['run', repoDir, 'hello@2', '--cache', join(work, 'cache-a'), ...ANSWER, '--timeout', '120', '--console', 'none'], { env });
   assert.equal(run.code, 0, run.stderr);
@@ -65,6 +70,18 @@ test('the snapshot pins the machine, and hostme run resumes it: a command typed 
   const cold = await runCli(['run', repoDir, 'hello@2', '--no-resume', '--instance', 'cold', '--cache', join(work, 'cache-a'), ...ANSWER, '--timeout', '180', '--console', 'none'], { env });
   assert.equal(cold.code, 0, cold.stderr);
   assert.match(cold.stderr, /booting hello@2/);
+});
+
+test('a lazy-RAM resume (its recorded working set first, the rest on demand over FUSE) answers a command, and the run reports its phases', async () => {
+  const statsFile = join(work, 'lazy-stats.json');
+  const run = await runCli(['run', repoDir, 'hello@2', '--instance', 'lazy', '--cache', join(work, 'cache-lazy'), ...ANSWER, '--timeout', '120', '--console', 'none', '--stats-json', statsFile], { env: { ...env, HOSTME_LAZY_RAM: '1' } });
+  assert.equal(run.code, 0, run.stderr);
+  assert.match(run.stderr, /resumed hello@2 from its snapshot/);
+  assert.doesNotMatch(run.stderr, /lazy RAM needs root|fetched whole/);
+  const phases = (JSON.parse(await readFile(statsFile, 'utf8')) as { phases: Record<string, number> }).phases;
+  for (const [before, after] of [['start', 'resume-planned'], ['resume-planned', 'qemu-started'], ['qemu-started', 'running'], ['running', 'ready']] as const) {
+    assert.ok(phases[before]! <= phases[after]!, `${before} (${phases[before]}) before ${after} (${phases[after]}): ${JSON.stringify(phases)}`);
+  }
 });
 
 test('a tampered RAM chunk or device state is refused and named, and the guest boots from scratch instead', async () => {

@@ -181,18 +181,16 @@ async function publish(
   }
 }
 
-/** Typed after the trial resume: the working set runs until the guest's shell has answered a command. */
-const TRIAL_COMMAND = 'echo hostme-ws-$((6*7))\n';
-const TRIAL_ANSWER = /hostme-ws-42/;
-
 /**
  * Resume the snapshot once before it is published, with its RAM served lazily
  * (src/lazyfs) from this repository's objects, and keep the order in which
- * the guest read RAM chunks from the resume until its shell answered a
- * command (after the afterResume commands). A resume fetches that working set
- * before QEMU starts, so the guest does not wait a round trip per first touch.
- * Best effort: without FUSE (not root), or if the trial does not resume, the
- * snapshot is published without one and says why.
+ * the guest read RAM chunks from the resume until its console was quiet for a
+ * second (after the afterResume commands). The trial types nothing of its own:
+ * a shell, a login prompt or a service console must all stay as saved. A
+ * resume fetches that working set before QEMU starts, so the guest does not
+ * wait a round trip per first touch. Best effort: without FUSE (not root), or
+ * if the trial does not resume, the snapshot is published without one and
+ * the summary says why.
  */
 async function recordWorkingSet(
   request: QemuSnapshotRequest,
@@ -212,8 +210,8 @@ async function recordWorkingSet(
     link: { repo: scratch, name: trial.manifest.name, version: trial.manifest.version },
     cacheDir: join(work, 'trial-cache'),
     console: 'none',
-    until: TRIAL_ANSWER,
-    type: TRIAL_COMMAND,
+    // The saved ready mark: a resume counts as ready at once (nothing is typed, nothing awaited).
+    until: request.until,
     keepRunning: true,
     timeoutMs: request.timeoutMs ?? 300_000,
     overlay: 'ephemeral',
@@ -225,7 +223,7 @@ async function recordWorkingSet(
   try {
     if (!running.resumed || !running.ramTouched) return skip(`the trial did not resume (${running.notices.join('; ') || 'no reason given'})`);
     await running.vm.ready;
-    await quiet(running.vm, request.quietMs ?? 500);
+    await quiet(running.vm, Math.max(1000, request.quietMs ?? 500));
     return [...running.ramTouched()];
   } catch (err) {
     return skip(`the trial resume failed (${errorMessage(err)})`);

@@ -173,6 +173,8 @@ export interface VmHandle {
   readonly consoleLength: number;
   /** Types into the serial console. */
   sendConsole(text: string | Uint8Array): void;
+  /** The last lines QEMU wrote to its stderr (its own account of a failure), '' when it wrote none. */
+  stderrTail(lines?: number): string;
   /** Resolves when console output after `since` (default: now) matches. */
   waitForConsole(pattern: RegExp, options?: { timeoutMs?: number; since?: number }): Promise<RegExpMatchArray>;
   /** Subscribes to console output; returns the unsubscribe function. */
@@ -503,6 +505,7 @@ async function startQemu(spec: VmSpec, binary: string, accel: Accel, accelReason
       return consoleBuffer.length;
     },
     sendConsole: (text) => qemu.write(text),
+    stderrTail: (lines = 4) => tailLines(qemu.stderr, lines),
     async screendump() {
       const file = path.join(qemu.dir, `screen-${++screens}.png`);
       try {
