@@ -12,7 +12,8 @@ const DIST_WEB = fileURLToPath(new URL('../../dist-web/', import.meta.url));
  * Bytes (brotli quality 11) of what the page always loads of its own: run.js (v86 itself, libv86.mjs
  * and v86.wasm, is counted apart: it is pinned upstream code, and the page's zstd decoder is the one
  * inside v86.wasm, src/web/reader/codecs.ts). History: 108,647 before the core merge; 115,798 after it
- * (run.js 99,470 + zstddec's zstd.wasm 16,328); 120,077 with the tab as a WebRTC peer (+4,279).
+ * (run.js 99,470 + zstddec's zstd.wasm 16,328); 120,077 with the tab as a WebRTC peer (+4,279),
+ * 120,286 the last build with zstddec (run.js 103,958 + zstd.wasm 16,328).
  * Measured 2026-11-30 after decoding through v86's WebAssembly instead of zstd.wasm: run.js 104,248
  * (xterm.js 74,615, zod/mini ~8,700, hostme ~20,900): 4,399 under the pre-merge figure.
  */
