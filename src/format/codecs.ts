@@ -2,7 +2,8 @@
  * The platform primitives the format needs, injected rather than imported so
  * that format/, store/ and device/ run unchanged in Node and in a browser:
  * Node passes node:crypto and zstd-napi (format/node/codecs.ts: fast, native,
- * synchronous), the page passes WebCrypto and zstddec (web/reader/codecs.ts).
+ * synchronous), the page passes WebCrypto and the zstd decoder inside v86's WebAssembly
+ * (web/reader/codecs.ts).
  * A method may answer synchronously or with a promise; callers await either.
  */
 export type MaybePromise<T> = T | Promise<T>;

@@ -110,7 +110,7 @@ test(`fuzz: ${ITERATIONS} mutated manifests, envelopes, indexes and objects give
     await expectRefusalOnly('decodeIndex against a reference', i, () => decodeIndex(i, 'fuzz', { size: 200_000, chunkSize: 65536 }), (err) => isHostmeError(err));
     const o = runs % 50 === 0 ? zstdBomb(1 << 30) : mutate(object.stored, rand);
     await expectRefusalOnly('decodeObject', o, () => decodeObject(nodeCodecs, object.id, object.length, o), (err) => isHostmeError(err));
-    // The same decoder with the page's codecs (WebCrypto, zstddec), as the browser runs it.
+    // The same decoder with the page's codecs (WebCrypto, v86's zstd), as the browser runs it.
     if (runs % 4 === 0) await expectRefusalOnly('decodeObject (web codecs)', o, () => decodeObject(webCodecs, object.id, object.length, o), (err) => isHostmeError(err));
     if (runs % 4 === 0) await expectRefusalOnly('openEnvelope (web codecs)', e, () => openEnvelope(webCodecs, e, { origin: 'fuzz' }), (err) => isHostmeError(err));
   }

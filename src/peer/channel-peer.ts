@@ -27,7 +27,7 @@ export interface ObjectCatalog {
 
 export interface ChannelPeerOptions {
   name: string;
-  /** Verifies what the other side sends (node:crypto + zstd-napi on Node, WebCrypto + zstddec in a page). */
+  /** Verifies what the other side sends (node:crypto + zstd-napi on Node, WebCrypto + v86's zstd in a page). */
   codecs: Codecs;
   /** Largest message the channel carries (the SCTP max-message-size both sides agreed on). */
   maxMessage: number;

@@ -35,7 +35,6 @@ const ASSETS: Record<string, () => [string, string]> = {
   'v86.wasm': () => [v86File('v86.wasm'), 'application/wasm'],
   'bios.bin': () => [path.join(SEABIOS_DIR, 'bios.bin'), 'application/octet-stream'],
   'vgabios.bin': () => [path.join(SEABIOS_DIR, 'vgabios-stdvga.bin'), 'application/octet-stream'],
-  'zstd.wasm': () => [path.join(PACKAGE_ROOT, 'dist-web/zstd.wasm'), 'application/wasm'],
   'xterm.css': () => [path.join(path.dirname(require.resolve('@xterm/xterm/package.json')), 'css/xterm.css'), 'text/css; charset=utf-8'],
 };
 
@@ -54,7 +53,7 @@ async function serveAsset(req: IncomingMessage, res: ServerResponse, name: strin
   if (!entry) throw new HttpError(404, 'not-found', `no asset ${name}`);
   const [file, type] = entry();
   if (!existsSync(file)) {
-    const hint = name === 'run.js' || name === 'handler.js' || name === 'zstd.wasm' ? ' (run scripts/build-web.sh)' : name.endsWith('.bin') ? ' (install the Debian package seabios)' : '';
+    const hint = name === 'run.js' || name === 'handler.js' ? ' (run scripts/build-web.sh)' : name.endsWith('.bin') ? ' (install the Debian package seabios)' : '';
     throw new HttpError(404, 'asset-missing', `${name} is not installed on this server${hint}`);
   }
   await assetCache.send(req, res, file, type);

@@ -13,7 +13,7 @@ import { snapshotMismatch } from '../web/reader/v86-machine.js';
 import { v86PackageVersion } from '../snapshot/v86-install.js';
 
 /** The run page's own files, which a first visit downloads (and then revalidates). */
-export const RUN_PAGE_ASSETS = ['/_hostme/run.js', '/_hostme/zstd.wasm', '/_hostme/libv86.mjs', '/_hostme/v86.wasm', '/_hostme/bios.bin', '/_hostme/vgabios.bin', '/_hostme/xterm.css'];
+export const RUN_PAGE_ASSETS = ['/_hostme/run.js', '/_hostme/libv86.mjs', '/_hostme/v86.wasm', '/_hostme/bios.bin', '/_hostme/vgabios.bin', '/_hostme/xterm.css'];
 
 const MAX_CACHED = 64;
 const cached = new Map<string, string[]>();

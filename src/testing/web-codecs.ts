@@ -1,17 +1,12 @@
-// The page's codecs under Node: the zstd WebAssembly comes from the file
-// scripts/build-web.sh writes (the page fetches the same file from hostme serve).
+// The page's codecs under Node: the zstd decoder is v86's WebAssembly from
+// node_modules/v86 (the same file hostme serve sends the page as /_hostme/v86.wasm).
 import { readFile } from 'node:fs/promises';
-import { fileURLToPath } from 'node:url';
-import { HostmeError } from '../errors.js';
-import { useZstdWasm, webCodecs } from '../web/reader/codecs.js';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { useZstdModule, webCodecs } from '../web/reader/codecs.js';
 
-const WASM = fileURLToPath(new URL('../../dist-web/zstd.wasm', import.meta.url));
+const V86_WASM = path.join(path.dirname(createRequire(import.meta.url).resolve('v86')), 'v86.wasm');
 
-useZstdWasm(async () => {
-  const bytes = await readFile(WASM).catch((err: NodeJS.ErrnoException) => {
-    throw new HostmeError('asset-missing', `${WASM}: ${err.code} (run scripts/build-web.sh)`, { file: WASM });
-  });
-  return new Uint8Array(bytes);
-});
+useZstdModule(async () => WebAssembly.compile(await readFile(V86_WASM)));
 
 export { webCodecs };

@@ -4,7 +4,7 @@
 import { Terminal } from '@xterm/xterm';
 import { FitAddon } from '@xterm/addon-fit';
 import { BrowserCacheStore } from './reader/cache.js';
-import { prepareZstd, webCodecs } from './reader/codecs.js';
+import { prepareZstd, useZstdModule, webCodecs } from './reader/codecs.js';
 import { browserGrantList } from '../grants/page-grants.js';
 import type { Manifest } from '../format/manifest.js';
 import { HostmeError, isHostmeError } from '../errors.js';
@@ -15,7 +15,7 @@ import { offerProtocolHandler } from './protocol-handler.js';
 import { GuestViews, isGuestView } from './screen.js';
 import { planStart, type StartPlan } from './snapshot-restore.js';
 import { warm, warmPaths } from './warm.js';
-import { loadV86, type V86Emulator } from './v86-loader.js';
+import { loadV86, v86Module, type V86Emulator } from './v86-loader.js';
 import { PageSwarm } from './page-swarm.js';
 
 /** What tests and embedders can observe (window.hostmeRun). */
@@ -194,7 +194,10 @@ async function main(): Promise<void> {
     needsLocal(`This image is ${arch}: it needs \`hostme run\` (the in-browser emulator runs 32-bit i686 images only).`);
     return;
   }
-  prepareZstd(); // zstd.wasm arrives alongside the manifest, not after the first chunk
+  // The zstd decoder is v86's own (reader/codecs.ts): v86.wasm starts downloading and compiling
+  // now, alongside the manifest, so the snapshot's first chunk does not wait for it.
+  useZstdModule(v86Module);
+  prepareZstd();
   const cache = new BrowserCacheStore(webCodecs, typeof caches === 'undefined' ? undefined : caches, (warning) => {
     eventsEl.append(text(warning, 'li'));
     body.dataset.cacheWarning = warning;

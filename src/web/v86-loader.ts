@@ -36,11 +36,25 @@ async function compileWasm(): Promise<WebAssembly.Module> {
   return WebAssembly.compile(await fetchBytes('v86.wasm'));
 }
 
+let compiled: Promise<WebAssembly.Module> | undefined;
+
+/**
+ * v86's WebAssembly, downloaded and compiled once per page: the emulator and
+ * the page's zstd decoder (reader/codecs.ts) instantiate the same module. The
+ * page starts it first thing, as the snapshot's chunks need the decoder
+ * before the emulator is constructed. A failure is retried by the next caller.
+ */
+export function v86Module(): Promise<WebAssembly.Module> {
+  compiled ??= compileWasm();
+  compiled.catch(() => (compiled = undefined));
+  return compiled;
+}
+
 export async function loadV86(): Promise<LoadedV86> {
   const moduleUrl = ASSETS + 'libv86.mjs';
   const [mod, wasm, bios, vgaBios] = await Promise.all([
     import(/* webpackIgnore: true */ moduleUrl) as Promise<{ V86: V86Constructor }>,
-    compileWasm(),
+    v86Module(),
     fetchBytes('bios.bin'),
     fetchBytes('vgabios.bin'),
   ]);

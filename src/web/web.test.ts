@@ -109,6 +109,9 @@ test('button on another origin -> run page -> i686 guest prints HOSTME-READY; a 
     assert.ok(diskFetched.length < diskIds.size / 4, `fetched ${diskFetched.length} of ${diskIds.size} stored disk chunks`);
     // No object was requested twice (in-flight dedup + cache).
     assert.equal(new Set(fetched.map((r) => r.url)).size, fetched.length, 'each object fetched once');
+    // v86.wasm crosses the link once: the emulator and the page's zstd decoder (reader/codecs.ts) share one compiled module.
+    const wasmBodies = requests.slice(before).filter((r) => r.url.startsWith('/_hostme/v86.wasm') && r.bytes > 0);
+    assert.equal(wasmBodies.length, 1, `v86.wasm sent ${wasmBodies.length} times`);
 
     // Reload: everything comes from the browser cache.
     const beforeReload = requests.length;
