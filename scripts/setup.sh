@@ -11,6 +11,8 @@ APT_PACKAGES=(
   syslinux syslinux-common dosfstools fdisk chromium debootstrap tcpdump vde2 xdg-utils shared-mime-info
   xorriso isolinux aria2 ovmf grub-efi-amd64-bin grub-common
   wrk nginx-light fio
+  # virt-v2v and a host kernel for its libguestfs appliance (src/export/v2v.test.ts)
+  virt-v2v linux-image-amd64
 )
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 

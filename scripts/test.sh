@@ -29,7 +29,7 @@ node -e "import('./dist/testing/web-site.js').then((m) => m.publishedWebSite())"
 # Two files at a time (HOSTME_TEST_JOBS): every file uses its own ports, temp
 # dirs and homes, so they do not share state. The slow end-to-end files start
 # first so the two workers finish together.
-mapfile -t slow < <(printf '%s\n' "${files[@]}" | grep -E 'e2e|web\.test|faults|formats\.test' || true)
-mapfile -t rest < <(printf '%s\n' "${files[@]}" | grep -vE 'e2e|web\.test|faults|formats\.test' || true)
+mapfile -t slow < <(printf '%s\n' "${files[@]}" | grep -E 'e2e|web\.test|faults|formats\.test|v2v\.test' || true)
+mapfile -t rest < <(printf '%s\n' "${files[@]}" | grep -vE 'e2e|web\.test|faults|formats\.test|v2v\.test' || true)
 # A test without its own timeout gets 20 min: a hang must fail the run, not hold CI.
 node --test --test-timeout=1200000 --test-concurrency="${HOSTME_TEST_JOBS:-2}" --test-reporter=spec "${slow[@]}" "${rest[@]}"

@@ -21,6 +21,7 @@ import { debDataTar, debianArch, fetchDeb } from './debian.js';
 import { debootstrap, unmountUnder } from './debootstrap.js';
 import { autoFsBytes, biosOverheadBytes, derivedUuid, makeBiosDisk, makeExt4, neededFsBytes, scanTree } from './disk.js';
 import { checkLocalFile, fetchByDigest, sha256File } from './fetch-base.js';
+import { writeGrubConfig } from './grub-config.js';
 import { renderTemplate, resolveInputs } from './inputs.js';
 import { writeRandomFile } from './random-file.js';
 import { matchesPrefix } from './url-prefix.js';
@@ -217,6 +218,11 @@ export async function buildImage(request: BuildRequest): Promise<BuildResult> {
     }
 
     if (request.seed) await bakeSeed(root, request.seed, owners);
+    if (manifest.boot?.grubConfig) {
+      const fallbackRoot = manifest.boot.bootloader === 'bios' ? '(hd0,msdos2)' : '(hd0)';
+      const kernels = await writeGrubConfig(root, owners, { cmdline: boot!.cmdline, rootUuid: rootUuid(manifest), fallbackRoot });
+      log(`grub.cfg: ${kernels.map((k) => k.release).join(', ')}`);
+    }
 
     step('volatile');
     for (const v of manifest.volatile) await dropVolatile(root, v);
@@ -224,7 +230,7 @@ export async function buildImage(request: BuildRequest): Promise<BuildResult> {
     step('disk');
     const tree = await scanTree(root);
     const disk = path.join(work, 'disk.raw');
-    const uuid = derivedUuid(`hostme-build:${manifest.name}@${manifest.version}`);
+    const uuid = rootUuid(manifest);
     const hashSeed = derivedUuid(`hostme-build-hash:${manifest.name}@${manifest.version}`);
     const requested = parseDiskSize(manifest.hardware.diskSize);
     const maxDisk = request.untrusted?.maxDiskBytes;
@@ -270,6 +276,11 @@ export async function buildImage(request: BuildRequest): Promise<BuildResult> {
     if (manifest.base.debootstrap) await unmountUnder(work);
     await rm(work, { recursive: true, force: true });
   }
+}
+
+/** The root ext4's UUID: derived from name@version, so rebuilds are reproducible. */
+function rootUuid(manifest: BuildManifest): string {
+  return derivedUuid(`hostme-build:${manifest.name}@${manifest.version}`);
 }
 
 async function decompressor(file: string): Promise<{ stream: Readable; done: Promise<void> }> {

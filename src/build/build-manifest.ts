@@ -86,6 +86,8 @@ const boot = z
     initrd: initrdSource.optional(),
     cmdline: z.string().default('console=ttyS0'),
     bootloader: z.enum(['bios']).optional(),
+    /** Write /boot/grub/grub.cfg listing the kernels installed in the image's /boot (docs/build.md "GRUB configuration"). */
+    grubConfig: z.boolean().default(false),
   })
   .strict()
   .superRefine((b, ctx) => {
