@@ -28,6 +28,8 @@ export interface ResumePlan {
   snapshot: QemuSnapshot;
   /** The RAM served lazily over FUSE (ramFile is its path): closed by the run's cleanup. */
   lazy?: LazyRam;
+  /** With lazy RAM: the recorded working set, verified and present (the guest continues only then). */
+  workingSet?: Promise<void>;
   /** Verified RAM (sparse: holes are zero chunks), mapped copy-on-write by QEMU, never written. */
   ramFile: string;
   /** Verified device state (the migration stream). */
@@ -83,14 +85,18 @@ export async function planResume(ctx: ResumeContext): Promise<ResumePlan | undef
     if (accel !== snapshot.accel) return refuse(`it was saved under ${snapshot.accel} and this machine runs ${accel}`);
     const lazy = await openLazy(ctx, snapshot, chunks);
     if (lazy) {
-      // Device state and the recorded working set before QEMU starts; the rest on demand and in the background.
+      // Only the (small) device state before QEMU starts: the working set streams while QEMU starts
+      // and loads the state (resumeVm continues the guest once it is verified), the rest afterwards.
+      const workingSet = lazy.blob.prefetch(snapshot.ramWorkingSet ?? []).catch((err: unknown) => {
+        throw err instanceof HostmeError && err.code === 'snapshot-ram-corrupt' ? new HostmeError('snapshot-refused', `snapshot RAM refused: ${err.message}`, {}, { cause: err }) : err;
+      });
+      workingSet.catch(() => {}); // awaited by resumeVm; a refusal before then is not unhandled
       try {
-        await Promise.all([state, lazy.blob.prefetch(snapshot.ramWorkingSet ?? [])]);
+        return { snapshot, ramFile: lazy.path, stateFile: await state, lazy, workingSet };
       } catch (err) {
         await lazy.close();
-        throw err instanceof HostmeError && err.code === 'snapshot-ram-corrupt' ? new HostmeError('snapshot-refused', `snapshot RAM refused: ${err.message}`, {}, { cause: err }) : err;
+        throw err;
       }
-      return { snapshot, ramFile: lazy.path, stateFile: await state, lazy };
     }
     const [ramFile, stateFile] = await Promise.all([fetch(snapshot.ram, 'snapshot RAM', 'ram.bin'), state]);
     return { snapshot, ramFile, stateFile };
@@ -166,7 +172,7 @@ export async function resumeVm(plan: ResumePlan, base: VmSpec, collector: RunSta
     };
   }
   try {
-    await restoreMachine(vm.qmp, vm.incomingFd!);
+    await restoreMachine(vm.qmp, vm.incomingFd!, { beforeContinue: plan.workingSet && (() => plan.workingSet!) });
     collector.mark('running');
     await plugNics(vm.qmp, { ...nics, overlay: nics.overlay && { ...nics.overlay, socket: await socketInside(vm, nics.overlay.socket) } }, snapshot.hotplugPorts ?? 0);
   } catch (err) {

@@ -101,6 +101,23 @@ test('a tampered RAM chunk or device state is refused and named, and the guest b
   }
 });
 
+test('with lazy RAM, a tampered working-set chunk is refused and named before the guest runs, and it boots from scratch', async () => {
+  const copy = await copyRepo(repoDir, join(work, 'tampered-lazy'));
+  const { snapshot } = await snapshotManifest(copy);
+  const repo = openRepository(copy);
+  const index = await repo.readIndex(snapshot.ram, repo.objects, 'ram');
+  const chunk = (snapshot.ramWorkingSet ?? []).find((c) => !isHole(index.ids[c]!));
+  assert.ok(chunk !== undefined, 'the working set names a stored chunk');
+  const id = index.ids[chunk]!;
+  const file = join(copy, 'objects', id.slice(0, 2), id);
+  await writeFile(file, Buffer.alloc((await stat(file)).size, 0x5a));
+  const run = await runCli(['run', copy, 'hello@2', '--cache', join(work, 'cache-t-lazy'), ...ANSWER, '--timeout', '180', '--console', 'none'], { env: { ...env, HOSTME_LAZY_RAM: '1' } });
+  assert.equal(run.code, 0, run.stderr);
+  assert.match(run.stderr, /snapshot not resumed.*snapshot RAM refused/);
+  assert.match(run.stderr, /booting hello@2/);
+  assert.doesNotMatch(run.stderr, /resumed hello@2/);
+});
+
 test('a snapshot saved by another QEMU version falls back to a cold boot with a one-line notice', async () => {
   const copy = await copyRepo(repoDir, join(work, 'other-qemu'));
   const { image, snapshot } = await snapshotManifest(copy);

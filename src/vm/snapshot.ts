@@ -69,7 +69,8 @@ export async function saveMachine(vm: Pick<VmHandle, 'qmp' | 'dir'>, stateFile: 
  * 'snapshot-restore-failed' when QEMU rejects the stream (another machine,
  * another QEMU): the caller then boots from scratch.
  */
-export async function restoreMachine(qmp: QmpClient, fd: number, timeoutMs = 60_000): Promise<void> {
+export async function restoreMachine(qmp: QmpClient, fd: number, options: { timeoutMs?: number; beforeContinue?: () => Promise<void> } = {}): Promise<void> {
+  const timeoutMs = options.timeoutMs ?? 60_000;
   await qmp.execute('migrate-set-capabilities', IGNORE_SHARED);
   // A numeric fd: name is a descriptor QEMU inherited (its own monitor_fd_param).
   await qmp.execute('migrate-incoming', { uri: `fd:${fd}` });
@@ -87,7 +88,8 @@ export async function restoreMachine(qmp: QmpClient, fd: number, timeoutMs = 60_
   if (info.status === 'failed') {
     throw new HostmeError('snapshot-restore-failed', `QEMU did not accept the saved machine state: ${info['error-desc'] ?? 'migration failed'}`, {});
   }
-  // The machine was stopped when saved, so it arrives paused.
+  // The machine was stopped when saved, so it arrives paused: it runs once what it must find is there (a lazy RAM's working set).
+  await options.beforeContinue?.();
   await qmp.execute('cont');
 }
 
