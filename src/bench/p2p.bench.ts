@@ -78,7 +78,7 @@ try {
   // JIT, the recording's QEMU still exiting): N = 1 peers off took 13.5 s there against 3.8 s for the same work
   // with peers on right after. Then off and on side by side for each N, so load drift hits both alike.
   log('warm-up round (not measured)');
-  await round(1, false);
+  await round(1, false, 'warmup');
   const rounds: Round[] = [];
   for (const n of COUNTS) {
     for (const peers of [false, true]) {
@@ -88,12 +88,13 @@ try {
     }
   }
 
-  async function round(n: number, peers: boolean): Promise<Round> {
+  async function round(n: number, peers: boolean, tag = ''): Promise<Round> {
     const children: ChildProcessWithoutNullStreams[] = [];
     const outputs: Array<Promise<NodeResult>> = [];
     const waiting: Array<Promise<void>> = [];
     for (let i = 0; i < n; i++) {
-      const cache = path.join(work, `n${n}-${peers ? 'on' : 'off'}-${i}`);
+      // Every round starts cold: its own cache directories.
+      const cache = path.join(work, `${tag}n${n}-${peers ? 'on' : 'off'}-${i}`);
       const args = { repo, name: 'hello', version: '1', cache, bootSet: bootSetFile, ...(peers ? { hub: hubUrl } : {}) };
       const child = spawn(process.execPath, [nodeScript, JSON.stringify(args)], { stdio: ['pipe', 'pipe', 'pipe'] });
       children.push(child);
@@ -122,6 +123,7 @@ try {
     wan.reset();
     for (const child of children) child.stdin.write('go\n');
     const nodes = await Promise.all(outputs);
+    if (nodes.some((x) => x.fromOrigin + x.fromPeers === 0)) throw new Error(`N=${n}: a node fetched nothing (its cache was not cold)`);
     if (process.env.HOSTME_BENCH_VERBOSE) for (const node of nodes) log(JSON.stringify(node));
     const originBytes = wan.counters.bytesDown;
     const originRequests = wan.counters.requests;
