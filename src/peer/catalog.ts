@@ -39,6 +39,8 @@ export type FetchForSwarm = (id: ObjectId, length?: number) => Promise<{ stored:
 export class ShareCatalog {
   /** Shareable ids and their content lengths. */
   private ids = new Map<ObjectId, number>();
+  /** Whether the last look found the index of every blob of the shared images (so an unknown id is not one of theirs). */
+  private complete = false;
   private refreshed = 0;
   private refreshing?: Promise<void>;
   /** Set by the swarm when this machine coordinates first fetches: the objects it fetches for the others. */
@@ -74,14 +76,19 @@ export class ShareCatalog {
   private async whenFetched(id: ObjectId, waitMs: number): Promise<Uint8Array | null> {
     if (!this.fetchForSwarm) return null;
     // A fetch of an object of the shared images in flight here (indexes included, before they are cached) ...
+    const deadline = Date.now() + waitMs;
     let pending = this.fetchForSwarm(id);
-    if (!pending) {
+    while (!pending) {
       // ... or one this machine starts for the swarm: only objects its shared images list, as for cached ones.
       if (!this.ids.has(id) && Date.now() - this.refreshed > WAIT_REFRESH_MS) await this.refresh();
       const length = this.ids.get(id);
-      pending = length === undefined ? undefined : this.fetchForSwarm(id, length);
+      pending = this.fetchForSwarm(id, length);
+      // This machine is still reading its own indexes (it started a moment after the asker): look again shortly.
+      if (pending || length !== undefined || this.complete || Date.now() + WAIT_REFRESH_MS > deadline) break;
+      await new Promise((resolve) => setTimeout(resolve, WAIT_REFRESH_MS));
     }
     if (!pending) return null;
+    waitMs = Math.max(0, deadline - Date.now());
     let timer: ReturnType<typeof setTimeout> | undefined;
     const expired = new Promise<null>((resolve) => (timer = setTimeout(() => resolve(null), waitMs)));
     const object = await Promise.race([pending.catch(() => null), expired]).finally(() => clearTimeout(timer));
@@ -113,14 +120,21 @@ export class ShareCatalog {
   /** Every object id of the shared images whose index is in the cache. */
   private async collect(): Promise<void> {
     const ids = new Map<ObjectId, number>();
+    let complete = true;
     for (const image of this.images) {
       const cached = await this.cache.cachedManifest(image.repo, image.name, image.version);
-      if (!cached) continue;
+      if (!cached) {
+        complete = false;
+        continue;
+      }
       try {
         const manifest = parseManifest((await openEnvelope(nodeCodecs, cached.envelope, { origin: image.name })).payload, image.name);
         for (const { ref } of manifestBlobs(manifest)) {
           const stored = await readFile(this.cache.objects.dir.fullPath(objectPath(ref.index))).catch(() => null);
-          if (!stored) continue;
+          if (!stored) {
+            complete = false;
+            continue;
+          }
           const indexLength = indexByteLength(ref.size, ref.chunkSize);
           ids.set(ref.index, indexLength);
           const index = decodeIndex(await decodeObject(nodeCodecs, ref.index, indexLength, stored, 'cache'));
@@ -133,5 +147,6 @@ export class ShareCatalog {
       }
     }
     this.ids = ids;
+    this.complete = complete;
   }
 }

@@ -52,6 +52,8 @@ interface MirrorState {
 const PEER_DROP_STREAK = 3;
 /** How long a prefetch lets the owner of an object hold the request while it fetches it from the origin. */
 const PREFETCH_WAIT_MS = 8000;
+/** How long the peers other than an object's owner get to say whether they hold it. */
+const PROBE_MS = 500;
 
 /**
  * A failover group of mirrors of one repository. Reads go to the best-ranked
@@ -167,12 +169,21 @@ export class MirrorGroup implements ObjectSource {
     const problems: string[] = [];
     let allMissing = true;
     let anyUnavailable = false;
-    const order = this.ordered(options.priority);
+    let order = this.ordered(options.priority);
     // The object's owner in the swarm fetches it from the origin for everyone: ask it first and let it hold the request meanwhile.
     const owner = this.ownerOf(ref.id);
     if (owner && owner !== 'self') order.unshift(...order.splice(order.indexOf(owner), 1));
+    // With a plan, the other peers are asked once and all at once whether they have it (not one after the other).
+    let probed = owner === undefined;
     const demand = (options.priority ?? 'demand') === 'demand';
-    for (const [i, mirror] of order.entries()) {
+    for (let i = 0; i < order.length; i++) {
+      if (!probed && order[i] !== owner && order[i]!.kind === 'peer') {
+        probed = true;
+        const rest = order.slice(i);
+        order = [...order.slice(0, i), ...(await this.holders(rest.filter((m) => m.kind === 'peer'), ref.id)), ...rest.filter((m) => m.kind !== 'peer')];
+        if (i >= order.length) break;
+      }
+      const mirror = order[i]!;
       const started = performance.now();
       const asked = mirror === owner ? { ...options, waitMs: demand ? this.windowOf(mirror, ref) : PREFETCH_WAIT_MS } : options;
       // Only a demand read (the guest waits) gives a peer a short window; prefetch waits for it.
@@ -244,6 +255,22 @@ export class MirrorGroup implements ObjectSource {
       return m.peer?.lan && m.streak === 0 ? 0 : 1;
     };
     return [...this.mirrors].sort((a, b) => Number(a.lying) - Number(b.lying) || tier(a) - tier(b) || a.latencyMs - b.latencyMs);
+  }
+
+  /**
+   * The peers among `peers` that say they hold `id` (HEAD), asked all at
+   * once; one that has not answered within PROBE_MS counts as not holding it.
+   */
+  private async holders(peers: MirrorState[], id: ObjectId): Promise<MirrorState[]> {
+    if (peers.length === 0) return [];
+    const answers = await Promise.all(
+      peers.map((m) => {
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        const late = new Promise<boolean>((resolve) => (timer = unrefTimer(setTimeout(() => resolve(false), PROBE_MS))));
+        return Promise.race([m.source.has(id).catch(() => false), late]).finally(() => clearTimeout(timer));
+      }),
+    );
+    return peers.filter((_, i) => answers[i]);
   }
 
   /** A demand read's window for a peer: its configured base plus 1 ms per 4 KiB of the object. */
