@@ -4,8 +4,9 @@
  * together find each other), waits for "go" on stdin, then fetches the boot
  * set the way `hostme run` would before QEMU reads it: the manifest and chunk
  * indexes from the repository, every boot-set chunk through the runner's
- * cache → mirror group (origin + peers) with 16 requests in flight, in an
- * order of its own. Prints one JSON line, then keeps sharing until stdin ends.
+ * cache → mirror group (origin + peers) with 16 requests in flight,
+ * coordinated with the other nodes as run-image.ts does (Swarm.coordinate;
+ * HOSTME_P2P_NO_PLAN=1 leaves that out, to compare). Prints one JSON line, then keeps sharing until stdin ends.
  */
 import { readFile } from 'node:fs/promises';
 import { subscribe } from 'node:diagnostics_channel';
@@ -58,6 +59,8 @@ const started = performance.now();
 // 8 nodes × 16 requests share one 50 Mbit/s link with peers off: the runner's 10 s per-request timeout would fail them.
 const resolved = await resolveImage({ repo: args.repo, name: args.name, version: args.version }, { cache, peers: swarm, http: { timeoutMs: 120_000 } });
 const scheduler = new FetchScheduler(resolved.source, 16);
+// As run-image.ts does: each object from the origin about once across the nodes (docs/peers.md "Flash crowd").
+if (swarm && resolved.mirrors && !process.env.HOSTME_P2P_NO_PLAN) swarm.coordinate(resolved.mirrors, scheduler);
 const refs: ObjectRef[] = [];
 for (const { label, ref } of manifestBlobs(resolved.image.manifest)) {
   const index = await resolved.repo.readIndex(ref, scheduler, label);
@@ -65,14 +68,10 @@ for (const { label, ref } of manifestBlobs(resolved.image.manifest)) {
     if (!isHole(id) && bootSet.has(id)) refs.push({ id, length: chunkLength(index, i) });
   });
 }
-// Each node its own order: nodes starting together then hold different chunks early and can trade them.
-for (let i = refs.length - 1; i > 0; i--) {
-  const j = Math.floor(Math.random() * (i + 1));
-  [refs[i], refs[j]] = [refs[j]!, refs[i]!];
-}
+// Every node in the same (index) order, as boots of one image read it; the scheduler puts what this node owns first.
 await Promise.all(refs.map((ref) => scheduler.get(ref, { priority: 'prefetch' })));
 const ms = performance.now() - started;
-process.stdout.write(JSON.stringify({ state: 'done', ms, chunks: refs.length, fromPeers, fromOrigin, served: swarm?.shareStats?.bytes ?? 0, notices: resolved.notices, sources: resolved.mirrors?.ranking(), shareStats: swarm?.shareStats }) + '\n');
+process.stdout.write(JSON.stringify({ state: 'done', ms, chunks: refs.length, fromPeers, fromOrigin, served: swarm?.shareStats?.bytes ?? 0, waited: swarm?.shareStats?.waited ?? 0, notices: resolved.notices, sources: resolved.mirrors?.ranking(), shareStats: swarm?.shareStats }) + '\n');
 await lines.next();
 await swarm?.close();
 process.exit(0);

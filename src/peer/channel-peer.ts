@@ -21,7 +21,8 @@ export interface DataChannelLike {
 
 /** What a peer serves: the same catalog whatever the transport (ShareCatalog on Node). */
 export interface ObjectCatalog {
-  object(id: string): Promise<Uint8Array | null>;
+  /** Stored bytes of a shared object or null; with `waitMs`, may hold while this side's own fetch of it is in flight. */
+  object(id: string, waitMs?: number): Promise<Uint8Array | null>;
   manifest(name: string, version: string): Promise<Uint8Array | null>;
 }
 
@@ -110,7 +111,7 @@ export class ChannelPeer implements ObjectSource {
 
   async get(ref: ObjectRef, options: GetOptions = {}): Promise<VerifiedObject> {
     const started = performance.now();
-    const stored = await this.request((req) => encodeGet(req, ref.id), storedBound(ref.length), options.signal);
+    const stored = await this.request((req) => encodeGet(req, ref.id, options.waitMs ?? 0), storedBound(ref.length), options.signal);
     if (!stored) throw missing(this.name, `object ${ref.id}`);
     const data = await decodeObject(this.opts.codecs, ref.id, ref.length, stored, this.name);
     this.stats.fetched++;
@@ -202,7 +203,7 @@ export class ChannelPeer implements ObjectSource {
     }
     try {
       let body: Uint8Array | null = null;
-      if (request.kind === 'get') body = await this.opts.serve.object(request.id);
+      if (request.kind === 'get') body = await this.opts.serve.object(request.id, request.waitMs);
       else {
         const at = request.image.indexOf('@');
         if (at > 0) body = await this.opts.serve.manifest(request.image.slice(0, at), request.image.slice(at + 1));

@@ -20,6 +20,9 @@ export interface PeerServerOptions {
 const OBJECT_PATH = /^\/objects\/([0-9a-f]{2})\/([0-9a-f]{64})$/;
 const MANIFEST_PATH = /^\/manifests\/([^/]+)\/([^/]+)$/;
 const MAX_CLIENTS_TRACKED = 10_000;
+/** Requests held for an object in flight here (`?wait=`), beyond the concurrency bound (they hold no disk read). */
+const MAX_WAITING = 256;
+const WAIT_QUERY = /^wait=(\d{1,5})$/;
 
 /**
  * A peer's object server (docs/peers.md "Peer HTTP protocol"): read-only,
@@ -30,8 +33,9 @@ const MAX_CLIENTS_TRACKED = 10_000;
 export class PeerHttpServer {
   readonly server: Server;
   private inflight = 0;
+  private waiting = 0;
   private readonly buckets = new Map<string, { tokens: number; at: number }>();
-  readonly stats = { objects: 0, bytes: 0, refused: 0, missing: 0 };
+  readonly stats = { objects: 0, bytes: 0, refused: 0, missing: 0, waited: 0 };
 
   constructor(
     private readonly catalog: ShareCatalog,
@@ -67,12 +71,15 @@ export class PeerHttpServer {
     if (this.inflight >= (this.opts.maxConcurrent ?? 32)) return this.reply(res, 503, 'busy', { 'Retry-After': '1' });
     this.inflight++;
     try {
-      const path = (req.url ?? '').split('?')[0]!;
+      const [path = '', query = ''] = (req.url ?? '').split('?', 2);
       const object = OBJECT_PATH.exec(path);
       const manifest = MANIFEST_PATH.exec(path);
       let body: Uint8Array | null = null;
-      if (object && object[2]!.startsWith(object[1]!)) body = await this.catalog.object(object[2]!);
-      else if (manifest && imageNamePattern.test(manifest[1]!) && versionPattern.test(manifest[2]!)) body = await this.catalog.manifest(manifest[1]!, manifest[2]!);
+      if (object && object[2]!.startsWith(object[1]!)) {
+        body = await this.catalog.object(object[2]!);
+        const wait = Number(WAIT_QUERY.exec(query)?.[1] ?? 0);
+        if (!body && wait > 0 && this.waiting < MAX_WAITING) body = await this.held(() => this.catalog.object(object[2]!, wait));
+      } else if (manifest && imageNamePattern.test(manifest[1]!) && versionPattern.test(manifest[2]!)) body = await this.catalog.manifest(manifest[1]!, manifest[2]!);
       else return this.reply(res, 404, 'not found');
       if (!body) {
         this.stats.missing++;
@@ -86,6 +93,19 @@ export class PeerHttpServer {
       this.reply(res, 500, 'read failed');
     } finally {
       this.inflight--;
+    }
+  }
+
+  /** Runs a wait for an object in flight outside the concurrency bound (counted in `waiting` instead). */
+  private async held(wait: () => Promise<Uint8Array | null>): Promise<Uint8Array | null> {
+    this.inflight--;
+    this.waiting++;
+    this.stats.waited++;
+    try {
+      return await wait();
+    } finally {
+      this.waiting--;
+      this.inflight++;
     }
   }
 

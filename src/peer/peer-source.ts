@@ -32,7 +32,9 @@ export class HttpPeerSource implements ObjectSource {
 
   async get(ref: ObjectRef, options: GetOptions = {}): Promise<VerifiedObject> {
     const started = performance.now();
-    const stored = await this.read(`/${objectPath(ref.id)}`, MAX_BODY, options.signal);
+    // `wait`: the peer may hold the request while its own fetch of the object is in flight (docs/peers.md "Flash crowd").
+    const wait = options.waitMs && options.waitMs > 0 ? `?wait=${Math.min(10_000, Math.round(options.waitMs))}` : '';
+    const stored = await this.read(`/${objectPath(ref.id)}${wait}`, MAX_BODY, options.signal);
     if (!stored) throw missing(this.name, `object ${ref.id}`);
     const transferMs = performance.now() - started;
     httpRequestChannel.publish({ url: `${this.base}/${objectPath(ref.id)}`, method: 'GET', status: 200, bytes: stored.length, ms: transferMs, attempt: 0 });

@@ -1,6 +1,8 @@
 import { nodeCodecs } from '../format/node/codecs.js';
 import { errorMessage } from '../errors.js';
 import type { MirrorGroup } from '../store/mirror-group.js';
+import type { FetchScheduler } from '../store/fetch-scheduler.js';
+import { SwarmPlan } from '../store/swarm-plan.js';
 import type { CacheDir } from '../runner/cache-dir.js';
 import { localNets } from './address.js';
 import { ShareCatalog, type SharedImage } from './catalog.js';
@@ -14,6 +16,11 @@ export interface SwarmOptions {
   /** How long a demand read waits for a peer before the origin (ms, default 750 + size). */
   windowMs?: number;
   log?: (line: string) => void;
+}
+
+/** A member's key in the swarm's plan: its address as the tracker saw it, and its port; the same on every node. */
+function memberKey(address: string, port: number): string {
+  return `${address}:${port}`;
 }
 
 /** Starting latency estimates: a LAN peer ranks before any WAN origin; a WAN peer after a measured nearby one. */
@@ -32,16 +39,18 @@ export class Swarm {
   private readonly dropped = new Set<string>();
   private readonly timers: NodeJS.Timeout[] = [];
   private rtc?: { close(): void };
+  /** Asks the tracker again now (set by attach()). */
+  private lookAgain?: () => Promise<number>;
 
   constructor(private readonly opts: SwarmOptions) {
     this.tracker = new TrackerClient(opts.hub, opts.log);
   }
 
   /** Peers of NAME@VERSION this machine may dial (tracker answer, checked). */
-  async sources(name: string, version: string): Promise<Array<{ source: HttpPeerSource; lan: boolean }>> {
+  async sources(name: string, version: string): Promise<Array<{ source: HttpPeerSource; lan: boolean; member: string }>> {
     const self = this.sharing ? { port: this.sharing.server.port } : undefined;
     const peers = await this.tracker.peers(`${name}@${version}`, { self, nets: localNets() });
-    return peers.map((p) => ({ source: new HttpPeerSource(p.address, p.port), lan: p.lan }));
+    return peers.map((p) => ({ source: new HttpPeerSource(p.address, p.port), lan: p.lan, member: memberKey(p.address, p.port) }));
   }
 
   /**
@@ -52,10 +61,11 @@ export class Swarm {
   async attach(group: MirrorGroup, name: string, version: string, refreshMs = 5000): Promise<number> {
     const add = async () => {
       const found = (await this.sources(name, version)).filter(({ source }) => !this.dropped.has(source.name));
-      for (const { source, lan } of found) {
+      for (const { source, lan, member } of found) {
         group.addPeers([source], {
           latencyMs: lan ? LAN_LATENCY_MS : WAN_LATENCY_MS,
           lan,
+          member,
           windowMs: this.opts.windowMs,
           onDropped: (reason, wrongBytes) => {
             this.dropped.add(source.name);
@@ -68,7 +78,34 @@ export class Swarm {
     const timer = setInterval(() => void add().catch(() => {}), refreshMs);
     timer.unref();
     this.timers.push(timer);
+    this.lookAgain = add;
     return add();
+  }
+
+  /**
+   * Nodes that start together fetch each object from the origin about once
+   * (docs/peers.md "Flash crowd"): the group asks an object's owner first and
+   * lets it hold the request while it fetches; the scheduler fetches what this
+   * machine owns first; the peer server holds requests for those while they
+   * are queued or in flight here, and fetches one that is not (yet) wanted here. Call after share() (this machine is a member
+   * only when it serves) and after attach().
+   */
+  coordinate(group: MirrorGroup, scheduler: FetchScheduler): SwarmPlan {
+    const self = this.sharing && this.tracker.seenAs ? memberKey(this.tracker.seenAs, this.sharing.server.port) : undefined;
+    const plan = new SwarmPlan(self);
+    group.setPlan(plan);
+    scheduler.preferFirst = (id) => group.assignedHere(id);
+    // Only objects this machine owns: one that waits on another owner itself would make a cycle. A member that
+    // asks before this machine queued the object (it started a moment later) gets it fetched now, not a duplicate.
+    if (this.sharing) {
+      this.sharing.catalog.fetchForSwarm = (id, length) => {
+        if (!group.assignedHere(id)) return undefined;
+        return scheduler.inFlight(id) ?? (length === undefined ? undefined : scheduler.get({ id, length }, { priority: 'prefetch' }));
+      };
+    }
+    // Members that announced while this one resolved its image (nodes started together) join the plan now, not at the next refresh.
+    void this.lookAgain?.().catch(() => {});
+    return plan;
   }
 
   /**

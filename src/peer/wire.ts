@@ -6,6 +6,7 @@
  *
  *   request  GET       [0x01][req u32][id: 32 bytes]
  *   request  MANIFEST  [0x02][req u32][utf-8 "NAME@VERSION", ≤ 130 bytes]
+ *   request  GET_WAIT  [0x03][req u32][wait ms u16][id: 32 bytes]          (hold while in flight there)
  *   response DATA      [0x81][req u32][total u32][offset u32][bytes…]   (one or more, in order)
  *   response MISSING   [0x82][req u32]
  *   response BUSY      [0x83][req u32]                                  (rate limit or too many requests)
@@ -16,23 +17,30 @@
  */
 export const MSG_GET = 0x01;
 export const MSG_MANIFEST = 0x02;
+export const MSG_GET_WAIT = 0x03;
+/** The longest GET_WAIT a side honours (ms); larger values are clamped. */
+export const MAX_WAIT_MS = 10_000;
 export const MSG_DATA = 0x81;
 export const MSG_MISSING = 0x82;
 export const MSG_BUSY = 0x83;
 const DATA_HEADER = 13;
 const HEX = /^[0-9a-f]{64}$/;
 
-export type Request = { kind: 'get'; req: number; id: string } | { kind: 'manifest'; req: number; image: string };
+export type Request = { kind: 'get'; req: number; id: string; waitMs: number } | { kind: 'manifest'; req: number; image: string };
 export type ResponseFrame = { kind: 'data'; req: number; total: number; offset: number; bytes: Uint8Array } | { kind: 'missing' | 'busy'; req: number };
 
 export class WireError extends Error {}
 
-export function encodeGet(req: number, id: string): Uint8Array {
+/** GET, or GET_WAIT when `waitMs` > 0: the other side may hold the answer while its own fetch of the object is in flight. */
+export function encodeGet(req: number, id: string, waitMs = 0): Uint8Array {
   if (!HEX.test(id)) throw new WireError(`not an object id: ${id.slice(0, 80)}`);
-  const out = new Uint8Array(5 + 32);
-  out[0] = MSG_GET;
-  new DataView(out.buffer).setUint32(1, req);
-  for (let i = 0; i < 32; i++) out[5 + i] = parseInt(id.slice(i * 2, i * 2 + 2), 16);
+  const wait = waitMs > 0 ? 2 : 0;
+  const out = new Uint8Array(5 + wait + 32);
+  const view = new DataView(out.buffer);
+  out[0] = wait ? MSG_GET_WAIT : MSG_GET;
+  view.setUint32(1, req);
+  if (wait) view.setUint16(5, Math.min(MAX_WAIT_MS, Math.round(waitMs)));
+  for (let i = 0; i < 32; i++) out[5 + wait + i] = parseInt(id.slice(i * 2, i * 2 + 2), 16);
   return out;
 }
 
@@ -50,10 +58,12 @@ export function encodeManifestRequest(req: number, image: string): Uint8Array {
 export function decodeRequest(msg: Uint8Array): Request | undefined {
   if (msg.length < 5) return undefined;
   const req = new DataView(msg.buffer, msg.byteOffset, msg.length).getUint32(1);
-  if (msg[0] === MSG_GET && msg.length === 37) {
+  if ((msg[0] === MSG_GET && msg.length === 37) || (msg[0] === MSG_GET_WAIT && msg.length === 39)) {
+    const at = msg.length - 32;
     let id = '';
-    for (let i = 5; i < 37; i++) id += msg[i]!.toString(16).padStart(2, '0');
-    return { kind: 'get', req, id };
+    for (let i = at; i < msg.length; i++) id += msg[i]!.toString(16).padStart(2, '0');
+    const waitMs = msg[0] === MSG_GET_WAIT ? Math.min(MAX_WAIT_MS, new DataView(msg.buffer, msg.byteOffset, msg.length).getUint16(5)) : 0;
+    return { kind: 'get', req, id, waitMs };
   }
   if (msg[0] === MSG_MANIFEST && msg.length <= 135) {
     return { kind: 'manifest', req, image: new TextDecoder().decode(msg.subarray(5)) };

@@ -184,6 +184,8 @@ export async function startImage(options: RunOptions): Promise<RunningImage> {
     }
     // 16 requests in flight fill a 50 Mbit/s, 100 ms link with 256 KiB chunks; 8 do not.
     const scheduler = new FetchScheduler(resolved.source, 16);
+    // Nodes booting together split the first fetches: each object from the origin about once (docs/peers.md "Flash crowd").
+    if (swarm && resolved.mirrors) swarm.coordinate(resolved.mirrors, scheduler);
     cleanups.push(() => scheduler.close());
     // The kernel is on the critical path of a boot: start it now, in parallel with the disk
     // indexes, unless a matching snapshot will be resumed (then it is fetched only on fallback).

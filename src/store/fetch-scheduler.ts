@@ -12,6 +12,8 @@ interface Pending {
 }
 
 const RANK: Record<FetchPriority, number> = { demand: 0, prefetch: 1, background: 2 };
+/** How far into a queue `preferFirst` looks for a preferred object (a bound on the work per pick). */
+const PREFER_SCAN = 512;
 
 /**
  * Sits in front of a source (usually cache → mirrors) and decides what is
@@ -29,6 +31,12 @@ export class FetchScheduler implements ObjectSource {
   private readonly queues: Record<FetchPriority, Pending[]> = { demand: [], prefetch: [], background: [] };
   private running = 0;
   private runningBackground = 0;
+  /**
+   * Objects this machine fetches first among queued prefetch and background
+   * reads: those it owns in the swarm's plan, so that the other members, who
+   * wait for them from it, get them early (src/store/swarm-plan.ts).
+   */
+  preferFirst?: (id: ObjectId) => boolean;
 
   constructor(
     readonly source: ObjectSource,
@@ -56,6 +64,11 @@ export class FetchScheduler implements ObjectSource {
     this.queues[priority].push(entry);
     this.pump();
     return promise;
+  }
+
+  /** The pending fetch (queued or running) of `id`, if any: a peer asking for it may wait for it. */
+  inFlight(id: ObjectId): Promise<VerifiedObject> | undefined {
+    return this.pending.get(id)?.promise;
   }
 
   /** Number of fetches waiting or running. */
@@ -99,9 +112,18 @@ export class FetchScheduler implements ObjectSource {
 
   private next(): Pending | undefined {
     if (this.queues.demand.length) return this.queues.demand.shift();
-    if (this.queues.prefetch.length) return this.queues.prefetch.shift();
-    if (this.queues.background.length && this.runningBackground < this.backgroundSlots) return this.queues.background.shift();
+    if (this.queues.prefetch.length) return this.take(this.queues.prefetch);
+    if (this.queues.background.length && this.runningBackground < this.backgroundSlots) return this.take(this.queues.background);
     return undefined;
+  }
+
+  /** The first preferred entry of a queue (within PREFER_SCAN), else its head. */
+  private take(queue: Pending[]): Pending | undefined {
+    if (this.preferFirst) {
+      const scan = Math.min(queue.length, PREFER_SCAN);
+      for (let i = 0; i < scan; i++) if (this.preferFirst(queue[i]!.ref.id)) return queue.splice(i, 1)[0];
+    }
+    return queue.shift();
   }
 
   private start(entry: Pending): void {

@@ -3,6 +3,7 @@ import type { ObjectId } from '../format/digest.js';
 import { isHostmeError, errorMessage } from '../errors.js';
 import type { GetOptions, ObjectRef, ObjectSource, VerifiedObject } from './object-store.js';
 import { StoreError } from './errors.js';
+import type { SwarmPlan } from './swarm-plan.js';
 
 /** Payloads: store/events.ts HostmeEvents. */
 export const mirrorDemotedChannel = channel('hostme:mirror:demote');
@@ -30,6 +31,8 @@ export interface PeerSourceOptions {
   windowMs?: number;
   /** Called once when the peer is dropped (report it to the tracker). */
   onDropped?: (reason: string, wrongBytes: boolean) => void;
+  /** Its member key in the swarm's plan (tracker address:port): objects it owns are asked of it first, with a wait. */
+  member?: string;
 }
 
 interface MirrorState {
@@ -47,6 +50,10 @@ interface MirrorState {
 }
 
 const PEER_DROP_STREAK = 3;
+/** How long a prefetch lets the owner of an object hold the request while it fetches it from the origin. */
+const PREFETCH_WAIT_MS = 8000;
+/** How long the peers other than an object's owner get to say whether they hold it. */
+const PROBE_MS = 500;
 
 /**
  * A failover group of mirrors of one repository. Reads go to the best-ranked
@@ -58,6 +65,8 @@ const PEER_DROP_STREAK = 3;
 export class MirrorGroup implements ObjectSource {
   readonly name: string;
   private mirrors: MirrorState[];
+  /** Who fetches what from the origin when peers start together (set by the swarm). */
+  private plan?: SwarmPlan;
 
   constructor(sources: ObjectSource[]) {
     if (sources.length === 0) throw new StoreError('store-unavailable', 'a mirror group needs at least one mirror');
@@ -78,6 +87,27 @@ export class MirrorGroup implements ObjectSource {
       known.add(source.name);
       this.mirrors.push({ source, latencyMs: options.latencyMs ?? 10, failures: 0, lying: false, served: 0, kind: 'peer', peer: options, streak: 0 });
     }
+  }
+
+  /** Coordinate first fetches with the swarm's other members (src/store/swarm-plan.ts). */
+  setPlan(plan: SwarmPlan): void {
+    this.plan = plan;
+  }
+
+  /** Whether this machine owns `id` in the swarm's plan (it fetches it from the origin for the others). */
+  assignedHere(id: ObjectId): boolean {
+    const owner = this.ownerOf(id);
+    return owner === 'self';
+  }
+
+  /** The owner of `id` among this machine and the live peers that have member keys; undefined without a plan. */
+  private ownerOf(id: ObjectId): MirrorState | 'self' | undefined {
+    if (!this.plan) return undefined;
+    const byMember = new Map<string, MirrorState>();
+    for (const m of this.mirrors) if (m.kind === 'peer' && m.peer?.member && !m.lying) byMember.set(m.peer.member, m);
+    if (byMember.size === 0) return undefined;
+    const owner = this.plan.owner(id, byMember.keys());
+    return owner === undefined ? undefined : owner === this.plan.self ? 'self' : byMember.get(owner);
   }
 
   /** Takes a peer out of the group for good and says why (once). */
@@ -139,13 +169,27 @@ export class MirrorGroup implements ObjectSource {
     const problems: string[] = [];
     let allMissing = true;
     let anyUnavailable = false;
-    const order = this.ordered(options.priority);
-    for (const [i, mirror] of order.entries()) {
+    let order = this.ordered(options.priority);
+    // The object's owner in the swarm fetches it from the origin for everyone: ask it first and let it hold the request meanwhile.
+    const owner = this.ownerOf(ref.id);
+    if (owner && owner !== 'self') order.unshift(...order.splice(order.indexOf(owner), 1));
+    // With a plan, the other peers are asked once and all at once whether they have it (not one after the other).
+    let probed = owner === undefined;
+    const demand = (options.priority ?? 'demand') === 'demand';
+    for (let i = 0; i < order.length; i++) {
+      if (!probed && order[i] !== owner && order[i]!.kind === 'peer') {
+        probed = true;
+        const rest = order.slice(i);
+        order = [...order.slice(0, i), ...(await this.holders(rest.filter((m) => m.kind === 'peer'), ref.id)), ...rest.filter((m) => m.kind !== 'peer')];
+        if (i >= order.length) break;
+      }
+      const mirror = order[i]!;
       const started = performance.now();
+      const asked = mirror === owner ? { ...options, waitMs: demand ? this.windowOf(mirror, ref) : PREFETCH_WAIT_MS } : options;
       // Only a demand read (the guest waits) gives a peer a short window; prefetch waits for it.
-      const attempt = mirror.kind === 'peer' && (options.priority ?? 'demand') === 'demand' ? this.windowed(mirror, ref, options) : undefined;
+      const attempt = mirror.kind === 'peer' && demand ? this.windowed(mirror, ref, asked) : undefined;
       try {
-        const object = await (attempt ? attempt.get : mirror.source.get(ref, options));
+        const object = await (attempt ? attempt.get : mirror.source.get(ref, asked));
         const elapsed = object.transferMs ?? performance.now() - started;
         mirror.latencyMs = mirror.latencyMs * 0.8 + elapsed * 0.2;
         mirror.served++;
@@ -213,9 +257,30 @@ export class MirrorGroup implements ObjectSource {
     return [...this.mirrors].sort((a, b) => Number(a.lying) - Number(b.lying) || tier(a) - tier(b) || a.latencyMs - b.latencyMs);
   }
 
+  /**
+   * The peers among `peers` that say they hold `id` (HEAD), asked all at
+   * once; one that has not answered within PROBE_MS counts as not holding it.
+   */
+  private async holders(peers: MirrorState[], id: ObjectId): Promise<MirrorState[]> {
+    if (peers.length === 0) return [];
+    const answers = await Promise.all(
+      peers.map((m) => {
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        const late = new Promise<boolean>((resolve) => (timer = unrefTimer(setTimeout(() => resolve(false), PROBE_MS))));
+        return Promise.race([m.source.has(id).catch(() => false), late]).finally(() => clearTimeout(timer));
+      }),
+    );
+    return peers.filter((_, i) => answers[i]);
+  }
+
+  /** A demand read's window for a peer: its configured base plus 1 ms per 4 KiB of the object. */
+  private windowOf(mirror: MirrorState, ref: ObjectRef): number {
+    return (mirror.peer?.windowMs ?? 750) + Math.ceil(ref.length / 4096);
+  }
+
   /** A peer's read, cut off after its window on demand reads (the guest is waiting). */
   private windowed(mirror: MirrorState, ref: ObjectRef, options: GetOptions): { get: Promise<VerifiedObject>; late(): boolean; windowMs: number } {
-    const windowMs = (mirror.peer?.windowMs ?? 750) + Math.ceil(ref.length / 4096);
+    const windowMs = this.windowOf(mirror, ref);
     const controller = new AbortController();
     let late = false;
     const timer = setTimeout(() => {

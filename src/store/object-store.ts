@@ -29,6 +29,12 @@ export type FetchPriority = 'demand' | 'prefetch' | 'background';
 export interface GetOptions {
   signal?: AbortSignal;
   priority?: FetchPriority;
+  /**
+   * Peers only: the peer may hold the request up to this long (ms) while its
+   * own fetch of the object is in flight, instead of answering "missing" at
+   * once (docs/peers.md "Flash crowd"). Other sources ignore it.
+   */
+  waitMs?: number;
 }
 
 /** Read side of every store: directory, HTTP, mirror group, cache. */
