@@ -74,6 +74,8 @@ t0=$(date +%s)
 say "building $OUT from examples/$NAME/hostme.json"
 mkdir -p "$OUT"
 rm -f "$OUT/stamp" "$OUT/vmlinuz"   # vmlinuz: what earlier versions of this script wrote
+# A stale build's repository holds the same NAME@VERSION with other content: publishing never rewrites it.
+rm -rf "$OUT/repo"
 hostme() { node "$REPO/bin/hostme.js" "$@"; }
 [ -f "$OUT/publisher.key" ] || hostme keygen "$OUT/publisher.key" >/dev/null
 hostme build "$EXAMPLE/hostme.json" --repo "$OUT/repo" --key "$OUT/publisher.key" --cache-dir "$CACHE" --out "$OUT" >&2

@@ -77,7 +77,7 @@ export interface RunOptions {
   internet?: boolean;
   /** Resume the image's QEMU snapshot when it matches (default true); false always boots. */
   resume?: boolean;
-  /** Serve the snapshot's RAM lazily over FUSE (src/lazyfs) instead of fetching it whole first (default: HOSTME_LAZY_RAM=1). */
+  /** Serve the snapshot's RAM lazily over FUSE (src/lazyfs) instead of fetching it whole first (default: HOSTME_LAZY_RAM=0/1, else lazy as root). */
   lazyRam?: boolean;
   /** Typed into the console once the guest runs: right after a resume, or when a cold boot prints the snapshot's ready mark (or HOSTME-READY). */
   type?: string;

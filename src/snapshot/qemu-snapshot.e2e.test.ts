@@ -72,7 +72,7 @@ test('the snapshot pins the machine, and hostme run resumes it: a command typed 
   assert.match(cold.stderr, /booting hello@2/);
 });
 
-test('a lazy-RAM resume (its recorded working set first, the rest on demand over FUSE) answers a command, and the run reports its phases', async () => {
+test('a lazy-RAM resume (the default as root: its recorded working set first, the rest on demand over FUSE) answers a command, and the run reports its phases', async () => {
   const statsFile = join(work, 'lazy-stats.json');
   const run = await runCli(['run', repoDir, 'hello@2', '--instance', 'lazy', '--cache', join(work, 'cache-lazy'), ...ANSWER, '--timeout', '120', '--console', 'none', '--stats-json', statsFile], { env: { ...env, HOSTME_LAZY_RAM: '1' } });
   assert.equal(run.code, 0, run.stderr);
@@ -93,7 +93,8 @@ test('a tampered RAM chunk or device state is refused and named, and the guest b
     const id = index.ids.find((x) => !isHole(x))!;
     const file = join(copy, 'objects', id.slice(0, 2), id);
     await writeFile(file, Buffer.alloc((await stat(file)).size, 0x5a));
-    const run = await runCli(['run', copy, 'hello@2', '--cache', join(work, `cache-t-${blob}`), ...ANSWER, '--timeout', '180', '--console', 'none'], { env });
+    // The whole fetch (HOSTME_LAZY_RAM=0) checks every RAM chunk before QEMU starts; the lazy path has its own test below.
+    const run = await runCli(['run', copy, 'hello@2', '--cache', join(work, `cache-t-${blob}`), ...ANSWER, '--timeout', '180', '--console', 'none'], { env: { ...env, HOSTME_LAZY_RAM: '0' } });
     assert.equal(run.code, 0, run.stderr);
     assert.match(run.stderr, new RegExp(`snapshot not resumed: ${label} refused`));
     assert.match(run.stderr, /booting hello@2/);
