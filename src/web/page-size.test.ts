@@ -15,9 +15,10 @@ const DIST_WEB = fileURLToPath(new URL('../../dist-web/', import.meta.url));
  * (run.js 99,470 + zstddec's zstd.wasm 16,328); 120,077 with the tab as a WebRTC peer (+4,279),
  * 120,286 the last build with zstddec (run.js 103,958 + zstd.wasm 16,328).
  * Measured 2026-11-30 after decoding through v86's WebAssembly instead of zstd.wasm: run.js 104,248
- * (xterm.js 74,615, zod/mini ~8,700, hostme ~20,900): 4,399 under the pre-merge figure.
+ * (xterm.js 74,615, zod/mini ~8,700, hostme ~20,900): 4,399 under the pre-merge figure; 104,739
+ * with the flash-crowd GET_WAIT message in the shared peer wire code (+491). Budget: that plus ~250.
  */
-export const RUN_PAGE_BUDGET = 104_500;
+export const RUN_PAGE_BUDGET = 105_000;
 
 const brotliSize = (bytes: Uint8Array) => brotliCompressSync(bytes, { params: { [constants.BROTLI_PARAM_QUALITY]: 11 } }).length;
 
