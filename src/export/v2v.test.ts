@@ -15,7 +15,6 @@
  * With CI=true a missing part fails; elsewhere it is skipped with the reason.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, readdirSync } from 'node:fs';
 import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
@@ -27,6 +26,8 @@ import { newKey, removeDir, tempDir } from '../testing/fixtures.js';
 import { runCli } from '../testing/published-guest.js';
 import { referenceGuestDir, testRunAccel } from '../testing/reference-guest.js';
 import { launchVm } from '../vm/qemu.js';
+import { runTool, toolOutput } from '../process/tool.js';
+import { errorMessage } from '../errors.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const EXAMPLE = path.join(repoRoot, 'examples', 'debian-bios');
@@ -92,25 +93,6 @@ async function builtRepo(log: (line: string) => void): Promise<string> {
   return repo;
 }
 
-/** Runs a tool with a hard deadline; resolves with its exit code and combined output. */
-function runTool(cmd: string, args: string[], env: NodeJS.ProcessEnv, timeoutMs: number): Promise<{ code: number | null; output: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let output = '';
-    const keep = (d: Buffer) => {
-      output = (output + d.toString()).slice(-200_000);
-    };
-    child.stdout.on('data', keep);
-    child.stderr.on('data', keep);
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, output });
-    });
-  });
-}
-
 describe('virt-v2v converts the OVA of a Debian guest', { skip }, () => {
   let dir: string;
   let repo: string;
@@ -133,12 +115,15 @@ describe('virt-v2v converts the OVA of a Debian guest', { skip }, () => {
     // The appliance cache stays libguestfs's default (/var/tmp/.guestfs-UID): supermin builds it once per machine.
     const env = { ...process.env, LIBGUESTFS_BACKEND: 'direct' };
     const started = performance.now();
-    const v2v = await runTool('virt-v2v', ['-i', 'ova', ova, '-o', 'local', '-os', converted, '-of', 'qcow2'], env, 2_700_000);
-    console.log(`v2v test: virt-v2v exited ${v2v.code} after ${((performance.now() - started) / 1000).toFixed(0)} s\n${v2v.output.split('\n').slice(-40).join('\n')}`);
-    assert.equal(v2v.code, 0, `virt-v2v failed:\n${v2v.output.slice(-4000)}`);
-    assert.match(v2v.output, /Inspecting the source/);
-    assert.match(v2v.output, /Converting 12\.\d+ to run on KVM/, 'virt-v2v inspected the guest as Debian 12 and converted it');
-    assert.match(v2v.output, /Finishing off/);
+    // The project's process layer: a non-zero exit rejects with the tool's output tails.
+    const v2v = await runTool('virt-v2v', ['-i', 'ova', ova, '-o', 'local', '-os', converted, '-of', 'qcow2'], { env, timeoutMs: 2_700_000 }).catch((err: unknown) => {
+      assert.fail(`virt-v2v failed: ${errorMessage(err)}\n${toolOutput(err).slice(-4000)}`);
+    });
+    const output = `${v2v.stdout}\n${v2v.stderr}`;
+    console.log(`v2v test: virt-v2v exited 0 after ${((performance.now() - started) / 1000).toFixed(0)} s\n${output.split('\n').slice(-40).join('\n')}`);
+    assert.match(output, /Inspecting the source/);
+    assert.match(output, /Converting 12\.\d+ to run on KVM/, 'virt-v2v inspected the guest as Debian 12 and converted it');
+    assert.match(output, /Finishing off/);
 
     const produced = await readdir(converted);
     const xml = produced.find((f) => f.endsWith('.xml'));

@@ -87,9 +87,8 @@ export async function planResume(ctx: ResumeContext): Promise<ResumePlan | undef
     if (lazy) {
       // Only the (small) device state before QEMU starts: the working set streams while QEMU starts
       // and loads the state (resumeVm continues the guest once it is verified), the rest afterwards.
-      const workingSet = lazy.blob.prefetch(snapshot.ramWorkingSet ?? []).catch((err: unknown) => {
-        throw err instanceof HostmeError && err.code === 'snapshot-ram-corrupt' ? new HostmeError('snapshot-refused', `snapshot RAM refused: ${err.message}`, {}, { cause: err }) : err;
-      });
+      // A refused chunk is recorded by the blob (blob.failed): resumeVm names it when the resume is abandoned.
+      const workingSet = lazy.blob.prefetch(snapshot.ramWorkingSet ?? []);
       workingSet.catch(() => {}); // awaited by resumeVm; a refusal before then is not unhandled
       try {
         return { snapshot, ramFile: lazy.path, stateFile: await state, lazy, workingSet };

@@ -11,7 +11,7 @@ import { publishDerived } from '../repo/versions.js';
 import { chunkFile } from '../pack/chunker.js';
 import { ChunkWorkerPool } from '../pack/worker-pool.js';
 import { DEFAULT_CHUNK_SIZE } from '../format/chunk-index.js';
-import { startImage } from '../runner/run-image.js';
+import { startImage, type RunOptions } from '../runner/run-image.js';
 import type { BootOnceRequest } from '../runner/profile.js';
 import type { Accel } from '../vm/accel.js';
 import type { VmHandle } from '../vm/qemu.js';
@@ -70,16 +70,10 @@ export async function snapshotQemuImage(request: QemuSnapshotRequest): Promise<S
     const append = request.append ?? QEMU_SNAPSHOT_DEFAULT_APPEND;
     request.onStep?.('boot', `booting ${m.name}@${m.version} in QEMU until ${request.until}`);
     const running = await startImage({
+      ...snapshotRun(request),
       link: { repo: request.repoDir, name: m.name, version: m.version },
       cacheDir: request.cacheDir,
-      console: 'none',
-      until: request.until,
-      keepRunning: true,
-      timeoutMs: request.timeoutMs ?? 300_000,
-      overlay: 'ephemeral',
-      trusted: [request.key],
       append: append || undefined,
-      accel: request.accel,
       resume: false,
       // No NIC in the saved machine: a migrated NIC would keep one MAC for every clone. Resumes plug theirs in.
       vm: { diskBus: 'virtio', machine: 'q35', memoryFile: { path: ramFile, shared: true }, hotplugPorts: SNAPSHOT_HOTPLUG_PORTS, vmgenid: randomUUID(), overlay: undefined, netdev: undefined },
@@ -110,6 +104,19 @@ export async function snapshotQemuImage(request: QemuSnapshotRequest): Promise<S
   } finally {
     await rm(work, { recursive: true, force: true });
   }
+}
+
+/** What the saving boot and the trial resume share: no console, the ready mark, kept running, writes thrown away. */
+function snapshotRun(request: QemuSnapshotRequest) {
+  return {
+    console: 'none',
+    until: request.until,
+    keepRunning: true,
+    timeoutMs: request.timeoutMs ?? 300_000,
+    overlay: 'ephemeral',
+    trusted: [request.key],
+    accel: request.accel,
+  } satisfies Partial<RunOptions>;
 }
 
 /** Resolves once the console printed nothing for `ms` (bounded: 20 s). */
@@ -206,17 +213,11 @@ async function recordWorkingSet(
   await mkdir(scratch);
   await symlink(resolve(request.repoDir, 'objects'), join(scratch, 'objects'));
   const trial = await publishDerived(openRepository(scratch), base, { qemuSnapshot }, request.key);
+  // The saved ready mark (snapshotRun's until): a resume counts as ready at once (nothing is typed, nothing awaited).
   const running = await startImage({
+    ...snapshotRun(request),
     link: { repo: scratch, name: trial.manifest.name, version: trial.manifest.version },
     cacheDir: join(work, 'trial-cache'),
-    console: 'none',
-    // The saved ready mark: a resume counts as ready at once (nothing is typed, nothing awaited).
-    until: request.until,
-    keepRunning: true,
-    timeoutMs: request.timeoutMs ?? 300_000,
-    overlay: 'ephemeral',
-    trusted: [request.key],
-    accel: request.accel,
     resume: true,
     lazyRam: true,
   });
